@@ -1,0 +1,15 @@
+//! Datasets: the IDX file format, MNIST (find, fetch, verify) and RDD-like
+//! partitions.
+
+pub mod dataset;
+pub mod fetch;
+pub mod idx;
+pub mod md5sum;
+pub mod mnist;
+pub mod partition;
+
+pub use dataset::{Dataset, DatasetError};
+pub use fetch::{FetchError, FetchOptions};
+pub use idx::{IdxArray, IdxError};
+pub use mnist::{Mnist, MnistError};
+pub use partition::{Partition, PartitionError};

@@ -1,0 +1,466 @@
+//! Multi-layer perceptron: hidden layers of one [`Activation`], a softmax
+//! output and cross-entropy loss.
+//!
+//! Layer `l` owns `layer{l}.weight` (`in × out`, so a batch is `X · W`) and
+//! `layer{l}.bias` (`out`).
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, Axis, s};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+
+use super::activation::{Activation, softmax_rows};
+use super::{Layout, Model, ModelError, mat, mat_mut};
+use crate::data::Dataset;
+
+/// Smallest probability taken into a log, so a confident mistake costs a
+/// large but finite loss.
+const MIN_PROB: f32 = 1e-7;
+/// Rows per chunk when evaluating a whole dataset in parallel.
+const EVAL_CHUNK: usize = 1024;
+
+/// A fully connected network ending in softmax.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mlp {
+    sizes: Vec<usize>,
+    activation: Activation,
+    layout: Layout,
+}
+
+/// Per-thread activations and deltas, one matrix per layer.
+#[derive(Debug)]
+pub struct MlpScratch {
+    acts: Vec<Array2<f32>>,
+    deltas: Vec<Array2<f32>>,
+}
+
+/// Loss and accuracy of a model on a dataset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy.
+    pub loss: f32,
+    /// Fraction classified correctly.
+    pub accuracy: f32,
+}
+
+impl Mlp {
+    /// A network with these layer sizes (input first, classes last) and
+    /// hidden nonlinearity.
+    pub fn new(sizes: &[usize], activation: Activation) -> Result<Self, ModelError> {
+        if sizes.len() < 2 || sizes.contains(&0) {
+            return Err(ModelError::BadSpec(format!(
+                "an MLP needs at least an input and an output size, all positive (got {sizes:?})"
+            )));
+        }
+        if sizes[sizes.len() - 1] > 256 {
+            return Err(ModelError::BadSpec("labels are bytes: at most 256 classes".into()));
+        }
+        let mut layout = Layout::default();
+        for (l, w) in sizes.windows(2).enumerate() {
+            layout.push(format!("layer{l}.weight"), &[w[0], w[1]]);
+            layout.push(format!("layer{l}.bias"), &[w[1]]);
+        }
+        Ok(Self {
+            sizes: sizes.to_vec(),
+            activation,
+            layout,
+        })
+    }
+
+    /// Layer sizes, input first.
+    pub fn sizes(&self) -> &[usize] {
+        &self.sizes
+    }
+
+    /// The hidden nonlinearity.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    fn layers(&self) -> usize {
+        self.sizes.len() - 1
+    }
+
+    /// Runs the forward pass for the first `rows` rows; the class
+    /// probabilities end up in the last activation matrix.
+    fn forward(&self, params: &[f32], x: ArrayView2<'_, f32>, scratch: &mut MlpScratch) {
+        let rows = x.nrows();
+        for l in 0..self.layers() {
+            let (before, rest) = scratch.acts.split_at_mut(l);
+            let input = if l == 0 { x } else { before[l - 1].slice(s![..rows, ..]) };
+            let mut out = rest[0].slice_mut(s![..rows, ..]);
+            let (w, b) = self.weight_bias(params, l);
+            for mut row in out.rows_mut() {
+                row.assign(&b);
+            }
+            general_mat_mul(1.0, &input, &w, 1.0, &mut out);
+            if l + 1 < self.layers() {
+                self.activation.apply(&mut out);
+            } else {
+                softmax_rows(&mut out);
+            }
+        }
+    }
+
+    fn weight_bias<'a>(&self, params: &'a [f32], l: usize) -> (ArrayView2<'a, f32>, ndarray::ArrayView1<'a, f32>) {
+        let (fan_in, fan_out) = (self.sizes[l], self.sizes[l + 1]);
+        let w = mat(&params[self.layout.range(2 * l)], fan_in, fan_out);
+        let b = ndarray::ArrayView1::from(&params[self.layout.range(2 * l + 1)]);
+        (w, b)
+    }
+
+    /// Class probabilities for every row of `x` (allocates; for evaluation).
+    pub fn predict_proba(&self, params: &[f32], x: ArrayView2<'_, f32>) -> Result<Array2<f32>, ModelError> {
+        check_params(&self.layout, params)?;
+        check_width(self.sizes[0], x)?;
+        let mut scratch = self.scratch(x.nrows(), 0);
+        self.forward(params, x, &mut scratch);
+        Ok(scratch.acts.pop().unwrap_or_default())
+    }
+
+    /// Mean loss and accuracy on a dataset, in parallel over chunks of rows.
+    pub fn evaluate(&self, params: &[f32], data: &Dataset) -> Result<Evaluation, ModelError> {
+        check_params(&self.layout, params)?;
+        check_width(self.sizes[0], data.features())?;
+        check_labels(data.labels(), self.sizes[self.layers()])?;
+        if data.is_empty() {
+            return Err(ModelError::BadBatch("cannot evaluate on an empty dataset".into()));
+        }
+        let (loss, correct) = (0..data.len().div_ceil(EVAL_CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let rows = c * EVAL_CHUNK..((c + 1) * EVAL_CHUNK).min(data.len());
+                let x = data.features().slice_move(s![rows.clone(), ..]);
+                let y = &data.labels()[rows];
+                let mut scratch = self.scratch(x.nrows(), 0);
+                self.forward(params, x, &mut scratch);
+                let probs = &scratch.acts[self.layers() - 1];
+                let mut loss = 0.0f64;
+                let mut correct = 0usize;
+                for (p, &label) in probs.axis_iter(Axis(0)).zip(y) {
+                    loss -= f64::from(p[usize::from(label)].max(MIN_PROB).ln());
+                    if argmax(p.as_slice().unwrap_or(&[])) == usize::from(label) {
+                        correct += 1;
+                    }
+                }
+                (loss, correct)
+            })
+            .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        Ok(Evaluation {
+            loss: (loss / data.len() as f64) as f32,
+            accuracy: correct as f32 / data.len() as f32,
+        })
+    }
+
+    /// Puts pre-trained weights and hidden biases (one pair per hidden layer)
+    /// into a parameter vector of this network; the output layer keeps the
+    /// values in `params`.
+    pub fn load_hidden_layers(&self, params: &mut [f32], layers: &[(&[f32], &[f32])]) -> Result<(), ModelError> {
+        check_params(&self.layout, params)?;
+        if layers.len() >= self.layers() {
+            return Err(ModelError::BadSpec(format!(
+                "{} pre-trained layers for a network with {} hidden layers",
+                layers.len(),
+                self.layers() - 1
+            )));
+        }
+        for (l, (w, b)) in layers.iter().enumerate() {
+            let (wr, br) = (self.layout.range(2 * l), self.layout.range(2 * l + 1));
+            if w.len() != wr.len() || b.len() != br.len() {
+                return Err(ModelError::BadSpec(format!(
+                    "pre-trained layer {l} does not fit {}×{}",
+                    self.sizes[l],
+                    self.sizes[l + 1]
+                )));
+            }
+            params[wr].copy_from_slice(w);
+            params[br].copy_from_slice(b);
+        }
+        Ok(())
+    }
+}
+
+impl Model for Mlp {
+    type Scratch = MlpScratch;
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn input_dim(&self) -> usize {
+        self.sizes[0]
+    }
+
+    fn classes(&self) -> Option<usize> {
+        Some(self.sizes[self.layers()])
+    }
+
+    fn init(&self, seed: u64) -> Vec<f32> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut params = vec![0.0; self.layout.len()];
+        for l in 0..self.layers() {
+            let (fan_in, fan_out) = (self.sizes[l], self.sizes[l + 1]);
+            // The softmax layer is initialised like a tanh layer (Glorot).
+            let act = if l + 1 < self.layers() {
+                self.activation
+            } else {
+                Activation::Tanh
+            };
+            let bound = act.init_bound(fan_in, fan_out);
+            for v in &mut params[self.layout.range(2 * l)] {
+                *v = rng.random_range(-bound..bound);
+            }
+        }
+        params
+    }
+
+    fn scratch(&self, max_rows: usize, _seed: u64) -> MlpScratch {
+        let per_layer = || self.sizes[1..].iter().map(|&n| Array2::zeros((max_rows, n))).collect();
+        MlpScratch {
+            acts: per_layer(),
+            deltas: per_layer(),
+        }
+    }
+
+    fn shard_gradient(
+        &self,
+        params: &[f32],
+        x: ArrayView2<'_, f32>,
+        y: &[u8],
+        scale: f32,
+        grad: &mut [f32],
+        scratch: &mut MlpScratch,
+    ) -> f32 {
+        let rows = x.nrows();
+        let last = self.layers() - 1;
+        self.forward(params, x, scratch);
+
+        // Softmax + cross-entropy: d loss / d logits = p − onehot(y).
+        let mut loss = 0.0f32;
+        {
+            let probs = scratch.acts[last].slice(s![..rows, ..]);
+            let mut delta = scratch.deltas[last].slice_mut(s![..rows, ..]);
+            delta.assign(&probs);
+            for (i, &label) in y.iter().enumerate() {
+                let label = usize::from(label);
+                loss -= probs[[i, label]].max(MIN_PROB).ln();
+                delta[[i, label]] -= 1.0;
+            }
+            delta.mapv_inplace(|d| d * scale);
+        }
+
+        for l in (0..=last).rev() {
+            let input = if l == 0 {
+                x
+            } else {
+                scratch.acts[l - 1].slice(s![..rows, ..])
+            };
+            let (fan_in, fan_out) = (self.sizes[l], self.sizes[l + 1]);
+            let (lower, upper) = scratch.deltas.split_at_mut(l);
+            let delta = upper[0].slice(s![..rows, ..]);
+            let (gw, gb) =
+                grad[self.layout.range(2 * l).start..self.layout.range(2 * l + 1).end].split_at_mut(fan_in * fan_out);
+            general_mat_mul(1.0, &input.t(), &delta, 0.0, &mut mat_mut(gw, fan_in, fan_out));
+            gb.fill(0.0);
+            for row in delta.rows() {
+                for (g, d) in gb.iter_mut().zip(row) {
+                    *g += d;
+                }
+            }
+            if l > 0 {
+                let (w, _) = self.weight_bias(params, l);
+                let mut below = lower[l - 1].slice_mut(s![..rows, ..]);
+                general_mat_mul(1.0, &delta, &w.t(), 0.0, &mut below);
+                self.activation
+                    .backprop(&mut below, scratch.acts[l - 1].slice(s![..rows, ..]));
+            }
+        }
+        loss
+    }
+
+    fn flops_per_example(&self) -> u64 {
+        let products: Vec<u64> = self.sizes.windows(2).map(|w| (w[0] * w[1]) as u64).collect();
+        // Forward and weight gradient for every layer; input gradient for all
+        // but the first.
+        let all: u64 = products.iter().sum();
+        2 * (2 * all + (all - products[0]))
+    }
+}
+
+/// Index of the largest value (the first, on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |best, (i, &x)| if x > best.1 { (i, x) } else { best },
+        )
+        .0
+}
+
+pub(crate) fn check_params(layout: &Layout, params: &[f32]) -> Result<(), ModelError> {
+    if params.len() != layout.len() {
+        return Err(ModelError::ParamLength {
+            expected: layout.len(),
+            actual: params.len(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_width(expected: usize, x: ArrayView2<'_, f32>) -> Result<(), ModelError> {
+    if x.ncols() != expected {
+        return Err(ModelError::InputDim {
+            expected,
+            actual: x.ncols(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_labels(y: &[u8], classes: usize) -> Result<(), ModelError> {
+    match y.iter().find(|&&l| usize::from(l) >= classes) {
+        Some(&label) => Err(ModelError::LabelOutOfRange { label, classes }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::GradientEngine;
+
+    fn toy_batch(rows: usize, dim: usize, classes: usize) -> (Array2<f32>, Vec<u8>) {
+        let x = Array2::from_shape_fn((rows, dim), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0 - 0.4);
+        let y = (0..rows).map(|i| (i % classes) as u8).collect();
+        (x, y)
+    }
+
+    /// Mean cross-entropy computed independently, in f64, one example at a time.
+    fn reference_loss(sizes: &[usize], act: Activation, params: &[f64], x: &Array2<f32>, y: &[u8]) -> f64 {
+        let mut total = 0.0;
+        for (row, &label) in x.rows().into_iter().zip(y) {
+            let mut a: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+            let mut offset = 0;
+            for (l, w) in sizes.windows(2).enumerate() {
+                let (n_in, n_out) = (w[0], w[1]);
+                let bias = offset + n_in * n_out;
+                let mut z: Vec<f64> = (0..n_out)
+                    .map(|j| params[bias + j] + (0..n_in).map(|i| a[i] * params[offset + i * n_out + j]).sum::<f64>())
+                    .collect();
+                offset = bias + n_out;
+                if l + 2 < sizes.len() {
+                    for v in &mut z {
+                        *v = match act {
+                            Activation::Sigmoid => 1.0 / (1.0 + (-*v).exp()),
+                            Activation::Tanh => v.tanh(),
+                            Activation::Relu => v.max(0.0),
+                        };
+                    }
+                } else {
+                    let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+                    total -= (z[usize::from(label)] - max) - sum.ln();
+                }
+                a = z;
+            }
+        }
+        total / y.len() as f64
+    }
+
+    /// Central differences on the f64 reference loss must match the
+    /// analytic f32 gradient of every coordinate.
+    fn check_gradient(act: Activation) {
+        let sizes = [5, 4, 3, 3];
+        let mlp = Mlp::new(&sizes, act).unwrap();
+        let params = mlp.init(3);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        let x = Array2::from_shape_fn((6, 5), |_| rng.random_range(-1.0f32..1.0));
+        let y: Vec<u8> = vec![0, 1, 2, 0, 1, 2];
+        let mut engine = GradientEngine::with_threads(mlp.clone(), 6, 2, 0);
+        let (loss, grad) = engine.gradient(&params, x.view(), &y).unwrap();
+        let p64: Vec<f64> = params.iter().map(|&v| f64::from(v)).collect();
+        assert!((f64::from(loss) - reference_loss(&sizes, act, &p64, &x, &y)).abs() < 1e-5);
+        let h = 1e-6;
+        for i in 0..params.len() {
+            let (mut plus, mut minus) = (p64.clone(), p64.clone());
+            plus[i] += h;
+            minus[i] -= h;
+            let numeric =
+                (reference_loss(&sizes, act, &plus, &x, &y) - reference_loss(&sizes, act, &minus, &x, &y)) / (2.0 * h);
+            let diff = (numeric - f64::from(grad[i])).abs();
+            assert!(
+                diff < 1e-4 + 1e-3 * numeric.abs(),
+                "{act:?} param {i}: analytic {} numeric {numeric}",
+                grad[i]
+            );
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences_sigmoid() {
+        check_gradient(Activation::Sigmoid);
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences_tanh() {
+        check_gradient(Activation::Tanh);
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences_relu() {
+        check_gradient(Activation::Relu);
+    }
+
+    #[test]
+    fn gradient_is_the_same_on_one_or_many_threads() {
+        let mlp = Mlp::new(&[8, 16, 4], Activation::Relu).unwrap();
+        let params = mlp.init(1);
+        let (x, y) = toy_batch(37, 8, 4);
+        let mut one = GradientEngine::with_threads(mlp.clone(), 64, 1, 0);
+        let mut many = GradientEngine::with_threads(mlp, 64, 4, 0);
+        let (l1, g1) = one.gradient(&params, x.view(), &y).unwrap();
+        let g1 = g1.to_vec();
+        let (l4, g4) = many.gradient(&params, x.view(), &y).unwrap();
+        assert!((l1 - l4).abs() < 1e-5);
+        for (a, b) in g1.iter().zip(g4) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_specs_and_inputs() {
+        assert!(Mlp::new(&[5], Activation::Relu).is_err());
+        assert!(Mlp::new(&[5, 0, 2], Activation::Relu).is_err());
+        let mlp = Mlp::new(&[4, 3], Activation::Relu).unwrap();
+        let mut engine = GradientEngine::with_threads(mlp.clone(), 8, 1, 0);
+        let params = mlp.init(0);
+        let (x, y) = toy_batch(4, 4, 3);
+        assert!(matches!(
+            engine.gradient(&params[1..], x.view(), &y),
+            Err(ModelError::ParamLength { .. })
+        ));
+        let (wide, _) = toy_batch(4, 5, 3);
+        assert!(matches!(
+            engine.gradient(&params, wide.view(), &y),
+            Err(ModelError::InputDim { .. })
+        ));
+        assert!(matches!(
+            engine.gradient(&params, x.view(), &[0, 1, 2, 3]),
+            Err(ModelError::LabelOutOfRange { .. })
+        ));
+        let (big, by) = toy_batch(9, 4, 3);
+        assert!(matches!(
+            engine.gradient(&params, big.view(), &by),
+            Err(ModelError::BadBatch(_))
+        ));
+    }
+
+    #[test]
+    fn counts_flops() {
+        let mlp = Mlp::new(&[784, 500, 500, 10], Activation::Relu).unwrap();
+        let all = 784 * 500 + 500 * 500 + 500 * 10;
+        assert_eq!(mlp.flops_per_example(), 2 * (3 * all - 784 * 500));
+    }
+}

@@ -1,0 +1,131 @@
+//! Stochastic gradient descent with optional (Nesterov) momentum and L2
+//! weight decay, in the form PyTorch uses: `v ← μv + g`, then
+//! `w ← w − η·v` (or `w ← w − η·(g + μv)` with Nesterov).
+
+use super::{Common, OptimError, Optimizer, check_lengths};
+
+/// SGD with momentum.
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    common: Common,
+    momentum: f32,
+    nesterov: bool,
+    velocity: Vec<f32>,
+    steps: u64,
+}
+
+impl Sgd {
+    /// SGD for `len` parameters.
+    pub fn new(common: Common, momentum: f32, nesterov: bool, len: usize) -> Result<Self, OptimError> {
+        common.validate()?;
+        check_momentum(momentum)?;
+        Ok(Self {
+            common,
+            momentum,
+            nesterov,
+            velocity: vec![0.0; len],
+            steps: 0,
+        })
+    }
+
+    /// Changes the momentum coefficient (for schedules such as 0.5 then 0.9).
+    pub fn set_momentum(&mut self, momentum: f32) -> Result<(), OptimError> {
+        check_momentum(momentum)?;
+        self.momentum = momentum;
+        Ok(())
+    }
+}
+
+fn check_momentum(momentum: f32) -> Result<(), OptimError> {
+    if (0.0..1.0).contains(&momentum) {
+        Ok(())
+    } else {
+        Err(OptimError::BadSetting {
+            key: "momentum",
+            value: momentum.into(),
+            allowed: "must be in [0, 1)",
+        })
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
+        check_lengths(self.velocity.len(), params, grad)?;
+        let lr = self.common.rate(staleness);
+        let c = self.common;
+        if self.momentum == 0.0 {
+            for (w, &g) in params.iter_mut().zip(grad) {
+                *w -= lr * c.decayed(g, *w);
+            }
+        } else {
+            let mu = self.momentum;
+            for ((w, &g), v) in params.iter_mut().zip(grad).zip(&mut self.velocity) {
+                let g = c.decayed(g, *w);
+                *v = mu * *v + g;
+                *w -= lr * if self.nesterov { g + mu * *v } else { *v };
+            }
+        }
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(lr: f32, wd: f32) -> Common {
+        Common {
+            lr,
+            weight_decay: wd,
+            staleness_scaled: false,
+        }
+    }
+
+    #[test]
+    fn plain_step_with_weight_decay() {
+        let mut opt = Sgd::new(common(0.1, 0.5), 0.0, false, 2).unwrap();
+        let mut w = vec![1.0, -2.0];
+        opt.step(&mut w, &[0.2, 0.4], 0).unwrap();
+        // w − 0.1·(g + 0.5·w): 1 − 0.1·0.7 = 0.93; −2 − 0.1·(0.4 − 1) = −1.94.
+        assert!((w[0] - 0.93).abs() < 1e-6 && (w[1] + 1.94).abs() < 1e-6, "{w:?}");
+    }
+
+    #[test]
+    fn momentum_accumulates_by_hand() {
+        let mut opt = Sgd::new(common(0.1, 0.0), 0.9, false, 1).unwrap();
+        let mut w = vec![0.0];
+        opt.step(&mut w, &[1.0], 0).unwrap(); // v = 1, w = −0.1
+        opt.step(&mut w, &[1.0], 0).unwrap(); // v = 1.9, w = −0.29
+        assert!((w[0] + 0.29).abs() < 1e-6, "{w:?}");
+    }
+
+    #[test]
+    fn nesterov_looks_ahead_by_hand() {
+        let mut opt = Sgd::new(common(0.1, 0.0), 0.9, true, 1).unwrap();
+        let mut w = vec![0.0];
+        opt.step(&mut w, &[1.0], 0).unwrap(); // v = 1, w −= 0.1·(1 + 0.9) → −0.19
+        opt.step(&mut w, &[1.0], 0).unwrap(); // v = 1.9, w −= 0.1·(1 + 1.71) → −0.461
+        assert!((w[0] + 0.461).abs() < 1e-6, "{w:?}");
+    }
+
+    #[test]
+    fn stale_updates_take_smaller_steps_when_scaled() {
+        let mut c = common(0.4, 0.0);
+        c.staleness_scaled = true;
+        let mut opt = Sgd::new(c, 0.0, false, 1).unwrap();
+        let mut w = vec![0.0];
+        opt.step(&mut w, &[1.0], 4).unwrap();
+        assert!((w[0] + 0.1).abs() < 1e-7);
+    }
+
+    #[test]
+    fn rejects_momentum_out_of_range() {
+        assert!(Sgd::new(common(0.1, 0.0), 1.0, false, 1).is_err());
+        assert!(Sgd::new(common(0.0, 0.0), 0.5, false, 1).is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! The deepdist executor: connection to the driver, partition cache and the
+//! compute loop.
+//!
+//! The distributed runtime is built in its own issue (#3) on top of the compute
+//! core in `deepdist-common`; this crate is its home in the workspace.
+
+pub use deepdist_common as common;
