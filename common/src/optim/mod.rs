@@ -12,6 +12,10 @@ pub use adagrad::AdaGrad;
 pub use adarevision::AdaRevision;
 pub use sgd::Sgd;
 
+/// Values per parallel task in a descent step: the step is memory-bound, so
+/// chunks only need to be large enough to amortise scheduling.
+pub(crate) const CHUNK: usize = 32 * 1024;
+
 /// What can be wrong with an optimizer or a step.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OptimError {

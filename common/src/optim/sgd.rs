@@ -2,7 +2,9 @@
 //! weight decay, in the form PyTorch uses: `v ← μv + g`, then
 //! `w ← w − η·v` (or `w ← w − η·(g + μv)` with Nesterov).
 
-use super::{Common, OptimError, Optimizer, check_lengths};
+use rayon::prelude::*;
+
+use super::{CHUNK, Common, OptimError, Optimizer, check_lengths};
 
 /// SGD with momentum.
 #[derive(Debug, Clone)]
@@ -52,19 +54,20 @@ impl Optimizer for Sgd {
     fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
         check_lengths(self.velocity.len(), params, grad)?;
         let lr = self.common.rate(staleness);
-        let c = self.common;
-        if self.momentum == 0.0 {
-            for (w, &g) in params.iter_mut().zip(grad) {
-                *w -= lr * c.decayed(g, *w);
-            }
-        } else {
-            let mu = self.momentum;
-            for ((w, &g), v) in params.iter_mut().zip(grad).zip(&mut self.velocity) {
-                let g = c.decayed(g, *w);
-                *v = mu * *v + g;
-                *w -= lr * if self.nesterov { g + mu * *v } else { *v };
-            }
-        }
+        let (c, mu, nesterov) = (self.common, self.momentum, self.nesterov);
+        (params.par_chunks_mut(CHUNK), grad.par_chunks(CHUNK), self.velocity.par_chunks_mut(CHUNK))
+            .into_par_iter()
+            .for_each(|(params, grad, velocity)| {
+                for ((w, &g), v) in params.iter_mut().zip(grad).zip(velocity) {
+                    let g = c.decayed(g, *w);
+                    if mu == 0.0 {
+                        *w -= lr * g;
+                        continue;
+                    }
+                    *v = mu * *v + g;
+                    *w -= lr * if nesterov { g + mu * *v } else { *v };
+                }
+            });
         self.steps += 1;
         Ok(())
     }

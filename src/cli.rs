@@ -1,0 +1,128 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use deepdist_common::model::Activation;
+
+/// Train deep networks (MLPs, Deep Belief Networks) on every core, and across
+/// machines through a parameter server.
+#[derive(Debug, Parser)]
+#[command(name = "deepdist", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter for operators (overridden by RUST_LOG), e.g. `info` or `deepdist_common=debug`.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Datasets: fetch and verify MNIST.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Measure gradient() throughput and this machine's GEMM peak (use a release build).
+    Bench(BenchArgs),
+    /// Train an MLP on MNIST in this process, on every core.
+    Train(TrainArgs),
+}
+
+/// Dataset commands.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Find MNIST in the data directory, or download it, and verify every file by MD5.
+    Fetch {
+        /// The dataset.
+        #[arg(value_enum, default_value_t = DatasetName::Mnist)]
+        dataset: DatasetName,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+/// Datasets deepdist knows.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DatasetName {
+    /// LeCun's handwritten digits, 60,000 + 10,000 images of 28×28.
+    Mnist,
+}
+
+/// Where datasets live.
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// Data directory (MNIST in its mnist/ subdirectory). Default: $DEEPDIST_DATA, else ~/.cache/deepdist.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Benchmark options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Thread counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Timed windows per measurement; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub trials: usize,
+    /// Length of one timed window, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+}
+
+/// In-process training options.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Hidden layer sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "500,500")]
+    pub hidden: Vec<usize>,
+    /// Hidden nonlinearity.
+    #[arg(long, value_enum, default_value_t = ActivationArg::Relu)]
+    pub activation: ActivationArg,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f32,
+    /// SGD momentum (Nesterov).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed for initialisation and minibatch order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// Hidden nonlinearities, as command-line values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ActivationArg {
+    /// Logistic sigmoid.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Rectified linear.
+    Relu,
+}
+
+impl From<ActivationArg> for Activation {
+    fn from(a: ActivationArg) -> Self {
+        match a {
+            ActivationArg::Sigmoid => Activation::Sigmoid,
+            ActivationArg::Tanh => Activation::Tanh,
+            ActivationArg::Relu => Activation::Relu,
+        }
+    }
+}

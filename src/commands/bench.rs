@@ -1,0 +1,78 @@
+//! `deepdist bench`: gradient() throughput against this machine's GEMM peak.
+
+use deepdist_common::bench::{gradient_throughput, median};
+use deepdist_common::cpu::compute_pool;
+use deepdist_common::gemm::{PEAK_SIZE, backend_name, gemm_gflops};
+use deepdist_common::model::{Activation, Mlp, Model, Rbm};
+
+use crate::cli::BenchArgs;
+
+/// One row of the result table.
+struct Row {
+    what: String,
+    threads: usize,
+    samples_per_s: Option<f64>,
+    gflops: f64,
+    peak: f64,
+}
+
+/// Runs the benchmark and prints a Markdown table.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; benchmark figures need `cargo run --release -- bench`");
+    }
+    anyhow::ensure!(args.trials > 0 && args.seconds > 0.0, "--trials and --seconds must be positive");
+    let mlp = Mlp::new(&[784, 500, 500, 10], Activation::Relu)?;
+    let rbm = Rbm::new(784, 500, 1)?;
+    let mut rows = Vec::new();
+    for &threads in &args.threads {
+        anyhow::ensure!(threads > 0, "--threads values must be positive");
+        let pool = compute_pool(Some(threads))?;
+        let (peak, mlp_t, rbm_t) = pool.install(|| -> anyhow::Result<_> {
+            let mut peaks: Vec<f64> = (0..args.trials).map(|_| gemm_gflops(PEAK_SIZE, threads, args.seconds)).collect();
+            let mlp_t = gradient_throughput(mlp.clone(), 128, args.trials, args.seconds)?;
+            let rbm_t = gradient_throughput(rbm.clone(), 100, args.trials, args.seconds)?;
+            Ok((median(&mut peaks), mlp_t, rbm_t))
+        })?;
+        rows.push(Row {
+            what: format!("sgemm {PEAK_SIZE}³ (peak)"),
+            threads,
+            samples_per_s: None,
+            gflops: peak,
+            peak,
+        });
+        for (what, t) in [("MLP 784-500-500-10, batch 128", mlp_t), ("RBM 784-500 CD-1, batch 100", rbm_t)] {
+            let mut sps: Vec<f64> = t.iter().map(|x| x.samples_per_s).collect();
+            let mut gf: Vec<f64> = t.iter().map(|x| x.gflops).collect();
+            rows.push(Row {
+                what: what.into(),
+                threads,
+                samples_per_s: Some(median(&mut sps)),
+                gflops: median(&mut gf),
+                peak,
+            });
+        }
+    }
+    println!("GEMM backend: {}", backend_name());
+    println!(
+        "Medians of {} windows of {:.1} s; GFLOP/s count matrix products only (MLP {} and RBM {} MFLOP per example).\n",
+        args.trials,
+        args.seconds,
+        mlp.flops_per_example() as f64 / 1e6,
+        rbm.flops_per_example() as f64 / 1e6
+    );
+    println!("| workload | threads | samples/s | GFLOP/s | fraction of GEMM peak |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in &rows {
+        let sps = r.samples_per_s.map_or("—".to_string(), |s| format!("{s:.0}"));
+        println!(
+            "| {} | {} | {} | {:.1} | {:.0}% |",
+            r.what,
+            r.threads,
+            sps,
+            r.gflops,
+            100.0 * r.gflops / r.peak
+        );
+    }
+    Ok(())
+}

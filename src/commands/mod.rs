@@ -1,0 +1,27 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod data;
+pub mod train;
+
+use deepdist_common::data::fetch::{FetchOptions, resolve_data_dir};
+use deepdist_common::data::{Mnist, mnist};
+use indicatif::ProgressBar;
+
+use crate::cli::DataDirArg;
+
+/// Loads MNIST from the chosen data directory, fetching it if needed, with a
+/// spinner so a first-time download does not look like a hang.
+pub fn load_mnist(arg: &DataDirArg) -> anyhow::Result<Mnist> {
+    let opts = FetchOptions::new(resolve_data_dir(arg.data_dir.clone()));
+    let spinner = ProgressBar::new_spinner().with_message(format!(
+        "loading MNIST from {} (fetching and verifying if needed)",
+        opts.mnist_dir().display()
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let result = Mnist::load(&opts);
+    spinner.finish_and_clear();
+    let data = result?;
+    tracing::info!(train = data.train.len(), test = data.test.len(), files = mnist::FILES.len(), "MNIST loaded");
+    Ok(data)
+}
