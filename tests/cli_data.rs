@@ -7,7 +7,11 @@ fn fetch_reports_a_verified_dataset() {
     let dir = support::data_dir();
     let out = support::deepdist(&["data", "fetch", "mnist", "--data-dir", dir.to_str().unwrap()], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("60000 training and 10000 test images"), "{stdout}");
 }
 
@@ -18,7 +22,11 @@ fn fetch_with_every_source_failing_says_what_was_tried() {
     std::fs::create_dir_all(&mnist).unwrap();
     std::fs::write(mnist.join("train-images-idx3-ubyte"), b"\0\0\x08\x03truncated").unwrap();
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mirror = format!("http://127.0.0.1:{port}/");
     let out = support::deepdist(
         &["data", "fetch", "mnist", "--data-dir", dir.path().to_str().unwrap()],

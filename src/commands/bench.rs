@@ -21,7 +21,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark figures need `cargo run --release -- bench`");
     }
-    anyhow::ensure!(args.trials > 0 && args.seconds > 0.0, "--trials and --seconds must be positive");
+    anyhow::ensure!(
+        args.trials > 0 && args.seconds > 0.0,
+        "--trials and --seconds must be positive"
+    );
     let mlp = Mlp::new(&[784, 500, 500, 10], Activation::Relu)?;
     let rbm = Rbm::new(784, 500, 1)?;
     let mut rows = Vec::new();
@@ -29,7 +32,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::ensure!(threads > 0, "--threads values must be positive");
         let pool = compute_pool(Some(threads))?;
         let (peak, mlp_t, rbm_t) = pool.install(|| -> anyhow::Result<_> {
-            let mut peaks: Vec<f64> = (0..args.trials).map(|_| gemm_gflops(PEAK_SIZE, threads, args.seconds)).collect();
+            let mut peaks: Vec<f64> = (0..args.trials)
+                .map(|_| gemm_gflops(PEAK_SIZE, threads, args.seconds))
+                .collect();
             let mlp_t = gradient_throughput(mlp.clone(), 128, args.trials, args.seconds)?;
             let rbm_t = gradient_throughput(rbm.clone(), 100, args.trials, args.seconds)?;
             Ok((median(&mut peaks), mlp_t, rbm_t))
@@ -41,7 +46,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             gflops: peak,
             peak,
         });
-        for (what, t) in [("MLP 784-500-500-10, batch 128", mlp_t), ("RBM 784-500 CD-1, batch 100", rbm_t)] {
+        for (what, t) in [
+            ("MLP 784-500-500-10, batch 128", mlp_t),
+            ("RBM 784-500 CD-1, batch 100", rbm_t),
+        ] {
             let mut sps: Vec<f64> = t.iter().map(|x| x.samples_per_s).collect();
             let mut gf: Vec<f64> = t.iter().map(|x| x.gflops).collect();
             rows.push(Row {

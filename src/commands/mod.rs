@@ -22,6 +22,11 @@ pub fn load_mnist(arg: &DataDirArg) -> anyhow::Result<Mnist> {
     let result = Mnist::load(&opts);
     spinner.finish_and_clear();
     let data = result?;
-    tracing::info!(train = data.train.len(), test = data.test.len(), files = mnist::FILES.len(), "MNIST loaded");
+    tracing::info!(
+        train = data.train.len(),
+        test = data.test.len(),
+        files = mnist::FILES.len(),
+        "MNIST loaded"
+    );
     Ok(data)
 }

@@ -40,7 +40,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         rayon::current_num_threads()
     );
     let bar = ProgressBar::new(args.epochs as u64).with_style(
-        ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut train_time = 0.0;
     for epoch in 1..=args.epochs {

@@ -33,7 +33,11 @@ impl Optimizer for AdaGrad {
         check_lengths(self.sum_sq.len(), params, grad)?;
         let lr = self.common.rate(staleness);
         let (c, eps) = (self.common, self.eps);
-        (params.par_chunks_mut(CHUNK), grad.par_chunks(CHUNK), self.sum_sq.par_chunks_mut(CHUNK))
+        (
+            params.par_chunks_mut(CHUNK),
+            grad.par_chunks(CHUNK),
+            self.sum_sq.par_chunks_mut(CHUNK),
+        )
             .into_par_iter()
             .for_each(|(params, grad, sum_sq)| {
                 for ((w, &g), acc) in params.iter_mut().zip(grad).zip(sum_sq) {

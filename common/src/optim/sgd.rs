@@ -55,7 +55,11 @@ impl Optimizer for Sgd {
         check_lengths(self.velocity.len(), params, grad)?;
         let lr = self.common.rate(staleness);
         let (c, mu, nesterov) = (self.common, self.momentum, self.nesterov);
-        (params.par_chunks_mut(CHUNK), grad.par_chunks(CHUNK), self.velocity.par_chunks_mut(CHUNK))
+        (
+            params.par_chunks_mut(CHUNK),
+            grad.par_chunks(CHUNK),
+            self.velocity.par_chunks_mut(CHUNK),
+        )
             .into_par_iter()
             .for_each(|(params, grad, velocity)| {
                 for ((w, &g), v) in params.iter_mut().zip(grad).zip(velocity) {
