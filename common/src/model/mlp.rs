@@ -230,6 +230,7 @@ impl Model for Mlp {
         y: &[u8],
         scale: f32,
         grad: &mut [f32],
+        accumulate: bool,
         scratch: &mut MlpScratch,
     ) -> f32 {
         let rows = x.nrows();
@@ -261,8 +262,11 @@ impl Model for Mlp {
             let delta = upper[0].slice(s![..rows, ..]);
             let (gw, gb) =
                 grad[self.layout.range(2 * l).start..self.layout.range(2 * l + 1).end].split_at_mut(fan_in * fan_out);
-            general_mat_mul(1.0, &input.t(), &delta, 0.0, &mut mat_mut(gw, fan_in, fan_out));
-            gb.fill(0.0);
+            let beta = if accumulate { 1.0 } else { 0.0 };
+            general_mat_mul(1.0, &input.t(), &delta, beta, &mut mat_mut(gw, fan_in, fan_out));
+            if !accumulate {
+                gb.fill(0.0);
+            }
             for row in delta.rows() {
                 for (g, d) in gb.iter_mut().zip(row) {
                     *g += d;

@@ -76,11 +76,14 @@ pub trait Model: Send + Sync {
     /// sampling the model does.
     fn scratch(&self, max_rows: usize, seed: u64) -> Self::Scratch;
 
-    /// Writes into `grad` this shard's part of the gradient of the batch-mean
-    /// loss (every per-example term multiplied by `scale`, the reciprocal of
-    /// the whole batch's size) and returns the shard's summed loss. `params`
-    /// has the layout's length; `x` has `input_dim` columns and at most the
-    /// scratch's rows; labels are in range.
+    /// Writes into `grad` (or, with `accumulate`, adds to it) this shard's
+    /// part of the gradient of the batch-mean loss (every per-example term
+    /// multiplied by `scale`, the reciprocal of the whole batch's size) and
+    /// returns the shard's summed loss. `params` has the layout's length; `x`
+    /// has `input_dim` columns and at most the scratch's rows; labels are in
+    /// range. Accumulating happens inside the matrix products (β = 1), so
+    /// summing gradients over steps costs no extra pass over memory.
+    #[allow(clippy::too_many_arguments)]
     fn shard_gradient(
         &self,
         params: &[f32],
@@ -88,6 +91,7 @@ pub trait Model: Send + Sync {
         y: &[u8],
         scale: f32,
         grad: &mut [f32],
+        accumulate: bool,
         scratch: &mut Self::Scratch,
     ) -> f32;
 

@@ -117,16 +117,12 @@ fn affine_sigmoid(
     out.mapv_inplace(sigmoid);
 }
 
-/// Sums the rows of `a` minus the rows of `b` into `out`, times `scale`.
-fn column_difference(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, scale: f32, out: &mut [f32]) {
-    out.fill(0.0);
+/// Adds `scale ×` (the rows of `a` minus the rows of `b`, summed) to `out`.
+fn add_column_difference(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, scale: f32, out: &mut [f32]) {
     for (ra, rb) in a.rows().into_iter().zip(b.rows()) {
         for ((o, x), y) in out.iter_mut().zip(ra).zip(rb) {
-            *o += x - y;
+            *o += scale * (x - y);
         }
-    }
-    for o in out.iter_mut() {
-        *o *= scale;
     }
 }
 
@@ -173,6 +169,7 @@ impl Model for Rbm {
         _y: &[u8],
         scale: f32,
         grad: &mut [f32],
+        accumulate: bool,
         sc: &mut RbmScratch,
     ) -> f32 {
         let rows = x.nrows();
@@ -205,10 +202,14 @@ impl Model for Rbm {
         let (gw, rest) = grad.split_at_mut(self.visible * self.hidden);
         let (gb, gc) = rest.split_at_mut(self.visible);
         let mut gw = mat_mut(gw, self.visible, self.hidden);
-        general_mat_mul(scale, &neg_v.t(), &neg_h, 0.0, &mut gw);
+        general_mat_mul(scale, &neg_v.t(), &neg_h, if accumulate { 1.0 } else { 0.0 }, &mut gw);
         general_mat_mul(-scale, &x.t(), &pos_h, 1.0, &mut gw);
-        column_difference(neg_v.view(), x, scale, gb);
-        column_difference(neg_h.view(), pos_h.view(), scale, gc);
+        if !accumulate {
+            gb.fill(0.0);
+            gc.fill(0.0);
+        }
+        add_column_difference(neg_v.view(), x, scale, gb);
+        add_column_difference(neg_h.view(), pos_h.view(), scale, gc);
         loss
     }
 
