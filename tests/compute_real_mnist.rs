@@ -4,17 +4,15 @@ mod support;
 
 use deepdist_common::cpu::compute_pool;
 use deepdist_common::model::{Activation, Mlp, Model, Rbm};
-use deepdist_common::optim::{Common, OptimizerConfig};
+use deepdist_common::optim::OptimizerConfig;
 use deepdist_common::train::Trainer;
 
 fn sgd(lr: f32, momentum: f32, len: usize) -> Box<dyn deepdist_common::optim::Optimizer> {
-    OptimizerConfig::Sgd {
-        common: Common {
-            lr,
-            ..Common::default()
-        },
-        momentum,
-        nesterov: true,
+    OptimizerConfig {
+        lr,
+        momentum: Some(momentum),
+        nesterov: Some(true),
+        ..OptimizerConfig::default()
     }
     .build(len)
     .unwrap()

@@ -14,6 +14,8 @@ pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod gemm;
+pub mod job;
 pub mod model;
 pub mod optim;
+pub mod proto;
 pub mod train;

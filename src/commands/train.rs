@@ -2,7 +2,7 @@
 
 use deepdist_common::cpu::compute_pool;
 use deepdist_common::model::{Mlp, Model};
-use deepdist_common::optim::{Common, OptimizerConfig};
+use deepdist_common::optim::OptimizerConfig;
 use deepdist_common::train::Trainer;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -19,14 +19,12 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     sizes.extend(&args.hidden);
     sizes.push(mnist.train.classes());
     let mlp = Mlp::new(&sizes, args.activation.into())?;
-    let optimizer = OptimizerConfig::Sgd {
-        common: Common {
-            lr: args.lr,
-            weight_decay: args.weight_decay,
-            staleness_scaled: false,
-        },
-        momentum: args.momentum,
-        nesterov: args.momentum > 0.0,
+    let optimizer = OptimizerConfig {
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        momentum: Some(args.momentum),
+        nesterov: Some(args.momentum > 0.0),
+        ..OptimizerConfig::default()
     }
     .build(mlp.layout().len())?;
     let mut params = mlp.init(args.seed);

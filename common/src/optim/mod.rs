@@ -29,6 +29,14 @@ pub enum OptimError {
         /// What is allowed.
         allowed: &'static str,
     },
+    /// A setting that belongs to another kind of optimizer.
+    #[error("optimizer setting `{key}` does not apply to `{kind:?}`")]
+    NotFor {
+        /// The setting.
+        key: &'static str,
+        /// The optimizer kind chosen.
+        kind: OptimizerKind,
+    },
     /// Parameters or gradient of a length other than the optimizer's.
     #[error("optimizer holds state for {expected} values; got {params} parameters and {grad} gradient values")]
     LengthMismatch {
@@ -50,9 +58,8 @@ pub trait Optimizer: Send {
     fn steps(&self) -> u64;
 }
 
-/// Settings shared by every optimizer.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The learning-rate part shared by every optimizer.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Common {
     /// Base learning rate.
     pub lr: f32,
@@ -95,69 +102,101 @@ impl Common {
     }
 }
 
-/// Which optimizer, with its settings; what a job file names.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum OptimizerConfig {
+/// Which descent rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
     /// SGD with optional (Nesterov) momentum.
-    Sgd {
-        /// Shared settings.
-        #[serde(flatten)]
-        common: Common,
-        /// Momentum coefficient μ in `[0, 1)`.
-        #[serde(default)]
-        momentum: f32,
-        /// Use Nesterov's look-ahead form.
-        #[serde(default)]
-        nesterov: bool,
-    },
-    /// AdaGrad: per-coordinate rates `lr / (√Σg² + ε)`.
-    Adagrad {
-        /// Shared settings.
-        #[serde(flatten)]
-        common: Common,
-        /// ε added to the root.
-        #[serde(default = "default_eps")]
-        eps: f32,
-    },
-    /// AdaRevision (McMahan & Streeter, NIPS 2014): AdaGrad made delay-tolerant.
-    Adarevision {
-        /// Shared settings.
-        #[serde(flatten)]
-        common: Common,
-        /// ε added to the root.
-        #[serde(default = "default_eps")]
-        eps: f32,
-        /// Oldest staleness remembered exactly; older updates are treated as
-        /// this stale (memory: one parameter vector per remembered step).
-        #[serde(default = "default_max_staleness")]
-        max_staleness: u32,
-    },
+    #[default]
+    Sgd,
+    /// AdaGrad.
+    Adagrad,
+    /// AdaRevision, AdaGrad made delay-tolerant.
+    Adarevision,
 }
 
-fn default_eps() -> f32 {
-    1e-8
+/// An optimizer and its settings, as a job file's `[optimizer]` table names
+/// them. Settings that belong to another kind are refused, not ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// `sgd`, `adagrad` or `adarevision`.
+    pub kind: OptimizerKind,
+    /// Base learning rate (> 0).
+    pub lr: f32,
+    /// L2 weight decay (≥ 0).
+    pub weight_decay: f32,
+    /// Divide the rate by `max(1, staleness)` for stale updates.
+    pub staleness_scaled: bool,
+    /// SGD only: momentum μ in `[0, 1)` (default 0).
+    pub momentum: Option<f32>,
+    /// SGD only: Nesterov's form of momentum (default false).
+    pub nesterov: Option<bool>,
+    /// AdaGrad and AdaRevision: ε added to the root (default 1e-8).
+    pub eps: Option<f32>,
+    /// AdaRevision only: oldest staleness remembered exactly (default 32).
+    pub max_staleness: Option<u32>,
 }
 
-fn default_max_staleness() -> u32 {
-    32
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::Sgd,
+            lr: 0.01,
+            weight_decay: 0.0,
+            staleness_scaled: false,
+            momentum: None,
+            nesterov: None,
+            eps: None,
+            max_staleness: None,
+        }
+    }
 }
 
 impl OptimizerConfig {
+    /// The shared learning-rate settings.
+    pub fn common(&self) -> Common {
+        Common {
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            staleness_scaled: self.staleness_scaled,
+        }
+    }
+
+    /// Checks every setting without building anything.
+    pub fn validate(&self) -> Result<(), OptimError> {
+        self.build(0).map(|_| ())
+    }
+
     /// Builds the optimizer for a parameter vector of `len` values.
     pub fn build(&self, len: usize) -> Result<Box<dyn Optimizer>, OptimError> {
-        Ok(match *self {
-            OptimizerConfig::Sgd {
-                common,
-                momentum,
-                nesterov,
-            } => Box::new(Sgd::new(common, momentum, nesterov, len)?),
-            OptimizerConfig::Adagrad { common, eps } => Box::new(AdaGrad::new(common, eps, len)?),
-            OptimizerConfig::Adarevision {
-                common,
-                eps,
-                max_staleness,
-            } => Box::new(AdaRevision::new(common, eps, max_staleness as usize, len)?),
+        let not_for = |key: &'static str, given: bool| {
+            if given {
+                Err(OptimError::NotFor { key, kind: self.kind })
+            } else {
+                Ok(())
+            }
+        };
+        let eps = self.eps.unwrap_or(1e-8);
+        Ok(match self.kind {
+            OptimizerKind::Sgd => {
+                not_for("eps", self.eps.is_some())?;
+                not_for("max_staleness", self.max_staleness.is_some())?;
+                let momentum = self.momentum.unwrap_or(0.0);
+                Box::new(Sgd::new(self.common(), momentum, self.nesterov.unwrap_or(false), len)?)
+            }
+            OptimizerKind::Adagrad => {
+                not_for("momentum", self.momentum.is_some())?;
+                not_for("nesterov", self.nesterov.is_some())?;
+                not_for("max_staleness", self.max_staleness.is_some())?;
+                Box::new(AdaGrad::new(self.common(), eps, len)?)
+            }
+            OptimizerKind::Adarevision => {
+                not_for("momentum", self.momentum.is_some())?;
+                not_for("nesterov", self.nesterov.is_some())?;
+                let max_staleness = self.max_staleness.unwrap_or(32) as usize;
+                Box::new(AdaRevision::new(self.common(), eps, max_staleness, len)?)
+            }
         })
     }
 }
@@ -220,20 +259,21 @@ mod tests {
 
     #[test]
     fn builds_every_kind_and_rejects_bad_settings() {
+        let base = OptimizerConfig::default();
         for cfg in [
-            OptimizerConfig::Sgd {
-                common: Common::default(),
-                momentum: 0.9,
-                nesterov: true,
+            OptimizerConfig {
+                momentum: Some(0.9),
+                nesterov: Some(true),
+                ..base
             },
-            OptimizerConfig::Adagrad {
-                common: Common::default(),
-                eps: 1e-8,
+            OptimizerConfig {
+                kind: OptimizerKind::Adagrad,
+                ..base
             },
-            OptimizerConfig::Adarevision {
-                common: Common::default(),
-                eps: 1e-8,
-                max_staleness: 4,
+            OptimizerConfig {
+                kind: OptimizerKind::Adarevision,
+                max_staleness: Some(4),
+                ..base
             },
         ] {
             let mut opt = cfg.build(3).unwrap();
@@ -243,14 +283,15 @@ mod tests {
             assert!(p[0] < 1.0 && p[2] > 1.0);
             assert!(opt.step(&mut p, &[1.0], 0).is_err());
         }
-        let bad = OptimizerConfig::Sgd {
-            common: Common {
-                lr: -1.0,
-                ..Common::default()
-            },
-            momentum: 0.0,
-            nesterov: false,
+        assert!(OptimizerConfig { lr: -1.0, ..base }.validate().is_err());
+        let wrong = OptimizerConfig {
+            kind: OptimizerKind::Adagrad,
+            momentum: Some(0.9),
+            ..base
         };
-        assert!(bad.build(1).is_err());
+        assert_eq!(
+            wrong.validate().unwrap_err().to_string(),
+            "optimizer setting `momentum` does not apply to `Adagrad`"
+        );
     }
 }

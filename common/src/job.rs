@@ -1,0 +1,361 @@
+//! Job definitions: TOML files users submit, parsed strictly (unknown keys
+//! refused) and validated with errors that name the key and what is allowed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Activation, Mlp, ModelError};
+use crate::optim::{OptimError, OptimizerConfig};
+
+/// What is wrong with a job definition.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum JobError {
+    /// Not valid TOML for a job: syntax, an unknown key, a wrong type.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file (or other source) it came from.
+        origin: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key holds a value outside what is allowed.
+    #[error("{origin}: `{key}` = {value}: {allowed}")]
+    Invalid {
+        /// The file it came from.
+        origin: String,
+        /// The key, e.g. `train.batch_size`.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+}
+
+/// How executors' updates meet at the parameter server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Downpour: every executor pushes summed gradients every `n_push`
+    /// minibatches and fetches parameters every `n_fetch`, without waiting.
+    #[default]
+    Async,
+    /// Every step, the gradients of all busy executors are averaged, then one
+    /// descent step is taken.
+    Sync,
+}
+
+/// Datasets a job can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    /// MNIST digits.
+    #[default]
+    Mnist,
+}
+
+/// Where a job's state is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for the jobs before it.
+    Queued,
+    /// Training.
+    Running,
+    /// Finished its epochs (or reached its target).
+    Done,
+    /// Stopped by an error.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl JobState {
+    /// True once the job can no longer change.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        };
+        f.write_str(s)
+    }
+}
+
+/// `[data]`: the dataset and how it is cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSpec {
+    /// The dataset (`mnist`).
+    pub dataset: DatasetKind,
+    /// Partitions the training set is cut into (1–4096; more than executors is normal).
+    pub partitions: u32,
+    /// Shuffle examples before partitioning.
+    pub shuffle: bool,
+    /// Use only the first N training examples (quick experiments).
+    pub train_examples: Option<u32>,
+    /// Evaluate on only the first N test examples.
+    pub test_examples: Option<u32>,
+}
+
+impl Default for DataSpec {
+    fn default() -> Self {
+        Self {
+            dataset: DatasetKind::Mnist,
+            partitions: 8,
+            shuffle: true,
+            train_examples: None,
+            test_examples: None,
+        }
+    }
+}
+
+/// Model families a job can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Multi-layer perceptron.
+    #[default]
+    Mlp,
+}
+
+/// `[model]`: the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSpec {
+    /// The family (`mlp`).
+    pub kind: ModelKind,
+    /// Hidden layer sizes; input and output sizes come from the dataset.
+    pub hidden: Vec<usize>,
+    /// Hidden nonlinearity (`relu`, `tanh`, `sigmoid`).
+    pub activation: Activation,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        Self {
+            kind: ModelKind::Mlp,
+            hidden: vec![500, 500],
+            activation: Activation::Relu,
+        }
+    }
+}
+
+/// `[train]`: how training runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSpec {
+    /// `async` (Downpour) or `sync`.
+    pub mode: Mode,
+    /// Passes over the training set (1–10000).
+    pub epochs: u32,
+    /// Minibatch size per executor step (1–65536).
+    pub batch_size: u32,
+    /// Async: minibatches whose gradients are summed into one push (1–1000).
+    pub n_push: u32,
+    /// Async: minibatches between parameter fetches (1–1000).
+    pub n_fetch: u32,
+    /// Seed for initialisation, partitioning and minibatch order.
+    pub seed: u64,
+    /// Accuracy whose first attainment is timed (e.g. 0.98), in (0, 1].
+    pub target_accuracy: Option<f64>,
+    /// End the job as soon as the target accuracy is reached.
+    pub stop_at_target: bool,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Async,
+            epochs: 10,
+            batch_size: 128,
+            n_push: 1,
+            n_fetch: 1,
+            seed: 1,
+            target_accuracy: None,
+            stop_at_target: false,
+        }
+    }
+}
+
+/// A whole job definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A name for status and the output directory (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// `[data]`.
+    #[serde(default)]
+    pub data: DataSpec,
+    /// `[model]`.
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// `[train]`.
+    #[serde(default)]
+    pub train: TrainSpec,
+    /// `[optimizer]`.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+}
+
+impl JobSpec {
+    /// Parses and validates a job file's text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, JobError> {
+        let spec: JobSpec = toml::from_str(text).map_err(|e| JobError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        spec.validate(origin)?;
+        Ok(spec)
+    }
+
+    /// The definition as TOML (what is stored beside the model).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks every range; the first violation is reported.
+    pub fn validate(&self, origin: &str) -> Result<(), JobError> {
+        let invalid = |key: &str, value: String, allowed: &str| JobError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            value,
+            allowed: allowed.to_string(),
+        };
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(invalid(
+                "name",
+                format!("{:?}", self.name),
+                "1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        let in_range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(key, v.to_string(), &format!("must be between {lo} and {hi}")))
+            }
+        };
+        in_range("data.partitions", self.data.partitions.into(), 1, 4096)?;
+        if let Some(n) = self.data.train_examples {
+            in_range("data.train_examples", n.into(), self.data.partitions.into(), 60_000)?;
+        }
+        if let Some(n) = self.data.test_examples {
+            in_range("data.test_examples", n.into(), 1, 10_000)?;
+        }
+        in_range("model.hidden (number of layers)", self.model.hidden.len() as u64, 0, 16)?;
+        for (i, &h) in self.model.hidden.iter().enumerate() {
+            in_range(&format!("model.hidden[{i}]"), h as u64, 1, 65_536)?;
+        }
+        in_range("train.epochs", self.train.epochs.into(), 1, 10_000)?;
+        in_range("train.batch_size", self.train.batch_size.into(), 1, 65_536)?;
+        in_range("train.n_push", self.train.n_push.into(), 1, 1000)?;
+        in_range("train.n_fetch", self.train.n_fetch.into(), 1, 1000)?;
+        if let Some(t) = self.train.target_accuracy {
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(invalid("train.target_accuracy", t.to_string(), "must be in (0, 1]"));
+            }
+        }
+        if self.train.stop_at_target && self.train.target_accuracy.is_none() {
+            return Err(invalid(
+                "train.stop_at_target",
+                "true".into(),
+                "needs train.target_accuracy",
+            ));
+        }
+        self.optimizer.validate().map_err(|e| match e {
+            OptimError::BadSetting { key, value, allowed } => {
+                invalid(&format!("optimizer.{key}"), value.to_string(), allowed)
+            }
+            OptimError::NotFor { key, kind } => invalid(
+                &format!("optimizer.{key}"),
+                "(set)".into(),
+                &format!("does not apply to kind = {:?}", format!("{kind:?}").to_lowercase()),
+            ),
+            other => invalid("optimizer", String::new(), &other.to_string()),
+        })
+    }
+
+    /// The network this job trains, for inputs of `input_dim` and `classes` outputs.
+    pub fn build_mlp(&self, input_dim: usize, classes: usize) -> Result<Mlp, ModelError> {
+        let mut sizes = vec![input_dim];
+        sizes.extend(&self.model.hidden);
+        sizes.push(classes);
+        Mlp::new(&sizes, self.model.activation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "mnist-mlp"
+[data]
+partitions = 4
+[model]
+hidden = [32]
+activation = "tanh"
+[train]
+mode = "sync"
+epochs = 2
+batch_size = 64
+[optimizer]
+kind = "sgd"
+lr = 0.1
+momentum = 0.9
+"#;
+
+    #[test]
+    fn parses_a_good_job_and_round_trips() {
+        let spec = JobSpec::from_toml(GOOD, "good.toml").unwrap();
+        assert_eq!(spec.train.mode, Mode::Sync);
+        assert_eq!(spec.model.activation, Activation::Tanh);
+        assert_eq!(spec.data.partitions, 4);
+        assert_eq!(spec.train.n_push, 1);
+        assert_eq!(JobSpec::from_toml(&spec.to_toml(), "again").unwrap(), spec);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let text = GOOD.replace("batch_size = 64", "batchsize = 64");
+        let err = JobSpec::from_toml(&text, "job.toml").unwrap_err().to_string();
+        assert!(err.contains("job.toml"), "{err}");
+        assert!(err.contains("unknown field `batchsize`"), "{err}");
+        assert!(err.contains("batch_size"), "lists the allowed keys: {err}");
+        let text = GOOD.replace("[optimizer]", "[optimiser]");
+        let err = JobSpec::from_toml(&text, "job.toml").unwrap_err().to_string();
+        assert!(err.contains("optimiser"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_allowed_values() {
+        let cases = [
+            ("batch_size = 64", "batch_size = 0", "`train.batch_size` = 0: must be between 1 and 65536"),
+            ("mode = \"sync\"", "mode = \"hogwild\"", "unknown variant `hogwild`, expected `async` or `sync`"),
+            ("lr = 0.1", "lr = -0.1", "`optimizer.lr` = -0.1"),
+            ("momentum = 0.9", "momentum = 1.5", "`optimizer.momentum` = 1.5: must be in [0, 1)"),
+            ("kind = \"sgd\"", "kind = \"adagrad\"", "`optimizer.momentum`"),
+            ("partitions = 4", "partitions = 0", "`data.partitions` = 0"),
+            ("hidden = [32]", "hidden = [32, 0]", "`model.hidden[1]` = 0"),
+            ("name = \"mnist-mlp\"", "name = \"../etc\"", "`name`"),
+        ];
+        for (from, to, want) in cases {
+            let err = JobSpec::from_toml(&GOOD.replace(from, to), "j.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "{to}: {err}");
+        }
+    }
+}
