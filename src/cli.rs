@@ -26,8 +26,108 @@ pub enum Command {
     Data(DataCommand),
     /// Measure gradient() throughput and this machine's GEMM peak (use a release build).
     Bench(BenchArgs),
-    /// Train an MLP on MNIST in this process, on every core.
+    /// Train an MLP on MNIST in this process, on every core (no driver, no network).
     Train(TrainArgs),
+    /// Run a driver: executors and clients connect to it; it runs submitted jobs.
+    Driver(DriverArgs),
+    /// Run an executor: connect to a driver and compute gradients on this machine's cores.
+    Executor(ExecutorArgs),
+    /// Submit a job file to a running driver.
+    Submit(SubmitArgs),
+    /// Show a driver's executors and jobs.
+    Status(DriverAddr),
+    /// Cancel a queued or running job.
+    Cancel(CancelArgs),
+    /// Run a driver and executors in this process over loopback TCP, submit a job, show its progress.
+    Local(LocalArgs),
+}
+
+/// The driver to talk to.
+#[derive(Debug, Args)]
+pub struct DriverAddr {
+    /// The driver's address.
+    #[arg(
+        long,
+        env = "DEEPDIST_DRIVER",
+        default_value = "127.0.0.1:7077",
+        value_name = "HOST:PORT"
+    )]
+    pub driver: String,
+}
+
+/// Driver options.
+#[derive(Debug, Args)]
+pub struct DriverArgs {
+    /// Address to listen on, for executors and clients.
+    #[arg(long, default_value = "127.0.0.1:7077", value_name = "ADDR")]
+    pub listen: String,
+    #[command(flatten)]
+    pub run: RunDirArgs,
+}
+
+/// Where a driver reads data and writes job outputs.
+#[derive(Debug, Args)]
+pub struct RunDirArgs {
+    /// Directory for job outputs (`<dir>/<id>-<name>/metrics.jsonl`, `model.safetensors`).
+    #[arg(long, default_value = "runs", value_name = "DIR")]
+    pub runs_dir: PathBuf,
+    /// Milliseconds between heartbeats with executors.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// Seconds of silence after which an executor is declared lost.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_timeout_s: u64,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// Executor options.
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    #[command(flatten)]
+    pub driver: DriverAddr,
+    /// Threads that compute gradients (default: every core).
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Name shown in the driver's status (default: executor-<pid>).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// Submit options.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The job file (TOML).
+    pub job: PathBuf,
+    #[command(flatten)]
+    pub driver: DriverAddr,
+    /// Stay and show progress until the job ends.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Cancel options.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The job id `submit` printed.
+    pub job: u64,
+    #[command(flatten)]
+    pub driver: DriverAddr,
+}
+
+/// Local-mode options.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// The job file (default: the built-in jobs/mnist-mlp.toml).
+    pub job: Option<PathBuf>,
+    /// Executors to start.
+    #[arg(long, default_value_t = 2)]
+    pub executors: usize,
+    /// Compute threads per executor (default: cores divided among the executors).
+    #[arg(long)]
+    pub cores_per_executor: Option<usize>,
+    #[command(flatten)]
+    pub run: RunDirArgs,
 }
 
 /// Dataset commands.

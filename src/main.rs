@@ -18,5 +18,11 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Data(args) => commands::data::run(args),
         cli::Command::Bench(args) => commands::bench::run(args),
         cli::Command::Train(args) => commands::train::run(args),
+        cli::Command::Driver(args) => commands::runtime::driver(args),
+        cli::Command::Executor(args) => commands::runtime::executor(args),
+        cli::Command::Submit(args) => commands::client::submit(args),
+        cli::Command::Status(args) => commands::client::status(args),
+        cli::Command::Cancel(args) => commands::client::cancel(args),
+        cli::Command::Local(args) => commands::local::run(args),
     }
 }

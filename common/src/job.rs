@@ -344,17 +344,31 @@ momentum = 0.9
     #[test]
     fn bad_values_name_the_key_and_the_allowed_values() {
         let cases = [
-            ("batch_size = 64", "batch_size = 0", "`train.batch_size` = 0: must be between 1 and 65536"),
-            ("mode = \"sync\"", "mode = \"hogwild\"", "unknown variant `hogwild`, expected `async` or `sync`"),
+            (
+                "batch_size = 64",
+                "batch_size = 0",
+                "`train.batch_size` = 0: must be between 1 and 65536",
+            ),
+            (
+                "mode = \"sync\"",
+                "mode = \"hogwild\"",
+                "unknown variant `hogwild`, expected `async` or `sync`",
+            ),
             ("lr = 0.1", "lr = -0.1", "`optimizer.lr` = -0.1"),
-            ("momentum = 0.9", "momentum = 1.5", "`optimizer.momentum` = 1.5: must be in [0, 1)"),
+            (
+                "momentum = 0.9",
+                "momentum = 1.5",
+                "`optimizer.momentum` = 1.5: must be in [0, 1)",
+            ),
             ("kind = \"sgd\"", "kind = \"adagrad\"", "`optimizer.momentum`"),
             ("partitions = 4", "partitions = 0", "`data.partitions` = 0"),
             ("hidden = [32]", "hidden = [32, 0]", "`model.hidden[1]` = 0"),
             ("name = \"mnist-mlp\"", "name = \"../etc\"", "`name`"),
         ];
         for (from, to, want) in cases {
-            let err = JobSpec::from_toml(&GOOD.replace(from, to), "j.toml").unwrap_err().to_string();
+            let err = JobSpec::from_toml(&GOOD.replace(from, to), "j.toml")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{to}: {err}");
         }
     }

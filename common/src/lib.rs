@@ -11,6 +11,8 @@
 extern crate blas_src;
 
 pub mod bench;
+pub mod checkpoint;
+pub mod client;
 pub mod cpu;
 pub mod data;
 pub mod gemm;

@@ -85,11 +85,11 @@ impl std::fmt::Debug for Tensor {
 impl Tensor {
     /// Encodes values.
     pub fn from_f32(values: &[f32]) -> Self {
-        let mut bytes = Vec::with_capacity(values.len() * 4);
-        for v in values {
-            bytes.extend_from_slice(&v.to_le_bytes());
+        if cfg!(target_endian = "little") {
+            // The in-memory bytes already are the wire format: one memcpy.
+            return Self(bytemuck::cast_slice(values).to_vec());
         }
-        Self(bytes)
+        Self(values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     /// Number of values.
@@ -107,8 +107,16 @@ impl Tensor {
         if self.0.len() != out.len() * 4 {
             return Err(ProtoError::Decode {
                 len: self.0.len(),
-                reason: format!("tensor of {} bytes where {} values were expected", self.0.len(), out.len()),
+                reason: format!(
+                    "tensor of {} bytes where {} values were expected",
+                    self.0.len(),
+                    out.len()
+                ),
             });
+        }
+        if cfg!(target_endian = "little") {
+            bytemuck::cast_slice_mut::<f32, u8>(out).copy_from_slice(&self.0);
+            return Ok(());
         }
         for (o, c) in out.iter_mut().zip(self.0.chunks_exact(4)) {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -211,6 +219,8 @@ pub struct EpochMetrics {
     pub reassigned: u32,
     /// Parameter-server version (updates applied) at the end of the epoch.
     pub version: u64,
+    /// Mean staleness of the updates applied during the epoch.
+    pub mean_staleness: f64,
     /// Executors that took part.
     pub executors: u32,
 }

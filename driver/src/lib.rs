@@ -1,7 +1,103 @@
-//! The deepdist driver: executor registry, scheduler, parameter server, job
-//! queue, evaluation, checkpoints and status API.
+//! The deepdist driver: one TCP port for executors and clients; an executor
+//! registry with heartbeats; a job queue whose jobs run one after another;
+//! for the running job, partitions pulled by executors, a parameter server,
+//! per-epoch evaluation off the hot path, and outputs in `runs/<job>/`.
 //!
-//! The distributed runtime is built in its own issue (#3) on top of the compute
-//! core in `deepdist-common`; this crate is its home in the workspace.
+//! [`Driver::start`] takes a bound listener, so tests and local mode run it on
+//! `127.0.0.1:0` exactly as production does.
 
-pub use deepdist_common as common;
+mod output;
+pub mod ps;
+mod runner;
+pub mod scheduler;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deepdist_common::proto::{DEFAULT_MAX_FRAME, StatusReport};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use state::Shared;
+
+/// Driver settings; every field has a default.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// How often heartbeats are exchanged with executors.
+    pub heartbeat: Duration,
+    /// An executor silent this long is declared lost.
+    pub heartbeat_timeout: Duration,
+    /// Largest frame accepted or sent, in bytes.
+    pub max_frame: usize,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Where job outputs go (`<runs_dir>/<id>-<name>/`).
+    pub runs_dir: PathBuf,
+    /// The data directory (MNIST in its `mnist/`).
+    pub data_dir: PathBuf,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(10),
+            max_frame: DEFAULT_MAX_FRAME,
+            max_connections: 1024,
+            runs_dir: PathBuf::from("runs"),
+            data_dir: deepdist_common::data::fetch::resolve_data_dir(None),
+        }
+    }
+}
+
+/// A running driver.
+pub struct Driver {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Driver {
+    /// Starts serving on `listener` and running submitted jobs.
+    pub fn start(listener: TcpListener, config: DriverConfig) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config));
+        let (stop, stopped) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(server::accept_loop(listener, shared.clone(), stopped.clone())),
+            tokio::spawn(runner::run_jobs(shared.clone(), stopped)),
+        ];
+        tracing::info!(%addr, "driver listening");
+        Ok(Self {
+            shared,
+            addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Executors and jobs right now.
+    pub fn status(&self) -> StatusReport {
+        self.shared.status()
+    }
+
+    /// Stops accepting, stops the job runner and waits for both.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.shared.wake.notify_waiters();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,7 +1,11 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod client;
 pub mod data;
+pub mod local;
+pub mod progress;
+pub mod runtime;
 pub mod train;
 
 use deepdist_common::data::fetch::{FetchOptions, resolve_data_dir};
@@ -29,4 +33,9 @@ pub fn load_mnist(arg: &DataDirArg) -> anyhow::Result<Mnist> {
         "MNIST loaded"
     );
     Ok(data)
+}
+
+/// A multi-threaded tokio runtime for the network commands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

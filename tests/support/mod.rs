@@ -35,3 +35,154 @@ pub fn deepdist(args: &[&str], env: &[(&str, &str)]) -> Output {
         Err(e) => panic!("cannot run deepdist: {e}"),
     }
 }
+
+use std::time::{Duration, Instant};
+
+use deepdist_common::client::Client;
+use deepdist_common::proto::StatusReport;
+use deepdist_driver::{Driver, DriverConfig};
+use deepdist_executor::ExecutorConfig;
+use tokio::sync::watch;
+
+/// Longest any end-to-end test waits for a condition before failing.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A driver on 127.0.0.1:0 writing into its own temporary runs directory,
+/// with fast heartbeats so lost executors are noticed within a second.
+pub struct TestDriver {
+    pub driver: Driver,
+    pub runs: tempfile::TempDir,
+}
+
+impl TestDriver {
+    pub async fn start() -> Self {
+        let runs = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = DriverConfig {
+            heartbeat: Duration::from_millis(100),
+            heartbeat_timeout: Duration::from_secs(1),
+            runs_dir: runs.path().to_path_buf(),
+            data_dir: data_dir(),
+            ..DriverConfig::default()
+        };
+        let driver = Driver::start(listener, config).unwrap();
+        Self { driver, runs }
+    }
+
+    pub fn addr(&self) -> String {
+        self.driver.addr().to_string()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr()).await.unwrap()
+    }
+
+    pub fn status(&self) -> StatusReport {
+        self.driver.status()
+    }
+
+    /// Waits until `cond` holds for the driver's status, or fails the test.
+    pub async fn await_status(&self, what: &str, cond: impl Fn(&StatusReport) -> bool) {
+        await_condition(what, || cond(&self.status())).await
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; fails after [`PATIENCE`].
+pub async fn await_condition(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An executor running in this process, stopped when the handle drops.
+pub struct TestExecutor {
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for TestExecutor {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub fn start_executor(addr: &str, name: &str) -> TestExecutor {
+    let (stop, stopped) = watch::channel(false);
+    let config = ExecutorConfig {
+        driver: addr.to_string(),
+        cores: 1,
+        name: name.to_string(),
+        ..ExecutorConfig::default()
+    };
+    tokio::spawn(deepdist_executor::run(config, stopped));
+    TestExecutor { stop }
+}
+
+/// An executor as a separate `deepdist executor` process (killed on drop).
+pub fn spawn_executor_process(addr: &str, name: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_deepdist"))
+        .args(["executor", "--driver", addr, "--cores", "1", "--name", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Sends a signal (`STOP`, `CONT`, `KILL`) to a process.
+pub fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// A small, quick job on a slice of real MNIST.
+pub fn small_job(name: &str, mode: &str, epochs: u32) -> String {
+    let optimizer = if mode == "sync" {
+        "kind = \"sgd\"\nlr = 0.1\nmomentum = 0.5"
+    } else {
+        "kind = \"adarevision\"\nlr = 0.05"
+    };
+    format!(
+        r#"name = "{name}"
+[data]
+partitions = 6
+train_examples = 6000
+test_examples = 2000
+[model]
+hidden = [32]
+[train]
+mode = "{mode}"
+epochs = {epochs}
+batch_size = 32
+n_push = 2
+n_fetch = 2
+target_accuracy = 0.8
+[optimizer]
+{optimizer}
+"#
+    )
+}
+
+/// The lines of a job's `metrics.jsonl`.
+pub fn metrics(dir: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(std::path::Path::new(dir).join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Every evaluated epoch trained every partition.
+pub fn assert_every_partition_every_epoch(lines: &[serde_json::Value], epochs: usize) {
+    assert_eq!(lines.len(), epochs, "{lines:?}");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["epoch"], i as u64 + 1);
+        assert_eq!(
+            line["partitions_trained"],
+            line["partitions"],
+            "epoch {}: {line}",
+            i + 1
+        );
+    }
+}

@@ -130,7 +130,11 @@ impl<M: Model> GradientEngine<M> {
     pub fn take(&mut self) -> &[f32] {
         let holding = self.shards.iter().filter(|s| s.holds_gradient).count();
         if holding == 0 {
-            let target = if self.sum.is_empty() { &mut self.shards[0].grad } else { &mut self.sum };
+            let target = if self.sum.is_empty() {
+                &mut self.shards[0].grad
+            } else {
+                &mut self.sum
+            };
             target.fill(0.0);
             return target;
         }

@@ -1,0 +1,121 @@
+//! Saving models: safetensors files whose tensors follow the model's layout
+//! and whose metadata carries the job definition, written atomically.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::data::fetch::write_atomically;
+use crate::model::Layout;
+
+/// What can go wrong saving or loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Parameters and layout disagree.
+    #[error("{actual} parameters for a layout of {expected}")]
+    Length {
+        /// Values the layout has.
+        expected: usize,
+        /// Values given.
+        actual: usize,
+    },
+    /// The safetensors encoding failed.
+    #[error("safetensors: {0}")]
+    Format(String),
+    /// The file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Writes `params` as a safetensors file with one tensor per layout entry.
+pub fn save_model(
+    path: &Path,
+    layout: &Layout,
+    params: &[f32],
+    metadata: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    if params.len() != layout.len() {
+        return Err(CheckpointError::Length {
+            expected: layout.len(),
+            actual: params.len(),
+        });
+    }
+    let bytes: Vec<Vec<u8>> = layout
+        .tensors()
+        .iter()
+        .map(|t| params[t.range()].iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = layout
+        .tensors()
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            TensorView::new(Dtype::F32, t.shape.clone(), b)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| CheckpointError::Format(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let encoded = safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    write_atomically(path, &encoded).map_err(|source| CheckpointError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Reads a model saved by [`save_model`] back into a flat vector in layout
+/// order, with its metadata.
+pub fn load_model(path: &Path, layout: &Layout) -> Result<(Vec<f32>, HashMap<String, String>), CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let mut params = Vec::with_capacity(layout.len());
+    for t in layout.tensors() {
+        let view = file
+            .tensor(&t.name)
+            .map_err(|e| CheckpointError::Format(e.to_string()))?;
+        if view.dtype() != Dtype::F32 || view.shape() != t.shape.as_slice() {
+            return Err(CheckpointError::Format(format!(
+                "tensor {} has the wrong type or shape",
+                t.name
+            )));
+        }
+        params.extend(
+            view.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+    }
+    Ok((params, meta.metadata().clone().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Activation, Mlp, Model};
+
+    #[test]
+    fn saves_and_loads_with_metadata() {
+        let mlp = Mlp::new(&[4, 3, 2], Activation::Relu).unwrap();
+        let params = mlp.init(1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let meta = HashMap::from([("job".to_string(), "name = \"x\"".to_string())]);
+        save_model(&path, mlp.layout(), &params, meta.clone()).unwrap();
+        let (back, back_meta) = load_model(&path, mlp.layout()).unwrap();
+        assert_eq!(back, params);
+        assert_eq!(back_meta, meta);
+        assert!(save_model(&path, mlp.layout(), &params[1..], meta).is_err());
+        std::fs::write(&path, b"not safetensors").unwrap();
+        assert!(load_model(&path, mlp.layout()).is_err());
+    }
+}

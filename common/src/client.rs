@@ -1,0 +1,97 @@
+//! A client of the driver: submit jobs, watch them, ask for status, cancel.
+
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::proto::{
+    DEFAULT_MAX_FRAME, JobSummary, Message, MessageReader, MessageWriter, Progress, ProtoError, Role, StatusReport,
+};
+
+/// What a client request can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection failed.
+    #[error("{0}")]
+    Proto(#[from] ProtoError),
+    /// The driver refused the request, and said why.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A connection to the driver in the client role.
+pub struct Client {
+    reader: MessageReader<OwnedReadHalf>,
+    writer: MessageWriter<OwnedWriteHalf>,
+}
+
+impl Client {
+    /// Connects and shakes hands.
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(addr).await.map_err(ProtoError::from)?;
+        let (read, write) = stream.into_split();
+        let mut reader = MessageReader::new(read, DEFAULT_MAX_FRAME);
+        let mut writer = MessageWriter::new(write, DEFAULT_MAX_FRAME);
+        crate::proto::handshake(&mut reader, &mut writer, Role::Client, "client", 0).await?;
+        Ok(Self { reader, writer })
+    }
+
+    async fn request(&mut self, msg: Message) -> Result<Message, ClientError> {
+        self.writer.send(&msg).await?;
+        match self.reader.recv().await? {
+            Some(Message::Reject { reason }) => Err(ClientError::Refused(reason)),
+            Some(reply) => Ok(reply),
+            None => Err(ProtoError::Closed.into()),
+        }
+    }
+
+    fn unexpected(expected: &'static str, got: &Message) -> ClientError {
+        ProtoError::Unexpected {
+            expected,
+            got: got.kind(),
+        }
+        .into()
+    }
+
+    /// Submits a job file's text; returns the job id. An invalid job is
+    /// refused with a message naming the key.
+    pub async fn submit(&mut self, spec: &str, origin: &str) -> Result<u64, ClientError> {
+        let msg = Message::Submit {
+            spec: spec.to_string(),
+            origin: origin.to_string(),
+        };
+        match self.request(msg).await? {
+            Message::Submitted { job } => Ok(job),
+            other => Err(Self::unexpected("Submitted", &other)),
+        }
+    }
+
+    /// Executors and jobs.
+    pub async fn status(&mut self) -> Result<StatusReport, ClientError> {
+        match self.request(Message::Status).await? {
+            Message::StatusReport(report) => Ok(report),
+            other => Err(Self::unexpected("StatusReport", &other)),
+        }
+    }
+
+    /// Cancels a job.
+    pub async fn cancel(&mut self, job: u64) -> Result<(), ClientError> {
+        match self.request(Message::Cancel { job }).await? {
+            Message::Cancelled { .. } => Ok(()),
+            other => Err(Self::unexpected("Cancelled", &other)),
+        }
+    }
+
+    /// Streams a job's progress to `on_progress` until it ends.
+    pub async fn watch(&mut self, job: u64, mut on_progress: impl FnMut(Progress)) -> Result<JobSummary, ClientError> {
+        self.writer.send(&Message::Watch { job }).await?;
+        loop {
+            match self.reader.recv().await? {
+                Some(Message::Progress(p)) => on_progress(p),
+                Some(Message::JobEnded(summary)) => return Ok(summary),
+                Some(Message::Reject { reason }) => return Err(ClientError::Refused(reason)),
+                Some(other) => return Err(Self::unexpected("Progress or JobEnded", &other)),
+                None => return Err(ProtoError::Closed.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! A job's outputs: `metrics.jsonl`, one JSON object per evaluation, and the
+//! final `model.safetensors` with the job definition in its metadata.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use deepdist_common::checkpoint::{CheckpointError, save_model};
+use deepdist_common::job::JobSpec;
+use deepdist_common::model::Layout;
+use deepdist_common::proto::EpochMetrics;
+
+/// Appends metrics lines, flushing each so a crash loses at most the line
+/// being written.
+pub struct MetricsWriter {
+    file: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl MetricsWriter {
+    /// Creates (or truncates) `dir/metrics.jsonl`.
+    pub fn create(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("metrics.jsonl");
+        Ok(Self {
+            file: BufWriter::new(File::create(&path)?),
+            path,
+        })
+    }
+
+    /// Appends one line.
+    pub fn append(&mut self, metrics: &EpochMetrics) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.file, metrics)?;
+        self.file.write_all(b"\n")?;
+        self.file.flush()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Saves the final model as `dir/model.safetensors`.
+pub fn save_final_model(
+    dir: &Path,
+    layout: &Layout,
+    params: &[f32],
+    spec: &JobSpec,
+    job: u64,
+    version: u64,
+) -> Result<PathBuf, CheckpointError> {
+    let path = dir.join("model.safetensors");
+    let metadata = HashMap::from([
+        ("deepdist.job".to_string(), spec.to_toml()),
+        ("deepdist.job_id".to_string(), job.to_string()),
+        ("deepdist.version".to_string(), version.to_string()),
+        (
+            "deepdist.layer_sizes".to_string(),
+            format!(
+                "{:?}",
+                layout.tensors().iter().map(|t| t.shape.clone()).collect::<Vec<_>>()
+            ),
+        ),
+    ]);
+    save_model(&path, layout, params, metadata)?;
+    Ok(path)
+}

@@ -1,0 +1,300 @@
+//! The parameter server: owns the master parameters and the optimizer, and
+//! applies `descent()` to every update, on a thread of its own so the network
+//! tasks never wait on arithmetic.
+//!
+//! In `async` mode each push is one descent step, with its staleness (current
+//! version − the version the executor computed from). In `sync` mode the
+//! pushes of every busy executor for the current version are averaged and
+//! applied as one step; fetches asking for the next version wait for it.
+//! Encoded `Params` frames are cached per version, so executors fetching the
+//! same version share one encoding.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use deepdist_common::job::Mode;
+use deepdist_common::optim::Optimizer;
+use deepdist_common::proto::{self, Message, Tensor};
+use tokio::sync::oneshot;
+
+/// Requests to the parameter server.
+enum Command {
+    Push {
+        executor: u64,
+        base_version: u64,
+        grad: Tensor,
+    },
+    Fetch {
+        min_version: u64,
+        reply: oneshot::Sender<Bytes>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
+    },
+    Members(HashSet<u64>),
+}
+
+/// Parameters at one version.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Updates applied so far.
+    pub version: u64,
+    /// The values.
+    pub params: Arc<Vec<f32>>,
+    /// Sum of the staleness of every update applied so far.
+    pub staleness_sum: u64,
+    /// Updates refused: wrong length, or in sync mode computed for another step.
+    pub rejected: u64,
+}
+
+/// A handle to a running parameter server; dropping every handle stops it.
+#[derive(Clone)]
+pub struct ParamServer {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ParamServer {
+    /// Starts a server for `job` with these initial parameters.
+    pub fn start(job: u64, params: Vec<f32>, optimizer: Box<dyn Optimizer>, mode: Mode) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let state = State {
+            job,
+            grad: vec![0.0; params.len()],
+            round: vec![0.0; params.len()],
+            params,
+            optimizer,
+            mode,
+            version: 0,
+            waiting: Vec::new(),
+            frame: None,
+            members: HashSet::new(),
+            pushed: HashSet::new(),
+            staleness_sum: 0,
+            rejected: 0,
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("deepdist-ps-{job}"))
+            .spawn(move || state.run(rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the parameter server thread");
+        }
+        Self { tx }
+    }
+
+    /// Queues an update.
+    pub fn push(&self, executor: u64, base_version: u64, grad: Tensor) {
+        let _ = self.tx.send(Command::Push {
+            executor,
+            base_version,
+            grad,
+        });
+    }
+
+    /// The encoded `Params` frame of the first version ≥ `min_version`.
+    pub async fn fetch(&self, min_version: u64) -> Option<Bytes> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Fetch { min_version, reply }).ok()?;
+        rx.await.ok()
+    }
+
+    /// The current parameters.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Snapshot { reply }).ok()?;
+        rx.await.ok()
+    }
+
+    /// Sync mode: the executors whose gradients make up a step.
+    pub fn set_members(&self, members: HashSet<u64>) {
+        let _ = self.tx.send(Command::Members(members));
+    }
+}
+
+struct State {
+    job: u64,
+    params: Vec<f32>,
+    grad: Vec<f32>,
+    round: Vec<f32>,
+    optimizer: Box<dyn Optimizer>,
+    mode: Mode,
+    version: u64,
+    waiting: Vec<(u64, oneshot::Sender<Bytes>)>,
+    frame: Option<(u64, Bytes)>,
+    members: HashSet<u64>,
+    pushed: HashSet<u64>,
+    staleness_sum: u64,
+    rejected: u64,
+}
+
+impl State {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        deepdist_common::cpu::flush_denormals();
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Command::Push {
+                    executor,
+                    base_version,
+                    grad,
+                } => self.push(executor, base_version, &grad),
+                Command::Fetch { min_version, reply } => {
+                    self.waiting.push((min_version, reply));
+                }
+                Command::Snapshot { reply } => {
+                    let _ = reply.send(Snapshot {
+                        version: self.version,
+                        params: Arc::new(self.params.clone()),
+                        staleness_sum: self.staleness_sum,
+                        rejected: self.rejected,
+                    });
+                }
+                Command::Members(members) => {
+                    self.members = members;
+                    self.maybe_finish_round();
+                }
+            }
+            self.serve_waiting();
+        }
+    }
+
+    fn push(&mut self, executor: u64, base_version: u64, grad: &Tensor) {
+        if grad.read_into(&mut self.grad).is_err() {
+            self.rejected += 1;
+            tracing::warn!(executor, len = grad.len(), "update of the wrong length discarded");
+            return;
+        }
+        match self.mode {
+            Mode::Async => {
+                let staleness = self.version.saturating_sub(base_version);
+                self.step(staleness);
+            }
+            Mode::Sync => {
+                // A gradient for another step (a late joiner's, or a repeat)
+                // would corrupt this step's average; the executor refetches.
+                if base_version != self.version || self.pushed.contains(&executor) {
+                    self.rejected += 1;
+                    return;
+                }
+                if self.pushed.is_empty() {
+                    self.round.copy_from_slice(&self.grad);
+                } else {
+                    self.round.iter_mut().zip(&self.grad).for_each(|(r, g)| *r += g);
+                }
+                self.pushed.insert(executor);
+                self.maybe_finish_round();
+            }
+        }
+    }
+
+    fn maybe_finish_round(&mut self) {
+        if self.mode != Mode::Sync || self.pushed.is_empty() || !self.members.is_subset(&self.pushed) {
+            return;
+        }
+        let scale = 1.0 / self.pushed.len() as f32;
+        self.round.iter_mut().for_each(|r| *r *= scale);
+        std::mem::swap(&mut self.grad, &mut self.round);
+        self.pushed.clear();
+        self.step(0);
+    }
+
+    fn step(&mut self, staleness: u64) {
+        if let Err(e) = self.optimizer.step(&mut self.params, &self.grad, staleness) {
+            self.rejected += 1;
+            tracing::warn!(error = %e, "descent step refused");
+            return;
+        }
+        self.version += 1;
+        self.staleness_sum += staleness;
+    }
+
+    fn serve_waiting(&mut self) {
+        if self.waiting.iter().all(|(min, _)| *min > self.version) {
+            return;
+        }
+        let frame = match &self.frame {
+            Some((v, f)) if *v == self.version => f.clone(),
+            _ => {
+                let msg = Message::Params {
+                    job: self.job,
+                    version: self.version,
+                    values: Tensor::from_f32(&self.params),
+                };
+                match proto::encode(&msg) {
+                    Ok(f) => {
+                        self.frame = Some((self.version, f.clone()));
+                        f
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode parameters");
+                        return;
+                    }
+                }
+            }
+        };
+        let version = self.version;
+        let ready: Vec<_> = std::mem::take(&mut self.waiting);
+        let (ready, still): (Vec<_>, Vec<_>) = ready.into_iter().partition(|(min, _)| *min <= version);
+        self.waiting = still;
+        for (_, reply) in ready {
+            let _ = reply.send(frame.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deepdist_common::optim::OptimizerConfig;
+
+    fn sgd(lr: f32) -> Box<dyn Optimizer> {
+        OptimizerConfig {
+            lr,
+            ..OptimizerConfig::default()
+        }
+        .build(2)
+        .unwrap()
+    }
+
+    fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
+        match proto::decode(&frame).unwrap() {
+            Message::Params { version, values, .. } => (version, values.to_vec().unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn async_pushes_are_single_steps_with_staleness() {
+        let ps = ParamServer::start(1, vec![1.0, 1.0], sgd(0.5), Mode::Async);
+        ps.push(1, 0, Tensor::from_f32(&[1.0, 0.0]));
+        ps.push(2, 0, Tensor::from_f32(&[0.0, 2.0]));
+        let (version, values) = params_of(ps.fetch(2).await.unwrap());
+        assert_eq!(version, 2);
+        assert_eq!(values, vec![0.5, 0.0]);
+        let snap = ps.snapshot().await.unwrap();
+        // The second push was computed from version 0 when 1 was current.
+        assert_eq!((snap.version, snap.staleness_sum), (2, 1));
+        ps.push(1, 0, Tensor::from_f32(&[1.0]));
+        assert_eq!(ps.snapshot().await.unwrap().rejected, 1);
+    }
+
+    #[tokio::test]
+    async fn sync_averages_all_members_then_steps_once() {
+        let ps = ParamServer::start(1, vec![0.0, 0.0], sgd(1.0), Mode::Sync);
+        ps.set_members([1, 2].into());
+        let waiter = {
+            let ps = ps.clone();
+            tokio::spawn(async move { ps.fetch(1).await })
+        };
+        ps.push(1, 0, Tensor::from_f32(&[2.0, 0.0]));
+        assert_eq!(ps.snapshot().await.unwrap().version, 0, "waits for member 2");
+        ps.push(2, 0, Tensor::from_f32(&[0.0, 4.0]));
+        let (version, values) = params_of(waiter.await.unwrap().unwrap());
+        assert_eq!((version, values), (1, vec![-1.0, -2.0]));
+        // A member leaving completes a round it was holding up.
+        ps.push(1, 1, Tensor::from_f32(&[2.0, 2.0]));
+        ps.set_members([1].into());
+        let (version, values) = params_of(ps.fetch(2).await.unwrap());
+        assert_eq!((version, values), (2, vec![-3.0, -4.0]));
+    }
+}

@@ -1,0 +1,372 @@
+//! Accepting connections, the handshake, and one task per connection.
+//!
+//! A bad frame (too large, truncated, undecodable, or of a kind the role
+//! may not send) closes that connection with a logged reason; the driver
+//! keeps serving everyone else.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use deepdist_common::job::{JobSpec, JobState};
+use deepdist_common::proto::{
+    self, HANDSHAKE_TIMEOUT, Message, MessageReader, MessageWriter, ProtoError, Role, check_hello,
+};
+use tokio::net::TcpListener;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::state::{ExecutorEntry, JobRecord, Shared};
+
+/// Frames queued per connection before senders wait.
+const OUTBOX: usize = 64;
+
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection refused: too many connections");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (read, write) = stream.into_split();
+            let max = shared.config.max_frame;
+            let mut reader = MessageReader::new(read, max);
+            let mut writer = MessageWriter::new(write, max);
+            if let Err(e) = serve(&shared, &mut reader, &mut writer, stop).await {
+                tracing::info!(%peer, reason = %e, "connection closed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    reader: &mut MessageReader<OwnedReadHalf>,
+    writer: &mut MessageWriter<OwnedWriteHalf>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ProtoError> {
+    let hello = match reader.recv_within(HANDSHAKE_TIMEOUT, "Hello").await {
+        Ok(msg) => msg,
+        Err(e) => {
+            shared.rejected_connections.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+    };
+    let (role, name, cores) = match check_hello(&hello) {
+        Ok(h) => h,
+        Err(e) => {
+            shared.rejected_connections.fetch_add(1, Relaxed);
+            let _ = writer.send(&Message::Reject { reason: e.to_string() }).await;
+            return Err(e);
+        }
+    };
+    match role {
+        Role::Client => {
+            writer.send(&Message::Welcome { id: 0, heartbeat_ms: 0 }).await?;
+            serve_client(shared, reader, writer).await
+        }
+        Role::Executor => serve_executor(shared, reader, writer, name, cores.max(1), stop).await,
+    }
+}
+
+async fn serve_executor(
+    shared: &Arc<Shared>,
+    reader: &mut MessageReader<OwnedReadHalf>,
+    writer: &mut MessageWriter<OwnedWriteHalf>,
+    name: String,
+    cores: u32,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ProtoError> {
+    let id = shared.next_executor.fetch_add(1, Relaxed);
+    let heartbeat = shared.config.heartbeat;
+    writer
+        .send(&Message::Welcome {
+            id,
+            heartbeat_ms: heartbeat.as_millis() as u64,
+        })
+        .await?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOX);
+    shared.lock().executors.insert(
+        id,
+        ExecutorEntry {
+            name: name.clone(),
+            cores,
+            tx: tx.clone(),
+            task: None,
+            tasks_done: 0,
+            cached: Default::default(),
+        },
+    );
+    tracing::info!(id, %name, cores, "executor registered");
+    shared.wake.notify_one();
+
+    let beat = proto::encode(&Message::Heartbeat)?;
+    let outgoing = async {
+        let mut ticker = tokio::time::interval(heartbeat);
+        loop {
+            let frame = tokio::select! {
+                f = rx.recv() => match f { Some(f) => f, None => return Ok(()) },
+                _ = ticker.tick() => beat.clone(),
+            };
+            writer.send_frame(frame).await?;
+        }
+    };
+    let incoming = async {
+        loop {
+            let msg = reader
+                .recv_within(shared.config.heartbeat_timeout, "a message or heartbeat")
+                .await?;
+            handle_executor_message(shared, id, &tx, msg)?;
+        }
+    };
+    let result: Result<(), ProtoError> = tokio::select! {
+        r = outgoing => r,
+        r = incoming => r,
+        _ = stop.changed() => Ok(()),
+    };
+    lose_executor(shared, id);
+    result
+}
+
+/// Removes an executor and gives its tasks back to the scheduler.
+fn lose_executor(shared: &Shared, id: u64) {
+    let mut state = shared.lock();
+    state.executors.remove(&id);
+    let lost = state.run.as_mut().map_or(0, |run| run.scheduler.lose(id));
+    drop(state);
+    shared.executors_lost.fetch_add(1, Relaxed);
+    tracing::warn!(id, tasks_reassigned = lost, "executor lost");
+    shared.wake.notify_one();
+}
+
+fn handle_executor_message(
+    shared: &Arc<Shared>,
+    id: u64,
+    tx: &mpsc::Sender<Bytes>,
+    msg: Message,
+) -> Result<(), ProtoError> {
+    match msg {
+        Message::Heartbeat => {}
+        Message::NeedPartition { hash } => {
+            let mut state = shared.lock();
+            let frame = state
+                .run
+                .as_ref()
+                .and_then(|run| run.partition_frames.iter().find(|(h, _)| *h == hash))
+                .map(|(_, f)| f.clone());
+            if let (Some(frame), Some(entry)) = (frame, state.executors.get_mut(&id)) {
+                entry.cached.insert(hash);
+                let tx = tx.clone();
+                tokio::spawn(async move { tx.send(frame).await });
+            }
+        }
+        Message::Fetch { job, min_version } => {
+            let ps = shared
+                .lock()
+                .run
+                .as_ref()
+                .filter(|r| r.job == job)
+                .map(|r| r.ps.clone());
+            if let Some(ps) = ps {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Some(frame) = ps.fetch(min_version).await {
+                        let _ = tx.send(frame).await;
+                    }
+                });
+            }
+        }
+        Message::Push(push) => {
+            let mut state = shared.lock();
+            let Some(run) = state.run.as_mut() else { return Ok(()) };
+            let fresh = run.last_seq.get(&push.task).is_none_or(|&last| push.seq > last);
+            if run.scheduler.is_current(&push.task, id) && fresh {
+                run.last_seq.insert(push.task, push.seq);
+                run.ps.push(id, push.base_version, push.grad);
+            } else {
+                run.duplicates_discarded += 1;
+                tracing::debug!(id, task = ?push.task, seq = push.seq, "stale or repeated update discarded");
+            }
+        }
+        Message::TaskDone(report) => {
+            let mut state = shared.lock();
+            let done = match state.run.as_mut() {
+                Some(run) if run.scheduler.is_current(&report.task, id) => {
+                    run.scheduler.complete(&report.task, id);
+                    let total = run.partition_frames.len() as u32;
+                    let acc = run.epochs.entry(report.task.epoch).or_default();
+                    acc.tasks += 1;
+                    shared.emit(
+                        report.task.job,
+                        Message::Progress(deepdist_common::proto::Progress::Task {
+                            epoch: report.task.epoch,
+                            done: acc.tasks,
+                            total,
+                        }),
+                    );
+                    acc.samples += report.samples;
+                    acc.batches += report.batches;
+                    acc.loss_sum += report.loss_sum;
+                    run.last_seq.remove(&report.task);
+                    true
+                }
+                _ => false,
+            };
+            if let Some(entry) = state.executors.get_mut(&id) {
+                if entry.task == Some(report.task) {
+                    entry.task = None;
+                    entry.tasks_done += u64::from(done);
+                }
+            }
+            drop(state);
+            shared.wake.notify_one();
+        }
+        Message::TaskFailed { task, reason } => {
+            tracing::warn!(id, ?task, %reason, "task failed on executor");
+            let mut state = shared.lock();
+            if let Some(run) = state.run.as_mut() {
+                run.scheduler.fail(&task, id);
+            }
+            if let Some(entry) = state.executors.get_mut(&id) {
+                if entry.task == Some(task) {
+                    entry.task = None;
+                }
+            }
+            drop(state);
+            shared.wake.notify_one();
+        }
+        other => {
+            return Err(ProtoError::Unexpected {
+                expected: "an executor message",
+                got: other.kind(),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn serve_client(
+    shared: &Arc<Shared>,
+    reader: &mut MessageReader<OwnedReadHalf>,
+    writer: &mut MessageWriter<OwnedWriteHalf>,
+) -> Result<(), ProtoError> {
+    while let Some(msg) = reader.recv().await? {
+        match msg {
+            Message::Submit { spec, origin } => {
+                let reply = match JobSpec::from_toml(&spec, &origin) {
+                    Ok(spec) => Message::Submitted {
+                        job: submit(shared, spec),
+                    },
+                    Err(e) => Message::Reject { reason: e.to_string() },
+                };
+                writer.send(&reply).await?;
+            }
+            Message::Status => writer.send(&Message::StatusReport(shared.status())).await?,
+            Message::Cancel { job } => writer.send(&cancel(shared, job)).await?,
+            Message::Watch { job } => watch_job(shared, job, writer).await?,
+            Message::Heartbeat => {}
+            other => {
+                return Err(ProtoError::Unexpected {
+                    expected: "a client request",
+                    got: other.kind(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Queues a job and returns its id.
+fn submit(shared: &Shared, spec: JobSpec) -> u64 {
+    let mut state = shared.lock();
+    let id = state.jobs.last().map_or(1, |j| j.id + 1);
+    tracing::info!(id, name = %spec.name, "job queued");
+    state.jobs.push(JobRecord {
+        id,
+        spec,
+        state: JobState::Queued,
+        epochs_done: 0,
+        accuracy: None,
+        error: None,
+        cancel_requested: false,
+        summary: None,
+    });
+    drop(state);
+    shared.wake.notify_one();
+    id
+}
+
+fn cancel(shared: &Shared, job: u64) -> Message {
+    let mut state = shared.lock();
+    let Some(record) = state.job_mut(job) else {
+        return Message::Reject {
+            reason: format!("no job {job}"),
+        };
+    };
+    if record.state.is_final() {
+        return Message::Reject {
+            reason: format!("job {job} is already {}", record.state),
+        };
+    }
+    record.cancel_requested = true;
+    drop(state);
+    shared.wake.notify_one();
+    Message::Cancelled { job }
+}
+
+/// Streams a job's progress until it ends.
+async fn watch_job(
+    shared: &Arc<Shared>,
+    job: u64,
+    writer: &mut MessageWriter<OwnedWriteHalf>,
+) -> Result<(), ProtoError> {
+    // Subscribe before looking, so the end cannot slip between the two.
+    let mut events = shared.events.subscribe();
+    let found = shared
+        .lock()
+        .jobs
+        .iter()
+        .find(|j| j.id == job)
+        .map(|r| r.summary.clone());
+    let ended = match found {
+        None => {
+            return writer
+                .send(&Message::Reject {
+                    reason: format!("no job {job}"),
+                })
+                .await;
+        }
+        Some(summary) => summary,
+    };
+    if let Some(summary) = ended {
+        return writer.send(&Message::JobEnded(summary)).await;
+    }
+    loop {
+        match events.recv().await {
+            Ok(event) if event.job == job => {
+                let end = matches!(event.msg, Message::JobEnded(_));
+                writer.send(&event.msg).await?;
+                if end {
+                    return Ok(());
+                }
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The driver's shared state: executors, jobs and the running job, behind
+//! one mutex that is never held across an `.await`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use deepdist_common::data::Mnist;
+use deepdist_common::job::{JobSpec, JobState};
+use deepdist_common::proto::{ExecutorInfo, JobInfo, JobSummary, Message, StatusReport, TaskId};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::DriverConfig;
+use crate::ps::ParamServer;
+use crate::scheduler::Scheduler;
+
+/// An event for clients watching a job.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The job it concerns.
+    pub job: u64,
+    /// What to forward.
+    pub msg: Message,
+}
+
+/// A connected executor.
+pub struct ExecutorEntry {
+    pub name: String,
+    pub cores: u32,
+    /// Encoded frames to send to it.
+    pub tx: mpsc::Sender<Bytes>,
+    pub task: Option<TaskId>,
+    pub tasks_done: u64,
+    /// Partition hashes it has been sent.
+    pub cached: HashSet<u128>,
+}
+
+/// A submitted job.
+pub struct JobRecord {
+    pub id: u64,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub epochs_done: u32,
+    pub accuracy: Option<f64>,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub summary: Option<JobSummary>,
+}
+
+/// Training statistics gathered for one epoch from task reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EpochAccum {
+    pub tasks: u32,
+    pub samples: u64,
+    pub batches: u64,
+    pub loss_sum: f64,
+}
+
+/// The job being trained right now.
+pub struct RunState {
+    pub job: u64,
+    pub scheduler: Scheduler,
+    /// Encoded `Partition` frames, by partition id.
+    pub partition_frames: Vec<(u128, Bytes)>,
+    pub ps: ParamServer,
+    pub epochs: HashMap<u32, EpochAccum>,
+    /// Highest push sequence applied per task, so a repeated push is not applied twice.
+    pub last_seq: HashMap<TaskId, u64>,
+    pub duplicates_discarded: u64,
+}
+
+/// Everything behind the mutex.
+#[derive(Default)]
+pub struct State {
+    pub executors: BTreeMap<u64, ExecutorEntry>,
+    pub jobs: Vec<JobRecord>,
+    pub run: Option<RunState>,
+}
+
+impl State {
+    /// The job with this id.
+    pub fn job_mut(&mut self, id: u64) -> Option<&mut JobRecord> {
+        self.jobs.iter_mut().find(|j| j.id == id)
+    }
+}
+
+/// State shared by every task of the driver.
+pub struct Shared {
+    pub config: DriverConfig,
+    state: Mutex<State>,
+    /// Wakes the job runner: a task ended, an executor came or went, a job was queued or cancelled.
+    pub wake: Notify,
+    pub events: broadcast::Sender<Event>,
+    pub next_executor: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub executors_lost: AtomicU64,
+    pub mnist: tokio::sync::OnceCell<Arc<Mnist>>,
+}
+
+impl Shared {
+    /// Fresh state for a driver with this configuration.
+    pub fn new(config: DriverConfig) -> Self {
+        Self {
+            config,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            events: broadcast::channel(1024).0,
+            next_executor: AtomicU64::new(1),
+            rejected_connections: AtomicU64::new(0),
+            executors_lost: AtomicU64::new(0),
+            mnist: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Locks the state. A panic while it was held leaves it usable: every
+    /// update is a few field assignments, and serving on beats stopping.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Tells watchers of `job`.
+    pub fn emit(&self, job: u64, msg: Message) {
+        let _ = self.events.send(Event { job, msg });
+    }
+
+    /// Executors and jobs as clients see them.
+    pub fn status(&self) -> StatusReport {
+        use std::sync::atomic::Ordering::Relaxed;
+        let state = self.lock();
+        StatusReport {
+            executors: state
+                .executors
+                .iter()
+                .map(|(&id, e)| ExecutorInfo {
+                    id,
+                    name: e.name.clone(),
+                    cores: e.cores,
+                    task: e.task,
+                    tasks_done: e.tasks_done,
+                })
+                .collect(),
+            jobs: state
+                .jobs
+                .iter()
+                .map(|j| JobInfo {
+                    id: j.id,
+                    name: j.spec.name.clone(),
+                    state: j.state,
+                    epochs_done: j.epochs_done,
+                    epochs: j.spec.train.epochs,
+                    accuracy: j.accuracy,
+                    error: j.error.clone(),
+                })
+                .collect(),
+            rejected_connections: self.rejected_connections.load(Relaxed),
+            executors_lost: self.executors_lost.load(Relaxed),
+        }
+    }
+
+    /// The output directory for a job: `<runs>/<id>-<name>`, suffixed if it exists.
+    pub fn output_dir(&self, id: u64, name: &str) -> PathBuf {
+        let base = self.config.runs_dir.join(format!("{id}-{name}"));
+        let mut dir = base.clone();
+        let mut n = 1;
+        while dir.exists() {
+            dir = PathBuf::from(format!("{}.{n}", base.display()));
+            n += 1;
+        }
+        dir
+    }
+}

@@ -1,0 +1,129 @@
+//! One connection to the driver: handshake, heartbeats, and routing of
+//! messages between the driver, the partition cache and the worker.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deepdist_common::proto::{self, Message, MessageReader, MessageWriter, ProtoError, Role, TaskSpec};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::ExecutorConfig;
+use crate::cache::PartitionCache;
+use crate::worker::{WorkItem, WorkerHandle};
+
+/// Messages queued for the driver before senders wait.
+const OUTBOX: usize = 64;
+
+/// How a connection ended without a protocol error.
+pub enum Ended {
+    /// The driver closed it.
+    Served,
+}
+
+pub async fn connect_and_serve(
+    config: &ExecutorConfig,
+    worker: &WorkerHandle,
+    cache: &PartitionCache,
+) -> Result<Ended, ProtoError> {
+    let stream = TcpStream::connect(&config.driver).await?;
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let mut reader = MessageReader::new(read, config.max_frame);
+    let mut writer = MessageWriter::new(write, config.max_frame);
+    let (id, heartbeat) = proto::handshake(
+        &mut reader,
+        &mut writer,
+        Role::Executor,
+        &config.name,
+        config.cores as u32,
+    )
+    .await?;
+    tracing::info!(id, driver = %config.driver, "registered with the driver");
+    let heartbeat = heartbeat.max(Duration::from_millis(50));
+    // The driver beats as often as it asks us to; ten missed beats mean it is gone.
+    let silence = (heartbeat * 10).max(Duration::from_secs(5));
+
+    let (tx, mut rx) = mpsc::channel::<Message>(OUTBOX);
+    worker.connect(tx.clone());
+    let outgoing = async {
+        let mut ticker = tokio::time::interval(heartbeat);
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => return Ok(()) },
+                _ = ticker.tick() => Message::Heartbeat,
+            };
+            writer.send(&msg).await?;
+        }
+    };
+    let incoming = async {
+        let mut waiting: HashMap<u128, Vec<TaskSpec>> = HashMap::new();
+        loop {
+            match reader
+                .recv_within(silence, "a message or heartbeat from the driver")
+                .await?
+            {
+                Message::Heartbeat => {}
+                Message::Assign(task) => match cache.get(task.partition_hash) {
+                    Some(data) => worker.submit(WorkItem { task, data }),
+                    None => {
+                        let hash = task.partition_hash;
+                        let first = !waiting.contains_key(&hash);
+                        waiting.entry(hash).or_default().push(task);
+                        if first {
+                            let _ = tx.send(Message::NeedPartition { hash }).await;
+                        }
+                    }
+                },
+                Message::Partition { hash, bytes } => {
+                    let cache = cache.clone();
+                    let decoded = tokio::task::spawn_blocking(move || cache.insert_encoded(hash, &bytes))
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    match decoded {
+                        Ok(data) => {
+                            for task in waiting.remove(&hash).unwrap_or_default() {
+                                worker.submit(WorkItem {
+                                    task,
+                                    data: data.clone(),
+                                });
+                            }
+                        }
+                        Err(reason) => {
+                            tracing::error!(%reason, "bad partition from the driver");
+                            for task in waiting.remove(&hash).unwrap_or_default() {
+                                let _ = tx
+                                    .send(Message::TaskFailed {
+                                        task: task.id,
+                                        reason: reason.clone(),
+                                    })
+                                    .await;
+                            }
+                        }
+                    }
+                }
+                Message::Params { job, version, values } => worker.params(job, version, values),
+                Message::CancelTasks { job } => {
+                    tracing::info!(job, "tasks cancelled by the driver");
+                    waiting.clear();
+                    worker.abandon_tasks();
+                }
+                other => {
+                    return Err(ProtoError::Unexpected {
+                        expected: "a driver message",
+                        got: other.kind(),
+                    });
+                }
+            }
+        }
+    };
+    let result: Result<(), ProtoError> = tokio::select! {
+        r = outgoing => r,
+        r = incoming => r,
+    };
+    worker.disconnect();
+    match result {
+        Ok(()) | Err(ProtoError::Closed) => Ok(Ended::Served),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,339 @@
+//! The compute worker: a thread with its own rayon pool that runs one task at
+//! a time.
+//!
+//! `async` (Downpour): gradients of `n_push` minibatches are summed inside the
+//! engine and pushed as one update with the version they were computed
+//! from; right after a push the next parameters are requested, so they
+//! arrive while the following minibatches compute and are adopted at the
+//! next fetch point (every `n_fetch` minibatches), normally without waiting.
+//! `sync`: every minibatch's gradient is pushed and the worker waits for the
+//! version that averages it with the other executors'.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deepdist_common::cpu::compute_pool;
+use deepdist_common::data::Dataset;
+use deepdist_common::job::Mode;
+use deepdist_common::model::{GradientEngine, Mlp, Model};
+use deepdist_common::proto::{Message, Push, TaskReport, TaskSpec, Tensor};
+use ndarray::{Array2, s};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use tokio::sync::mpsc as tmpsc;
+
+/// A task with its partition's data.
+pub struct WorkItem {
+    /// What to do.
+    pub task: TaskSpec,
+    /// The partition.
+    pub data: Arc<Dataset>,
+}
+
+struct Queued {
+    item: WorkItem,
+    generation: u64,
+}
+
+struct ParamsMsg {
+    job: u64,
+    version: u64,
+    values: Tensor,
+}
+
+/// The session's side of the worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    work: mpsc::Sender<Queued>,
+    params: mpsc::Sender<ParamsMsg>,
+    generation: Arc<AtomicU64>,
+    out: Arc<Mutex<Option<tmpsc::Sender<Message>>>>,
+}
+
+impl WorkerHandle {
+    /// Queues a task.
+    pub fn submit(&self, item: WorkItem) {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let _ = self.work.send(Queued { item, generation });
+    }
+
+    /// Delivers parameters from the driver.
+    pub fn params(&self, job: u64, version: u64, values: Tensor) {
+        let _ = self.params.send(ParamsMsg { job, version, values });
+    }
+
+    /// Drops the running task and everything queued (connection lost, or
+    /// the driver cancelled the job).
+    pub fn abandon_tasks(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Routes the worker's messages to this connection.
+    pub fn connect(&self, tx: tmpsc::Sender<Message>) {
+        *self.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+
+    /// The connection is gone.
+    pub fn disconnect(&self) {
+        *self.out.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.abandon_tasks();
+    }
+}
+
+/// Starts the worker thread with `cores` compute threads.
+pub fn spawn(cores: usize, request_timeout: Duration) -> WorkerHandle {
+    let (work_tx, work_rx) = mpsc::channel();
+    let (params_tx, params_rx) = mpsc::channel();
+    let handle = WorkerHandle {
+        work: work_tx,
+        params: params_tx,
+        generation: Arc::new(AtomicU64::new(0)),
+        out: Arc::new(Mutex::new(None)),
+    };
+    let worker = Worker {
+        cores,
+        request_timeout,
+        work: work_rx,
+        params: params_rx,
+        generation: handle.generation.clone(),
+        out: handle.out.clone(),
+        engine: None,
+        fetches_sent: 0,
+        params_seen: 0,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("deepdist-worker".into())
+        .spawn(move || worker.run());
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the worker thread");
+    }
+    handle
+}
+
+/// Why a task stopped early.
+enum Stop {
+    /// Abandoned: connection lost or job cancelled. Nothing to report.
+    Abandoned,
+    /// Failed: reported to the driver, which reassigns it.
+    Failed(String),
+}
+
+struct Worker {
+    cores: usize,
+    request_timeout: Duration,
+    work: mpsc::Receiver<Queued>,
+    params: mpsc::Receiver<ParamsMsg>,
+    generation: Arc<AtomicU64>,
+    out: Arc<Mutex<Option<tmpsc::Sender<Message>>>>,
+    /// The engine of the last job, reused while tasks of that job keep coming.
+    engine: Option<(u64, usize, GradientEngine<Mlp>)>,
+    fetches_sent: u64,
+    params_seen: u64,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let pool = match compute_pool(Some(self.cores)) {
+            Ok(pool) => pool,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the compute pool");
+                return;
+            }
+        };
+        while let Ok(Queued { item, generation }) = self.work.recv() {
+            if generation != self.generation.load(Ordering::SeqCst) {
+                continue;
+            }
+            let task = item.task.id;
+            let result = pool.install(|| self.run_task(&item, generation));
+            match result {
+                Ok(report) => {
+                    self.send(Message::TaskDone(report));
+                }
+                Err(Stop::Abandoned) => tracing::debug!(?task, "task abandoned"),
+                Err(Stop::Failed(reason)) => {
+                    tracing::warn!(?task, %reason, "task failed");
+                    self.send(Message::TaskFailed { task, reason });
+                }
+            }
+        }
+    }
+
+    fn send(&self, msg: Message) -> bool {
+        let out = self.out.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        out.is_some_and(|tx| tx.blocking_send(msg).is_ok())
+    }
+
+    fn request(&mut self, job: u64, min_version: u64) -> Result<(), Stop> {
+        if !self.send(Message::Fetch { job, min_version }) {
+            return Err(Stop::Abandoned);
+        }
+        self.fetches_sent += 1;
+        Ok(())
+    }
+
+    /// The newest parameters already received for `job` with version ≥
+    /// `min_version`; with `wait`, blocks until every outstanding fetch is
+    /// answered if none has arrived.
+    fn receive(&mut self, job: u64, min_version: u64, wait: bool, generation: u64) -> Result<Option<ParamsMsg>, Stop> {
+        let mut newest: Option<ParamsMsg> = None;
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let next = match self.params.try_recv() {
+                Ok(p) => Some(p),
+                Err(_) if !wait || newest.is_some() || self.params_seen >= self.fetches_sent => None,
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.params.recv_timeout(left.min(Duration::from_millis(200))) {
+                        Ok(p) => Some(p),
+                        Err(RecvTimeoutError::Timeout) => {
+                            if generation != self.generation.load(Ordering::SeqCst) {
+                                return Err(Stop::Abandoned);
+                            }
+                            if Instant::now() >= deadline {
+                                return Err(Stop::Failed(format!(
+                                    "no parameters from the driver within {:?}",
+                                    self.request_timeout
+                                )));
+                            }
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return Err(Stop::Abandoned),
+                    }
+                }
+            };
+            let Some(p) = next else { return Ok(newest) };
+            self.params_seen += 1;
+            if p.job == job && p.version >= min_version && newest.as_ref().is_none_or(|n| p.version >= n.version) {
+                newest = Some(p);
+            }
+        }
+    }
+
+    fn run_task(&mut self, item: &WorkItem, generation: u64) -> Result<TaskReport, Stop> {
+        let started = Instant::now();
+        let (task, spec, data) = (item.task.id, &item.task.spec, &item.data);
+        let train = &spec.train;
+        let batch = train.batch_size as usize;
+        let model = spec
+            .build_mlp(data.dim(), data.classes())
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        let mut engine = match self.engine.take() {
+            Some((job, b, engine)) if job == task.job && b == batch && *engine.model() == model => engine,
+            _ => GradientEngine::new(model.clone(), batch, train.seed ^ u64::from(task.partition)),
+        };
+        let mut params = vec![0.0f32; model.layout().len()];
+        let mut x = Array2::zeros((batch, data.dim()));
+        let mut y = Vec::with_capacity(batch);
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        let seed = train.seed ^ (u64::from(task.epoch) << 32) ^ u64::from(task.partition);
+        order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed));
+
+        self.request(task.job, 0)?;
+        let mut version = self.adopt(task.job, 0, true, generation, &mut params)?.unwrap_or(0);
+        let (mut seq, mut window, mut window_samples, mut window_loss) = (0u64, 0u32, 0u32, 0.0f32);
+        let (mut samples, mut batches, mut loss_sum) = (0u64, 0u64, 0.0f64);
+        let abandoned = |s: &Self| generation != s.generation.load(Ordering::SeqCst);
+        let chunks: Vec<&[usize]> = order.chunks(batch).collect();
+        let push_every = if train.mode == Mode::Sync {
+            1
+        } else {
+            train.n_push.max(1)
+        };
+        for (i, rows) in chunks.iter().enumerate() {
+            if abandoned(self) {
+                return Err(Stop::Abandoned);
+            }
+            data.gather(rows, &mut x, &mut y);
+            let loss = engine
+                .accumulate(&params, x.slice(s![..rows.len(), ..]), &y)
+                .map_err(|e| Stop::Failed(e.to_string()))?;
+            window += 1;
+            window_samples += rows.len() as u32;
+            window_loss += loss;
+            samples += rows.len() as u64;
+            batches += 1;
+            loss_sum += f64::from(loss);
+            let last = i + 1 == chunks.len();
+            if window == push_every || last {
+                let push = Push {
+                    task,
+                    seq,
+                    base_version: version,
+                    batches: window,
+                    samples: window_samples,
+                    loss_sum: window_loss,
+                    grad: Tensor::from_f32(engine.take()),
+                };
+                if !self.send(Message::Push(push)) {
+                    return Err(Stop::Abandoned);
+                }
+                seq += 1;
+                (window, window_samples, window_loss) = (0, 0, 0.0);
+                if last {
+                    break;
+                }
+                match train.mode {
+                    Mode::Sync => {
+                        self.request(task.job, version + 1)?;
+                        version = self
+                            .adopt(task.job, version + 1, true, generation, &mut params)?
+                            .unwrap_or(version);
+                    }
+                    Mode::Async => {
+                        // Ask now, so the answer includes this push and
+                        // arrives while the next minibatches compute.
+                        if self.params_seen >= self.fetches_sent {
+                            self.request(task.job, 0)?;
+                        }
+                    }
+                }
+            }
+            if train.mode == Mode::Async && (i + 1) % train.n_fetch.max(1) as usize == 0 {
+                // The parameters asked for at the last push have usually
+                // arrived by now. If not, the parameter server is behind:
+                // waiting for them is the backpressure that keeps staleness
+                // bounded instead of letting updates pile up at the server.
+                if let Some(v) = self.adopt(task.job, 0, true, generation, &mut params)? {
+                    version = v;
+                }
+                if self.params_seen >= self.fetches_sent {
+                    self.request(task.job, 0)?;
+                }
+            }
+        }
+        self.engine = Some((task.job, batch, engine));
+        Ok(TaskReport {
+            task,
+            samples,
+            batches,
+            loss_sum,
+            compute_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Receives parameters (see [`Worker::receive`]) into `params`; returns
+    /// their version if any arrived.
+    fn adopt(
+        &mut self,
+        job: u64,
+        min_version: u64,
+        wait: bool,
+        generation: u64,
+        params: &mut [f32],
+    ) -> Result<Option<u64>, Stop> {
+        match self.receive(job, min_version, wait, generation)? {
+            Some(p) => {
+                p.values.read_into(params).map_err(|e| Stop::Failed(e.to_string()))?;
+                Ok(Some(p.version))
+            }
+            None if wait && self.params_seen < self.fetches_sent => {
+                Err(Stop::Failed("the driver sent no parameters for this job".into()))
+            }
+            None => Ok(None),
+        }
+    }
+}

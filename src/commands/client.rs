@@ -1,0 +1,86 @@
+//! `deepdist submit`, `status` and `cancel`.
+
+use anyhow::Context;
+use deepdist_common::client::Client;
+use deepdist_common::job::{JobSpec, JobState};
+
+use super::progress::ProgressView;
+use crate::cli::{CancelArgs, DriverAddr, SubmitArgs};
+
+async fn connect(addr: &str) -> anyhow::Result<Client> {
+    Client::connect(addr)
+        .await
+        .with_context(|| format!("cannot reach the driver at {addr}"))
+}
+
+/// Reads and checks a job file locally, so mistakes show before any network.
+pub fn read_job(path: &std::path::Path) -> anyhow::Result<(String, JobSpec)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let spec = JobSpec::from_toml(&text, &path.display().to_string())?;
+    Ok((text, spec))
+}
+
+/// Submits a job and, with `--wait`, follows it to the end.
+pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let (text, spec) = read_job(&args.job)?;
+    super::runtime()?.block_on(async {
+        let mut client = connect(&args.driver.driver).await?;
+        let job = client.submit(&text, &args.job.display().to_string()).await?;
+        println!("{job}");
+        if args.wait {
+            let mut view = ProgressView::new(&spec.name, spec.train.epochs);
+            let summary = client.watch(job, |p| view.update(p)).await?;
+            view.finish(&summary);
+            anyhow::ensure!(summary.state == JobState::Done, "job {job} ended {}", summary.state);
+        }
+        Ok(())
+    })
+}
+
+/// Prints executors and jobs as tables.
+pub fn status(args: DriverAddr) -> anyhow::Result<()> {
+    super::runtime()?.block_on(async {
+        let report = connect(&args.driver).await?.status().await?;
+        println!("executors ({}):", report.executors.len());
+        println!(
+            "  {:>4}  {:<24} {:>5}  {:>10}  task",
+            "id", "name", "cores", "tasks done"
+        );
+        for e in &report.executors {
+            let task = e.task.map_or("idle".to_string(), |t| {
+                format!("job {} epoch {} partition {}", t.job, t.epoch, t.partition)
+            });
+            println!(
+                "  {:>4}  {:<24} {:>5}  {:>10}  {task}",
+                e.id, e.name, e.cores, e.tasks_done
+            );
+        }
+        println!("\njobs ({}):", report.jobs.len());
+        println!(
+            "  {:>4}  {:<24} {:<10} {:>9}  accuracy",
+            "id", "name", "state", "epochs"
+        );
+        for j in &report.jobs {
+            let acc = j.accuracy.map_or("—".to_string(), |a| format!("{:.2}%", 100.0 * a));
+            let err = j.error.as_deref().map_or(String::new(), |e| format!("  ({e})"));
+            println!(
+                "  {:>4}  {:<24} {:<10} {:>4}/{:<4}  {acc}{err}",
+                j.id, j.name, j.state, j.epochs_done, j.epochs
+            );
+        }
+        println!(
+            "\nexecutors lost: {}   connections rejected: {}",
+            report.executors_lost, report.rejected_connections
+        );
+        Ok(())
+    })
+}
+
+/// Cancels a job.
+pub fn cancel(args: CancelArgs) -> anyhow::Result<()> {
+    super::runtime()?.block_on(async {
+        connect(&args.driver.driver).await?.cancel(args.job).await?;
+        println!("job {} cancelled", args.job);
+        Ok(())
+    })
+}

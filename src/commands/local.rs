@@ -1,0 +1,72 @@
+//! `deepdist local`: a driver and N executors in this process, talking over
+//! loopback TCP exactly as they would across machines.
+
+use deepdist_common::client::Client;
+use deepdist_common::job::{JobSpec, JobState};
+use deepdist_driver::Driver;
+use deepdist_executor::ExecutorConfig;
+
+use super::client::read_job;
+use super::progress::ProgressView;
+use super::runtime::driver_config;
+use crate::cli::LocalArgs;
+
+/// The job `deepdist local` runs when given none.
+pub const DEFAULT_JOB: &str = include_str!("../../jobs/mnist-mlp.toml");
+
+/// Runs the job to its end; fails if the job does not finish `done`.
+pub fn run(args: LocalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.executors > 0, "--executors must be at least 1");
+    let (text, origin, spec) = match &args.job {
+        Some(path) => {
+            let (text, spec) = read_job(path)?;
+            (text, path.display().to_string(), spec)
+        }
+        None => {
+            let spec = JobSpec::from_toml(DEFAULT_JOB, "jobs/mnist-mlp.toml (built in)")?;
+            (DEFAULT_JOB.to_string(), "jobs/mnist-mlp.toml".to_string(), spec)
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_executor = args.cores_per_executor.unwrap_or((cores / args.executors).max(1));
+    let config = driver_config(&args.run);
+    super::runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let driver = Driver::start(listener, config)?;
+        let addr = driver.addr().to_string();
+        println!(
+            "local mode: driver on {addr}, {} executors × {per_executor} cores, job {}",
+            args.executors, spec.name
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        for i in 0..args.executors {
+            let config = ExecutorConfig {
+                driver: addr.clone(),
+                cores: per_executor,
+                name: format!("local-{i}"),
+                ..ExecutorConfig::default()
+            };
+            tokio::spawn(deepdist_executor::run(config, stopped.clone()));
+        }
+        let mut client = Client::connect(&addr).await?;
+        let job = client.submit(&text, &origin).await?;
+        let mut view = ProgressView::new(&spec.name, spec.train.epochs);
+        let summary = {
+            let watch = client.watch(job, |p| view.update(p));
+            tokio::pin!(watch);
+            tokio::select! {
+                s = &mut watch => s?,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("\ncancelling job {job} (the model so far is saved)");
+                    Client::connect(&addr).await?.cancel(job).await?;
+                    watch.await?
+                }
+            }
+        };
+        view.finish(&summary);
+        let _ = stop.send(true);
+        driver.shutdown().await;
+        anyhow::ensure!(summary.state == JobState::Done, "job {job} ended {}", summary.state);
+        Ok(())
+    })
+}
