@@ -201,8 +201,10 @@ pub struct EpochMetrics {
     pub stage: String,
     /// Epoch within the stage, from 1.
     pub epoch: u32,
-    /// Seconds since the job started running.
+    /// Seconds since the job started running (dataset loading included).
     pub elapsed_s: f64,
+    /// Seconds since training started (the first partitions were handed out).
+    pub train_s: f64,
     /// Mean training loss over the epoch's minibatches.
     pub train_loss: f64,
     /// Test-set accuracy after the epoch.
@@ -256,7 +258,7 @@ pub struct JobSummary {
     pub final_accuracy: Option<f64>,
     /// Seconds the job ran.
     pub elapsed_s: f64,
-    /// Seconds from the job's start to the first evaluation at or above its
+    /// Training seconds to the first epoch evaluated at or above the job's
     /// target accuracy, if it has one and reached it.
     pub time_to_target: Option<f64>,
     /// Where its metrics and model were written.

@@ -1,11 +1,12 @@
 //! The compute worker: a thread with its own rayon pool that runs one task at
 //! a time.
 //!
-//! `async` (Downpour): gradients of `n_push` minibatches are summed inside the
-//! engine and pushed as one update with the version they were computed
-//! from; right after a push the next parameters are requested, so they
-//! arrive while the following minibatches compute and are adopted at the
-//! next fetch point (every `n_fetch` minibatches), normally without waiting.
+//! `async` (Downpour): every minibatch takes a local step (see
+//! [`crate::local`]); the step directions of `n_push` minibatches are pushed
+//! as one update with the version they started from; right after a push the
+//! next parameters are requested, so they arrive while the following
+//! minibatches compute and are adopted (and rebased) at the next fetch point,
+//! every `n_fetch` minibatches, normally without waiting.
 //! `sync`: every minibatch's gradient is pushed and the worker waits for the
 //! version that averages it with the other executors'.
 
@@ -19,6 +20,8 @@ use deepdist_common::data::Dataset;
 use deepdist_common::job::Mode;
 use deepdist_common::model::{GradientEngine, Mlp, Model};
 use deepdist_common::proto::{Message, Push, TaskReport, TaskSpec, Tensor};
+
+use crate::local::LocalSteps;
 use ndarray::{Array2, s};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -101,6 +104,7 @@ pub fn spawn(cores: usize, request_timeout: Duration) -> WorkerHandle {
         generation: handle.generation.clone(),
         out: handle.out.clone(),
         engine: None,
+        local: None,
         fetches_sent: 0,
         params_seen: 0,
     };
@@ -130,6 +134,8 @@ struct Worker {
     out: Arc<Mutex<Option<tmpsc::Sender<Message>>>>,
     /// The engine of the last job, reused while tasks of that job keep coming.
     engine: Option<(u64, usize, GradientEngine<Mlp>)>,
+    /// Async local steps (with their momentum) of the last job.
+    local: Option<(u64, LocalSteps)>,
     fetches_sent: u64,
     params_seen: u64,
 }
@@ -238,6 +244,11 @@ impl Worker {
         let (mut samples, mut batches, mut loss_sum) = (0u64, 0u64, 0.0f64);
         let abandoned = |s: &Self| generation != s.generation.load(Ordering::SeqCst);
         let chunks: Vec<&[usize]> = order.chunks(batch).collect();
+        let mut local = match self.local.take() {
+            Some((job, local)) if job == task.job => local,
+            _ => LocalSteps::new(&spec.optimizer, params.len()),
+        };
+        local.start_task();
         let push_every = if train.mode == Mode::Sync {
             1
         } else {
@@ -248,9 +259,15 @@ impl Worker {
                 return Err(Stop::Abandoned);
             }
             data.gather(rows, &mut x, &mut y);
-            let loss = engine
-                .accumulate(&params, x.slice(s![..rows.len(), ..]), &y)
-                .map_err(|e| Stop::Failed(e.to_string()))?;
+            let batch_x = x.slice(s![..rows.len(), ..]);
+            let loss = match train.mode {
+                Mode::Sync => engine.accumulate(&params, batch_x, &y),
+                Mode::Async => engine.gradient(&params, batch_x, &y).map(|(loss, g)| {
+                    local.step(&mut params, g);
+                    loss
+                }),
+            }
+            .map_err(|e| Stop::Failed(e.to_string()))?;
             window += 1;
             window_samples += rows.len() as u32;
             window_loss += loss;
@@ -266,7 +283,10 @@ impl Worker {
                     batches: window,
                     samples: window_samples,
                     loss_sum: window_loss,
-                    grad: Tensor::from_f32(engine.take()),
+                    grad: Tensor::from_f32(match train.mode {
+                        Mode::Sync => engine.take(),
+                        Mode::Async => local.take_window(),
+                    }),
                 };
                 if !self.send(Message::Push(push)) {
                     return Err(Stop::Abandoned);
@@ -288,6 +308,7 @@ impl Worker {
                         // arrives while the next minibatches compute.
                         if self.params_seen >= self.fetches_sent {
                             self.request(task.job, 0)?;
+                            local.requested();
                         }
                     }
                 }
@@ -299,13 +320,16 @@ impl Worker {
                 // bounded instead of letting updates pile up at the server.
                 if let Some(v) = self.adopt(task.job, 0, true, generation, &mut params)? {
                     version = v;
+                    local.rebase(&mut params);
                 }
                 if self.params_seen >= self.fetches_sent {
                     self.request(task.job, 0)?;
+                    local.requested();
                 }
             }
         }
         self.engine = Some((task.job, batch, engine));
+        self.local = Some((task.job, local));
         Ok(TaskReport {
             task,
             samples,

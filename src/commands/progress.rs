@@ -50,7 +50,7 @@ impl ProgressView {
                         m.stage,
                         m.epoch,
                         self.epochs,
-                        m.elapsed_s,
+                        m.train_s,
                         m.train_loss,
                         100.0 * m.test_accuracy,
                         m.samples_per_s,
@@ -85,7 +85,7 @@ impl ProgressView {
         }
         println!("  wall time            {:.1} s", summary.elapsed_s);
         if let Some(t) = summary.time_to_target {
-            println!("  time to target       {t:.1} s");
+            println!("  time to target       {t:.1} s of training");
         }
         if let Some(e) = &summary.error {
             println!("  error                {e}");

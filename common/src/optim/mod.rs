@@ -163,6 +163,16 @@ impl OptimizerConfig {
         }
     }
 
+    /// The same settings with SGD's momentum removed (for a server applying
+    /// step directions that already carry it).
+    pub fn without_momentum(&self) -> Self {
+        Self {
+            momentum: None,
+            nesterov: None,
+            ..*self
+        }
+    }
+
     /// Checks every setting without building anything.
     pub fn validate(&self) -> Result<(), OptimError> {
         self.build(0).map(|_| ())

