@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use crate::job::{JobSpec, JobState};
 
@@ -122,6 +122,16 @@ impl Tensor {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
         Ok(())
+    }
+
+    /// The values without copying, when the bytes happen to be aligned for
+    /// `f32` on a little-endian machine (the usual case for decoded frames).
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        if cfg!(target_endian = "little") {
+            bytemuck::try_cast_slice(&self.0).ok()
+        } else {
+            None
+        }
     }
 
     /// Decodes into a new vector.
@@ -469,11 +479,55 @@ impl Message {
     }
 }
 
-/// Encodes a message as one frame's payload.
+/// Encodes a message as one frame's payload, into a buffer sized up front
+/// (a growing buffer would copy a large tensor several times over).
 pub fn encode(msg: &Message) -> Result<Bytes, ProtoError> {
-    postcard::to_allocvec(msg)
+    let bulk = match msg {
+        Message::Push(p) => p.grad.0.len(),
+        Message::Params { values, .. } => values.0.len(),
+        Message::Partition { bytes, .. } => bytes.len(),
+        _ => 0,
+    };
+    postcard::to_extend(msg, Vec::with_capacity(bulk + 256))
         .map(Bytes::from)
         .map_err(|e| ProtoError::Encode(e.to_string()))
+}
+
+/// Encodes a message whose last field is an empty [`Tensor`] (`Push`,
+/// `Params`) as if that tensor held `values`, copying the values once
+/// instead of building the tensor and then copying it into the frame.
+pub fn encode_with_tensor(msg: &Message, values: &[f32]) -> Result<Bytes, ProtoError> {
+    let empty = match msg {
+        Message::Push(p) => p.grad.is_empty(),
+        Message::Params { values, .. } => values.is_empty(),
+        _ => false,
+    };
+    if !empty || cfg!(target_endian = "big") {
+        return Err(ProtoError::Encode(format!(
+            "{} cannot take a tensor this way",
+            msg.kind()
+        )));
+    }
+    let bytes: &[u8] = bytemuck::cast_slice(values);
+    let mut out = postcard::to_extend(msg, Vec::with_capacity(bytes.len() + 256))
+        .map_err(|e| ProtoError::Encode(e.to_string()))?;
+    // postcard ends the message with the empty tensor's length, a varint 0;
+    // replace it with the real length and the raw bytes.
+    if out.pop() != Some(0) {
+        return Err(ProtoError::Encode("unexpected encoding of an empty tensor".into()));
+    }
+    let mut len = bytes.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(bytes);
+    Ok(Bytes::from(out))
 }
 
 /// Decodes one frame's payload.
@@ -520,16 +574,20 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     }
 }
 
-/// The writing half of a connection.
+/// The writing half of a connection. Frames are written straight to the
+/// socket (length, then payload) rather than copied into a codec buffer:
+/// parameter frames are megabytes.
 pub struct MessageWriter<W> {
-    inner: FramedWrite<W, LengthDelimitedCodec>,
+    inner: W,
+    max_frame: usize,
 }
 
 impl<W: AsyncWrite + Unpin> MessageWriter<W> {
     /// Wraps a writer.
     pub fn new(writer: W, max_frame: usize) -> Self {
         Self {
-            inner: FramedWrite::new(writer, codec(max_frame)),
+            inner: writer,
+            max_frame,
         }
     }
 
@@ -540,7 +598,18 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
 
     /// Sends an already-encoded message (shared by several receivers).
     pub async fn send_frame(&mut self, frame: Bytes) -> Result<(), ProtoError> {
-        self.inner.send(frame).await?;
+        use bytes::Buf;
+        use tokio::io::AsyncWriteExt;
+        if frame.len() > self.max_frame {
+            return Err(ProtoError::Encode(format!(
+                "frame of {} bytes exceeds the maximum of {}",
+                frame.len(),
+                self.max_frame
+            )));
+        }
+        let header = (frame.len() as u32).to_be_bytes();
+        let mut chained = (&header[..]).chain(frame);
+        self.inner.write_all_buf(&mut chained).await?;
         Ok(())
     }
 }
@@ -611,6 +680,43 @@ mod tests {
         };
         assert_eq!(decode(&encode(&msg).unwrap()).unwrap(), msg);
         assert_eq!(Tensor::from_f32(&[1.5, -2.0]).to_vec().unwrap(), vec![1.5, -2.0]);
+    }
+
+    #[test]
+    fn tensors_can_be_appended_to_an_encoded_message() {
+        let values: Vec<f32> = (0..300).map(|i| i as f32 - 7.5).collect();
+        let params = Message::Params {
+            job: 2,
+            version: 700,
+            values: Tensor::default(),
+        };
+        let frame = encode_with_tensor(&params, &values).unwrap();
+        let want = Message::Params {
+            job: 2,
+            version: 700,
+            values: Tensor::from_f32(&values),
+        };
+        assert_eq!(frame, encode(&want).unwrap());
+        let push = Message::Push(Push {
+            task: TaskId {
+                job: 1,
+                stage: 0,
+                epoch: 3,
+                partition: 4,
+                attempt: 1,
+            },
+            seq: 9,
+            base_version: 12,
+            batches: 4,
+            samples: 512,
+            loss_sum: 1.25,
+            grad: Tensor::default(),
+        });
+        let Message::Push(p) = decode(&encode_with_tensor(&push, &values).unwrap()).unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(p.grad.to_vec().unwrap(), values);
+        assert!(encode_with_tensor(&Message::Status, &values).is_err());
     }
 
     #[test]

@@ -159,15 +159,31 @@ impl State {
     }
 
     fn push(&mut self, executor: u64, base_version: u64, grad: &Tensor) {
-        if grad.read_into(&mut self.grad).is_err() {
+        if grad.len() != self.params.len() || grad.0.len() % 4 != 0 {
             self.rejected += 1;
             tracing::warn!(executor, len = grad.len(), "update of the wrong length discarded");
             return;
         }
+        // Read the gradient in place when the bytes allow it; copy otherwise.
+        let aligned = grad.as_f32();
+        if aligned.is_none() && grad.read_into(&mut self.grad).is_err() {
+            self.rejected += 1;
+            return;
+        }
+        let g: &[f32] = aligned.unwrap_or(&self.grad);
         match self.mode {
             Mode::Async => {
                 let staleness = self.version.saturating_sub(base_version);
-                self.step(staleness);
+                match self.optimizer.step(&mut self.params, g, staleness) {
+                    Ok(()) => {
+                        self.version += 1;
+                        self.staleness_sum += staleness;
+                    }
+                    Err(e) => {
+                        self.rejected += 1;
+                        tracing::warn!(error = %e, "descent step refused");
+                    }
+                }
             }
             Mode::Sync => {
                 // A gradient for another step (a late joiner's, or a repeat)
@@ -177,9 +193,9 @@ impl State {
                     return;
                 }
                 if self.pushed.is_empty() {
-                    self.round.copy_from_slice(&self.grad);
+                    self.round.copy_from_slice(g);
                 } else {
-                    self.round.iter_mut().zip(&self.grad).for_each(|(r, g)| *r += g);
+                    self.round.iter_mut().zip(g).for_each(|(r, g)| *r += g);
                 }
                 self.pushed.insert(executor);
                 self.maybe_finish_round();
@@ -193,19 +209,14 @@ impl State {
         }
         let scale = 1.0 / self.pushed.len() as f32;
         self.round.iter_mut().for_each(|r| *r *= scale);
-        std::mem::swap(&mut self.grad, &mut self.round);
         self.pushed.clear();
-        self.step(0);
-    }
-
-    fn step(&mut self, staleness: u64) {
-        if let Err(e) = self.optimizer.step(&mut self.params, &self.grad, staleness) {
-            self.rejected += 1;
-            tracing::warn!(error = %e, "descent step refused");
-            return;
+        match self.optimizer.step(&mut self.params, &self.round, 0) {
+            Ok(()) => self.version += 1,
+            Err(e) => {
+                self.rejected += 1;
+                tracing::warn!(error = %e, "descent step refused");
+            }
         }
-        self.version += 1;
-        self.staleness_sum += staleness;
     }
 
     fn serve_waiting(&mut self) {
@@ -218,9 +229,9 @@ impl State {
                 let msg = Message::Params {
                     job: self.job,
                     version: self.version,
-                    values: Tensor::from_f32(&self.params),
+                    values: Tensor::default(),
                 };
-                match proto::encode(&msg) {
+                match proto::encode_with_tensor(&msg, &self.params) {
                     Ok(f) => {
                         self.frame = Some((self.version, f.clone()));
                         f

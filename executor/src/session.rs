@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use deepdist_common::proto::{self, Message, MessageReader, MessageWriter, ProtoError, Role, TaskSpec};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -44,16 +45,25 @@ pub async fn connect_and_serve(
     // The driver beats as often as it asks us to; ten missed beats mean it is gone.
     let silence = (heartbeat * 10).max(Duration::from_secs(5));
 
-    let (tx, mut rx) = mpsc::channel::<Message>(OUTBOX);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOX);
     worker.connect(tx.clone());
+    let beat = proto::encode(&Message::Heartbeat)?;
     let outgoing = async {
         let mut ticker = tokio::time::interval(heartbeat);
         loop {
-            let msg = tokio::select! {
-                m = rx.recv() => match m { Some(m) => m, None => return Ok(()) },
-                _ = ticker.tick() => Message::Heartbeat,
+            let frame = tokio::select! {
+                f = rx.recv() => match f { Some(f) => f, None => return Ok(()) },
+                _ = ticker.tick() => beat.clone(),
             };
-            writer.send(&msg).await?;
+            writer.send_frame(frame).await?;
+        }
+    };
+    let send = |msg: Message| {
+        let tx = tx.clone();
+        async move {
+            if let Ok(frame) = proto::encode(&msg) {
+                let _ = tx.send(frame).await;
+            }
         }
     };
     let incoming = async {
@@ -71,7 +81,7 @@ pub async fn connect_and_serve(
                         let first = !waiting.contains_key(&hash);
                         waiting.entry(hash).or_default().push(task);
                         if first {
-                            let _ = tx.send(Message::NeedPartition { hash }).await;
+                            send(Message::NeedPartition { hash }).await;
                         }
                     }
                 },
@@ -92,12 +102,11 @@ pub async fn connect_and_serve(
                         Err(reason) => {
                             tracing::error!(%reason, "bad partition from the driver");
                             for task in waiting.remove(&hash).unwrap_or_default() {
-                                let _ = tx
-                                    .send(Message::TaskFailed {
-                                        task: task.id,
-                                        reason: reason.clone(),
-                                    })
-                                    .await;
+                                send(Message::TaskFailed {
+                                    task: task.id,
+                                    reason: reason.clone(),
+                                })
+                                .await;
                             }
                         }
                     }

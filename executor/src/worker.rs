@@ -15,11 +15,12 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use deepdist_common::cpu::compute_pool;
 use deepdist_common::data::Dataset;
 use deepdist_common::job::Mode;
 use deepdist_common::model::{GradientEngine, Mlp, Model};
-use deepdist_common::proto::{Message, Push, TaskReport, TaskSpec, Tensor};
+use deepdist_common::proto::{self, Message, Push, TaskReport, TaskSpec, Tensor};
 
 use crate::local::LocalSteps;
 use ndarray::{Array2, s};
@@ -53,7 +54,7 @@ pub struct WorkerHandle {
     work: mpsc::Sender<Queued>,
     params: mpsc::Sender<ParamsMsg>,
     generation: Arc<AtomicU64>,
-    out: Arc<Mutex<Option<tmpsc::Sender<Message>>>>,
+    out: Arc<Mutex<Option<tmpsc::Sender<Bytes>>>>,
 }
 
 impl WorkerHandle {
@@ -75,7 +76,7 @@ impl WorkerHandle {
     }
 
     /// Routes the worker's messages to this connection.
-    pub fn connect(&self, tx: tmpsc::Sender<Message>) {
+    pub fn connect(&self, tx: tmpsc::Sender<Bytes>) {
         *self.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     }
 
@@ -131,7 +132,7 @@ struct Worker {
     work: mpsc::Receiver<Queued>,
     params: mpsc::Receiver<ParamsMsg>,
     generation: Arc<AtomicU64>,
-    out: Arc<Mutex<Option<tmpsc::Sender<Message>>>>,
+    out: Arc<Mutex<Option<tmpsc::Sender<Bytes>>>>,
     /// The engine of the last job, reused while tasks of that job keep coming.
     engine: Option<(u64, usize, GradientEngine<Mlp>)>,
     /// Async local steps (with their momentum) of the last job.
@@ -169,8 +170,12 @@ impl Worker {
     }
 
     fn send(&self, msg: Message) -> bool {
+        proto::encode(&msg).is_ok_and(|frame| self.send_frame(frame))
+    }
+
+    fn send_frame(&self, frame: Bytes) -> bool {
         let out = self.out.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        out.is_some_and(|tx| tx.blocking_send(msg).is_ok())
+        out.is_some_and(|tx| tx.blocking_send(frame).is_ok())
     }
 
     fn request(&mut self, job: u64, min_version: u64) -> Result<(), Stop> {
@@ -276,19 +281,21 @@ impl Worker {
             loss_sum += f64::from(loss);
             let last = i + 1 == chunks.len();
             if window == push_every || last {
-                let push = Push {
+                let push = Message::Push(Push {
                     task,
                     seq,
                     base_version: version,
                     batches: window,
                     samples: window_samples,
                     loss_sum: window_loss,
-                    grad: Tensor::from_f32(match train.mode {
-                        Mode::Sync => engine.take(),
-                        Mode::Async => local.take_window(),
-                    }),
+                    grad: Tensor::default(),
+                });
+                let values = match train.mode {
+                    Mode::Sync => engine.take(),
+                    Mode::Async => local.take_window(),
                 };
-                if !self.send(Message::Push(push)) {
+                let frame = proto::encode_with_tensor(&push, values).map_err(|e| Stop::Failed(e.to_string()))?;
+                if !self.send_frame(frame) {
                     return Err(Stop::Abandoned);
                 }
                 seq += 1;
