@@ -193,6 +193,9 @@ pub struct TrainArgs {
     /// SGD momentum (Nesterov).
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
+    /// Multiply the learning rate by this after every epoch.
+    #[arg(long, default_value_t = 1.0)]
+    pub lr_decay: f32,
     /// L2 weight decay.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 
 use bytes::Bytes;
 use deepdist_common::job::Mode;
-use deepdist_common::optim::Optimizer;
+use deepdist_common::optim::{Optimizer, OptimizerConfig};
 use deepdist_common::proto::{self, Message, Tensor};
 use tokio::sync::oneshot;
 
@@ -24,6 +24,7 @@ enum Command {
     Push {
         executor: u64,
         base_version: u64,
+        epoch: u32,
         grad: Tensor,
     },
     Fetch {
@@ -56,8 +57,15 @@ pub struct ParamServer {
 }
 
 impl ParamServer {
-    /// Starts a server for `job` with these initial parameters.
-    pub fn start(job: u64, params: Vec<f32>, optimizer: Box<dyn Optimizer>, mode: Mode) -> Self {
+    /// Starts a server for `job` with these initial parameters; `schedule`
+    /// gives the learning rate of each epoch.
+    pub fn start(
+        job: u64,
+        params: Vec<f32>,
+        optimizer: Box<dyn Optimizer>,
+        mode: Mode,
+        schedule: OptimizerConfig,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let state = State {
             job,
@@ -73,6 +81,8 @@ impl ParamServer {
             pushed: HashSet::new(),
             staleness_sum: 0,
             rejected: 0,
+            schedule,
+            epoch: 0,
         };
         let spawned = std::thread::Builder::new()
             .name(format!("deepdist-ps-{job}"))
@@ -83,11 +93,12 @@ impl ParamServer {
         Self { tx }
     }
 
-    /// Queues an update.
-    pub fn push(&self, executor: u64, base_version: u64, grad: Tensor) {
+    /// Queues an update computed in `epoch`.
+    pub fn push(&self, executor: u64, base_version: u64, epoch: u32, grad: Tensor) {
         let _ = self.tx.send(Command::Push {
             executor,
             base_version,
+            epoch,
             grad,
         });
     }
@@ -126,6 +137,8 @@ struct State {
     pushed: HashSet<u64>,
     staleness_sum: u64,
     rejected: u64,
+    schedule: OptimizerConfig,
+    epoch: u32,
 }
 
 impl State {
@@ -136,8 +149,15 @@ impl State {
                 Command::Push {
                     executor,
                     base_version,
+                    epoch,
                     grad,
-                } => self.push(executor, base_version, &grad),
+                } => {
+                    if epoch != self.epoch {
+                        self.epoch = epoch;
+                        self.optimizer.set_lr(self.schedule.lr_at(epoch));
+                    }
+                    self.push(executor, base_version, &grad)
+                }
                 Command::Fetch { min_version, reply } => {
                     self.waiting.push((min_version, reply));
                 }
@@ -256,15 +276,15 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deepdist_common::optim::OptimizerConfig;
-
-    fn sgd(lr: f32) -> Box<dyn Optimizer> {
+    fn config(lr: f32) -> OptimizerConfig {
         OptimizerConfig {
             lr,
             ..OptimizerConfig::default()
         }
-        .build(2)
-        .unwrap()
+    }
+
+    fn start(params: Vec<f32>, lr: f32, mode: Mode) -> ParamServer {
+        ParamServer::start(1, params, config(lr).build(2).unwrap(), mode, config(lr))
     }
 
     fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
@@ -276,34 +296,34 @@ mod tests {
 
     #[tokio::test]
     async fn async_pushes_are_single_steps_with_staleness() {
-        let ps = ParamServer::start(1, vec![1.0, 1.0], sgd(0.5), Mode::Async);
-        ps.push(1, 0, Tensor::from_f32(&[1.0, 0.0]));
-        ps.push(2, 0, Tensor::from_f32(&[0.0, 2.0]));
+        let ps = start(vec![1.0, 1.0], 0.5, Mode::Async);
+        ps.push(1, 0, 1, Tensor::from_f32(&[1.0, 0.0]));
+        ps.push(2, 0, 1, Tensor::from_f32(&[0.0, 2.0]));
         let (version, values) = params_of(ps.fetch(2).await.unwrap());
         assert_eq!(version, 2);
         assert_eq!(values, vec![0.5, 0.0]);
         let snap = ps.snapshot().await.unwrap();
         // The second push was computed from version 0 when 1 was current.
         assert_eq!((snap.version, snap.staleness_sum), (2, 1));
-        ps.push(1, 0, Tensor::from_f32(&[1.0]));
+        ps.push(1, 0, 1, Tensor::from_f32(&[1.0]));
         assert_eq!(ps.snapshot().await.unwrap().rejected, 1);
     }
 
     #[tokio::test]
     async fn sync_averages_all_members_then_steps_once() {
-        let ps = ParamServer::start(1, vec![0.0, 0.0], sgd(1.0), Mode::Sync);
+        let ps = start(vec![0.0, 0.0], 1.0, Mode::Sync);
         ps.set_members([1, 2].into());
         let waiter = {
             let ps = ps.clone();
             tokio::spawn(async move { ps.fetch(1).await })
         };
-        ps.push(1, 0, Tensor::from_f32(&[2.0, 0.0]));
+        ps.push(1, 0, 1, Tensor::from_f32(&[2.0, 0.0]));
         assert_eq!(ps.snapshot().await.unwrap().version, 0, "waits for member 2");
-        ps.push(2, 0, Tensor::from_f32(&[0.0, 4.0]));
+        ps.push(2, 0, 1, Tensor::from_f32(&[0.0, 4.0]));
         let (version, values) = params_of(waiter.await.unwrap().unwrap());
         assert_eq!((version, values), (1, vec![-1.0, -2.0]));
         // A member leaving completes a round it was holding up.
-        ps.push(1, 1, Tensor::from_f32(&[2.0, 2.0]));
+        ps.push(1, 1, 1, Tensor::from_f32(&[2.0, 2.0]));
         ps.set_members([1].into());
         let (version, values) = params_of(ps.fetch(2).await.unwrap());
         assert_eq!((version, values), (2, vec![-3.0, -4.0]));

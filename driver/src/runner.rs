@@ -189,7 +189,7 @@ async fn run_job(
         Mode::Sync => spec.optimizer,
     };
     let optimizer = server_optimizer.build(params.len()).map_err(|e| e.to_string())?;
-    let ps = ParamServer::start(id, params, optimizer, spec.train.mode);
+    let ps = ParamServer::start(id, params, optimizer, spec.train.mode, spec.optimizer);
     let partitions = frames.len() as u32;
     shared.lock().run = Some(RunState {
         job: id,

@@ -197,7 +197,7 @@ fn handle_executor_message(
             let fresh = run.last_seq.get(&push.task).is_none_or(|&last| push.seq > last);
             if run.scheduler.is_current(&push.task, id) && fresh {
                 run.last_seq.insert(push.task, push.seq);
-                run.ps.push(id, push.base_version, push.grad);
+                run.ps.push(id, push.base_version, push.task.epoch, push.grad);
             } else {
                 run.duplicates_discarded += 1;
                 tracing::debug!(id, task = ?push.task, seq = push.seq, "stale or repeated update discarded");

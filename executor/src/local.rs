@@ -47,9 +47,11 @@ impl LocalSteps {
         }
     }
 
-    /// Starts a new task with fresh parameters: nothing is pending, but the
-    /// momentum carries over from the job's previous tasks.
-    pub fn start_task(&mut self) {
+    /// Starts a new task with fresh parameters at the rate of its epoch:
+    /// nothing is pending, but the momentum carries over from the job's
+    /// previous tasks.
+    pub fn start_task(&mut self, lr: f32) {
+        self.lr = lr;
         self.window_pushed = true;
         self.pending.fill(0.0);
     }

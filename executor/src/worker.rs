@@ -253,7 +253,7 @@ impl Worker {
             Some((job, local)) if job == task.job => local,
             _ => LocalSteps::new(&spec.optimizer, params.len()),
         };
-        local.start_task();
+        local.start_task(spec.optimizer.lr_at(task.epoch));
         let push_every = if train.mode == Mode::Sync {
             1
         } else {

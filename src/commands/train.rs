@@ -19,14 +19,15 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     sizes.extend(&args.hidden);
     sizes.push(mnist.train.classes());
     let mlp = Mlp::new(&sizes, args.activation.into())?;
-    let optimizer = OptimizerConfig {
+    let config = OptimizerConfig {
         lr: args.lr,
         weight_decay: args.weight_decay,
         momentum: Some(args.momentum),
         nesterov: Some(args.momentum > 0.0),
+        lr_decay: Some(args.lr_decay),
         ..OptimizerConfig::default()
-    }
-    .build(mlp.layout().len())?;
+    };
+    let optimizer = config.build(mlp.layout().len())?;
     let mut params = mlp.init(args.seed);
     let mut trainer = Trainer::new(mlp.clone(), optimizer, args.batch, args.seed);
     println!(
@@ -43,6 +44,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     );
     let mut train_time = 0.0;
     for epoch in 1..=args.epochs {
+        trainer.optimizer_mut().set_lr(config.lr_at(epoch as u32));
         let stats = trainer.epoch(&mut params, &mnist.train)?;
         train_time += stats.elapsed_s;
         let eval = mlp.evaluate(&params, &mnist.test)?;

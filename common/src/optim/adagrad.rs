@@ -54,6 +54,10 @@ impl Optimizer for AdaGrad {
     fn steps(&self) -> u64 {
         self.steps
     }
+
+    fn set_lr(&mut self, lr: f32) {
+        self.common.lr = lr;
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ pub trait Optimizer: Send {
 
     /// Steps applied so far.
     fn steps(&self) -> u64;
+
+    /// Changes the base learning rate (for schedules).
+    fn set_lr(&mut self, lr: f32);
 }
 
 /// The learning-rate part shared by every optimizer.
@@ -136,6 +139,8 @@ pub struct OptimizerConfig {
     pub eps: Option<f32>,
     /// AdaRevision only: oldest staleness remembered exactly (default 32).
     pub max_staleness: Option<u32>,
+    /// Multiplies the rate after every epoch: epoch `e` uses `lr · lr_decay^(e−1)` (default 1).
+    pub lr_decay: Option<f32>,
 }
 
 impl Default for OptimizerConfig {
@@ -149,6 +154,7 @@ impl Default for OptimizerConfig {
             nesterov: None,
             eps: None,
             max_staleness: None,
+            lr_decay: None,
         }
     }
 }
@@ -161,6 +167,11 @@ impl OptimizerConfig {
             weight_decay: self.weight_decay,
             staleness_scaled: self.staleness_scaled,
         }
+    }
+
+    /// The learning rate of epoch `epoch` (from 1) under `lr_decay`.
+    pub fn lr_at(&self, epoch: u32) -> f32 {
+        self.lr * self.lr_decay.unwrap_or(1.0).powi(epoch.saturating_sub(1) as i32)
     }
 
     /// The same settings with SGD's momentum removed (for a server applying
@@ -188,6 +199,15 @@ impl OptimizerConfig {
             }
         };
         let eps = self.eps.unwrap_or(1e-8);
+        if let Some(decay) = self.lr_decay {
+            if !(decay > 0.0 && decay <= 1.0) {
+                return Err(OptimError::BadSetting {
+                    key: "lr_decay",
+                    value: decay.into(),
+                    allowed: "must be in (0, 1]",
+                });
+            }
+        }
         Ok(match self.kind {
             OptimizerKind::Sgd => {
                 not_for("eps", self.eps.is_some())?;
@@ -294,6 +314,20 @@ mod tests {
             assert!(opt.step(&mut p, &[1.0], 0).is_err());
         }
         assert!(OptimizerConfig { lr: -1.0, ..base }.validate().is_err());
+        assert!(
+            OptimizerConfig {
+                lr_decay: Some(1.5),
+                ..base
+            }
+            .validate()
+            .is_err()
+        );
+        let decaying = OptimizerConfig {
+            lr: 0.4,
+            lr_decay: Some(0.5),
+            ..base
+        };
+        assert_eq!((decaying.lr_at(1), decaying.lr_at(3)), (0.4, 0.1));
         let wrong = OptimizerConfig {
             kind: OptimizerKind::Adagrad,
             momentum: Some(0.9),

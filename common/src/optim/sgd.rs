@@ -79,6 +79,10 @@ impl Optimizer for Sgd {
     fn steps(&self) -> u64 {
         self.steps
     }
+
+    fn set_lr(&mut self, lr: f32) {
+        self.common.lr = lr;
+    }
 }
 
 #[cfg(test)]
