@@ -13,7 +13,7 @@ async fn run_to_end(driver: &TestDriver, job_text: &str) -> deepdist_common::pro
     let mut client = driver.client().await;
     let job = client.submit(job_text, "test.toml").await.unwrap();
     let mut events = 0;
-    let summary = client.watch(job, |_| events += 1).await.unwrap();
+    let summary = support::watch(&mut client, job, |_| events += 1).await;
     assert!(events > 0, "progress was streamed");
     summary
 }
@@ -68,8 +68,8 @@ async fn two_jobs_submitted_back_to_back_both_run() {
     assert_eq!(second, first + 1);
     let states: Vec<JobState> = driver.status().jobs.iter().map(|j| j.state).collect();
     assert!(states[1] == JobState::Queued, "the second job waits: {states:?}");
-    let s1 = client.watch(first, |_| {}).await.unwrap();
-    let s2 = driver.client().await.watch(second, |_| {}).await.unwrap();
+    let s1 = support::watch(&mut client, first, |_| {}).await;
+    let s2 = support::watch(&mut driver.client().await, second, |_| {}).await;
     assert_eq!((s1.state, s2.state), (JobState::Done, JobState::Done));
     assert_ne!(s1.output_dir, s2.output_dir);
 }
@@ -89,7 +89,7 @@ async fn an_executor_joining_mid_job_gets_partitions() {
             s.executors.iter().any(|e| e.name == "late" && e.tasks_done > 0) || s.jobs[0].state.is_final()
         })
         .await;
-    let summary = client.watch(job, |_| {}).await.unwrap();
+    let summary = support::watch(&mut client, job, |_| {}).await;
     assert_eq!(summary.state, JobState::Done);
     let late = driver
         .status()
@@ -124,7 +124,7 @@ async fn an_executor_that_disappears_has_its_partitions_reassigned() {
         .await_status("the frozen executor to be declared lost", |s| s.executors_lost >= 1)
         .await;
     doomed.kill().await.unwrap();
-    let summary = client.watch(job, |_| {}).await.unwrap();
+    let summary = support::watch(&mut client, job, |_| {}).await;
     assert_eq!(summary.state, JobState::Done, "{summary:?}");
     assert!(summary.final_accuracy.unwrap() > 0.8);
     let lines = metrics(&summary.output_dir);
@@ -165,14 +165,12 @@ async fn a_cancelled_job_stops_and_keeps_its_model() {
     let mut watcher = driver.client().await;
     let watch = tokio::spawn(async move {
         let mut epochs = 0;
-        let summary = watcher
-            .watch(job, |p| {
-                if matches!(p, Progress::Epoch(_)) {
-                    epochs += 1
-                }
-            })
-            .await
-            .unwrap();
+        let summary = support::watch(&mut watcher, job, |p| {
+            if matches!(p, Progress::Epoch(_)) {
+                epochs += 1
+            }
+        })
+        .await;
         (summary, epochs)
     });
     driver.await_status("an epoch", |s| s.jobs[0].epochs_done >= 1).await;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Activation, Mlp, ModelError};
+use crate::model::{Activation, Dbn, Mlp, ModelError};
 use crate::optim::{OptimError, OptimizerConfig};
 
 /// What is wrong with a job definition.
@@ -124,6 +124,9 @@ pub enum ModelKind {
     /// Multi-layer perceptron.
     #[default]
     Mlp,
+    /// Deep belief network: RBMs pre-trained layer by layer, then fine-tuned
+    /// as a sigmoid MLP with a softmax layer.
+    Dbn,
 }
 
 /// `[model]`: the network.
@@ -134,8 +137,9 @@ pub struct ModelSpec {
     pub kind: ModelKind,
     /// Hidden layer sizes; input and output sizes come from the dataset.
     pub hidden: Vec<usize>,
-    /// Hidden nonlinearity (`relu`, `tanh`, `sigmoid`).
-    pub activation: Activation,
+    /// Hidden nonlinearity (`relu`, `tanh`, `sigmoid`); MLP default `relu`,
+    /// and a DBN's units are sigmoid.
+    pub activation: Option<Activation>,
 }
 
 impl Default for ModelSpec {
@@ -143,7 +147,88 @@ impl Default for ModelSpec {
         Self {
             kind: ModelKind::Mlp,
             hidden: vec![500, 500],
-            activation: Activation::Relu,
+            activation: None,
+        }
+    }
+}
+
+/// `[pretrain]`: the RBM stages of a DBN, with defaults from Hinton's
+/// "A Practical Guide to Training Restricted Boltzmann Machines" (2010).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainSpec {
+    /// Epochs per RBM (0 skips pre-training: the network starts at random).
+    pub epochs: u32,
+    /// Minibatch size (the guide: 10 to 100).
+    pub batch_size: u32,
+    /// Learning rate for weights and biases (the guide: 0.1 for binary units... scaled by batch mean).
+    pub lr: f32,
+    /// Momentum for the first `momentum_epochs` epochs (the guide: 0.5).
+    pub momentum: f32,
+    /// Momentum afterwards (the guide: 0.9).
+    pub final_momentum: f32,
+    /// Epochs at the initial momentum.
+    pub momentum_epochs: u32,
+    /// L2 weight decay (the guide: 0.0001 to 0.0002... 0.0002 here).
+    pub weight_decay: f32,
+    /// Contrastive-divergence steps.
+    pub cd_k: u32,
+    /// Feed each RBM sampled binary states of the layer below instead of
+    /// its mean-field probabilities.
+    pub sample_inputs: bool,
+}
+
+impl Default for PretrainSpec {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            batch_size: 100,
+            lr: 0.1,
+            momentum: 0.5,
+            final_momentum: 0.9,
+            momentum_epochs: 2,
+            weight_decay: 0.0002,
+            cd_k: 1,
+            sample_inputs: false,
+        }
+    }
+}
+
+/// What one stage of a job trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    /// RBM number `layer` (from 0) of a DBN, on the features of the layers below.
+    Rbm {
+        /// Which RBM.
+        layer: u32,
+    },
+    /// The whole network with its softmax output, supervised.
+    Supervised,
+}
+
+/// One stage: what it trains and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// Name in progress and metrics: `rbm1`, `rbm2`, …, `finetune` (or `train` for an MLP).
+    pub name: String,
+    /// What it trains.
+    pub kind: StageKind,
+    /// Epochs.
+    pub epochs: u32,
+    /// Minibatch size.
+    pub batch_size: u32,
+    /// Optimizer (its momentum is the initial one).
+    pub optimizer: OptimizerConfig,
+    /// Momentum after `momentum_epochs` epochs, if it changes.
+    pub final_momentum: Option<(u32, f32)>,
+}
+
+impl Stage {
+    /// The momentum of `epoch` (from 1).
+    pub fn momentum_at(&self, epoch: u32) -> f32 {
+        match self.final_momentum {
+            Some((after, m)) if epoch > after => m,
+            _ => self.optimizer.momentum.unwrap_or(0.0),
         }
     }
 }
@@ -203,6 +288,10 @@ pub struct JobSpec {
     /// `[optimizer]`.
     #[serde(default)]
     pub optimizer: OptimizerConfig,
+    /// `[pretrain]` (DBN only). (No `skip_serializing_if`: postcard, which
+    /// carries job specs to executors, is not self-describing.)
+    #[serde(default)]
+    pub pretrain: Option<PretrainSpec>,
 }
 
 impl JobSpec {
@@ -276,6 +365,53 @@ impl JobSpec {
                 "needs train.target_accuracy",
             ));
         }
+        if self.model.kind == ModelKind::Dbn {
+            if self.model.hidden.is_empty() {
+                return Err(invalid(
+                    "model.hidden",
+                    "[]".into(),
+                    "a DBN needs at least one hidden layer",
+                ));
+            }
+            if let Some(a) = self.model.activation.filter(|a| *a != Activation::Sigmoid) {
+                return Err(invalid(
+                    "model.activation",
+                    format!("{a:?}").to_lowercase(),
+                    "a DBN's units are sigmoid",
+                ));
+            }
+            let p = self.pretrain.clone().unwrap_or_default();
+            in_range("pretrain.epochs", p.epochs.into(), 0, 10_000)?;
+            in_range("pretrain.batch_size", p.batch_size.into(), 1, 65_536)?;
+            in_range("pretrain.cd_k", p.cd_k.into(), 1, 100)?;
+            let rates = [
+                ("pretrain.lr", p.lr, false),
+                ("pretrain.weight_decay", p.weight_decay, true),
+            ];
+            for (key, v, zero_ok) in rates {
+                if !(v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))) {
+                    return Err(invalid(
+                        key,
+                        v.to_string(),
+                        "must be a finite number > 0 (≥ 0 for weight_decay)",
+                    ));
+                }
+            }
+            for (key, m) in [
+                ("pretrain.momentum", p.momentum),
+                ("pretrain.final_momentum", p.final_momentum),
+            ] {
+                if !(0.0..1.0).contains(&m) {
+                    return Err(invalid(key, m.to_string(), "must be in [0, 1)"));
+                }
+            }
+        } else if self.pretrain.is_some() {
+            return Err(invalid(
+                "pretrain",
+                "(set)".into(),
+                "only a model.kind = \"dbn\" job is pre-trained",
+            ));
+        }
         self.optimizer.validate().map_err(|e| match e {
             OptimError::BadSetting { key, value, allowed } => {
                 invalid(&format!("optimizer.{key}"), value.to_string(), allowed)
@@ -289,12 +425,66 @@ impl JobSpec {
         })
     }
 
-    /// The network this job trains, for inputs of `input_dim` and `classes` outputs.
+    /// The network this job trains (fine-tunes, for a DBN), for inputs of
+    /// `input_dim` and `classes` outputs.
     pub fn build_mlp(&self, input_dim: usize, classes: usize) -> Result<Mlp, ModelError> {
         let mut sizes = vec![input_dim];
         sizes.extend(&self.model.hidden);
         sizes.push(classes);
-        Mlp::new(&sizes, self.model.activation)
+        let default = match self.model.kind {
+            ModelKind::Mlp => Activation::Relu,
+            ModelKind::Dbn => Activation::Sigmoid,
+        };
+        Mlp::new(&sizes, self.model.activation.unwrap_or(default))
+    }
+
+    /// The DBN of a `dbn` job.
+    pub fn build_dbn(&self, input_dim: usize, classes: usize) -> Result<Dbn, ModelError> {
+        let mut sizes = vec![input_dim];
+        sizes.extend(&self.model.hidden);
+        let cd_k = self.pretrain.clone().unwrap_or_default().cd_k as usize;
+        Dbn::new(&sizes, classes, cd_k)
+    }
+
+    /// The job's stages in order: for a DBN with pre-training, one per RBM,
+    /// then the supervised stage.
+    pub fn stages(&self) -> Vec<Stage> {
+        let supervised = Stage {
+            name: if self.model.kind == ModelKind::Dbn {
+                "finetune"
+            } else {
+                "train"
+            }
+            .into(),
+            kind: StageKind::Supervised,
+            epochs: self.train.epochs,
+            batch_size: self.train.batch_size,
+            optimizer: self.optimizer,
+            final_momentum: None,
+        };
+        let mut stages = Vec::new();
+        if self.model.kind == ModelKind::Dbn {
+            let p = self.pretrain.clone().unwrap_or_default();
+            if p.epochs > 0 {
+                for layer in 0..self.model.hidden.len() as u32 {
+                    stages.push(Stage {
+                        name: format!("rbm{}", layer + 1),
+                        kind: StageKind::Rbm { layer },
+                        epochs: p.epochs,
+                        batch_size: p.batch_size,
+                        optimizer: OptimizerConfig {
+                            lr: p.lr,
+                            weight_decay: p.weight_decay,
+                            momentum: Some(p.momentum),
+                            ..OptimizerConfig::default()
+                        },
+                        final_momentum: Some((p.momentum_epochs, p.final_momentum)),
+                    });
+                }
+            }
+        }
+        stages.push(supervised);
+        stages
     }
 }
 
@@ -323,10 +513,41 @@ momentum = 0.9
     fn parses_a_good_job_and_round_trips() {
         let spec = JobSpec::from_toml(GOOD, "good.toml").unwrap();
         assert_eq!(spec.train.mode, Mode::Sync);
-        assert_eq!(spec.model.activation, Activation::Tanh);
+        assert_eq!(spec.model.activation, Some(Activation::Tanh));
+        assert_eq!(spec.stages().len(), 1);
+        assert_eq!(spec.stages()[0].name, "train");
         assert_eq!(spec.data.partitions, 4);
         assert_eq!(spec.train.n_push, 1);
         assert_eq!(JobSpec::from_toml(&spec.to_toml(), "again").unwrap(), spec);
+    }
+
+    #[test]
+    fn a_dbn_job_has_one_stage_per_rbm_then_finetuning() {
+        let text =
+            "name = \"d\"\n[model]\nkind = \"dbn\"\nhidden = [20, 10]\n[pretrain]\nepochs = 3\nmomentum_epochs = 1\n";
+        let spec = JobSpec::from_toml(text, "d.toml").unwrap();
+        let stages = spec.stages();
+        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["rbm1", "rbm2", "finetune"]);
+        assert_eq!(stages[1].kind, StageKind::Rbm { layer: 1 });
+        assert_eq!((stages[0].momentum_at(1), stages[0].momentum_at(2)), (0.5, 0.9));
+        assert_eq!(spec.build_mlp(784, 10).unwrap().activation(), Activation::Sigmoid);
+        assert_eq!(spec.build_dbn(784, 10).unwrap().depth(), 2);
+        let no_pretraining = text.replace("epochs = 3", "epochs = 0");
+        assert_eq!(JobSpec::from_toml(&no_pretraining, "d").unwrap().stages().len(), 1);
+        let relu = text.replace("kind = \"dbn\"", "kind = \"dbn\"\nactivation = \"relu\"");
+        let err = JobSpec::from_toml(&relu, "d").unwrap_err().to_string();
+        assert!(
+            err.contains("`model.activation` = relu: a DBN's units are sigmoid"),
+            "{err}"
+        );
+        let mlp_pretrain = "name = \"m\"\n[pretrain]\nepochs = 1\n";
+        assert!(
+            JobSpec::from_toml(mlp_pretrain, "m")
+                .unwrap_err()
+                .to_string()
+                .contains("`pretrain`")
+        );
     }
 
     #[test]

@@ -217,10 +217,12 @@ pub struct EpochMetrics {
     pub train_s: f64,
     /// Mean training loss over the epoch's minibatches.
     pub train_loss: f64,
-    /// Test-set accuracy after the epoch.
-    pub test_accuracy: f64,
-    /// Test-set loss after the epoch.
-    pub test_loss: f64,
+    /// Test-set accuracy after the epoch (supervised stages).
+    pub test_accuracy: Option<f64>,
+    /// Test-set loss after the epoch (supervised stages).
+    pub test_loss: Option<f64>,
+    /// Mean squared reconstruction error on the test set (RBM stages).
+    pub reconstruction_error: Option<f64>,
     /// Training examples per second over the epoch, across executors.
     pub samples_per_s: f64,
     /// Partitions trained to completion in the epoch.
@@ -242,6 +244,8 @@ pub struct EpochMetrics {
 pub enum Progress {
     /// A partition finished training.
     Task {
+        /// The stage's name.
+        stage: String,
         /// The epoch.
         epoch: u32,
         /// Partitions done in this epoch.
@@ -301,7 +305,9 @@ pub struct JobInfo {
     pub name: String,
     /// Its state.
     pub state: JobState,
-    /// Epochs evaluated so far.
+    /// The stage last evaluated (`train`, `rbm1`, …, `finetune`).
+    pub stage: String,
+    /// Epochs of that stage evaluated so far.
     pub epochs_done: u32,
     /// Epochs planned.
     pub epochs: u32,
@@ -368,10 +374,22 @@ pub enum Message {
     Params {
         /// The job.
         job: u64,
+        /// The stage.
+        stage: u32,
         /// Their version (updates applied).
         version: u64,
         /// The values.
         values: Tensor,
+    },
+    /// Driver → executor: the trained RBMs below a pre-training stage, which
+    /// executors pass their partitions through to get the stage's input.
+    Frozen {
+        /// The job.
+        job: u64,
+        /// The stage these layers feed.
+        stage: u32,
+        /// Parameters of RBM 0, 1, … in order.
+        layers: Vec<Tensor>,
     },
     /// Driver → executor: abandon the tasks of this job.
     CancelTasks {
@@ -387,6 +405,8 @@ pub enum Message {
     Fetch {
         /// The job.
         job: u64,
+        /// The stage.
+        stage: u32,
         /// Oldest acceptable version (sync mode waits for the next step).
         min_version: u64,
     },
@@ -449,6 +469,7 @@ impl Message {
             Message::Assign(_) => "Assign",
             Message::Partition { .. } => "Partition",
             Message::Params { .. } => "Params",
+            Message::Frozen { .. } => "Frozen",
             Message::CancelTasks { .. } => "CancelTasks",
             Message::NeedPartition { .. } => "NeedPartition",
             Message::Fetch { .. } => "Fetch",
@@ -675,6 +696,7 @@ mod tests {
     fn messages_round_trip() {
         let msg = Message::Params {
             job: 3,
+            stage: 0,
             version: 9,
             values: Tensor::from_f32(&[1.5, -2.0]),
         };
@@ -687,12 +709,14 @@ mod tests {
         let values: Vec<f32> = (0..300).map(|i| i as f32 - 7.5).collect();
         let params = Message::Params {
             job: 2,
+            stage: 1,
             version: 700,
             values: Tensor::default(),
         };
         let frame = encode_with_tensor(&params, &values).unwrap();
         let want = Message::Params {
             job: 2,
+            stage: 1,
             version: 700,
             values: Tensor::from_f32(&values),
         };
@@ -717,6 +741,28 @@ mod tests {
         };
         assert_eq!(p.grad.to_vec().unwrap(), values);
         assert!(encode_with_tensor(&Message::Status, &values).is_err());
+    }
+
+    #[test]
+    fn job_specs_survive_the_wire() {
+        let text = "name = \"d\"\n[model]\nkind = \"dbn\"\nhidden = [8]\n[pretrain]\nepochs = 2\n";
+        for spec in [
+            crate::job::JobSpec::from_toml(text, "d").unwrap(),
+            crate::job::JobSpec::from_toml("name = \"m\"", "m").unwrap(),
+        ] {
+            let msg = Message::Assign(TaskSpec {
+                id: TaskId {
+                    job: 1,
+                    stage: 0,
+                    epoch: 1,
+                    partition: 0,
+                    attempt: 1,
+                },
+                partition_hash: 7,
+                spec,
+            });
+            assert_eq!(decode(&encode(&msg).unwrap()).unwrap(), msg);
+        }
     }
 
     #[test]

@@ -42,16 +42,20 @@ impl MetricsWriter {
     }
 }
 
-/// Saves the final model as `dir/model.safetensors`.
+/// Saves a model as `path` (in the job's directory `dir`).
 pub fn save_final_model(
     dir: &Path,
+    path: &Path,
     layout: &Layout,
     params: &[f32],
     spec: &JobSpec,
     job: u64,
     version: u64,
 ) -> Result<PathBuf, CheckpointError> {
-    let path = dir.join("model.safetensors");
+    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let metadata = HashMap::from([
         ("deepdist.job".to_string(), spec.to_toml()),
         ("deepdist.job_id".to_string(), job.to_string()),
@@ -64,6 +68,6 @@ pub fn save_final_model(
             ),
         ),
     ]);
-    save_model(&path, layout, params, metadata)?;
-    Ok(path)
+    save_model(path, layout, params, metadata)?;
+    Ok(path.to_path_buf())
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use bytes::Bytes;
-use deepdist_common::job::Mode;
-use deepdist_common::optim::{Optimizer, OptimizerConfig};
+use deepdist_common::job::{Mode, Stage};
+use deepdist_common::optim::Optimizer;
 use deepdist_common::proto::{self, Message, Tensor};
 use tokio::sync::oneshot;
 
@@ -61,10 +61,11 @@ impl ParamServer {
     /// gives the learning rate of each epoch.
     pub fn start(
         job: u64,
+        stage: u32,
         params: Vec<f32>,
         optimizer: Box<dyn Optimizer>,
         mode: Mode,
-        schedule: OptimizerConfig,
+        schedule: Stage,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
         let state = State {
@@ -82,6 +83,7 @@ impl ParamServer {
             staleness_sum: 0,
             rejected: 0,
             schedule,
+            stage,
             epoch: 0,
         };
         let spawned = std::thread::Builder::new()
@@ -137,7 +139,8 @@ struct State {
     pushed: HashSet<u64>,
     staleness_sum: u64,
     rejected: u64,
-    schedule: OptimizerConfig,
+    schedule: Stage,
+    stage: u32,
     epoch: u32,
 }
 
@@ -154,7 +157,11 @@ impl State {
                 } => {
                     if epoch != self.epoch {
                         self.epoch = epoch;
-                        self.optimizer.set_lr(self.schedule.lr_at(epoch));
+                        self.optimizer.set_lr(self.schedule.optimizer.lr_at(epoch));
+                        // In async mode momentum lives on the executors.
+                        if self.mode == Mode::Sync {
+                            self.optimizer.set_momentum(self.schedule.momentum_at(epoch));
+                        }
                     }
                     self.push(executor, base_version, &grad)
                 }
@@ -248,6 +255,7 @@ impl State {
             _ => {
                 let msg = Message::Params {
                     job: self.job,
+                    stage: self.stage,
                     version: self.version,
                     values: Tensor::default(),
                 };
@@ -276,6 +284,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deepdist_common::optim::OptimizerConfig;
     fn config(lr: f32) -> OptimizerConfig {
         OptimizerConfig {
             lr,
@@ -284,7 +293,15 @@ mod tests {
     }
 
     fn start(params: Vec<f32>, lr: f32, mode: Mode) -> ParamServer {
-        ParamServer::start(1, params, config(lr).build(2).unwrap(), mode, config(lr))
+        let stage = Stage {
+            name: "train".into(),
+            kind: deepdist_common::job::StageKind::Supervised,
+            epochs: 1,
+            batch_size: 1,
+            optimizer: config(lr),
+            final_momentum: None,
+        };
+        ParamServer::start(1, 0, params, config(lr).build(2).unwrap(), mode, stage)
     }
 
     fn params_of(frame: Bytes) -> (u64, Vec<f32>) {

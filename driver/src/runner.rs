@@ -10,9 +10,9 @@ use bytes::Bytes;
 use deepdist_common::data::fetch::FetchOptions;
 use deepdist_common::data::partition::split;
 use deepdist_common::data::{Dataset, Mnist};
-use deepdist_common::job::{JobSpec, JobState, Mode};
-use deepdist_common::model::{Mlp, Model};
-use deepdist_common::proto::{self, EpochMetrics, JobSummary, Message, Progress, TaskSpec};
+use deepdist_common::job::{JobSpec, JobState, Mode, Stage, StageKind};
+use deepdist_common::model::{StageEval, StageModel};
+use deepdist_common::proto::{self, EpochMetrics, JobSummary, Message, Progress, TaskSpec, Tensor};
 use tokio::sync::{mpsc, watch};
 
 use crate::output::{MetricsWriter, save_final_model};
@@ -108,6 +108,10 @@ struct Outcome {
 
 /// One completed epoch waiting to be evaluated.
 struct EvalItem {
+    stage: String,
+    supervised: bool,
+    model: StageModel,
+    test: Arc<Dataset>,
     epoch: u32,
     mean_staleness: f64,
     snapshot: Snapshot,
@@ -143,24 +147,30 @@ async fn run_job(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Outcome, String> {
     let mnist = load_mnist(shared).await?;
-    let (train, test) = {
+    let (parts, train, test) = {
         let spec = spec.clone();
         let mnist = mnist.clone();
         tokio::task::spawn_blocking(move || {
-            let train = spec.data.train_examples.map(|n| mnist.train.head(n as usize));
-            let test = spec.data.test_examples.map(|n| mnist.test.head(n as usize));
+            let train = Arc::new(match spec.data.train_examples {
+                Some(n) => mnist.train.head(n as usize),
+                None => mnist.train.clone(),
+            });
+            let test = Arc::new(match spec.data.test_examples {
+                Some(n) => mnist.test.head(n as usize),
+                None => mnist.test.clone(),
+            });
             let parts = split(
-                train.as_ref().unwrap_or(&mnist.train),
+                &train,
                 spec.data.partitions as usize,
                 spec.train.seed,
                 spec.data.shuffle,
             );
-            (parts, Arc::new(test.unwrap_or_else(|| mnist.test.clone())))
+            (parts, train, test)
         })
         .await
         .map_err(|e| e.to_string())?
     };
-    let parts = train.map_err(|e| e.to_string())?;
+    let parts = parts.map_err(|e| e.to_string())?;
     let mut frames = Vec::with_capacity(parts.len());
     for p in &parts {
         let frame = proto::encode(&Message::Partition {
@@ -178,28 +188,9 @@ async fn run_job(
         }
         frames.push((p.content_hash(), frame));
     }
-    let (dim, classes) = (mnist.train.dim(), mnist.train.classes());
     drop(parts);
-    let model = spec.build_mlp(dim, classes).map_err(|e| e.to_string())?;
-    let params = model.init(spec.train.seed);
-    // In async mode executors apply SGD's momentum to their own steps and
-    // push step directions; momentum again at the server would apply it twice.
-    let server_optimizer = match spec.train.mode {
-        Mode::Async => spec.optimizer.without_momentum(),
-        Mode::Sync => spec.optimizer,
-    };
-    let optimizer = server_optimizer.build(params.len()).map_err(|e| e.to_string())?;
-    let ps = ParamServer::start(id, params, optimizer, spec.train.mode, spec.optimizer);
-    let partitions = frames.len() as u32;
-    shared.lock().run = Some(RunState {
-        job: id,
-        scheduler: Scheduler::new(id, 0, partitions, spec.train.epochs),
-        partition_frames: frames,
-        ps: ps.clone(),
-        epochs: Default::default(),
-        last_seq: Default::default(),
-        duplicates_discarded: 0,
-    });
+    let frames = Arc::new(frames);
+    let (dim, classes) = (mnist.train.dim(), mnist.train.classes());
 
     let metrics = MetricsWriter::create(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let target_hit = Arc::new(AtomicBool::new(false));
@@ -208,18 +199,176 @@ async fn run_job(
         shared.clone(),
         id,
         spec.clone(),
-        model.clone(),
-        test,
-        partitions,
+        frames.len() as u32,
         metrics,
         eval_rx,
         target_hit.clone(),
     ));
 
     let training_started = Instant::now();
-    let mut last_epoch_end = training_started;
-    let mut last_staleness = (0u64, 0u64);
+    let mut rbms: Vec<Vec<f32>> = Vec::new();
     let mut state_at_end = JobState::Done;
+    let mut final_model = None;
+    for (index, stage) in spec.stages().iter().enumerate() {
+        let model = StageModel::for_stage(spec, stage.kind, dim, classes).map_err(|e| e.to_string())?;
+        let (params, stage_test, frozen) = prepare_stage(spec, stage, &model, &rbms, &train, &test, id, index).await?;
+        let ctx = StageRun {
+            id,
+            index: index as u32,
+            stage,
+            spec,
+            model: &model,
+            test: stage_test,
+            frozen,
+            frames: frames.clone(),
+            started,
+            training_started,
+            target_hit: &target_hit,
+            eval_tx: &eval_tx,
+        };
+        let (state, params) = run_stage(shared, ctx, params, stop).await?;
+        if let StageKind::Rbm { layer } = stage.kind {
+            let path = dir.join(format!("rbm{}.safetensors", layer + 1));
+            save_final_model(dir, &path, model.layout(), &params, spec, id, 0).map_err(|e| e.to_string())?;
+        }
+        let finished_stage = state == JobState::Done;
+        match stage.kind {
+            StageKind::Rbm { .. } if finished_stage => rbms.push(params),
+            StageKind::Rbm { .. } => {}
+            StageKind::Supervised => final_model = Some((model, params)),
+        }
+        if !finished_stage {
+            state_at_end = state;
+            break;
+        }
+    }
+    drop(eval_tx);
+    let evaluated = evaluator.await.map_err(|e| e.to_string())??;
+    if let Some((model, params)) = final_model {
+        let path = dir.join("model.safetensors");
+        save_final_model(dir, &path, model.layout(), &params, spec, id, 0).map_err(|e| e.to_string())?;
+        tracing::info!(id, path = %path.display(), "model saved");
+    }
+    Ok(Outcome {
+        state: state_at_end,
+        epochs: evaluated.epochs,
+        final_accuracy: evaluated.final_accuracy,
+        time_to_target: evaluated.time_to_target,
+    })
+}
+
+/// The starting parameters of a stage, its test set (the input it sees),
+/// and for RBM stages above the first the encoded trained layers below.
+#[allow(clippy::too_many_arguments)]
+async fn prepare_stage(
+    spec: &JobSpec,
+    stage: &Stage,
+    model: &StageModel,
+    rbms: &[Vec<f32>],
+    train: &Arc<Dataset>,
+    test: &Arc<Dataset>,
+    job: u64,
+    index: usize,
+) -> Result<(Vec<f32>, Arc<Dataset>, Option<Bytes>), String> {
+    let (spec, stage, model, rbms, train, test) = (
+        spec.clone(),
+        stage.clone(),
+        model.clone(),
+        rbms.to_vec(),
+        train.clone(),
+        test.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let seed = spec.train.seed.wrapping_add(index as u64);
+        let (dim, classes) = (train.dim(), train.classes());
+        match stage.kind {
+            StageKind::Supervised if rbms.is_empty() => Ok((model.init(seed, None), test, None)),
+            StageKind::Supervised => {
+                let dbn = spec.build_dbn(dim, classes).map_err(|e| e.to_string())?;
+                let (_, params) = dbn.unroll(&rbms, seed).map_err(|e| e.to_string())?;
+                Ok((params, test, None))
+            }
+            StageKind::Rbm { layer } => {
+                let dbn = spec.build_dbn(dim, classes).map_err(|e| e.to_string())?;
+                let below = &rbms[..layer as usize];
+                // Visible biases start from the mean input, estimated on a sample.
+                let sample = train.head(5000);
+                let inputs = dbn.features(below, &sample, false, seed).map_err(|e| e.to_string())?;
+                let means = deepdist_common::model::rbm::column_means(inputs.features());
+                let params = model.init(seed, Some(&means));
+                let stage_test = Arc::new(dbn.features(below, &test, false, seed).map_err(|e| e.to_string())?);
+                let frozen = if layer == 0 {
+                    None
+                } else {
+                    let layers = below.iter().map(|p| Tensor::from_f32(p)).collect();
+                    Some(
+                        proto::encode(&Message::Frozen {
+                            job,
+                            stage: index as u32,
+                            layers,
+                        })
+                        .map_err(|e| e.to_string())?,
+                    )
+                };
+                Ok((params, stage_test, frozen))
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Everything a stage needs from its job.
+struct StageRun<'a> {
+    id: u64,
+    index: u32,
+    stage: &'a Stage,
+    spec: &'a JobSpec,
+    model: &'a StageModel,
+    test: Arc<Dataset>,
+    frozen: Option<Bytes>,
+    frames: Arc<Vec<(u128, Bytes)>>,
+    started: Instant,
+    training_started: Instant,
+    target_hit: &'a AtomicBool,
+    eval_tx: &'a mpsc::UnboundedSender<EvalItem>,
+}
+
+/// Trains one stage to its end (or a cancel); returns how it ended and its parameters.
+async fn run_stage(
+    shared: &Arc<Shared>,
+    ctx: StageRun<'_>,
+    params: Vec<f32>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(JobState, Vec<f32>), String> {
+    let (id, spec, stage) = (ctx.id, ctx.spec, ctx.stage);
+    // In async mode executors apply SGD's momentum to their own steps and
+    // push step directions; momentum again at the server would apply it twice.
+    let server_optimizer = match spec.train.mode {
+        Mode::Async => stage.optimizer.without_momentum(),
+        Mode::Sync => stage.optimizer,
+    };
+    let optimizer = server_optimizer.build(params.len()).map_err(|e| e.to_string())?;
+    let ps = ParamServer::start(id, ctx.index, params, optimizer, spec.train.mode, stage.clone());
+    let partitions = ctx.frames.len() as u32;
+    shared.lock().run = Some(RunState {
+        job: id,
+        stage: stage.name.clone(),
+        stage_index: ctx.index,
+        scheduler: Scheduler::new(id, ctx.index, partitions, stage.epochs),
+        partition_frames: ctx.frames.clone(),
+        frozen: ctx.frozen.clone(),
+        frozen_sent: Default::default(),
+        ps: ps.clone(),
+        epochs: Default::default(),
+        last_seq: Default::default(),
+        duplicates_discarded: 0,
+    });
+    tracing::info!(id, stage = %stage.name, epochs = stage.epochs, "stage started");
+
+    let mut last_epoch_end = Instant::now();
+    let mut last_staleness = (0u64, 0u64);
+    let mut end_state = JobState::Done;
     loop {
         if *stop.borrow() {
             return Err("the driver is shutting down".into());
@@ -234,30 +383,39 @@ async fn run_job(
             let Some(run) = run.as_mut() else {
                 return Err("run state vanished".into());
             };
-            if target_hit.load(Ordering::Relaxed) && spec.train.stop_at_target {
+            let supervised = stage.kind == StageKind::Supervised;
+            if supervised && ctx.target_hit.load(Ordering::Relaxed) && spec.train.stop_at_target {
                 run.scheduler.stop_after_open_epochs();
             }
-            let mut sends: Vec<(tokio::sync::mpsc::Sender<Bytes>, Message)> = Vec::new();
+            let mut sends: Vec<(tokio::sync::mpsc::Sender<Bytes>, Bytes)> = Vec::new();
             if cancelled {
                 for e in execs.values_mut() {
                     e.task = None;
-                    sends.push((e.tx.clone(), Message::CancelTasks { job: id }));
+                    if let Ok(frame) = proto::encode(&Message::CancelTasks { job: id }) {
+                        sends.push((e.tx.clone(), frame));
+                    }
                 }
             } else {
                 for (&eid, e) in execs.iter_mut().filter(|(_, e)| e.task.is_none()) {
                     let frames = &run.partition_frames;
                     let cached = |p: u32| frames.get(p as usize).is_some_and(|(h, _)| e.cached.contains(h));
-                    if let Some(task) = run.scheduler.next_for(eid, cached) {
-                        e.task = Some(task);
-                        let hash = run.partition_frames[task.partition as usize].0;
-                        sends.push((
-                            e.tx.clone(),
-                            Message::Assign(TaskSpec {
-                                id: task,
-                                partition_hash: hash,
-                                spec: spec.clone(),
-                            }),
-                        ));
+                    let Some(task) = run.scheduler.next_for(eid, cached) else {
+                        continue;
+                    };
+                    e.task = Some(task);
+                    if let Some(frozen) = &run.frozen {
+                        if run.frozen_sent.insert(eid) {
+                            sends.push((e.tx.clone(), frozen.clone()));
+                        }
+                    }
+                    let hash = run.partition_frames[task.partition as usize].0;
+                    let assign = Message::Assign(TaskSpec {
+                        id: task,
+                        partition_hash: hash,
+                        spec: spec.clone(),
+                    });
+                    if let Ok(frame) = proto::encode(&assign) {
+                        sends.push((e.tx.clone(), frame));
                     }
                 }
             }
@@ -271,10 +429,8 @@ async fn run_job(
             }
             (sends, completed, run.scheduler.finished(), cancelled)
         };
-        for (tx, msg) in sends {
-            if let Ok(frame) = proto::encode(&msg) {
-                let _ = tx.send(frame).await;
-            }
+        for (tx, frame) in sends {
+            let _ = tx.send(frame).await;
         }
         for (epoch, reassigned, stats, executors) in completed {
             let Some(snapshot) = ps.snapshot().await else {
@@ -286,12 +442,16 @@ async fn run_job(
                 snapshot.staleness_sum - last_staleness.1,
             );
             last_staleness = (snapshot.version, snapshot.staleness_sum);
-            let _ = eval_tx.send(EvalItem {
-                mean_staleness: staleness as f64 / updates.max(1) as f64,
+            let _ = ctx.eval_tx.send(EvalItem {
+                stage: stage.name.clone(),
+                supervised: stage.kind == StageKind::Supervised,
+                model: ctx.model.clone(),
+                test: ctx.test.clone(),
                 epoch,
+                mean_staleness: staleness as f64 / updates.max(1) as f64,
                 snapshot,
-                elapsed_s: started.elapsed().as_secs_f64(),
-                train_s: training_started.elapsed().as_secs_f64(),
+                elapsed_s: ctx.started.elapsed().as_secs_f64(),
+                train_s: ctx.training_started.elapsed().as_secs_f64(),
                 epoch_s: now.duration_since(last_epoch_end).as_secs_f64(),
                 stats,
                 reassigned,
@@ -300,7 +460,7 @@ async fn run_job(
             last_epoch_end = now;
         }
         if cancelled {
-            state_at_end = JobState::Cancelled;
+            end_state = JobState::Cancelled;
             break;
         }
         if finished {
@@ -312,25 +472,11 @@ async fn run_job(
             _ = stop.changed() => {}
         }
     }
-    drop(eval_tx);
-    let evaluated = evaluator.await.map_err(|e| e.to_string())??;
-    let final_snapshot = ps.snapshot().await.ok_or("the parameter server stopped")?;
-    let model_path = save_final_model(
-        dir,
-        model.layout(),
-        &final_snapshot.params,
-        spec,
-        id,
-        final_snapshot.version,
-    )
-    .map_err(|e| e.to_string())?;
-    tracing::info!(id, path = %model_path.display(), "model saved");
-    Ok(Outcome {
-        state: state_at_end,
-        epochs: evaluated.epochs,
-        final_accuracy: evaluated.final_accuracy,
-        time_to_target: evaluated.time_to_target,
-    })
+    let snapshot = ps.snapshot().await.ok_or("the parameter server stopped")?;
+    Ok((
+        end_state,
+        Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
+    ))
 }
 
 /// What the evaluator learned over a job.
@@ -340,13 +486,10 @@ struct Evaluated {
     time_to_target: Option<f64>,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn evaluate_epochs(
     shared: Arc<Shared>,
     job: u64,
     spec: JobSpec,
-    model: Mlp,
-    test: Arc<Dataset>,
     partitions: u32,
     mut metrics: MetricsWriter,
     mut rx: mpsc::UnboundedReceiver<EvalItem>,
@@ -358,20 +501,25 @@ async fn evaluate_epochs(
         time_to_target: None,
     };
     while let Some(item) = rx.recv().await {
-        let (model2, test2, params) = (model.clone(), test.clone(), item.snapshot.params.clone());
-        let eval = tokio::task::spawn_blocking(move || model2.evaluate(&params, &test2))
+        let (model, test, params) = (item.model.clone(), item.test.clone(), item.snapshot.params.clone());
+        let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+        let (accuracy, loss, reconstruction) = match eval {
+            StageEval::Supervised(e) => (Some(f64::from(e.accuracy)), Some(f64::from(e.loss)), None),
+            StageEval::Reconstruction(r) => (None, None, Some(f64::from(r))),
+        };
         let line = EpochMetrics {
             job,
-            stage: "train".into(),
+            stage: item.stage.clone(),
             epoch: item.epoch,
             elapsed_s: item.elapsed_s,
             train_s: item.train_s,
             train_loss: item.stats.loss_sum / item.stats.batches.max(1) as f64,
-            test_accuracy: f64::from(eval.accuracy),
-            test_loss: f64::from(eval.loss),
+            test_accuracy: accuracy,
+            test_loss: loss,
+            reconstruction_error: reconstruction,
             samples_per_s: item.stats.samples as f64 / item.epoch_s.max(1e-9),
             partitions_trained: item.stats.tasks,
             partitions,
@@ -383,17 +531,22 @@ async fn evaluate_epochs(
         metrics
             .append(&line)
             .map_err(|e| format!("{}: {e}", metrics.path().display()))?;
-        out.epochs = item.epoch;
-        out.final_accuracy = Some(line.test_accuracy);
-        if let Some(target) = spec.train.target_accuracy {
-            if out.time_to_target.is_none() && line.test_accuracy >= target {
-                out.time_to_target = Some(line.train_s);
-                target_hit.store(true, Ordering::Relaxed);
+        if item.supervised {
+            out.epochs = item.epoch;
+            out.final_accuracy = accuracy;
+            if let (Some(target), Some(acc)) = (spec.train.target_accuracy, accuracy) {
+                if out.time_to_target.is_none() && acc >= target {
+                    out.time_to_target = Some(line.train_s);
+                    target_hit.store(true, Ordering::Relaxed);
+                }
             }
         }
         if let Some(record) = shared.lock().job_mut(job) {
             record.epochs_done = item.epoch;
-            record.accuracy = Some(line.test_accuracy);
+            record.stage = item.stage.clone();
+            if accuracy.is_some() {
+                record.accuracy = accuracy;
+            }
         }
         shared.emit(job, Message::Progress(Progress::Epoch(line)));
     }

@@ -175,13 +175,15 @@ fn handle_executor_message(
                 tokio::spawn(async move { tx.send(frame).await });
             }
         }
-        Message::Fetch { job, min_version } => {
-            let ps = shared
-                .lock()
-                .run
-                .as_ref()
-                .filter(|r| r.job == job)
-                .map(|r| r.ps.clone());
+        Message::Fetch {
+            job,
+            stage,
+            min_version,
+        } => {
+            let state = shared.lock();
+            let run = state.run.as_ref().filter(|r| r.job == job && r.stage_index == stage);
+            let ps = run.map(|r| r.ps.clone());
+            drop(state);
             if let Some(ps) = ps {
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -209,11 +211,13 @@ fn handle_executor_message(
                 Some(run) if run.scheduler.is_current(&report.task, id) => {
                     run.scheduler.complete(&report.task, id);
                     let total = run.partition_frames.len() as u32;
+                    let stage = run.stage.clone();
                     let acc = run.epochs.entry(report.task.epoch).or_default();
                     acc.tasks += 1;
                     shared.emit(
                         report.task.job,
                         Message::Progress(deepdist_common::proto::Progress::Task {
+                            stage,
                             epoch: report.task.epoch,
                             done: acc.tasks,
                             total,
@@ -300,6 +304,7 @@ fn submit(shared: &Shared, spec: JobSpec) -> u64 {
         id,
         spec,
         state: JobState::Queued,
+        stage: String::new(),
         epochs_done: 0,
         accuracy: None,
         error: None,

@@ -42,6 +42,8 @@ pub struct JobRecord {
     pub id: u64,
     pub spec: JobSpec,
     pub state: JobState,
+    /// The stage last evaluated.
+    pub stage: String,
     pub epochs_done: u32,
     pub accuracy: Option<f64>,
     pub error: Option<String>,
@@ -61,9 +63,17 @@ pub struct EpochAccum {
 /// The job being trained right now.
 pub struct RunState {
     pub job: u64,
+    /// The running stage's name.
+    pub stage: String,
+    /// Its index among the job's stages.
+    pub stage_index: u32,
     pub scheduler: Scheduler,
     /// Encoded `Partition` frames, by partition id.
-    pub partition_frames: Vec<(u128, Bytes)>,
+    pub partition_frames: Arc<Vec<(u128, Bytes)>>,
+    /// The encoded `Frozen` layers this stage's executors need, if any.
+    pub frozen: Option<Bytes>,
+    /// Executors that have been sent `frozen`.
+    pub frozen_sent: HashSet<u64>,
     pub ps: ParamServer,
     pub epochs: HashMap<u32, EpochAccum>,
     /// Highest push sequence applied per task, so a repeated push is not applied twice.
@@ -148,6 +158,7 @@ impl Shared {
                     id: j.id,
                     name: j.spec.name.clone(),
                     state: j.state,
+                    stage: j.stage.clone(),
                     epochs_done: j.epochs_done,
                     epochs: j.spec.train.epochs,
                     accuracy: j.accuracy,

@@ -17,6 +17,7 @@ use deepdist_common::optim::{OptimizerConfig, OptimizerKind};
 
 /// Local momentum steps and the bookkeeping for pushes and rebases.
 pub struct LocalSteps {
+    sgd: bool,
     lr: f32,
     momentum: f32,
     nesterov: bool,
@@ -35,7 +36,9 @@ impl LocalSteps {
     /// SGD's momentum is applied here; adaptive rates stay at the server.
     pub fn new(cfg: &OptimizerConfig, len: usize) -> Self {
         let sgd = cfg.kind == OptimizerKind::Sgd;
+        // Adaptive optimizers keep their rule at the server and step plainly here.
         Self {
+            sgd,
             lr: cfg.lr,
             momentum: if sgd { cfg.momentum.unwrap_or(0.0) } else { 0.0 },
             nesterov: sgd && cfg.nesterov.unwrap_or(false),
@@ -50,8 +53,11 @@ impl LocalSteps {
     /// Starts a new task with fresh parameters at the rate of its epoch:
     /// nothing is pending, but the momentum carries over from the job's
     /// previous tasks.
-    pub fn start_task(&mut self, lr: f32) {
+    pub fn start_task(&mut self, lr: f32, momentum: f32) {
         self.lr = lr;
+        if self.sgd {
+            self.momentum = momentum;
+        }
         self.window_pushed = true;
         self.pending.fill(0.0);
     }

@@ -111,7 +111,16 @@ pub async fn connect_and_serve(
                         }
                     }
                 }
-                Message::Params { job, version, values } => worker.params(job, version, values),
+                Message::Params {
+                    job,
+                    stage,
+                    version,
+                    values,
+                } => worker.params(job, stage, version, values),
+                Message::Frozen { job, stage, layers } => {
+                    let layers = layers.iter().map(|t| t.to_vec()).collect::<Result<Vec<_>, _>>()?;
+                    worker.frozen(job, stage, layers);
+                }
                 Message::CancelTasks { job } => {
                     tracing::info!(job, "tasks cancelled by the driver");
                     waiting.clear();

@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use std::collections::HashMap;
+
 use deepdist_common::cpu::compute_pool;
 use deepdist_common::data::Dataset;
-use deepdist_common::job::Mode;
-use deepdist_common::model::{GradientEngine, Mlp, Model};
+use deepdist_common::job::{Mode, Stage, StageKind};
+use deepdist_common::model::{GradientEngine, Mlp, Model, Rbm, StageModel};
 use deepdist_common::proto::{self, Message, Push, TaskReport, TaskSpec, Tensor};
 
 use crate::local::LocalSteps;
@@ -44,6 +46,7 @@ struct Queued {
 
 struct ParamsMsg {
     job: u64,
+    stage: u32,
     version: u64,
     values: Tensor,
 }
@@ -55,9 +58,18 @@ pub struct WorkerHandle {
     params: mpsc::Sender<ParamsMsg>,
     generation: Arc<AtomicU64>,
     out: Arc<Mutex<Option<tmpsc::Sender<Bytes>>>>,
+    frozen: Arc<Mutex<Frozen>>,
 }
 
+/// The trained layers below the current pre-training stage: (job, stage, layers).
+type Frozen = Option<(u64, u32, Arc<Vec<Vec<f32>>>)>;
+
 impl WorkerHandle {
+    /// Stores the trained layers that feed `stage` of `job`.
+    pub fn frozen(&self, job: u64, stage: u32, layers: Vec<Vec<f32>>) {
+        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) = Some((job, stage, Arc::new(layers)));
+    }
+
     /// Queues a task.
     pub fn submit(&self, item: WorkItem) {
         let generation = self.generation.load(Ordering::SeqCst);
@@ -65,8 +77,13 @@ impl WorkerHandle {
     }
 
     /// Delivers parameters from the driver.
-    pub fn params(&self, job: u64, version: u64, values: Tensor) {
-        let _ = self.params.send(ParamsMsg { job, version, values });
+    pub fn params(&self, job: u64, stage: u32, version: u64, values: Tensor) {
+        let _ = self.params.send(ParamsMsg {
+            job,
+            stage,
+            version,
+            values,
+        });
     }
 
     /// Drops the running task and everything queued (connection lost, or
@@ -96,6 +113,7 @@ pub fn spawn(cores: usize, request_timeout: Duration) -> WorkerHandle {
         params: params_tx,
         generation: Arc::new(AtomicU64::new(0)),
         out: Arc::new(Mutex::new(None)),
+        frozen: Arc::new(Mutex::new(None)),
     };
     let worker = Worker {
         cores,
@@ -104,8 +122,11 @@ pub fn spawn(cores: usize, request_timeout: Duration) -> WorkerHandle {
         params: params_rx,
         generation: handle.generation.clone(),
         out: handle.out.clone(),
-        engine: None,
+        frozen: handle.frozen.clone(),
+        mlp_engine: None,
+        rbm_engine: None,
         local: None,
+        inputs: HashMap::new(),
         fetches_sent: 0,
         params_seen: 0,
     };
@@ -116,6 +137,22 @@ pub fn spawn(cores: usize, request_timeout: Duration) -> WorkerHandle {
         tracing::error!(error = %e, "cannot start the worker thread");
     }
     handle
+}
+
+/// What identifies a reusable engine: job, stage, batch size.
+type EngineKey = (u64, u32, usize);
+
+/// The cached engine if it was built for this key and model, else a new one.
+fn reuse<M: Model + PartialEq + Clone>(
+    cached: Option<(EngineKey, GradientEngine<M>)>,
+    key: EngineKey,
+    model: &M,
+    seed: u64,
+) -> GradientEngine<M> {
+    match cached {
+        Some((k, engine)) if k == key && engine.model() == model => engine,
+        _ => GradientEngine::new(model.clone(), key.2, seed),
+    }
 }
 
 /// Why a task stopped early.
@@ -133,10 +170,15 @@ struct Worker {
     params: mpsc::Receiver<ParamsMsg>,
     generation: Arc<AtomicU64>,
     out: Arc<Mutex<Option<tmpsc::Sender<Bytes>>>>,
-    /// The engine of the last job, reused while tasks of that job keep coming.
-    engine: Option<(u64, usize, GradientEngine<Mlp>)>,
-    /// Async local steps (with their momentum) of the last job.
-    local: Option<(u64, LocalSteps)>,
+    frozen: Arc<Mutex<Frozen>>,
+    /// Engines of the last stage, reused while its tasks keep coming.
+    mlp_engine: Option<(EngineKey, GradientEngine<Mlp>)>,
+    rbm_engine: Option<(EngineKey, GradientEngine<Rbm>)>,
+    /// Async local steps (with their momentum) of the last stage.
+    local: Option<((u64, u32), LocalSteps)>,
+    /// Pre-training inputs: partitions passed through the frozen layers, by
+    /// (partition hash, stage), for the current job.
+    inputs: HashMap<(u128, u32), Arc<Dataset>>,
     fetches_sent: u64,
     params_seen: u64,
 }
@@ -178,8 +220,12 @@ impl Worker {
         out.is_some_and(|tx| tx.blocking_send(frame).is_ok())
     }
 
-    fn request(&mut self, job: u64, min_version: u64) -> Result<(), Stop> {
-        if !self.send(Message::Fetch { job, min_version }) {
+    fn request(&mut self, (job, stage): (u64, u32), min_version: u64) -> Result<(), Stop> {
+        if !self.send(Message::Fetch {
+            job,
+            stage,
+            min_version,
+        }) {
             return Err(Stop::Abandoned);
         }
         self.fetches_sent += 1;
@@ -189,7 +235,13 @@ impl Worker {
     /// The newest parameters already received for `job` with version ≥
     /// `min_version`; with `wait`, blocks until every outstanding fetch is
     /// answered if none has arrived.
-    fn receive(&mut self, job: u64, min_version: u64, wait: bool, generation: u64) -> Result<Option<ParamsMsg>, Stop> {
+    fn receive(
+        &mut self,
+        (job, stage): (u64, u32),
+        min_version: u64,
+        wait: bool,
+        generation: u64,
+    ) -> Result<Option<ParamsMsg>, Stop> {
         let mut newest: Option<ParamsMsg> = None;
         let deadline = Instant::now() + self.request_timeout;
         loop {
@@ -218,42 +270,109 @@ impl Worker {
             };
             let Some(p) = next else { return Ok(newest) };
             self.params_seen += 1;
-            if p.job == job && p.version >= min_version && newest.as_ref().is_none_or(|n| p.version >= n.version) {
+            let current = p.job == job && p.stage == stage && p.version >= min_version;
+            if current && newest.as_ref().is_none_or(|n| p.version >= n.version) {
                 newest = Some(p);
             }
         }
     }
 
     fn run_task(&mut self, item: &WorkItem, generation: u64) -> Result<TaskReport, Stop> {
-        let started = Instant::now();
-        let (task, spec, data) = (item.task.id, &item.task.spec, &item.data);
-        let train = &spec.train;
-        let batch = train.batch_size as usize;
-        let model = spec
-            .build_mlp(data.dim(), data.classes())
-            .map_err(|e| Stop::Failed(e.to_string()))?;
-        let mut engine = match self.engine.take() {
-            Some((job, b, engine)) if job == task.job && b == batch && *engine.model() == model => engine,
-            _ => GradientEngine::new(model.clone(), batch, train.seed ^ u64::from(task.partition)),
+        let (task, spec) = (item.task.id, &item.task.spec);
+        let stages = spec.stages();
+        let stage = stages
+            .get(task.stage as usize)
+            .ok_or_else(|| Stop::Failed(format!("the job has no stage {}", task.stage)))?;
+        let data = self.stage_input(item, stage)?;
+        let (dim, classes) = (item.data.dim(), item.data.classes());
+        let model = StageModel::for_stage(spec, stage.kind, dim, classes).map_err(|e| Stop::Failed(e.to_string()))?;
+        let key = (task.job, task.stage, stage.batch_size as usize);
+        let seed = spec.train.seed ^ u64::from(task.partition);
+        match model {
+            StageModel::Mlp(m) => {
+                let mut engine = reuse(self.mlp_engine.take(), key, &m, seed);
+                let report = self.train(&mut engine, item, stage, &data, generation);
+                self.mlp_engine = Some((key, engine));
+                report
+            }
+            StageModel::Rbm(r) => {
+                let mut engine = reuse(self.rbm_engine.take(), key, &r, seed);
+                let report = self.train(&mut engine, item, stage, &data, generation);
+                self.rbm_engine = Some((key, engine));
+                report
+            }
+        }
+    }
+
+    /// The data a stage trains on: the partition itself, or for RBM `l > 0`
+    /// the partition passed through the frozen RBMs below (computed once per
+    /// partition and stage).
+    fn stage_input(&mut self, item: &WorkItem, stage: &Stage) -> Result<Arc<Dataset>, Stop> {
+        let task = item.task.id;
+        let layer = match stage.kind {
+            StageKind::Rbm { layer } if layer > 0 => layer,
+            _ => return Ok(item.data.clone()),
         };
-        let mut params = vec![0.0f32; model.layout().len()];
+        if self.inputs.keys().any(|&(_, s)| s != task.stage) {
+            self.inputs.clear();
+        }
+        if let Some(data) = self.inputs.get(&(item.task.partition_hash, task.stage)) {
+            return Ok(data.clone());
+        }
+        let frozen = self.frozen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let layers = match frozen {
+            Some((job, s, layers)) if job == task.job && s == task.stage && layers.len() == layer as usize => layers,
+            _ => {
+                return Err(Stop::Failed(format!(
+                    "no trained layers for stage {} of job {}",
+                    task.stage, task.job
+                )));
+            }
+        };
+        let spec = &item.task.spec;
+        let dbn = spec
+            .build_dbn(item.data.dim(), item.data.classes())
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        let sample = spec.pretrain.as_ref().is_some_and(|p| p.sample_inputs);
+        let data = dbn
+            .features(&layers, &item.data, sample, spec.train.seed ^ u64::from(task.partition))
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        let data = Arc::new(data);
+        self.inputs.insert((item.task.partition_hash, task.stage), data.clone());
+        Ok(data)
+    }
+
+    fn train<M: Model>(
+        &mut self,
+        engine: &mut GradientEngine<M>,
+        item: &WorkItem,
+        stage: &Stage,
+        data: &Dataset,
+        generation: u64,
+    ) -> Result<TaskReport, Stop> {
+        let started = Instant::now();
+        let (task, spec) = (item.task.id, &item.task.spec);
+        let train = &spec.train;
+        let batch = stage.batch_size as usize;
+        let mut params = vec![0.0f32; engine.model().layout().len()];
+        let run = (task.job, task.stage);
         let mut x = Array2::zeros((batch, data.dim()));
         let mut y = Vec::with_capacity(batch);
         let mut order: Vec<usize> = (0..data.len()).collect();
         let seed = train.seed ^ (u64::from(task.epoch) << 32) ^ u64::from(task.partition);
         order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed));
 
-        self.request(task.job, 0)?;
-        let mut version = self.adopt(task.job, 0, true, generation, &mut params)?.unwrap_or(0);
+        self.request(run, 0)?;
+        let mut version = self.adopt(run, 0, true, generation, &mut params)?.unwrap_or(0);
         let (mut seq, mut window, mut window_samples, mut window_loss) = (0u64, 0u32, 0u32, 0.0f32);
         let (mut samples, mut batches, mut loss_sum) = (0u64, 0u64, 0.0f64);
         let abandoned = |s: &Self| generation != s.generation.load(Ordering::SeqCst);
         let chunks: Vec<&[usize]> = order.chunks(batch).collect();
         let mut local = match self.local.take() {
-            Some((job, local)) if job == task.job => local,
-            _ => LocalSteps::new(&spec.optimizer, params.len()),
+            Some((key, local)) if key == (task.job, task.stage) => local,
+            _ => LocalSteps::new(&stage.optimizer, params.len()),
         };
-        local.start_task(spec.optimizer.lr_at(task.epoch));
+        local.start_task(stage.optimizer.lr_at(task.epoch), stage.momentum_at(task.epoch));
         let push_every = if train.mode == Mode::Sync {
             1
         } else {
@@ -265,9 +384,10 @@ impl Worker {
             }
             data.gather(rows, &mut x, &mut y);
             let batch_x = x.slice(s![..rows.len(), ..]);
+            let labels: &[u8] = if engine.model().classes().is_some() { &y } else { &[] };
             let loss = match train.mode {
-                Mode::Sync => engine.accumulate(&params, batch_x, &y),
-                Mode::Async => engine.gradient(&params, batch_x, &y).map(|(loss, g)| {
+                Mode::Sync => engine.accumulate(&params, batch_x, labels),
+                Mode::Async => engine.gradient(&params, batch_x, labels).map(|(loss, g)| {
                     local.step(&mut params, g);
                     loss
                 }),
@@ -305,16 +425,16 @@ impl Worker {
                 }
                 match train.mode {
                     Mode::Sync => {
-                        self.request(task.job, version + 1)?;
+                        self.request(run, version + 1)?;
                         version = self
-                            .adopt(task.job, version + 1, true, generation, &mut params)?
+                            .adopt(run, version + 1, true, generation, &mut params)?
                             .unwrap_or(version);
                     }
                     Mode::Async => {
                         // Ask now, so the answer includes this push and
                         // arrives while the next minibatches compute.
                         if self.params_seen >= self.fetches_sent {
-                            self.request(task.job, 0)?;
+                            self.request(run, 0)?;
                             local.requested();
                         }
                     }
@@ -325,18 +445,17 @@ impl Worker {
                 // arrived by now. If not, the parameter server is behind:
                 // waiting for them is the backpressure that keeps staleness
                 // bounded instead of letting updates pile up at the server.
-                if let Some(v) = self.adopt(task.job, 0, true, generation, &mut params)? {
+                if let Some(v) = self.adopt(run, 0, true, generation, &mut params)? {
                     version = v;
                     local.rebase(&mut params);
                 }
                 if self.params_seen >= self.fetches_sent {
-                    self.request(task.job, 0)?;
+                    self.request(run, 0)?;
                     local.requested();
                 }
             }
         }
-        self.engine = Some((task.job, batch, engine));
-        self.local = Some((task.job, local));
+        self.local = Some(((task.job, task.stage), local));
         Ok(TaskReport {
             task,
             samples,
@@ -350,7 +469,7 @@ impl Worker {
     /// their version if any arrived.
     fn adopt(
         &mut self,
-        job: u64,
+        job: (u64, u32),
         min_version: u64,
         wait: bool,
         generation: u64,

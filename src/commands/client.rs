@@ -28,7 +28,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         let job = client.submit(&text, &args.job.display().to_string()).await?;
         println!("{job}");
         if args.wait {
-            let mut view = ProgressView::new(&spec.name, spec.train.epochs);
+            let mut view = ProgressView::new(&spec);
             let summary = client.watch(job, |p| view.update(p)).await?;
             view.finish(&summary);
             anyhow::ensure!(summary.state == JobState::Done, "job {job} ended {}", summary.state);
@@ -64,8 +64,8 @@ pub fn status(args: DriverAddr) -> anyhow::Result<()> {
             let acc = j.accuracy.map_or("—".to_string(), |a| format!("{:.2}%", 100.0 * a));
             let err = j.error.as_deref().map_or(String::new(), |e| format!("  ({e})"));
             println!(
-                "  {:>4}  {:<24} {:<10} {:>4}/{:<4}  {acc}{err}",
-                j.id, j.name, j.state, j.epochs_done, j.epochs
+                "  {:>4}  {:<24} {:<10} {:<9} {:>4}/{:<4}  {acc}{err}",
+                j.id, j.name, j.state, j.stage, j.epochs_done, j.epochs
             );
         }
         println!(

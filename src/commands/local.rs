@@ -50,7 +50,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         }
         let mut client = Client::connect(&addr).await?;
         let job = client.submit(&text, &origin).await?;
-        let mut view = ProgressView::new(&spec.name, spec.train.epochs);
+        let mut view = ProgressView::new(&spec);
         let summary = {
             let watch = client.watch(job, |p| view.update(p));
             tokio::pin!(watch);

@@ -1,58 +1,85 @@
-//! Showing a job's progress to a person: a bar over all partitions of all
-//! epochs, one line per evaluated epoch, and a summary at the end.
+//! Showing a job's progress to a person: one bar over every partition of
+//! every epoch of every stage, one line per evaluated epoch, and a summary.
 
-use deepdist_common::proto::{JobSummary, Progress};
+use deepdist_common::job::JobSpec;
+use deepdist_common::proto::{EpochMetrics, JobSummary, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Draws progress events as they arrive.
 pub struct ProgressView {
     bar: ProgressBar,
-    partitions: Option<u32>,
-    epochs: u32,
+    /// Each stage's name and epochs, in order.
+    stages: Vec<(String, u32)>,
+    sized: bool,
+}
+
+/// What an epoch line reports: accuracy for supervised stages, reconstruction for RBMs.
+fn quality(m: &EpochMetrics) -> String {
+    match (m.test_accuracy, m.reconstruction_error) {
+        (Some(a), _) => format!("test accuracy {:.2}%", 100.0 * a),
+        (None, Some(r)) => format!("reconstruction error {r:.2}"),
+        (None, None) => String::new(),
+    }
 }
 
 impl ProgressView {
-    /// A view for a job of `epochs` epochs.
-    pub fn new(name: &str, epochs: u32) -> Self {
+    /// A view for this job.
+    pub fn new(spec: &JobSpec) -> Self {
         let bar = ProgressBar::new(0).with_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        bar.set_prefix(name.to_string());
+        bar.set_prefix(spec.name.clone());
         Self {
             bar,
-            partitions: None,
-            epochs,
+            stages: spec.stages().into_iter().map(|s| (s.name, s.epochs)).collect(),
+            sized: false,
         }
+    }
+
+    fn epochs_before(&self, stage: &str) -> u32 {
+        self.stages.iter().take_while(|(n, _)| n != stage).map(|(_, e)| e).sum()
+    }
+
+    fn epochs_of(&self, stage: &str) -> u32 {
+        self.stages.iter().find(|(n, _)| n == stage).map_or(0, |(_, e)| *e)
     }
 
     /// Shows one event.
     pub fn update(&mut self, event: Progress) {
         match event {
-            Progress::Task { epoch, done, total } => {
-                if self.partitions.is_none() {
-                    self.partitions = Some(total);
-                    self.bar.set_length(u64::from(total) * u64::from(self.epochs));
+            Progress::Task {
+                stage,
+                epoch,
+                done,
+                total,
+            } => {
+                if !self.sized {
+                    let all: u32 = self.stages.iter().map(|(_, e)| e).sum();
+                    self.bar.set_length(u64::from(total) * u64::from(all));
+                    self.sized = true;
                 }
-                let pos = u64::from(epoch.saturating_sub(1)) * u64::from(total) + u64::from(done);
+                let epochs = u64::from(self.epochs_before(&stage) + epoch.saturating_sub(1));
+                let pos = epochs * u64::from(total) + u64::from(done);
                 self.bar.set_position(pos.max(self.bar.position()));
-                if !self.bar.message().contains("accuracy") {
-                    self.bar.set_message(format!("epoch {epoch}/{}", self.epochs));
+                if self.bar.message().is_empty() {
+                    self.bar
+                        .set_message(format!("{stage} epoch {epoch}/{}", self.epochs_of(&stage)));
                 }
             }
             Progress::Epoch(m) => {
+                let epochs = self.epochs_of(&m.stage);
                 // Printed beside the bar, not through it: a hidden bar (no
                 // terminal) would swallow the line.
                 self.bar.suspend(|| {
                     println!(
-                        "{} epoch {:>3}/{}  {:>7.1} s  train loss {:.4}  test accuracy {:.2}%  {:>7.0} samples/s  staleness {:.1}  partitions {}/{}{}",
+                        "{:<8} epoch {:>3}/{epochs}  {:>7.1} s  train loss {:.4}  {}  {:>7.0} samples/s  staleness {:.1}  partitions {}/{}{}",
                         m.stage,
                         m.epoch,
-                        self.epochs,
                         m.train_s,
                         m.train_loss,
-                        100.0 * m.test_accuracy,
+                        quality(&m),
                         m.samples_per_s,
                         m.mean_staleness,
                         m.partitions_trained,
@@ -61,11 +88,11 @@ impl ProgressView {
                     )
                 });
                 self.bar.set_message(format!(
-                    "epoch {}/{} · loss {:.4} · test accuracy {:.2}% · {:.0} samples/s",
+                    "{} epoch {}/{epochs} · loss {:.4} · {} · {:.0} samples/s",
+                    m.stage,
                     m.epoch,
-                    self.epochs,
                     m.train_loss,
-                    100.0 * m.test_accuracy,
+                    quality(&m),
                     m.samples_per_s
                 ));
             }

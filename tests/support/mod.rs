@@ -87,6 +87,18 @@ impl TestDriver {
     }
 }
 
+/// Follows a job to its end; fails the test after [`PATIENCE`].
+pub async fn watch(
+    client: &mut Client,
+    job: u64,
+    on_progress: impl FnMut(deepdist_common::proto::Progress),
+) -> deepdist_common::proto::JobSummary {
+    match tokio::time::timeout(PATIENCE, client.watch(job, on_progress)).await {
+        Ok(summary) => summary.unwrap(),
+        Err(_) => panic!("job {job} did not end within {PATIENCE:?}"),
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds; fails after [`PATIENCE`].
 pub async fn await_condition(what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
@@ -184,5 +196,47 @@ pub fn assert_every_partition_every_epoch(lines: &[serde_json::Value], epochs: u
             "epoch {}: {line}",
             i + 1
         );
+    }
+}
+
+/// A small DBN job on a slice of real MNIST: two RBMs, then fine-tuning.
+pub fn small_dbn_job(name: &str, pretrain_epochs: u32) -> String {
+    format!(
+        r#"name = "{name}"
+[data]
+partitions = 4
+train_examples = 6000
+test_examples = 2000
+[model]
+kind = "dbn"
+hidden = [128, 64]
+[pretrain]
+epochs = {pretrain_epochs}
+[train]
+epochs = 3
+batch_size = 32
+[optimizer]
+lr = 0.1
+momentum = 0.9
+"#
+    )
+}
+
+/// The metrics list these stages in order, each with its epochs, and every
+/// epoch trained every partition.
+pub fn assert_stages_complete(lines: &[serde_json::Value], stages: &[(&str, u64)]) {
+    let mut expected = Vec::new();
+    for &(stage, epochs) in stages {
+        for epoch in 1..=epochs {
+            expected.push((stage.to_string(), epoch));
+        }
+    }
+    let got: Vec<(String, u64)> = lines
+        .iter()
+        .map(|l| (l["stage"].as_str().unwrap().to_string(), l["epoch"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+    for line in lines {
+        assert_eq!(line["partitions_trained"], line["partitions"], "{line}");
     }
 }

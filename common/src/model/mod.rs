@@ -8,6 +8,7 @@ pub mod engine;
 pub mod layout;
 pub mod mlp;
 pub mod rbm;
+pub mod stage;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -17,6 +18,7 @@ pub use engine::GradientEngine;
 pub use layout::{Layout, TensorSpec};
 pub use mlp::{Evaluation, Mlp};
 pub use rbm::Rbm;
+pub use stage::{StageEval, StageModel};
 
 /// What can be wrong with a model specification or a call into a model.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

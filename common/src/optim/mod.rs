@@ -59,6 +59,9 @@ pub trait Optimizer: Send {
 
     /// Changes the base learning rate (for schedules).
     fn set_lr(&mut self, lr: f32);
+
+    /// Changes the momentum (for schedules); only SGD has one.
+    fn set_momentum(&mut self, _momentum: f32) {}
 }
 
 /// The learning-rate part shared by every optimizer.

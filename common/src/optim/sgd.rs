@@ -29,13 +29,6 @@ impl Sgd {
             steps: 0,
         })
     }
-
-    /// Changes the momentum coefficient (for schedules such as 0.5 then 0.9).
-    pub fn set_momentum(&mut self, momentum: f32) -> Result<(), OptimError> {
-        check_momentum(momentum)?;
-        self.momentum = momentum;
-        Ok(())
-    }
 }
 
 fn check_momentum(momentum: f32) -> Result<(), OptimError> {
@@ -82,6 +75,12 @@ impl Optimizer for Sgd {
 
     fn set_lr(&mut self, lr: f32) {
         self.common.lr = lr;
+    }
+
+    fn set_momentum(&mut self, momentum: f32) {
+        if check_momentum(momentum).is_ok() {
+            self.momentum = momentum;
+        }
     }
 }
 

@@ -1,0 +1,69 @@
+//! Deep belief networks over the distributed runtime: greedy RBM
+//! pre-training stages, then fine-tuning, on real MNIST.
+
+mod support;
+
+use deepdist_common::job::JobState;
+use support::{TestDriver, assert_stages_complete, metrics, small_dbn_job, start_executor};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dbn_is_pretrained_then_finetuned_well_above_chance() {
+    let driver = TestDriver::start().await;
+    let _a = start_executor(&driver.addr(), "a");
+    let _b = start_executor(&driver.addr(), "b");
+    let mut client = driver.client().await;
+    let job = client.submit(&small_dbn_job("dbn", 2), "dbn.toml").await.unwrap();
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+    let accuracy = summary.final_accuracy.unwrap();
+    assert!(accuracy > 0.8, "chance is 0.1; got {accuracy}");
+
+    let lines = metrics(&summary.output_dir);
+    assert_stages_complete(&lines, &[("rbm1", 2), ("rbm2", 2), ("finetune", 3)]);
+    for rbm in ["rbm1", "rbm2"] {
+        let errors: Vec<f64> = lines
+            .iter()
+            .filter(|l| l["stage"] == rbm)
+            .map(|l| l["reconstruction_error"].as_f64().unwrap())
+            .collect();
+        assert!(errors[1] < errors[0], "{rbm} reconstruction error falls: {errors:?}");
+        assert!(
+            lines
+                .iter()
+                .filter(|l| l["stage"] == rbm)
+                .all(|l| l["test_accuracy"].is_null())
+        );
+    }
+    let dir = std::path::Path::new(&summary.output_dir);
+    for file in ["rbm1.safetensors", "rbm2.safetensors", "model.safetensors"] {
+        assert!(dir.join(file).exists(), "{file} saved");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_transitions_survive_an_executor_joining_between_stages() {
+    let driver = TestDriver::start().await;
+    let _a = start_executor(&driver.addr(), "early");
+    let mut client = driver.client().await;
+    let job = client.submit(&small_dbn_job("join", 3), "join.toml").await.unwrap();
+    driver
+        .await_status("the second RBM stage", |s| {
+            s.jobs[0].stage == "rbm1" && s.jobs[0].epochs_done == 3
+        })
+        .await;
+    let _b = start_executor(&driver.addr(), "late");
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+    assert!(summary.final_accuracy.unwrap() > 0.8);
+    let late = driver
+        .status()
+        .executors
+        .into_iter()
+        .find(|e| e.name == "late")
+        .unwrap();
+    assert!(late.tasks_done > 0, "the executor that joined trained in later stages");
+    assert_stages_complete(
+        &metrics(&summary.output_dir),
+        &[("rbm1", 3), ("rbm2", 3), ("finetune", 3)],
+    );
+}
