@@ -1,0 +1,54 @@
+//! The job files shipped in `jobs/`, and how the CLI treats a bad one.
+
+mod support;
+
+use deepdist_common::job::{JobSpec, ModelKind};
+
+#[test]
+fn every_shipped_job_is_valid() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let spec = JobSpec::from_toml(&text, &path.display().to_string()).unwrap();
+            names.push(spec.name);
+        }
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["mnist-dbn", "mnist-dbn-nopretrain", "mnist-mlp", "mnist-mlp-sync"]
+    );
+}
+
+#[test]
+fn the_dbn_jobs_differ_only_in_pretraining() {
+    let read = |f: &str| {
+        let path = format!("{}/jobs/{f}", env!("CARGO_MANIFEST_DIR"));
+        JobSpec::from_toml(&std::fs::read_to_string(&path).unwrap(), f).unwrap()
+    };
+    let (with, without) = (read("mnist-dbn.toml"), read("mnist-dbn-nopretrain.toml"));
+    assert_eq!(with.model.kind, ModelKind::Dbn);
+    assert_eq!(
+        (with.model.clone(), with.train.clone(), with.optimizer),
+        (without.model.clone(), without.train.clone(), without.optimizer)
+    );
+    assert_eq!(without.stages().len(), 1);
+    assert_eq!(with.stages().len(), with.model.hidden.len() + 1);
+}
+
+#[test]
+fn submit_refuses_an_invalid_job_before_touching_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "name = \"x\"\n[train]\nbatch_size = 0\n").unwrap();
+    // Nothing listens on this driver address: the error must come from the file.
+    let out = support::deepdist(&["submit", path.to_str().unwrap(), "--driver", "127.0.0.1:9"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("`train.batch_size` = 0: must be between 1 and 65536"),
+        "{stderr}"
+    );
+}
