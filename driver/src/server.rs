@@ -115,17 +115,7 @@ async fn serve_executor(
     tracing::info!(id, %name, cores, "executor registered");
     shared.wake.notify_one();
 
-    let beat = proto::encode(&Message::Heartbeat)?;
-    let outgoing = async {
-        let mut ticker = tokio::time::interval(heartbeat);
-        loop {
-            let frame = tokio::select! {
-                f = rx.recv() => match f { Some(f) => f, None => return Ok(()) },
-                _ = ticker.tick() => beat.clone(),
-            };
-            writer.send_frame(frame).await?;
-        }
-    };
+    let outgoing = proto::pump(writer, &mut rx, heartbeat);
     let incoming = async {
         loop {
             let msg = reader

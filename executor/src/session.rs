@@ -47,17 +47,7 @@ pub async fn connect_and_serve(
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOX);
     worker.connect(tx.clone());
-    let beat = proto::encode(&Message::Heartbeat)?;
-    let outgoing = async {
-        let mut ticker = tokio::time::interval(heartbeat);
-        loop {
-            let frame = tokio::select! {
-                f = rx.recv() => match f { Some(f) => f, None => return Ok(()) },
-                _ = ticker.tick() => beat.clone(),
-            };
-            writer.send_frame(frame).await?;
-        }
-    };
+    let outgoing = proto::pump(&mut writer, &mut rx, heartbeat);
     let send = |msg: Message| {
         let tx = tx.clone();
         async move {

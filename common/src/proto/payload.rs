@@ -1,0 +1,264 @@
+//! What messages carry: tensors, tasks, updates, reports, metrics, status.
+
+use serde::{Deserialize, Serialize};
+
+use super::ProtoError;
+use crate::job::{JobSpec, JobState};
+
+/// Raw little-endian `f32` values.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Tensor(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({} values)", self.0.len() / 4)
+    }
+}
+
+impl Tensor {
+    /// Encodes values.
+    pub fn from_f32(values: &[f32]) -> Self {
+        if cfg!(target_endian = "little") {
+            // The in-memory bytes already are the wire format: one memcpy.
+            return Self(bytemuck::cast_slice(values).to_vec());
+        }
+        Self(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.0.len() / 4
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Decodes into `out`, which must have exactly [`Tensor::len`] values.
+    pub fn read_into(&self, out: &mut [f32]) -> Result<(), ProtoError> {
+        if self.0.len() != out.len() * 4 {
+            return Err(ProtoError::Decode {
+                len: self.0.len(),
+                reason: format!(
+                    "tensor of {} bytes where {} values were expected",
+                    self.0.len(),
+                    out.len()
+                ),
+            });
+        }
+        if cfg!(target_endian = "little") {
+            bytemuck::cast_slice_mut::<f32, u8>(out).copy_from_slice(&self.0);
+            return Ok(());
+        }
+        for (o, c) in out.iter_mut().zip(self.0.chunks_exact(4)) {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        Ok(())
+    }
+
+    /// The values without copying, when the bytes happen to be aligned for
+    /// `f32` on a little-endian machine (the usual case for decoded frames).
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        if cfg!(target_endian = "little") {
+            bytemuck::try_cast_slice(&self.0).ok()
+        } else {
+            None
+        }
+    }
+
+    /// Decodes into a new vector.
+    pub fn to_vec(&self) -> Result<Vec<f32>, ProtoError> {
+        let mut out = vec![0.0; self.len()];
+        self.read_into(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// Identifies one attempt at training one partition in one epoch of a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaskId {
+    /// The job.
+    pub job: u64,
+    /// The stage within the job (0 for single-stage jobs).
+    pub stage: u32,
+    /// The epoch within the stage, from 1.
+    pub epoch: u32,
+    /// The partition.
+    pub partition: u32,
+    /// Which attempt at this (stage, epoch, partition); a reassigned task gets a new one.
+    pub attempt: u32,
+}
+
+/// Work for an executor: train on one partition for one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Which task.
+    pub id: TaskId,
+    /// Content hash of the partition to train on.
+    pub partition_hash: u128,
+    /// The job, for its model and training settings.
+    pub spec: JobSpec,
+}
+
+/// An update from an executor: the sum of the gradients of `batches` minibatches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Push {
+    /// The task it belongs to.
+    pub task: TaskId,
+    /// Position of this push within the task, from 0.
+    pub seq: u64,
+    /// Parameter version the gradients were computed from.
+    pub base_version: u64,
+    /// Minibatches summed.
+    pub batches: u32,
+    /// Examples covered.
+    pub samples: u32,
+    /// Sum of the minibatches' mean losses.
+    pub loss_sum: f32,
+    /// The summed gradient.
+    pub grad: Tensor,
+}
+
+/// What an executor reports when a task completes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// The task.
+    pub task: TaskId,
+    /// Examples trained on.
+    pub samples: u64,
+    /// Minibatches.
+    pub batches: u64,
+    /// Sum of the minibatches' mean losses.
+    pub loss_sum: f64,
+    /// Seconds spent computing gradients.
+    pub compute_s: f64,
+}
+
+/// One evaluation of a job: a line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// The job.
+    pub job: u64,
+    /// Stage name, e.g. `train`.
+    pub stage: String,
+    /// Epoch within the stage, from 1.
+    pub epoch: u32,
+    /// Seconds since the job started running (dataset loading included).
+    pub elapsed_s: f64,
+    /// Seconds since training started (the first partitions were handed out).
+    pub train_s: f64,
+    /// Mean training loss over the epoch's minibatches.
+    pub train_loss: f64,
+    /// Test-set accuracy after the epoch (supervised stages).
+    pub test_accuracy: Option<f64>,
+    /// Test-set loss after the epoch (supervised stages).
+    pub test_loss: Option<f64>,
+    /// Mean squared reconstruction error on the test set (RBM stages).
+    pub reconstruction_error: Option<f64>,
+    /// Training examples per second over the epoch, across executors.
+    pub samples_per_s: f64,
+    /// Partitions trained to completion in the epoch.
+    pub partitions_trained: u32,
+    /// Partitions of the dataset.
+    pub partitions: u32,
+    /// Tasks reassigned after an executor was lost.
+    pub reassigned: u32,
+    /// Parameter-server version (updates applied) at the end of the epoch.
+    pub version: u64,
+    /// Mean staleness of the updates applied during the epoch.
+    pub mean_staleness: f64,
+    /// Executors that took part.
+    pub executors: u32,
+}
+
+/// Progress streamed to a watching client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Progress {
+    /// A partition finished training.
+    Task {
+        /// The stage's name.
+        stage: String,
+        /// The epoch.
+        epoch: u32,
+        /// Partitions done in this epoch.
+        done: u32,
+        /// Partitions in all.
+        total: u32,
+    },
+    /// An epoch was evaluated.
+    Epoch(EpochMetrics),
+}
+
+/// The end of a job, as told to a watching client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job.
+    pub job: u64,
+    /// Its name.
+    pub name: String,
+    /// How it ended.
+    pub state: JobState,
+    /// Epochs evaluated.
+    pub epochs: u32,
+    /// Test accuracy after the last epoch.
+    pub final_accuracy: Option<f64>,
+    /// Seconds the job ran.
+    pub elapsed_s: f64,
+    /// Training seconds to the first epoch evaluated at or above the job's
+    /// target accuracy, if it has one and reached it.
+    pub time_to_target: Option<f64>,
+    /// Where its metrics and model were written.
+    pub output_dir: String,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// An executor as the driver sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorInfo {
+    /// Driver-assigned id.
+    pub id: u64,
+    /// Its name (host and process).
+    pub name: String,
+    /// Cores it computes with.
+    pub cores: u32,
+    /// The task it is running, if any.
+    pub task: Option<TaskId>,
+    /// Tasks completed.
+    pub tasks_done: u64,
+}
+
+/// A job as the driver sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Driver-assigned id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: JobState,
+    /// The stage last evaluated (`train`, `rbm1`, …, `finetune`).
+    pub stage: String,
+    /// Epochs of that stage evaluated so far.
+    pub epochs_done: u32,
+    /// Epochs planned.
+    pub epochs: u32,
+    /// Latest test accuracy.
+    pub accuracy: Option<f64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The driver's answer to [`Message::Status`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Connected executors.
+    pub executors: Vec<ExecutorInfo>,
+    /// Every job since the driver started, oldest first.
+    pub jobs: Vec<JobInfo>,
+    /// Connections closed because of a bad frame or handshake.
+    pub rejected_connections: u64,
+    /// Executors lost (disconnected or silent past the heartbeat timeout).
+    pub executors_lost: u64,
+}

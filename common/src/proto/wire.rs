@@ -1,0 +1,217 @@
+//! Frames on the socket: encoding, the length-delimited reader, the direct
+//! writer, the heartbeat pump and the handshake.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+use super::{HANDSHAKE_TIMEOUT, MAGIC, Message, PROTOCOL_VERSION, ProtoError, Role};
+
+/// Encodes a message as one frame's payload, into a buffer sized up front
+/// (a growing buffer would copy a large tensor several times over).
+pub fn encode(msg: &Message) -> Result<Bytes, ProtoError> {
+    let bulk = match msg {
+        Message::Push(p) => p.grad.0.len(),
+        Message::Params { values, .. } => values.0.len(),
+        Message::Partition { bytes, .. } => bytes.len(),
+        _ => 0,
+    };
+    postcard::to_extend(msg, Vec::with_capacity(bulk + 256))
+        .map(Bytes::from)
+        .map_err(|e| ProtoError::Encode(e.to_string()))
+}
+
+/// Encodes a message whose last field is an empty [`Tensor`] (`Push`,
+/// `Params`) as if that tensor held `values`, copying the values once
+/// instead of building the tensor and then copying it into the frame.
+pub fn encode_with_tensor(msg: &Message, values: &[f32]) -> Result<Bytes, ProtoError> {
+    let empty = match msg {
+        Message::Push(p) => p.grad.is_empty(),
+        Message::Params { values, .. } => values.is_empty(),
+        _ => false,
+    };
+    if !empty || cfg!(target_endian = "big") {
+        return Err(ProtoError::Encode(format!(
+            "{} cannot take a tensor this way",
+            msg.kind()
+        )));
+    }
+    let bytes: &[u8] = bytemuck::cast_slice(values);
+    let mut out = postcard::to_extend(msg, Vec::with_capacity(bytes.len() + 256))
+        .map_err(|e| ProtoError::Encode(e.to_string()))?;
+    // postcard ends the message with the empty tensor's length, a varint 0;
+    // replace it with the real length and the raw bytes.
+    if out.pop() != Some(0) {
+        return Err(ProtoError::Encode("unexpected encoding of an empty tensor".into()));
+    }
+    let mut len = bytes.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(bytes);
+    Ok(Bytes::from(out))
+}
+
+/// Decodes one frame's payload.
+pub fn decode(frame: &[u8]) -> Result<Message, ProtoError> {
+    postcard::from_bytes(frame).map_err(|e| ProtoError::Decode {
+        len: frame.len(),
+        reason: e.to_string(),
+    })
+}
+
+/// The framing codec with this maximum frame length.
+pub fn codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec()
+}
+
+/// The reading half of a connection.
+pub struct MessageReader<R> {
+    inner: FramedRead<R, LengthDelimitedCodec>,
+}
+
+impl<R: AsyncRead + Unpin> MessageReader<R> {
+    /// Wraps a reader.
+    pub fn new(reader: R, max_frame: usize) -> Self {
+        Self {
+            inner: FramedRead::new(reader, codec(max_frame)),
+        }
+    }
+
+    /// The next message; `Ok(None)` on a clean end of stream between frames
+    /// (end of stream inside a frame is an error).
+    pub async fn recv(&mut self) -> Result<Option<Message>, ProtoError> {
+        match self.inner.next().await {
+            None => Ok(None),
+            Some(frame) => decode(&frame?).map(Some),
+        }
+    }
+
+    /// The next message within `limit`; end of stream is [`ProtoError::Closed`].
+    pub async fn recv_within(&mut self, limit: Duration, what: &'static str) -> Result<Message, ProtoError> {
+        match tokio::time::timeout(limit, self.recv()).await {
+            Err(_) => Err(ProtoError::Timeout(limit, what)),
+            Ok(result) => result?.ok_or(ProtoError::Closed),
+        }
+    }
+}
+
+/// The writing half of a connection. Frames are written straight to the
+/// socket (length, then payload) rather than copied into a codec buffer:
+/// parameter frames are megabytes.
+pub struct MessageWriter<W> {
+    inner: W,
+    max_frame: usize,
+}
+
+impl<W: AsyncWrite + Unpin> MessageWriter<W> {
+    /// Wraps a writer.
+    pub fn new(writer: W, max_frame: usize) -> Self {
+        Self {
+            inner: writer,
+            max_frame,
+        }
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &Message) -> Result<(), ProtoError> {
+        self.send_frame(encode(msg)?).await
+    }
+
+    /// Sends an already-encoded message (shared by several receivers).
+    pub async fn send_frame(&mut self, frame: Bytes) -> Result<(), ProtoError> {
+        use bytes::Buf;
+        use tokio::io::AsyncWriteExt;
+        if frame.len() > self.max_frame {
+            return Err(ProtoError::Encode(format!(
+                "frame of {} bytes exceeds the maximum of {}",
+                frame.len(),
+                self.max_frame
+            )));
+        }
+        let header = (frame.len() as u32).to_be_bytes();
+        let mut chained = (&header[..]).chain(frame);
+        self.inner.write_all_buf(&mut chained).await?;
+        Ok(())
+    }
+}
+
+/// Sends every frame queued on `outbox`, and a heartbeat whenever
+/// `heartbeat` passes, until the outbox closes or the connection fails.
+pub async fn pump<W: AsyncWrite + Unpin>(
+    writer: &mut MessageWriter<W>,
+    outbox: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    heartbeat: Duration,
+) -> Result<(), ProtoError> {
+    let beat = encode(&Message::Heartbeat)?;
+    let mut ticker = tokio::time::interval(heartbeat);
+    loop {
+        let frame = tokio::select! {
+            f = outbox.recv() => match f { Some(f) => f, None => return Ok(()) },
+            _ = ticker.tick() => beat.clone(),
+        };
+        writer.send_frame(frame).await?;
+    }
+}
+
+/// Checks a `Hello` against this build: magic and exact version.
+pub fn check_hello(msg: &Message) -> Result<(Role, String, u32), ProtoError> {
+    match msg {
+        Message::Hello {
+            magic,
+            version,
+            role,
+            name,
+            cores,
+        } => {
+            if *magic != MAGIC {
+                return Err(ProtoError::Rejected(format!(
+                    "wrong magic {magic:02x?} (expected {MAGIC:02x?}): not a deepdist peer"
+                )));
+            }
+            if *version != PROTOCOL_VERSION {
+                return Err(ProtoError::Rejected(format!(
+                    "protocol version mismatch: peer speaks {version}, this driver speaks {PROTOCOL_VERSION}; \
+                     run the same deepdist release on every machine"
+                )));
+            }
+            Ok((*role, name.clone(), *cores))
+        }
+        other => Err(ProtoError::Unexpected {
+            expected: "Hello",
+            got: other.kind(),
+        }),
+    }
+}
+
+/// Client side of the handshake: sends `Hello`, waits for `Welcome`.
+pub async fn handshake<R, W>(
+    reader: &mut MessageReader<R>,
+    writer: &mut MessageWriter<W>,
+    role: Role,
+    name: &str,
+    cores: u32,
+) -> Result<(u64, Duration), ProtoError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    writer.send(&Message::hello(role, name, cores)).await?;
+    match reader.recv_within(HANDSHAKE_TIMEOUT, "the handshake").await? {
+        Message::Welcome { id, heartbeat_ms } => Ok((id, Duration::from_millis(heartbeat_ms))),
+        Message::Reject { reason } => Err(ProtoError::Rejected(reason)),
+        other => Err(ProtoError::Unexpected {
+            expected: "Welcome",
+            got: other.kind(),
+        }),
+    }
+}
