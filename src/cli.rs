@@ -53,6 +53,17 @@ pub struct DriverAddr {
         value_name = "HOST:PORT"
     )]
     pub driver: String,
+    #[command(flatten)]
+    pub secret: SecretArg,
+}
+
+/// Shared-secret authentication between driver, executors and clients.
+#[derive(Debug, Args)]
+pub struct SecretArg {
+    /// File holding the shared secret (at least 16 bytes) every peer must prove in the
+    /// handshake. Default: $DEEPDIST_SECRET if set, else no authentication.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// Driver options.
@@ -61,6 +72,8 @@ pub struct DriverArgs {
     /// Address to listen on, for executors and clients.
     #[arg(long, default_value = "127.0.0.1:7077", value_name = "ADDR")]
     pub listen: String,
+    #[command(flatten)]
+    pub secret: SecretArg,
     #[command(flatten)]
     pub run: RunDirArgs,
 }

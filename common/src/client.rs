@@ -3,6 +3,7 @@
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::proto::auth::Secret;
 use crate::proto::{
     DEFAULT_MAX_FRAME, JobSummary, Message, MessageReader, MessageWriter, Progress, ProtoError, Role, StatusReport,
 };
@@ -25,13 +26,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and shakes hands.
-    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+    /// Connects and shakes hands, proving `secret` when the driver asks.
+    pub async fn connect(addr: &str, secret: Option<&Secret>) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await.map_err(ProtoError::from)?;
         let (read, write) = stream.into_split();
         let mut reader = MessageReader::new(read, DEFAULT_MAX_FRAME);
         let mut writer = MessageWriter::new(write, DEFAULT_MAX_FRAME);
-        crate::proto::handshake(&mut reader, &mut writer, Role::Client, "client", 0).await?;
+        let hello = Message::hello(Role::Client, "client", 0);
+        crate::proto::handshake(&mut reader, &mut writer, hello, secret).await?;
         Ok(Self { reader, writer })
     }
 

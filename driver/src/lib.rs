@@ -13,6 +13,7 @@ pub mod scheduler;
 mod server;
 mod state;
 
+use deepdist_common::proto::auth::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct DriverConfig {
     pub runs_dir: PathBuf,
     /// The data directory (MNIST in its `mnist/`).
     pub data_dir: PathBuf,
+    /// When set, every peer must prove it holds this secret in the handshake.
+    pub secret: Option<Secret>,
 }
 
 impl Default for DriverConfig {
@@ -51,6 +54,7 @@ impl Default for DriverConfig {
             max_connections: 1024,
             runs_dir: PathBuf::from("runs"),
             data_dir: deepdist_common::data::fetch::resolve_data_dir(None),
+            secret: None,
         }
     }
 }

@@ -9,9 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::proto::{
-    self, HANDSHAKE_TIMEOUT, Message, MessageReader, MessageWriter, ProtoError, Role, check_hello,
-};
+use deepdist_common::proto::{self, Message, MessageReader, MessageWriter, ProtoError, Role};
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -46,8 +44,10 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
             let max = shared.config.max_frame;
             let mut reader = MessageReader::new(read, max);
             let mut writer = MessageWriter::new(write, max);
-            if let Err(e) = serve(&shared, &mut reader, &mut writer, stop).await {
-                tracing::info!(%peer, reason = %e, "connection closed");
+            match serve(&shared, &mut reader, &mut writer, stop).await {
+                Err(e @ ProtoError::Rejected(_)) => tracing::warn!(%peer, reason = %e, "peer refused"),
+                Err(e) => tracing::info!(%peer, reason = %e, "connection closed"),
+                Ok(()) => {}
             }
             drop(permit);
         });
@@ -60,21 +60,14 @@ async fn serve(
     writer: &mut MessageWriter<OwnedWriteHalf>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ProtoError> {
-    let hello = match reader.recv_within(HANDSHAKE_TIMEOUT, "Hello").await {
-        Ok(msg) => msg,
+    let (role, name, cores) = match proto::accept_handshake(reader, writer, shared.config.secret.as_ref()).await {
+        Ok(hello) => hello,
         Err(e) => {
             shared.rejected_connections.fetch_add(1, Relaxed);
             return Err(e);
         }
     };
-    let (role, name, cores) = match check_hello(&hello) {
-        Ok(h) => h,
-        Err(e) => {
-            shared.rejected_connections.fetch_add(1, Relaxed);
-            let _ = writer.send(&Message::Reject { reason: e.to_string() }).await;
-            return Err(e);
-        }
-    };
+    reader.set_max_frame(shared.config.max_frame);
     match role {
         Role::Client => {
             writer.send(&Message::Welcome { id: 0, heartbeat_ms: 0 }).await?;

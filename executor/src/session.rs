@@ -35,9 +35,8 @@ pub async fn connect_and_serve(
     let (id, heartbeat) = proto::handshake(
         &mut reader,
         &mut writer,
-        Role::Executor,
-        &config.name,
-        config.cores as u32,
+        Message::hello(Role::Executor, &config.name, config.cores as u32),
+        config.secret.as_ref(),
     )
     .await?;
     tracing::info!(id, driver = %config.driver, "registered with the driver");

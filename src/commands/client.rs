@@ -3,12 +3,15 @@
 use anyhow::Context;
 use deepdist_common::client::Client;
 use deepdist_common::job::{JobSpec, JobState};
+use deepdist_common::proto::auth::Secret;
 
 use super::progress::ProgressView;
 use crate::cli::{CancelArgs, DriverAddr, SubmitArgs};
 
-async fn connect(addr: &str) -> anyhow::Result<Client> {
-    Client::connect(addr)
+async fn connect(driver: &DriverAddr) -> anyhow::Result<Client> {
+    let secret = Secret::load(driver.secret.secret_file.as_deref())?;
+    let addr = &driver.driver;
+    Client::connect(addr, secret.as_ref())
         .await
         .with_context(|| format!("cannot reach the driver at {addr}"))
 }
@@ -24,7 +27,7 @@ pub fn read_job(path: &std::path::Path) -> anyhow::Result<(String, JobSpec)> {
 pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let (text, spec) = read_job(&args.job)?;
     super::runtime()?.block_on(async {
-        let mut client = connect(&args.driver.driver).await?;
+        let mut client = connect(&args.driver).await?;
         let job = client.submit(&text, &args.job.display().to_string()).await?;
         println!("{job}");
         if args.wait {
@@ -40,7 +43,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
 /// Prints executors and jobs as tables.
 pub fn status(args: DriverAddr) -> anyhow::Result<()> {
     super::runtime()?.block_on(async {
-        let report = connect(&args.driver).await?.status().await?;
+        let report = connect(&args).await?.status().await?;
         println!("executors ({}):", report.executors.len());
         println!(
             "  {:>4}  {:<24} {:>5}  {:>10}  task",
@@ -79,7 +82,7 @@ pub fn status(args: DriverAddr) -> anyhow::Result<()> {
 /// Cancels a job.
 pub fn cancel(args: CancelArgs) -> anyhow::Result<()> {
     super::runtime()?.block_on(async {
-        connect(&args.driver.driver).await?.cancel(args.job).await?;
+        connect(&args.driver).await?.cancel(args.job).await?;
         println!("job {} cancelled", args.job);
         Ok(())
     })

@@ -48,7 +48,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             };
             tokio::spawn(deepdist_executor::run(config, stopped.clone()));
         }
-        let mut client = Client::connect(&addr).await?;
+        let mut client = Client::connect(&addr, None).await?;
         let job = client.submit(&text, &origin).await?;
         let mut view = ProgressView::new(&spec);
         let summary = {
@@ -58,7 +58,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 s = &mut watch => s?,
                 _ = tokio::signal::ctrl_c() => {
                     eprintln!("\ncancelling job {job} (the model so far is saved)");
-                    Client::connect(&addr).await?.cancel(job).await?;
+                    Client::connect(&addr, None).await?.cancel(job).await?;
                     watch.await?
                 }
             }

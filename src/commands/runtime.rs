@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use deepdist_common::data::fetch::resolve_data_dir;
+use deepdist_common::proto::auth::{SECRET_ENV, Secret};
 use deepdist_driver::{Driver, DriverConfig};
 use deepdist_executor::ExecutorConfig;
 
@@ -26,7 +27,20 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let driver = Driver::start(listener, driver_config(&args.run))?;
+        let secret = Secret::load(args.secret.secret_file.as_deref())?;
+        let local_only = listener.local_addr()?.ip().is_loopback();
+        if secret.is_none() && !local_only {
+            tracing::warn!(
+                listen = %args.listen,
+                "listening beyond this machine without a shared secret: anyone who can reach the port can \
+                 submit jobs and join as an executor (use --secret-file or {SECRET_ENV})"
+            );
+        }
+        let config = DriverConfig {
+            secret,
+            ..driver_config(&args.run)
+        };
+        let driver = Driver::start(listener, config)?;
         println!("deepdist driver listening on {} (Ctrl-C to stop)", driver.addr());
         tokio::signal::ctrl_c().await?;
         println!("stopping");
@@ -38,6 +52,7 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
 /// Runs an executor until Ctrl-C.
 pub fn executor(args: ExecutorArgs) -> anyhow::Result<()> {
     let mut config = ExecutorConfig {
+        secret: Secret::load(args.driver.secret.secret_file.as_deref())?,
         driver: args.driver.driver,
         ..ExecutorConfig::default()
     };

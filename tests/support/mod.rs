@@ -56,6 +56,12 @@ pub struct TestDriver {
 
 impl TestDriver {
     pub async fn start() -> Self {
+        Self::start_with(DriverConfig::default()).await
+    }
+
+    /// A test driver with these settings (heartbeats, directories and the
+    /// listening address are the test's own).
+    pub async fn start_with(base: DriverConfig) -> Self {
         let runs = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let config = DriverConfig {
@@ -63,7 +69,7 @@ impl TestDriver {
             heartbeat_timeout: Duration::from_secs(1),
             runs_dir: runs.path().to_path_buf(),
             data_dir: data_dir(),
-            ..DriverConfig::default()
+            ..base
         };
         let driver = Driver::start(listener, config).unwrap();
         Self { driver, runs }
@@ -74,7 +80,7 @@ impl TestDriver {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.addr()).await.unwrap()
+        Client::connect(&self.addr(), None).await.unwrap()
     }
 
     pub fn status(&self) -> StatusReport {
@@ -120,15 +126,26 @@ impl Drop for TestExecutor {
 }
 
 pub fn start_executor(addr: &str, name: &str) -> TestExecutor {
-    let (stop, stopped) = watch::channel(false);
-    let config = ExecutorConfig {
+    start_executor_with(ExecutorConfig {
         driver: addr.to_string(),
         cores: 1,
         name: name.to_string(),
         ..ExecutorConfig::default()
-    };
-    tokio::spawn(deepdist_executor::run(config, stopped));
-    TestExecutor { stop }
+    })
+    .0
+}
+
+/// An in-process executor with these settings; the join handle yields how
+/// it ended (an executor refused by the driver ends with an error).
+pub fn start_executor_with(
+    config: ExecutorConfig,
+) -> (
+    TestExecutor,
+    tokio::task::JoinHandle<Result<(), deepdist_executor::ExecutorError>>,
+) {
+    let (stop, stopped) = watch::channel(false);
+    let handle = tokio::spawn(deepdist_executor::run(config, stopped));
+    (TestExecutor { stop }, handle)
 }
 
 /// An executor as a separate `deepdist executor` process (killed on drop).

@@ -7,6 +7,7 @@
 //! [`Message::Hello`] with magic, protocol version and role, answered by
 //! [`Message::Welcome`] or an explicit [`Message::Reject`].
 
+pub mod auth;
 mod payload;
 mod wire;
 
@@ -20,9 +21,12 @@ pub use wire::*;
 /// First bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DDST";
 /// Bumped on every incompatible change; peers must match exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Default cap on one frame (a whole partition travels in one frame).
 pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
+/// Cap on every frame until the handshake is done, so an unauthenticated
+/// peer cannot make the driver allocate more than this.
+pub const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
 /// How long a peer has to complete the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -198,6 +202,26 @@ pub enum Message {
     Progress(Progress),
     /// Driver → client: the job ended.
     JobEnded(JobSummary),
+    /// Driver → peer, after `Hello` when the driver has a shared secret:
+    /// prove you hold it (see [`auth`]).
+    Challenge {
+        /// The driver's fresh nonce.
+        nonce: auth::Nonce,
+    },
+    /// Peer → driver: the proof.
+    Answer {
+        /// The peer's fresh nonce.
+        nonce: auth::Nonce,
+        /// HMAC of both nonces under the shared secret.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Driver → peer: the driver's own proof, before `Welcome`.
+    Proof {
+        /// HMAC of both nonces under the shared secret.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -227,6 +251,9 @@ impl Message {
             Message::Watch { .. } => "Watch",
             Message::Progress(_) => "Progress",
             Message::JobEnded(_) => "JobEnded",
+            Message::Challenge { .. } => "Challenge",
+            Message::Answer { .. } => "Answer",
+            Message::Proof { .. } => "Proof",
         }
     }
 

@@ -8,7 +8,8 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use super::{HANDSHAKE_TIMEOUT, MAGIC, Message, PROTOCOL_VERSION, ProtoError, Role};
+use super::auth::{DriverChallenge, PeerAnswer, SECRET_ENV, Secret};
+use super::{HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT, MAGIC, Message, PROTOCOL_VERSION, ProtoError, Role};
 
 /// Encodes a message as one frame's payload, into a buffer sized up front
 /// (a growing buffer would copy a large tensor several times over).
@@ -85,6 +86,17 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         Self {
             inner: FramedRead::new(reader, codec(max_frame)),
         }
+    }
+
+    /// The largest frame accepted now.
+    pub fn max_frame(&self) -> usize {
+        self.inner.decoder().max_frame_length()
+    }
+
+    /// Changes the largest frame accepted (checked on the length prefix,
+    /// before any buffer grows).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.inner.decoder_mut().set_max_frame_length(max_frame);
     }
 
     /// The next message; `Ok(None)` on a clean end of stream between frames
@@ -193,25 +205,87 @@ pub fn check_hello(msg: &Message) -> Result<(Role, String, u32), ProtoError> {
     }
 }
 
-/// Client side of the handshake: sends `Hello`, waits for `Welcome`.
+/// Client side of the handshake: sends `Hello`, answers the driver's
+/// challenge when it has a secret, waits for `Welcome`. Frames stay capped at
+/// [`HANDSHAKE_MAX_FRAME`] until then. A peer with a secret refuses a driver
+/// that does not ask for it: that driver could be anyone.
 pub async fn handshake<R, W>(
     reader: &mut MessageReader<R>,
     writer: &mut MessageWriter<W>,
-    role: Role,
-    name: &str,
-    cores: u32,
+    hello: Message,
+    secret: Option<&Secret>,
 ) -> Result<(u64, Duration), ProtoError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    writer.send(&Message::hello(role, name, cores)).await?;
-    match reader.recv_within(HANDSHAKE_TIMEOUT, "the handshake").await? {
-        Message::Welcome { id, heartbeat_ms } => Ok((id, Duration::from_millis(heartbeat_ms))),
-        Message::Reject { reason } => Err(ProtoError::Rejected(reason)),
-        other => Err(ProtoError::Unexpected {
-            expected: "Welcome",
-            got: other.kind(),
-        }),
+    let full = reader.max_frame();
+    reader.set_max_frame(HANDSHAKE_MAX_FRAME);
+    let exchange = async {
+        writer.send(&hello).await?;
+        let mut reply = reader.recv().await?.ok_or(ProtoError::Closed)?;
+        if let Message::Challenge { nonce } = reply {
+            let secret = secret.ok_or_else(|| {
+                ProtoError::Rejected(format!(
+                    "the driver requires a shared secret: pass --secret-file or set {SECRET_ENV}"
+                ))
+            })?;
+            let answer = PeerAnswer::new(nonce)?;
+            writer.send(&answer.message(secret)).await?;
+            answer.check(secret, &reader.recv().await?.ok_or(ProtoError::Closed)?)?;
+            reply = reader.recv().await?.ok_or(ProtoError::Closed)?;
+        } else if secret.is_some() && matches!(reply, Message::Welcome { .. }) {
+            return Err(ProtoError::Rejected(
+                "the driver did not ask for the shared secret (it runs without one); refusing to trust it".into(),
+            ));
+        }
+        match reply {
+            Message::Welcome { id, heartbeat_ms } => Ok((id, Duration::from_millis(heartbeat_ms))),
+            Message::Reject { reason } => Err(ProtoError::Rejected(reason)),
+            other => Err(ProtoError::Unexpected {
+                expected: "Welcome",
+                got: other.kind(),
+            }),
+        }
+    };
+    let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| ProtoError::Timeout(HANDSHAKE_TIMEOUT, "the handshake"))?;
+    reader.set_max_frame(full);
+    result
+}
+
+/// Driver side of the handshake up to (not including) `Welcome`: reads and
+/// checks `Hello`, and when the driver has a secret, challenges the peer and
+/// proves itself. Frames stay capped at [`HANDSHAKE_MAX_FRAME`] throughout;
+/// the caller raises the cap after `Welcome`. A refused peer is told why.
+pub async fn accept_handshake<R, W>(
+    reader: &mut MessageReader<R>,
+    writer: &mut MessageWriter<W>,
+    secret: Option<&Secret>,
+) -> Result<(Role, String, u32), ProtoError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    reader.set_max_frame(HANDSHAKE_MAX_FRAME);
+    let exchange = async {
+        let hello = check_hello(&reader.recv().await?.ok_or(ProtoError::Closed)?)?;
+        if let Some(secret) = secret {
+            let challenge = DriverChallenge::new()?;
+            writer.send(&challenge.message()).await?;
+            let answer = reader.recv().await?.ok_or(ProtoError::Closed)?;
+            let proof = challenge.check(secret, &answer)?;
+            writer.send(&proof).await?;
+        }
+        Ok(hello)
+    };
+    let result = match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(ProtoError::Timeout(HANDSHAKE_TIMEOUT, "the handshake")),
+    };
+    if let Err(e @ (ProtoError::Rejected(_) | ProtoError::Unexpected { .. })) = &result {
+        let _ = writer.send(&Message::Reject { reason: e.to_string() }).await;
     }
+    result
 }

@@ -1,0 +1,135 @@
+//! Shared-secret authentication: holders of the secret get in, everyone else
+//! is refused with a clear error on both ends, and nothing large is read
+//! from a peer before it has proved itself.
+
+mod support;
+
+use deepdist_common::client::Client;
+use deepdist_common::proto::auth::Secret;
+use deepdist_common::proto::{self, HANDSHAKE_MAX_FRAME, Message, Role};
+use deepdist_driver::DriverConfig;
+use deepdist_executor::{ExecutorConfig, ExecutorError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn secret(s: &str) -> Secret {
+    Secret::new(s.as_bytes(), "test").unwrap()
+}
+
+async fn driver_with_secret(s: &str) -> support::TestDriver {
+    support::TestDriver::start_with(DriverConfig {
+        secret: Some(secret(s)),
+        ..DriverConfig::default()
+    })
+    .await
+}
+
+async fn connect_error(addr: &str, secret: Option<&Secret>) -> String {
+    match Client::connect(addr, secret).await {
+        Ok(_) => panic!("connected without the right secret"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
+    let driver = driver_with_secret("the driver's shared secret").await;
+    let addr = driver.addr();
+
+    let wrong = connect_error(&addr, Some(&secret("not the driver's secret"))).await;
+    assert!(wrong.contains("authentication failed"), "{wrong}");
+    let missing = connect_error(&addr, None).await;
+    assert!(missing.contains("requires a shared secret"), "{missing}");
+
+    // An executor with the wrong secret stops with the driver's reason
+    // instead of retrying forever.
+    let (_stop, refused) = support::start_executor_with(ExecutorConfig {
+        driver: addr.clone(),
+        cores: 1,
+        name: "impostor".into(),
+        secret: Some(secret("not the driver's secret")),
+        ..ExecutorConfig::default()
+    });
+    match tokio::time::timeout(support::PATIENCE, refused).await {
+        Ok(Ok(Err(ExecutorError::Refused(reason)))) => assert!(reason.contains("authentication failed"), "{reason}"),
+        other => panic!("expected the impostor to be refused, got {other:?}"),
+    }
+    driver
+        .await_status("three refused handshakes", |s| s.rejected_connections >= 3)
+        .await;
+
+    // Holders of the secret get in: a client, and an executor that registers.
+    let mut client = Client::connect(&addr, Some(&secret("the driver's shared secret")))
+        .await
+        .unwrap();
+    assert!(client.status().await.unwrap().executors.is_empty());
+    let _executor = support::start_executor_with(ExecutorConfig {
+        driver: addr.clone(),
+        cores: 1,
+        name: "trusted".into(),
+        secret: Some(secret("the driver's shared secret")),
+        ..ExecutorConfig::default()
+    });
+    driver
+        .await_status("the trusted executor", |s| {
+            s.executors.iter().any(|e| e.name == "trusted")
+        })
+        .await;
+    assert!(driver.status().executors.iter().all(|e| e.name != "impostor"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_secret_does_not_trust_a_driver_without_one() {
+    let driver = support::TestDriver::start().await;
+    let err = connect_error(&driver.addr(), Some(&secret("a secret the driver lacks"))).await;
+    assert!(err.contains("did not ask for the shared secret"), "{err}");
+}
+
+/// Reads until the driver closes the connection; fails the test if it
+/// does not within the patience (it would be waiting for bytes instead).
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut reply = Vec::new();
+    match tokio::time::timeout(support::PATIENCE, stream.read_to_end(&mut reply)).await {
+        Ok(_) => reply,
+        Err(_) => panic!("the driver kept the connection open"),
+    }
+}
+
+fn header(len: usize) -> [u8; 4] {
+    (len as u32).to_be_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_stay_small_until_the_peer_has_proved_the_secret() {
+    let driver = driver_with_secret("the driver's shared secret").await;
+    let addr = driver.addr();
+    let big = HANDSHAKE_MAX_FRAME + 1; // far below the post-handshake cap
+
+    // Before Hello: a header announcing a frame above the handshake cap is
+    // refused on the header alone (the body never comes, and is not awaited).
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(&header(big)).await.unwrap();
+    read_until_closed(&mut stream).await;
+
+    // After a valid Hello, in place of the Answer: the same.
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let hello = proto::encode(&Message::hello(Role::Executor, "probe", 1)).unwrap();
+    stream.write_all(&header(hello.len())).await.unwrap();
+    stream.write_all(&hello).await.unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.unwrap();
+    let mut challenge = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut challenge).await.unwrap();
+    assert!(matches!(proto::decode(&challenge).unwrap(), Message::Challenge { .. }));
+    stream.write_all(&header(big)).await.unwrap();
+    read_until_closed(&mut stream).await;
+
+    driver
+        .await_status("both probes refused", |s| s.rejected_connections >= 2)
+        .await;
+    // The driver still serves holders of the secret.
+    let mut client = Client::connect(&addr, Some(&secret("the driver's shared secret")))
+        .await
+        .unwrap();
+    client.status().await.unwrap();
+}
