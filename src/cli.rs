@@ -55,6 +55,9 @@ pub struct DriverAddr {
     pub driver: String,
     #[command(flatten)]
     pub secret: SecretArg,
+    /// PEM file of the CA that signed the driver's TLS certificate; turns TLS on.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Shared-secret authentication between driver, executors and clients.
@@ -66,6 +69,17 @@ pub struct SecretArg {
     pub secret_file: Option<PathBuf>,
 }
 
+/// The driver's TLS identity.
+#[derive(Debug, Args)]
+pub struct TlsServerArgs {
+    /// PEM certificate chain of the driver; with --tls-key, every connection is TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the driver's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
 /// Driver options.
 #[derive(Debug, Args)]
 pub struct DriverArgs {
@@ -74,6 +88,8 @@ pub struct DriverArgs {
     pub listen: String,
     #[command(flatten)]
     pub secret: SecretArg,
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
     #[command(flatten)]
     pub run: RunDirArgs,
 }

@@ -1,12 +1,13 @@
-//! Shared-secret authentication: holders of the secret get in, everyone else
-//! is refused with a clear error on both ends, and nothing large is read
-//! from a peer before it has proved itself.
+//! Shared-secret authentication and TLS: holders of the secret get in,
+//! everyone else is refused with a clear error on both ends, nothing large is
+//! read from a peer before it has proved itself, and TLS carries whole jobs.
 
 mod support;
 
 use deepdist_common::client::Client;
 use deepdist_common::proto::auth::Secret;
 use deepdist_common::proto::{self, HANDSHAKE_MAX_FRAME, Message, Role};
+use deepdist_common::transport::{Credentials, TlsClient, TlsServer};
 use deepdist_driver::DriverConfig;
 use deepdist_executor::{ExecutorConfig, ExecutorError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +15,13 @@ use tokio::net::TcpStream;
 
 fn secret(s: &str) -> Secret {
     Secret::new(s.as_bytes(), "test").unwrap()
+}
+
+fn with_secret(s: &str) -> Credentials {
+    Credentials {
+        secret: Some(secret(s)),
+        tls: None,
+    }
 }
 
 async fn driver_with_secret(s: &str) -> support::TestDriver {
@@ -24,8 +32,8 @@ async fn driver_with_secret(s: &str) -> support::TestDriver {
     .await
 }
 
-async fn connect_error(addr: &str, secret: Option<&Secret>) -> String {
-    match Client::connect(addr, secret).await {
+async fn connect_error(addr: &str, credentials: &Credentials) -> String {
+    match Client::connect(addr, credentials).await {
         Ok(_) => panic!("connected without the right secret"),
         Err(e) => e.to_string(),
     }
@@ -36,9 +44,9 @@ async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
     let driver = driver_with_secret("the driver's shared secret").await;
     let addr = driver.addr();
 
-    let wrong = connect_error(&addr, Some(&secret("not the driver's secret"))).await;
+    let wrong = connect_error(&addr, &with_secret("not the driver's secret")).await;
     assert!(wrong.contains("authentication failed"), "{wrong}");
-    let missing = connect_error(&addr, None).await;
+    let missing = connect_error(&addr, &Credentials::default()).await;
     assert!(missing.contains("requires a shared secret"), "{missing}");
 
     // An executor with the wrong secret stops with the driver's reason
@@ -47,7 +55,7 @@ async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
         driver: addr.clone(),
         cores: 1,
         name: "impostor".into(),
-        secret: Some(secret("not the driver's secret")),
+        credentials: with_secret("not the driver's secret"),
         ..ExecutorConfig::default()
     });
     match tokio::time::timeout(support::PATIENCE, refused).await {
@@ -59,7 +67,7 @@ async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
         .await;
 
     // Holders of the secret get in: a client, and an executor that registers.
-    let mut client = Client::connect(&addr, Some(&secret("the driver's shared secret")))
+    let mut client = Client::connect(&addr, &with_secret("the driver's shared secret"))
         .await
         .unwrap();
     assert!(client.status().await.unwrap().executors.is_empty());
@@ -67,7 +75,7 @@ async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
         driver: addr.clone(),
         cores: 1,
         name: "trusted".into(),
-        secret: Some(secret("the driver's shared secret")),
+        credentials: with_secret("the driver's shared secret"),
         ..ExecutorConfig::default()
     });
     driver
@@ -81,7 +89,7 @@ async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_a_secret_does_not_trust_a_driver_without_one() {
     let driver = support::TestDriver::start().await;
-    let err = connect_error(&driver.addr(), Some(&secret("a secret the driver lacks"))).await;
+    let err = connect_error(&driver.addr(), &with_secret("a secret the driver lacks")).await;
     assert!(err.contains("did not ask for the shared secret"), "{err}");
 }
 
@@ -128,8 +136,55 @@ async fn frames_stay_small_until_the_peer_has_proved_the_secret() {
         .await_status("both probes refused", |s| s.rejected_connections >= 2)
         .await;
     // The driver still serves holders of the secret.
-    let mut client = Client::connect(&addr, Some(&secret("the driver's shared secret")))
+    let mut client = Client::connect(&addr, &with_secret("the driver's shared secret"))
         .await
         .unwrap();
     client.status().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_secret_carries_a_job_and_refuses_plain_tcp() {
+    let signed = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = signed.cert.der().clone();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(signed.key_pair.serialize_der().into());
+    let driver = support::TestDriver::start_with(DriverConfig {
+        secret: Some(secret("the driver's shared secret")),
+        tls: Some(TlsServer::new(vec![cert.clone()], key).unwrap()),
+        ..DriverConfig::default()
+    })
+    .await;
+    let addr = driver.addr();
+    let credentials = Credentials {
+        secret: Some(secret("the driver's shared secret")),
+        tls: Some(TlsClient::new(vec![cert]).unwrap()),
+    };
+
+    // Plain TCP, even with the right secret, does not get in.
+    let plain = connect_error(&addr, &with_secret("the driver's shared secret")).await;
+    assert!(plain.contains("TLS"), "{plain}");
+    driver
+        .await_status("the plain connection refused", |s| s.rejected_connections >= 1)
+        .await;
+
+    // Over TLS, executors train a whole (small) job.
+    let executors: Vec<_> = (0..2)
+        .map(|i| {
+            support::start_executor_with(ExecutorConfig {
+                driver: addr.clone(),
+                cores: 1,
+                name: format!("tls-{i}"),
+                credentials: credentials.clone(),
+                ..ExecutorConfig::default()
+            })
+        })
+        .collect();
+    let mut client = Client::connect(&addr, &credentials).await.unwrap();
+    let job = client
+        .submit(&support::small_job("tls", "async", 2), "tls.toml")
+        .await
+        .unwrap();
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, deepdist_common::job::JobState::Done, "{summary:?}");
+    assert!(summary.final_accuracy.unwrap_or(0.0) > 0.8, "{summary:?}");
+    drop(executors);
 }

@@ -1,18 +1,15 @@
 //! A client of the driver: submit jobs, watch them, ask for status, cancel.
 
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
-use crate::proto::auth::Secret;
 use crate::proto::{
     DEFAULT_MAX_FRAME, JobSummary, Message, MessageReader, MessageWriter, Progress, ProtoError, Role, StatusReport,
 };
+use crate::transport::{self, BoxRead, BoxWrite, Credentials};
 
 /// What a client request can end in.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The connection failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Proto(#[from] ProtoError),
     /// The driver refused the request, and said why.
     #[error("{0}")]
@@ -21,20 +18,19 @@ pub enum ClientError {
 
 /// A connection to the driver in the client role.
 pub struct Client {
-    reader: MessageReader<OwnedReadHalf>,
-    writer: MessageWriter<OwnedWriteHalf>,
+    reader: MessageReader<BoxRead>,
+    writer: MessageWriter<BoxWrite>,
 }
 
 impl Client {
-    /// Connects and shakes hands, proving `secret` when the driver asks.
-    pub async fn connect(addr: &str, secret: Option<&Secret>) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(addr).await.map_err(ProtoError::from)?;
-        let (read, write) = stream.into_split();
-        let mut reader = MessageReader::new(read, DEFAULT_MAX_FRAME);
-        let mut writer = MessageWriter::new(write, DEFAULT_MAX_FRAME);
+    /// Connects and shakes hands, presenting `credentials` (TLS, secret).
+    pub async fn connect(addr: &str, credentials: &Credentials) -> Result<Self, ClientError> {
         let hello = Message::hello(Role::Client, "client", 0);
-        crate::proto::handshake(&mut reader, &mut writer, hello, secret).await?;
-        Ok(Self { reader, writer })
+        let dialed = transport::dial(addr, credentials, hello, DEFAULT_MAX_FRAME).await?;
+        Ok(Self {
+            reader: dialed.reader,
+            writer: dialed.writer,
+        })
     }
 
     async fn request(&mut self, msg: Message) -> Result<Message, ClientError> {

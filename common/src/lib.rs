@@ -21,3 +21,4 @@ pub mod model;
 pub mod optim;
 pub mod proto;
 pub mod train;
+pub mod transport;

@@ -14,6 +14,7 @@ mod server;
 mod state;
 
 use deepdist_common::proto::auth::Secret;
+use deepdist_common::transport::TlsServer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct DriverConfig {
     pub data_dir: PathBuf,
     /// When set, every peer must prove it holds this secret in the handshake.
     pub secret: Option<Secret>,
+    /// When set, every connection is TLS with this identity.
+    pub tls: Option<TlsServer>,
 }
 
 impl Default for DriverConfig {
@@ -55,6 +58,7 @@ impl Default for DriverConfig {
             runs_dir: PathBuf::from("runs"),
             data_dir: deepdist_common::data::fetch::resolve_data_dir(None),
             secret: None,
+            tls: None,
         }
     }
 }

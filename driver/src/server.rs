@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::Bytes;
 use deepdist_common::job::{JobSpec, JobState};
 use deepdist_common::proto::{self, Message, MessageReader, MessageWriter, ProtoError, Role};
+use deepdist_common::transport::{self, BoxRead, BoxWrite};
 use tokio::net::TcpListener;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::state::{ExecutorEntry, JobRecord, Shared};
@@ -36,11 +36,17 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
             tracing::warn!(%peer, "connection refused: too many connections");
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let (read, write) = stream.into_split();
+            let (read, write) = match transport::accept(stream, shared.config.tls.as_ref()).await {
+                Ok(halves) => halves,
+                Err(e) => {
+                    shared.rejected_connections.fetch_add(1, Relaxed);
+                    tracing::warn!(%peer, reason = %e, "peer refused");
+                    return;
+                }
+            };
             let max = shared.config.max_frame;
             let mut reader = MessageReader::new(read, max);
             let mut writer = MessageWriter::new(write, max);
@@ -56,8 +62,8 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
 
 async fn serve(
     shared: &Arc<Shared>,
-    reader: &mut MessageReader<OwnedReadHalf>,
-    writer: &mut MessageWriter<OwnedWriteHalf>,
+    reader: &mut MessageReader<BoxRead>,
+    writer: &mut MessageWriter<BoxWrite>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ProtoError> {
     let (role, name, cores) = match proto::accept_handshake(reader, writer, shared.config.secret.as_ref()).await {
@@ -79,8 +85,8 @@ async fn serve(
 
 async fn serve_executor(
     shared: &Arc<Shared>,
-    reader: &mut MessageReader<OwnedReadHalf>,
-    writer: &mut MessageWriter<OwnedWriteHalf>,
+    reader: &mut MessageReader<BoxRead>,
+    writer: &mut MessageWriter<BoxWrite>,
     name: String,
     cores: u32,
     mut stop: watch::Receiver<bool>,
@@ -249,8 +255,8 @@ fn handle_executor_message(
 
 async fn serve_client(
     shared: &Arc<Shared>,
-    reader: &mut MessageReader<OwnedReadHalf>,
-    writer: &mut MessageWriter<OwnedWriteHalf>,
+    reader: &mut MessageReader<BoxRead>,
+    writer: &mut MessageWriter<BoxWrite>,
 ) -> Result<(), ProtoError> {
     while let Some(msg) = reader.recv().await? {
         match msg {
@@ -318,11 +324,7 @@ fn cancel(shared: &Shared, job: u64) -> Message {
 }
 
 /// Streams a job's progress until it ends.
-async fn watch_job(
-    shared: &Arc<Shared>,
-    job: u64,
-    writer: &mut MessageWriter<OwnedWriteHalf>,
-) -> Result<(), ProtoError> {
+async fn watch_job(shared: &Arc<Shared>, job: u64, writer: &mut MessageWriter<BoxWrite>) -> Result<(), ProtoError> {
     // Subscribe before looking, so the end cannot slip between the two.
     let mut events = shared.events.subscribe();
     let found = shared

@@ -7,7 +7,7 @@ mod local;
 mod session;
 mod worker;
 
-use deepdist_common::proto::auth::Secret;
+use deepdist_common::transport::Credentials;
 use std::time::Duration;
 
 use deepdist_common::proto::{DEFAULT_MAX_FRAME, ProtoError};
@@ -30,8 +30,8 @@ pub struct ExecutorConfig {
     pub max_backoff: Duration,
     /// Longest wait for parameters from the driver before a task is given up.
     pub request_timeout: Duration,
-    /// The shared secret to prove in the handshake (none: the driver must not ask).
-    pub secret: Option<Secret>,
+    /// What to present to the driver: TLS trust and the shared secret.
+    pub credentials: Credentials,
 }
 
 impl Default for ExecutorConfig {
@@ -44,7 +44,7 @@ impl Default for ExecutorConfig {
             max_frame: DEFAULT_MAX_FRAME,
             max_backoff: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
-            secret: None,
+            credentials: Credentials::default(),
         }
     }
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use deepdist_common::proto::{self, Message, MessageReader, MessageWriter, ProtoError, Role, TaskSpec};
-use tokio::net::TcpStream;
+use deepdist_common::proto::{self, Message, ProtoError, Role, TaskSpec};
+use deepdist_common::transport::{self, Dialed};
 use tokio::sync::mpsc;
 
 use crate::ExecutorConfig;
@@ -27,18 +27,13 @@ pub async fn connect_and_serve(
     worker: &WorkerHandle,
     cache: &PartitionCache,
 ) -> Result<Ended, ProtoError> {
-    let stream = TcpStream::connect(&config.driver).await?;
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    let mut reader = MessageReader::new(read, config.max_frame);
-    let mut writer = MessageWriter::new(write, config.max_frame);
-    let (id, heartbeat) = proto::handshake(
-        &mut reader,
-        &mut writer,
-        Message::hello(Role::Executor, &config.name, config.cores as u32),
-        config.secret.as_ref(),
-    )
-    .await?;
+    let hello = Message::hello(Role::Executor, &config.name, config.cores as u32);
+    let Dialed {
+        mut reader,
+        mut writer,
+        id,
+        heartbeat,
+    } = transport::dial(&config.driver, &config.credentials, hello, config.max_frame).await?;
     tracing::info!(id, driver = %config.driver, "registered with the driver");
     let heartbeat = heartbeat.max(Duration::from_millis(50));
     // The driver beats as often as it asks us to; ten missed beats mean it is gone.

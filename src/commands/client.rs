@@ -4,14 +4,22 @@ use anyhow::Context;
 use deepdist_common::client::Client;
 use deepdist_common::job::{JobSpec, JobState};
 use deepdist_common::proto::auth::Secret;
+use deepdist_common::transport::{Credentials, TlsClient};
 
 use super::progress::ProgressView;
 use crate::cli::{CancelArgs, DriverAddr, SubmitArgs};
 
+/// What this process presents to the driver, from the flags.
+pub fn credentials(driver: &DriverAddr) -> anyhow::Result<Credentials> {
+    Ok(Credentials {
+        secret: Secret::load(driver.secret.secret_file.as_deref())?,
+        tls: driver.tls_ca.as_deref().map(TlsClient::from_pem_file).transpose()?,
+    })
+}
+
 async fn connect(driver: &DriverAddr) -> anyhow::Result<Client> {
-    let secret = Secret::load(driver.secret.secret_file.as_deref())?;
     let addr = &driver.driver;
-    Client::connect(addr, secret.as_ref())
+    Client::connect(addr, &credentials(driver)?)
         .await
         .with_context(|| format!("cannot reach the driver at {addr}"))
 }

@@ -3,6 +3,7 @@
 
 use deepdist_common::client::Client;
 use deepdist_common::job::{JobSpec, JobState};
+use deepdist_common::transport::Credentials;
 use deepdist_driver::Driver;
 use deepdist_executor::ExecutorConfig;
 
@@ -48,7 +49,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             };
             tokio::spawn(deepdist_executor::run(config, stopped.clone()));
         }
-        let mut client = Client::connect(&addr, None).await?;
+        let mut client = Client::connect(&addr, &Credentials::default()).await?;
         let job = client.submit(&text, &origin).await?;
         let mut view = ProgressView::new(&spec);
         let summary = {
@@ -58,7 +59,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 s = &mut watch => s?,
                 _ = tokio::signal::ctrl_c() => {
                     eprintln!("\ncancelling job {job} (the model so far is saved)");
-                    Client::connect(&addr, None).await?.cancel(job).await?;
+                    Client::connect(&addr, &Credentials::default()).await?.cancel(job).await?;
                     watch.await?
                 }
             }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use deepdist_common::data::fetch::resolve_data_dir;
 use deepdist_common::proto::auth::{SECRET_ENV, Secret};
+use deepdist_common::transport::TlsServer;
 use deepdist_driver::{Driver, DriverConfig};
 use deepdist_executor::ExecutorConfig;
 
@@ -36,8 +37,13 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
                  submit jobs and join as an executor (use --secret-file or {SECRET_ENV})"
             );
         }
+        let tls = match (&args.tls.tls_cert, &args.tls.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsServer::from_pem_files(cert, key)?),
+            _ => None,
+        };
         let config = DriverConfig {
             secret,
+            tls,
             ..driver_config(&args.run)
         };
         let driver = Driver::start(listener, config)?;
@@ -52,7 +58,7 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
 /// Runs an executor until Ctrl-C.
 pub fn executor(args: ExecutorArgs) -> anyhow::Result<()> {
     let mut config = ExecutorConfig {
-        secret: Secret::load(args.driver.secret.secret_file.as_deref())?,
+        credentials: super::client::credentials(&args.driver)?,
         driver: args.driver.driver,
         ..ExecutorConfig::default()
     };

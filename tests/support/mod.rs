@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use deepdist_common::client::Client;
 use deepdist_common::proto::StatusReport;
+use deepdist_common::transport::Credentials;
 use deepdist_driver::{Driver, DriverConfig};
 use deepdist_executor::ExecutorConfig;
 use tokio::sync::watch;
@@ -80,7 +81,7 @@ impl TestDriver {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.addr(), None).await.unwrap()
+        Client::connect(&self.addr(), &Credentials::default()).await.unwrap()
     }
 
     pub fn status(&self) -> StatusReport {

@@ -248,9 +248,23 @@ where
             }),
         }
     };
-    let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
-        .await
-        .map_err(|_| ProtoError::Timeout(HANDSHAKE_TIMEOUT, "the handshake"))?;
+    let result = match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
+        Err(_) => Err(ProtoError::Timeout(HANDSHAKE_TIMEOUT, "the handshake")),
+        // A TLS driver answers plain TCP with a TLS alert (not a frame) or
+        // silence; say what may be wrong.
+        Ok(Err(ProtoError::Closed)) => Err(ProtoError::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the driver closed the connection during the handshake \
+             (does it expect TLS? then pass --tls-ca; or it is at its connection limit)",
+        ))),
+        Ok(Err(ProtoError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(ProtoError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the driver's reply is not deepdist framing ({e}); does it expect TLS? then pass --tls-ca"),
+            )))
+        }
+        Ok(result) => result,
+    };
     reader.set_max_frame(full);
     result
 }
