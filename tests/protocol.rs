@@ -87,3 +87,84 @@ async fn bad_frames_are_rejected_and_the_driver_keeps_serving() {
     // And a new client is served as usual.
     assert!(driver.client().await.status().await.is_ok());
 }
+
+/// The parameters of `support::small_job`'s MLP 784-32-10.
+const SMALL_JOB_PARAMS: usize = 784 * 32 + 32 + 32 * 10 + 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_and_late_updates_are_discarded_and_counted() {
+    use deepdist_common::proto::{Push, Tensor};
+    use deepdist_common::transport::{self, Credentials};
+
+    let driver = support::TestDriver::start().await;
+    let addr = driver.addr();
+    let mut client = driver.client().await;
+    let job = client
+        .submit(&support::small_job("replay", "async", 2), "replay.toml")
+        .await
+        .unwrap();
+    // A hand-driven executor: takes the first task and replays its update.
+    let hello = Message::hello(Role::Executor, "replayer", 1);
+    let mut conn = transport::dial(&addr, &Credentials::default(), hello, proto::DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    let task = loop {
+        match conn.reader.recv_within(support::PATIENCE, "a task").await.unwrap() {
+            Message::Assign(task) => break task.id,
+            _ => continue,
+        }
+    };
+    let push = |task, seq| {
+        Message::Push(Push {
+            task,
+            seq,
+            base_version: 0,
+            batches: 1,
+            samples: 1,
+            loss_sum: 0.0,
+            grad: Tensor::from_f32(&vec![0.0; SMALL_JOB_PARAMS]),
+        })
+    };
+    conn.writer.send(&push(task, 1)).await.unwrap();
+    conn.writer.send(&push(task, 1)).await.unwrap(); // a retry of the same update
+    let mut old_attempt = task;
+    old_attempt.attempt += 1; // an attempt this executor does not hold
+    conn.writer.send(&push(old_attempt, 2)).await.unwrap();
+    driver
+        .await_status("one repeated and one late update discarded", |s| {
+            s.duplicate_updates_discarded == 1 && s.late_updates_discarded == 1
+        })
+        .await;
+
+    // The job still completes with real executors once the replayer leaves.
+    drop(conn);
+    let _a = support::start_executor(&addr, "a");
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, deepdist_common::job::JobState::Done, "{summary:?}");
+    assert!(summary.final_accuracy.unwrap_or(0.0) > 0.8, "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stalls_inside_a_frame_is_dropped() {
+    // The test driver declares an executor lost after 1 s of silence.
+    let driver = support::TestDriver::start().await;
+    let mut stream = TcpStream::connect(driver.addr()).await.unwrap();
+    stream
+        .write_all(&frame(
+            &proto::encode(&Message::hello(Role::Executor, "slowloris", 1)).unwrap(),
+        ))
+        .await
+        .unwrap();
+    // A header promising 100 bytes, 10 of them, then nothing: a frame that
+    // never completes must not hold the connection open.
+    stream.write_all(&100u32.to_be_bytes()).await.unwrap();
+    stream.write_all(&[0; 10]).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(support::PATIENCE, stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the driver kept a stalled connection open");
+    driver
+        .await_status("the stalled executor to be dropped", |s| {
+            s.executors_lost >= 1 && s.executors.is_empty()
+        })
+        .await;
+}

@@ -362,7 +362,6 @@ async fn run_stage(
         ps: ps.clone(),
         epochs: Default::default(),
         last_seq: Default::default(),
-        duplicates_discarded: 0,
     });
     tracing::info!(id, stage = %stage.name, epochs = stage.epochs, "stage started");
 

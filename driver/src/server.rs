@@ -18,6 +18,8 @@ use crate::state::{ExecutorEntry, JobRecord, Shared};
 
 /// Frames queued per connection before senders wait.
 const OUTBOX: usize = 64;
+/// Longest a client connection may sit between requests.
+const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
@@ -185,13 +187,15 @@ fn handle_executor_message(
         Message::Push(push) => {
             let mut state = shared.lock();
             let Some(run) = state.run.as_mut() else { return Ok(()) };
-            let fresh = run.last_seq.get(&push.task).is_none_or(|&last| push.seq > last);
-            if run.scheduler.is_current(&push.task, id) && fresh {
+            if !run.scheduler.is_current(&push.task, id) {
+                shared.late_updates.fetch_add(1, Relaxed);
+                tracing::debug!(id, task = ?push.task, seq = push.seq, "late update discarded");
+            } else if run.last_seq.get(&push.task).is_some_and(|&last| push.seq <= last) {
+                shared.duplicate_updates.fetch_add(1, Relaxed);
+                tracing::debug!(id, task = ?push.task, seq = push.seq, "repeated update discarded");
+            } else {
                 run.last_seq.insert(push.task, push.seq);
                 run.ps.push(id, push.base_version, push.task.epoch, push.grad);
-            } else {
-                run.duplicates_discarded += 1;
-                tracing::debug!(id, task = ?push.task, seq = push.seq, "stale or repeated update discarded");
             }
         }
         Message::TaskDone(report) => {
@@ -258,7 +262,14 @@ async fn serve_client(
     reader: &mut MessageReader<BoxRead>,
     writer: &mut MessageWriter<BoxWrite>,
 ) -> Result<(), ProtoError> {
-    while let Some(msg) = reader.recv().await? {
+    loop {
+        // A client that goes quiet (or trickles a frame) is dropped; the CLI
+        // sends its requests at once.
+        let msg = match reader.recv_within(CLIENT_IDLE_TIMEOUT, "a client request").await {
+            Ok(msg) => msg,
+            Err(ProtoError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         match msg {
             Message::Submit { spec, origin } => {
                 let reply = match JobSpec::from_toml(&spec, &origin) {
@@ -281,7 +292,6 @@ async fn serve_client(
             }
         }
     }
-    Ok(())
 }
 
 /// Queues a job and returns its id.

@@ -78,7 +78,6 @@ pub struct RunState {
     pub epochs: HashMap<u32, EpochAccum>,
     /// Highest push sequence applied per task, so a repeated push is not applied twice.
     pub last_seq: HashMap<TaskId, u64>,
-    pub duplicates_discarded: u64,
 }
 
 /// Everything behind the mutex.
@@ -106,6 +105,11 @@ pub struct Shared {
     pub next_executor: AtomicU64,
     pub rejected_connections: AtomicU64,
     pub executors_lost: AtomicU64,
+    /// Updates received again (same task attempt, sequence already applied).
+    pub duplicate_updates: AtomicU64,
+    /// Updates for a task attempt the sender no longer holds (it was declared
+    /// lost, or the task was reassigned or finished).
+    pub late_updates: AtomicU64,
     pub mnist: tokio::sync::OnceCell<Arc<Mnist>>,
 }
 
@@ -120,6 +124,8 @@ impl Shared {
             next_executor: AtomicU64::new(1),
             rejected_connections: AtomicU64::new(0),
             executors_lost: AtomicU64::new(0),
+            duplicate_updates: AtomicU64::new(0),
+            late_updates: AtomicU64::new(0),
             mnist: tokio::sync::OnceCell::new(),
         }
     }
@@ -167,6 +173,8 @@ impl Shared {
                 .collect(),
             rejected_connections: self.rejected_connections.load(Relaxed),
             executors_lost: self.executors_lost.load(Relaxed),
+            duplicate_updates_discarded: self.duplicate_updates.load(Relaxed),
+            late_updates_discarded: self.late_updates.load(Relaxed),
         }
     }
 

@@ -80,8 +80,11 @@ pub fn status(args: DriverAddr) -> anyhow::Result<()> {
             );
         }
         println!(
-            "\nexecutors lost: {}   connections rejected: {}",
-            report.executors_lost, report.rejected_connections
+            "\nexecutors lost: {}   connections rejected: {}   updates discarded: {} repeated, {} late",
+            report.executors_lost,
+            report.rejected_connections,
+            report.duplicate_updates_discarded,
+            report.late_updates_discarded
         );
         Ok(())
     })

@@ -261,4 +261,10 @@ pub struct StatusReport {
     pub rejected_connections: u64,
     /// Executors lost (disconnected or silent past the heartbeat timeout).
     pub executors_lost: u64,
+    /// Updates discarded because the same (task attempt, sequence) was
+    /// already applied: each update is applied at most once.
+    pub duplicate_updates_discarded: u64,
+    /// Updates discarded because their sender no longer held the task
+    /// attempt (declared lost, or the task was reassigned or done).
+    pub late_updates_discarded: u64,
 }
