@@ -188,3 +188,30 @@ async fn tls_with_a_secret_carries_a_job_and_refuses_plain_tcp() {
     assert!(summary.final_accuracy.unwrap_or(0.0) > 0.8, "{summary:?}");
     drop(executors);
 }
+
+#[test]
+fn the_cli_names_a_bad_secret_file_or_tls_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short-secret");
+    std::fs::write(&short, "too short\n").unwrap();
+    let short = short.to_str().unwrap();
+    let out = support::deepdist(&["status", "--driver", "127.0.0.1:1", "--secret-file", short], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("short-secret") && err.contains("at least 16"), "{err}");
+
+    let missing = dir.path().join("missing-ca.pem");
+    let out = support::deepdist(
+        &[
+            "status",
+            "--driver",
+            "127.0.0.1:1",
+            "--tls-ca",
+            missing.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing-ca.pem"), "{err}");
+}
