@@ -1,0 +1,123 @@
+//! Range checks of a parsed job, with errors naming the key and what is
+//! allowed.
+
+use super::{JobError, JobSpec, ModelKind};
+use crate::model::Activation;
+use crate::optim::OptimError;
+
+impl JobSpec {
+    /// Checks every range; the first violation is reported.
+    pub fn validate(&self, origin: &str) -> Result<(), JobError> {
+        let invalid = |key: &str, value: String, allowed: &str| JobError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            value,
+            allowed: allowed.to_string(),
+        };
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(invalid(
+                "name",
+                format!("{:?}", self.name),
+                "1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        let in_range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(key, v.to_string(), &format!("must be between {lo} and {hi}")))
+            }
+        };
+        in_range("data.partitions", self.data.partitions.into(), 1, 4096)?;
+        if let Some(n) = self.data.train_examples {
+            in_range("data.train_examples", n.into(), self.data.partitions.into(), 60_000)?;
+        }
+        if let Some(n) = self.data.test_examples {
+            in_range("data.test_examples", n.into(), 1, 10_000)?;
+        }
+        in_range("model.hidden (number of layers)", self.model.hidden.len() as u64, 0, 16)?;
+        for (i, &h) in self.model.hidden.iter().enumerate() {
+            in_range(&format!("model.hidden[{i}]"), h as u64, 1, 65_536)?;
+        }
+        in_range("train.epochs", self.train.epochs.into(), 1, 10_000)?;
+        in_range("train.batch_size", self.train.batch_size.into(), 1, 65_536)?;
+        in_range("train.n_push", self.train.n_push.into(), 1, 1000)?;
+        in_range("train.n_fetch", self.train.n_fetch.into(), 1, 1000)?;
+        if let Some(t) = self.train.target_accuracy {
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(invalid("train.target_accuracy", t.to_string(), "must be in (0, 1]"));
+            }
+        }
+        if self.train.stop_at_target && self.train.target_accuracy.is_none() {
+            return Err(invalid(
+                "train.stop_at_target",
+                "true".into(),
+                "needs train.target_accuracy",
+            ));
+        }
+        if self.model.kind == ModelKind::Dbn {
+            if self.model.hidden.is_empty() {
+                return Err(invalid(
+                    "model.hidden",
+                    "[]".into(),
+                    "a DBN needs at least one hidden layer",
+                ));
+            }
+            if let Some(a) = self.model.activation.filter(|a| *a != Activation::Sigmoid) {
+                return Err(invalid(
+                    "model.activation",
+                    format!("{a:?}").to_lowercase(),
+                    "a DBN's units are sigmoid",
+                ));
+            }
+            let p = self.pretrain.clone().unwrap_or_default();
+            in_range("pretrain.epochs", p.epochs.into(), 0, 10_000)?;
+            in_range("pretrain.batch_size", p.batch_size.into(), 1, 65_536)?;
+            in_range("pretrain.cd_k", p.cd_k.into(), 1, 100)?;
+            let rates = [
+                ("pretrain.lr", p.lr, false),
+                ("pretrain.weight_decay", p.weight_decay, true),
+            ];
+            for (key, v, zero_ok) in rates {
+                if !(v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))) {
+                    return Err(invalid(
+                        key,
+                        v.to_string(),
+                        "must be a finite number > 0 (≥ 0 for weight_decay)",
+                    ));
+                }
+            }
+            for (key, m) in [
+                ("pretrain.momentum", p.momentum),
+                ("pretrain.final_momentum", p.final_momentum),
+            ] {
+                if !(0.0..1.0).contains(&m) {
+                    return Err(invalid(key, m.to_string(), "must be in [0, 1)"));
+                }
+            }
+        } else if self.pretrain.is_some() {
+            return Err(invalid(
+                "pretrain",
+                "(set)".into(),
+                "only a model.kind = \"dbn\" job is pre-trained",
+            ));
+        }
+        self.optimizer.validate().map_err(|e| match e {
+            OptimError::BadSetting { key, value, allowed } => {
+                invalid(&format!("optimizer.{key}"), value.to_string(), allowed)
+            }
+            OptimError::NotFor { key, kind } => invalid(
+                &format!("optimizer.{key}"),
+                "(set)".into(),
+                &format!("does not apply to kind = {:?}", format!("{kind:?}").to_lowercase()),
+            ),
+            other => invalid("optimizer", String::new(), &other.to_string()),
+        })
+    }
+}
