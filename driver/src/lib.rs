@@ -6,6 +6,7 @@
 //! [`Driver::start`] takes a bound listener, so tests and local mode run it on
 //! `127.0.0.1:0` exactly as production does.
 
+mod evaluator;
 mod output;
 pub mod ps;
 mod runner;

@@ -11,14 +11,15 @@ use deepdist_common::data::fetch::FetchOptions;
 use deepdist_common::data::partition::split;
 use deepdist_common::data::{Dataset, Mnist};
 use deepdist_common::job::{JobSpec, JobState, Mode, Stage, StageKind};
-use deepdist_common::model::{StageEval, StageModel};
-use deepdist_common::proto::{self, EpochMetrics, JobSummary, Message, Progress, TaskSpec, Tensor};
+use deepdist_common::model::StageModel;
+use deepdist_common::proto::{self, JobSummary, Message, TaskSpec, Tensor};
 use tokio::sync::{mpsc, watch};
 
+use crate::evaluator::{EvalItem, evaluate_epochs};
 use crate::output::{MetricsWriter, save_final_model};
-use crate::ps::{ParamServer, Snapshot};
+use crate::ps::ParamServer;
 use crate::scheduler::Scheduler;
-use crate::state::{EpochAccum, RunState, Shared};
+use crate::state::{RunState, Shared};
 
 /// The runner re-checks its job this often even without a wake-up.
 const TICK: Duration = Duration::from_millis(500);
@@ -104,23 +105,6 @@ struct Outcome {
     epochs: u32,
     final_accuracy: Option<f64>,
     time_to_target: Option<f64>,
-}
-
-/// One completed epoch waiting to be evaluated.
-struct EvalItem {
-    stage: String,
-    supervised: bool,
-    model: StageModel,
-    test: Arc<Dataset>,
-    epoch: u32,
-    mean_staleness: f64,
-    snapshot: Snapshot,
-    elapsed_s: f64,
-    train_s: f64,
-    epoch_s: f64,
-    stats: EpochAccum,
-    reassigned: u32,
-    executors: u32,
 }
 
 async fn load_mnist(shared: &Shared) -> Result<Arc<Mnist>, String> {
@@ -476,78 +460,4 @@ async fn run_stage(
         end_state,
         Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
     ))
-}
-
-/// What the evaluator learned over a job.
-struct Evaluated {
-    epochs: u32,
-    final_accuracy: Option<f64>,
-    time_to_target: Option<f64>,
-}
-
-async fn evaluate_epochs(
-    shared: Arc<Shared>,
-    job: u64,
-    spec: JobSpec,
-    partitions: u32,
-    mut metrics: MetricsWriter,
-    mut rx: mpsc::UnboundedReceiver<EvalItem>,
-    target_hit: Arc<AtomicBool>,
-) -> Result<Evaluated, String> {
-    let mut out = Evaluated {
-        epochs: 0,
-        final_accuracy: None,
-        time_to_target: None,
-    };
-    while let Some(item) = rx.recv().await {
-        let (model, test, params) = (item.model.clone(), item.test.clone(), item.snapshot.params.clone());
-        let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let (accuracy, loss, reconstruction) = match eval {
-            StageEval::Supervised(e) => (Some(f64::from(e.accuracy)), Some(f64::from(e.loss)), None),
-            StageEval::Reconstruction(r) => (None, None, Some(f64::from(r))),
-        };
-        let line = EpochMetrics {
-            job,
-            stage: item.stage.clone(),
-            epoch: item.epoch,
-            elapsed_s: item.elapsed_s,
-            train_s: item.train_s,
-            train_loss: item.stats.loss_sum / item.stats.batches.max(1) as f64,
-            test_accuracy: accuracy,
-            test_loss: loss,
-            reconstruction_error: reconstruction,
-            samples_per_s: item.stats.samples as f64 / item.epoch_s.max(1e-9),
-            partitions_trained: item.stats.tasks,
-            partitions,
-            reassigned: item.reassigned,
-            version: item.snapshot.version,
-            mean_staleness: item.mean_staleness,
-            executors: item.executors,
-        };
-        metrics
-            .append(&line)
-            .map_err(|e| format!("{}: {e}", metrics.path().display()))?;
-        if item.supervised {
-            out.epochs = item.epoch;
-            out.final_accuracy = accuracy;
-            if let (Some(target), Some(acc)) = (spec.train.target_accuracy, accuracy) {
-                if out.time_to_target.is_none() && acc >= target {
-                    out.time_to_target = Some(line.train_s);
-                    target_hit.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-        if let Some(record) = shared.lock().job_mut(job) {
-            record.epochs_done = item.epoch;
-            record.stage = item.stage.clone();
-            if accuracy.is_some() {
-                record.accuracy = accuracy;
-            }
-        }
-        shared.emit(job, Message::Progress(Progress::Epoch(line)));
-    }
-    Ok(out)
 }

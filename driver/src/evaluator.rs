@@ -1,0 +1,109 @@
+//! The evaluator: each completed epoch's parameters are evaluated on the test
+//! set on a blocking thread while training goes on; the result becomes a
+//! metrics line, the job record's progress and a progress event.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deepdist_common::data::Dataset;
+use deepdist_common::job::JobSpec;
+use deepdist_common::model::{StageEval, StageModel};
+use deepdist_common::proto::{EpochMetrics, Message, Progress};
+use tokio::sync::mpsc;
+
+use crate::output::MetricsWriter;
+use crate::ps::Snapshot;
+use crate::state::{EpochAccum, Shared};
+
+/// One completed epoch waiting to be evaluated.
+pub struct EvalItem {
+    pub stage: String,
+    pub supervised: bool,
+    pub model: StageModel,
+    pub test: Arc<Dataset>,
+    pub epoch: u32,
+    pub mean_staleness: f64,
+    pub snapshot: Snapshot,
+    pub elapsed_s: f64,
+    pub train_s: f64,
+    pub epoch_s: f64,
+    pub stats: EpochAccum,
+    pub reassigned: u32,
+    pub executors: u32,
+}
+
+/// What the evaluator learned over a job.
+pub struct Evaluated {
+    pub epochs: u32,
+    pub final_accuracy: Option<f64>,
+    pub time_to_target: Option<f64>,
+}
+
+/// Evaluates each completed epoch off the training path, writes its metrics
+/// line, updates the job record and tells watchers.
+pub async fn evaluate_epochs(
+    shared: Arc<Shared>,
+    job: u64,
+    spec: JobSpec,
+    partitions: u32,
+    mut metrics: MetricsWriter,
+    mut rx: mpsc::UnboundedReceiver<EvalItem>,
+    target_hit: Arc<AtomicBool>,
+) -> Result<Evaluated, String> {
+    let mut out = Evaluated {
+        epochs: 0,
+        final_accuracy: None,
+        time_to_target: None,
+    };
+    while let Some(item) = rx.recv().await {
+        let (model, test, params) = (item.model.clone(), item.test.clone(), item.snapshot.params.clone());
+        let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let (accuracy, loss, reconstruction) = match eval {
+            StageEval::Supervised(e) => (Some(f64::from(e.accuracy)), Some(f64::from(e.loss)), None),
+            StageEval::Reconstruction(r) => (None, None, Some(f64::from(r))),
+        };
+        let line = EpochMetrics {
+            job,
+            stage: item.stage.clone(),
+            epoch: item.epoch,
+            elapsed_s: item.elapsed_s,
+            train_s: item.train_s,
+            train_loss: item.stats.loss_sum / item.stats.batches.max(1) as f64,
+            test_accuracy: accuracy,
+            test_loss: loss,
+            reconstruction_error: reconstruction,
+            samples_per_s: item.stats.samples as f64 / item.epoch_s.max(1e-9),
+            partitions_trained: item.stats.tasks,
+            partitions,
+            reassigned: item.reassigned,
+            version: item.snapshot.version,
+            mean_staleness: item.mean_staleness,
+            executors: item.executors,
+        };
+        metrics
+            .append(&line)
+            .map_err(|e| format!("{}: {e}", metrics.path().display()))?;
+        if item.supervised {
+            out.epochs = item.epoch;
+            out.final_accuracy = accuracy;
+            if let (Some(target), Some(acc)) = (spec.train.target_accuracy, accuracy) {
+                if out.time_to_target.is_none() && acc >= target {
+                    out.time_to_target = Some(line.train_s);
+                    target_hit.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(record) = shared.lock().job_mut(job) {
+            record.epochs_done = item.epoch;
+            record.stage = item.stage.clone();
+            if accuracy.is_some() {
+                record.accuracy = accuracy;
+            }
+        }
+        shared.emit(job, Message::Progress(Progress::Epoch(line)));
+    }
+    Ok(out)
+}
