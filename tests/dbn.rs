@@ -55,12 +55,7 @@ async fn stage_transitions_survive_an_executor_joining_between_stages() {
     let summary = support::watch(&mut client, job, |_| {}).await;
     assert_eq!(summary.state, JobState::Done, "{summary:?}");
     assert!(summary.final_accuracy.unwrap() > 0.8);
-    let late = driver
-        .status()
-        .executors
-        .into_iter()
-        .find(|e| e.name == "late")
-        .unwrap();
+    let late = driver.executor("late");
     assert!(late.tasks_done > 0, "the executor that joined trained in later stages");
     assert_stages_complete(
         &metrics(&summary.output_dir),

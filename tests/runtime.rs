@@ -91,12 +91,7 @@ async fn an_executor_joining_mid_job_gets_partitions() {
         .await;
     let summary = support::watch(&mut client, job, |_| {}).await;
     assert_eq!(summary.state, JobState::Done);
-    let late = driver
-        .status()
-        .executors
-        .into_iter()
-        .find(|e| e.name == "late")
-        .unwrap();
+    let late = driver.executor("late");
     assert!(late.tasks_done > 0, "the executor that joined got partitions");
     assert_every_partition_every_epoch(&metrics(&summary.output_dir), 6);
 }

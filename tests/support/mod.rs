@@ -88,6 +88,14 @@ impl TestDriver {
         self.driver.status()
     }
 
+    /// The connected executor with this name; fails the test if there is none.
+    pub fn executor(&self, name: &str) -> deepdist_common::proto::ExecutorInfo {
+        match self.status().executors.into_iter().find(|e| e.name == name) {
+            Some(e) => e,
+            None => panic!("no executor named {name} is connected"),
+        }
+    }
+
     /// Waits until `cond` holds for the driver's status, or fails the test.
     pub async fn await_status(&self, what: &str, cond: impl Fn(&StatusReport) -> bool) {
         await_condition(what, || cond(&self.status())).await
