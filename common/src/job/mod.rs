@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use stage::{Stage, StageKind};
 
-use crate::model::{Activation, Dbn, Mlp, ModelError};
+use crate::model::{Activation, Dbn, Dropout, Mlp, ModelError};
 use crate::optim::OptimizerConfig;
 
 /// What is wrong with a job definition.
@@ -145,6 +145,11 @@ pub struct ModelSpec {
     /// Hidden nonlinearity (`relu`, `tanh`, `sigmoid`); MLP default `relu`,
     /// and a DBN's units are sigmoid.
     pub activation: Option<Activation>,
+    /// Dropout probability of each hidden unit while training (fine-tuning,
+    /// for a DBN); 0 turns it off.
+    pub dropout: f32,
+    /// Dropout probability of each input pixel while training.
+    pub input_dropout: f32,
 }
 
 impl Default for ModelSpec {
@@ -153,6 +158,8 @@ impl Default for ModelSpec {
             kind: ModelKind::Mlp,
             hidden: vec![500, 500],
             activation: None,
+            dropout: 0.0,
+            input_dropout: 0.0,
         }
     }
 }
@@ -286,7 +293,10 @@ impl JobSpec {
             ModelKind::Mlp => Activation::Relu,
             ModelKind::Dbn => Activation::Sigmoid,
         };
-        Mlp::new(&sizes, self.model.activation.unwrap_or(default))
+        Mlp::new(&sizes, self.model.activation.unwrap_or(default))?.with_dropout(Dropout {
+            input: self.model.input_dropout,
+            hidden: self.model.dropout,
+        })
     }
 
     /// The DBN of a `dbn` job.

@@ -45,6 +45,14 @@ impl JobSpec {
         for (i, &h) in self.model.hidden.iter().enumerate() {
             in_range(&format!("model.hidden[{i}]"), h as u64, 1, 65_536)?;
         }
+        for (key, p) in [
+            ("model.dropout", self.model.dropout),
+            ("model.input_dropout", self.model.input_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(invalid(key, p.to_string(), "must be in [0, 1)"));
+            }
+        }
         in_range("train.epochs", self.train.epochs.into(), 1, 10_000)?;
         in_range("train.batch_size", self.train.batch_size.into(), 1, 65_536)?;
         in_range("train.n_push", self.train.n_push.into(), 1, 1000)?;

@@ -29,15 +29,22 @@ impl Activation {
     /// Multiplies `delta` by the derivative, expressed through the unit's
     /// output `a` so the pre-activation need not be kept.
     pub fn backprop(self, delta: &mut ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>) {
-        let zip = Zip::from(delta).and(a);
+        Zip::from(delta).and(a).for_each(|d, &a| *d *= self.derivative(a));
+    }
+
+    /// The derivative at the point where the unit outputs `a`.
+    #[inline]
+    pub fn derivative(self, a: f32) -> f32 {
         match self {
-            Activation::Sigmoid => zip.for_each(|d, &a| *d *= a * (1.0 - a)),
-            Activation::Tanh => zip.for_each(|d, &a| *d *= 1.0 - a * a),
-            Activation::Relu => zip.for_each(|d, &a| {
-                if a <= 0.0 {
-                    *d = 0.0
+            Activation::Sigmoid => a * (1.0 - a),
+            Activation::Tanh => 1.0 - a * a,
+            Activation::Relu => {
+                if a > 0.0 {
+                    1.0
+                } else {
+                    0.0
                 }
-            }),
+            }
         }
     }
 

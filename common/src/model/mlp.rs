@@ -5,7 +5,7 @@
 //! `layer{l}.bias` (`out`).
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, Axis, s};
+use ndarray::{Array2, ArrayView2, Axis, Zip, s};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
@@ -25,7 +25,19 @@ const EVAL_CHUNK: usize = 1024;
 pub struct Mlp {
     sizes: Vec<usize>,
     activation: Activation,
+    dropout: Dropout,
     layout: Layout,
+}
+
+/// Dropout (Srivastava, Hinton et al. 2014) while computing gradients: each
+/// input or hidden unit is zeroed with this probability and the survivors
+/// are scaled by `1 / (1 − p)`, so evaluation uses the weights as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Dropout {
+    /// Probability of dropping an input unit.
+    pub input: f32,
+    /// Probability of dropping a hidden unit.
+    pub hidden: f32,
 }
 
 /// Per-thread activations and deltas, one matrix per layer.
@@ -33,6 +45,11 @@ pub struct Mlp {
 pub struct MlpScratch {
     acts: Vec<Array2<f32>>,
     deltas: Vec<Array2<f32>>,
+    /// Dropout masks of the hidden layers (0 or `1 / (1 − p)`); empty without dropout.
+    masks: Vec<Array2<f32>>,
+    /// The batch after input dropout; empty without it.
+    input: Array2<f32>,
+    rng: Xoshiro256PlusPlus,
 }
 
 /// Loss and accuracy of a model on a dataset.
@@ -64,8 +81,20 @@ impl Mlp {
         Ok(Self {
             sizes: sizes.to_vec(),
             activation,
+            dropout: Dropout::default(),
             layout,
         })
+    }
+
+    /// The same network trained with dropout.
+    pub fn with_dropout(mut self, dropout: Dropout) -> Result<Self, ModelError> {
+        for (name, p) in [("input", dropout.input), ("hidden", dropout.hidden)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(ModelError::BadSpec(format!("{name} dropout must be in [0, 1), got {p}")));
+            }
+        }
+        self.dropout = dropout;
+        Ok(self)
     }
 
     /// Layer sizes, input first.
@@ -83,8 +112,10 @@ impl Mlp {
     }
 
     /// Runs the forward pass for the first `rows` rows; the class
-    /// probabilities end up in the last activation matrix.
-    fn forward(&self, params: &[f32], x: ArrayView2<'_, f32>, scratch: &mut MlpScratch) {
+    /// probabilities end up in the last activation matrix. With `train`,
+    /// dropout is applied: `x` must then be the scratch's dropped input
+    /// when input dropout is on (see [`Mlp::drop_inputs`]).
+    fn forward(&self, params: &[f32], x: ArrayView2<'_, f32>, scratch: &mut MlpScratch, train: bool) {
         let rows = x.nrows();
         for l in 0..self.layers() {
             let (before, rest) = scratch.acts.split_at_mut(l);
@@ -97,10 +128,22 @@ impl Mlp {
             general_mat_mul(1.0, &input, &w, 1.0, &mut out);
             if l + 1 < self.layers() {
                 self.activation.apply(&mut out);
+                if train && self.dropout.hidden > 0.0 {
+                    let mut mask = scratch.masks[l].slice_mut(s![..rows, ..]);
+                    fill_mask(&mut mask, self.dropout.hidden, &mut scratch.rng);
+                    out *= &mask;
+                }
             } else {
                 softmax_rows(&mut out);
             }
         }
+    }
+
+    /// Copies `x` into the scratch with input dropout applied.
+    fn drop_inputs(&self, x: ArrayView2<'_, f32>, scratch: &mut MlpScratch) {
+        let mut input = scratch.input.slice_mut(s![..x.nrows(), ..]);
+        fill_mask(&mut input, self.dropout.input, &mut scratch.rng);
+        input *= &x;
     }
 
     fn weight_bias<'a>(&self, params: &'a [f32], l: usize) -> (ArrayView2<'a, f32>, ndarray::ArrayView1<'a, f32>) {
@@ -115,7 +158,7 @@ impl Mlp {
         check_params(&self.layout, params)?;
         check_width(self.sizes[0], x)?;
         let mut scratch = self.scratch(x.nrows(), 0);
-        self.forward(params, x, &mut scratch);
+        self.forward(params, x, &mut scratch, false);
         Ok(scratch.acts.pop().unwrap_or_default())
     }
 
@@ -134,7 +177,7 @@ impl Mlp {
                 let x = data.features().slice_move(s![rows.clone(), ..]);
                 let y = &data.labels()[rows];
                 let mut scratch = self.scratch(x.nrows(), 0);
-                self.forward(params, x, &mut scratch);
+                self.forward(params, x, &mut scratch, false);
                 let probs = &scratch.acts[self.layers() - 1];
                 let mut loss = 0.0f64;
                 let mut correct = 0usize;
@@ -215,11 +258,19 @@ impl Model for Mlp {
         params
     }
 
-    fn scratch(&self, max_rows: usize, _seed: u64) -> MlpScratch {
-        let per_layer = || self.sizes[1..].iter().map(|&n| Array2::zeros((max_rows, n))).collect();
+    fn scratch(&self, max_rows: usize, seed: u64) -> MlpScratch {
+        let per_layer = |sizes: &[usize]| sizes.iter().map(|&n| Array2::zeros((max_rows, n))).collect();
+        let hidden = &self.sizes[1..self.sizes.len() - 1];
         MlpScratch {
-            acts: per_layer(),
-            deltas: per_layer(),
+            acts: per_layer(&self.sizes[1..]),
+            deltas: per_layer(&self.sizes[1..]),
+            masks: if self.dropout.hidden > 0.0 { per_layer(hidden) } else { Vec::new() },
+            input: if self.dropout.input > 0.0 {
+                Array2::zeros((max_rows, self.sizes[0]))
+            } else {
+                Array2::zeros((0, 0))
+            },
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         }
     }
 
@@ -235,7 +286,14 @@ impl Model for Mlp {
     ) -> f32 {
         let rows = x.nrows();
         let last = self.layers() - 1;
-        self.forward(params, x, scratch);
+        // The dropped input is taken out of the scratch for the pass, so the
+        // scratch's other buffers stay borrowable, and put back after it.
+        let dropped = (self.dropout.input > 0.0).then(|| {
+            self.drop_inputs(x, scratch);
+            std::mem::take(&mut scratch.input)
+        });
+        let x = dropped.as_ref().map_or(x, |d| d.slice(s![..rows, ..]));
+        self.forward(params, x, scratch, true);
 
         // Softmax + cross-entropy: d loss / d logits = p − onehot(y).
         let mut loss = 0.0f32;
@@ -276,9 +334,21 @@ impl Model for Mlp {
                 let (w, _) = self.weight_bias(params, l);
                 let mut below = lower[l - 1].slice_mut(s![..rows, ..]);
                 general_mat_mul(1.0, &delta, &w.t(), 0.0, &mut below);
-                self.activation
-                    .backprop(&mut below, scratch.acts[l - 1].slice(s![..rows, ..]));
+                let a = scratch.acts[l - 1].slice(s![..rows, ..]);
+                if self.dropout.hidden > 0.0 {
+                    // The layer output is `f(z)·m`; a kept unit's `f(z)` is its output times `1 − p`.
+                    let (act, keep) = (self.activation, 1.0 - self.dropout.hidden);
+                    Zip::from(&mut below)
+                        .and(scratch.masks[l - 1].slice(s![..rows, ..]))
+                        .and(a)
+                        .for_each(|d, &m, &a| *d = if m == 0.0 { 0.0 } else { *d * m * act.derivative(a * keep) });
+                } else {
+                    self.activation.backprop(&mut below, a);
+                }
             }
+        }
+        if let Some(d) = dropped {
+            scratch.input = d;
         }
         loss
     }
@@ -290,6 +360,12 @@ impl Model for Mlp {
         let all: u64 = products.iter().sum();
         2 * (2 * all + (all - products[0]))
     }
+}
+
+/// Fills `mask` with dropout factors: 0 with probability `p`, else `1 / (1 − p)`.
+fn fill_mask(mask: &mut ndarray::ArrayViewMut2<'_, f32>, p: f32, rng: &mut Xoshiro256PlusPlus) {
+    let scale = 1.0 / (1.0 - p);
+    mask.mapv_inplace(|_| if rng.random::<f32>() < p { 0.0 } else { scale });
 }
 
 /// Index of the largest value (the first, on ties).
@@ -371,6 +447,72 @@ mod tests {
             }
         }
         total / y.len() as f64
+    }
+
+    /// With dropout, the gradient must be the exact gradient of the network
+    /// thinned by the masks the pass drew: central differences of the
+    /// reference loss with those masks applied.
+    #[test]
+    fn dropout_gradient_matches_finite_differences_of_the_thinned_network() {
+        let sizes = [5, 4, 3, 3];
+        let dropout = Dropout { input: 0.2, hidden: 0.5 };
+        let mlp = Mlp::new(&sizes, Activation::Sigmoid).unwrap().with_dropout(dropout).unwrap();
+        let params = mlp.init(3);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        let x = Array2::from_shape_fn((6, 5), |_| rng.random_range(-1.0f32..1.0));
+        let y: Vec<u8> = vec![0, 1, 2, 0, 1, 2];
+        let mut scratch = mlp.scratch(6, 9);
+        let mut grad = vec![0.0; params.len()];
+        let loss = mlp.shard_gradient(&params, x.view(), &y, 1.0 / 6.0, &mut grad, false, &mut scratch);
+        // The thinned network: inputs and hidden outputs multiplied by the masks drawn.
+        let input_mask = &scratch.input / &x.mapv(|v| if v == 0.0 { 1.0 } else { v });
+        let masks = scratch.masks.clone();
+        assert!(masks.iter().any(|m| m.iter().any(|&v| v == 0.0)), "some units dropped");
+        let thinned = |p: &[f64]| {
+            let mut total = 0.0;
+            for (r, &label) in y.iter().enumerate() {
+                let mut a: Vec<f64> = (0..5).map(|j| f64::from(x[[r, j]] * input_mask[[r, j]])).collect();
+                let mut offset = 0;
+                for (l, w) in sizes.windows(2).enumerate() {
+                    let (n_in, n_out) = (w[0], w[1]);
+                    let bias = offset + n_in * n_out;
+                    let z: Vec<f64> = (0..n_out)
+                        .map(|j| p[bias + j] + (0..n_in).map(|i| a[i] * p[offset + i * n_out + j]).sum::<f64>())
+                        .collect();
+                    offset = bias + n_out;
+                    if l + 2 < sizes.len() {
+                        a = z
+                            .iter()
+                            .enumerate()
+                            .map(|(j, v)| f64::from(masks[l][[r, j]]) / (1.0 + (-v).exp()))
+                            .collect();
+                    } else {
+                        let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+                        total -= (z[usize::from(label)] - max) - sum.ln();
+                    }
+                }
+            }
+            total / y.len() as f64
+        };
+        let p64: Vec<f64> = params.iter().map(|&v| f64::from(v)).collect();
+        assert!((f64::from(loss) / 6.0 - thinned(&p64)).abs() < 1e-5);
+        let h = 1e-6;
+        for i in 0..params.len() {
+            let (mut plus, mut minus) = (p64.clone(), p64.clone());
+            plus[i] += h;
+            minus[i] -= h;
+            let numeric = (thinned(&plus) - thinned(&minus)) / (2.0 * h);
+            assert!(
+                (numeric - f64::from(grad[i])).abs() < 1e-4 + 1e-3 * numeric.abs(),
+                "param {i}: analytic {} numeric {numeric}",
+                grad[i]
+            );
+        }
+        // Evaluation uses the whole network, with no randomness.
+        let probs = mlp.predict_proba(&params, x.view()).unwrap();
+        assert_eq!(probs, mlp.predict_proba(&params, x.view()).unwrap());
+        assert!(Mlp::new(&sizes, Activation::Relu).unwrap().with_dropout(Dropout { input: 1.0, hidden: 0.0 }).is_err());
     }
 
     /// Central differences on the f64 reference loss must match the

@@ -16,7 +16,7 @@ pub use activation::Activation;
 pub use dbn::Dbn;
 pub use engine::GradientEngine;
 pub use layout::{Layout, TensorSpec};
-pub use mlp::{Evaluation, Mlp};
+pub use mlp::{Dropout, Evaluation, Mlp};
 pub use rbm::Rbm;
 pub use stage::{StageEval, StageModel};
 
