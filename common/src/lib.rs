@@ -10,6 +10,7 @@
 #[cfg(feature = "blas")]
 extern crate blas_src;
 
+pub mod atomic;
 pub mod bench;
 pub mod checkpoint;
 pub mod client;

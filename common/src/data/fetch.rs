@@ -4,7 +4,7 @@
 //! the MD5 of its uncompressed bytes before use, and written atomically, so an
 //! interrupted fetch never leaves a half file that looks complete.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -184,7 +184,7 @@ fn from_mirror(opts: &FetchOptions, mirror: &str, file: MnistFile) -> Result<Vec
         return Err(format!("MD5 {md5} does not match"));
     }
     let dest = opts.mnist_dir().join(format!("{}.gz", file.name));
-    write_atomically(&dest, &gz).map_err(|e| format!("cannot save {}: {e}", dest.display()))?;
+    crate::atomic::write_atomically(&dest, &gz).map_err(|e| format!("cannot save {}: {e}", dest.display()))?;
     tracing::info!(%url, dest = %dest.display(), "downloaded and verified");
     Ok(bytes)
 }
@@ -221,7 +221,7 @@ fn from_pip(dir: &Path) -> Result<(), String> {
         if md5_hex(&bytes) != file.md5 {
             continue;
         }
-        write_atomically(&dir.join(file.name), &bytes)
+        crate::atomic::write_atomically(&dir.join(file.name), &bytes)
             .map_err(|e| format!("cannot save into {}: {e}", dir.display()))?;
         found += 1;
     }
@@ -248,24 +248,6 @@ fn find_file_named(root: &Path, name: &str) -> Option<PathBuf> {
         }
     }
     None
-}
-
-/// Writes `bytes` to `dest` through a temporary file, fsync and rename, so
-/// `dest` is either absent or complete.
-pub fn write_atomically(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    // Temporary files are private (0600); data files are meant to be shared.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,12 +1,15 @@
 //! Saving models: safetensors files whose tensors follow the model's layout
-//! and whose metadata carries the job definition, written atomically.
+//! and whose metadata carries the job definition, written atomically; and
+//! [`sealed`] files for the driver's own checkpoints.
+
+pub mod sealed;
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::data::fetch::write_atomically;
+use crate::atomic::write_atomically;
 use crate::model::Layout;
 
 /// What can go wrong saving or loading a model.
@@ -23,6 +26,34 @@ pub enum CheckpointError {
     /// The safetensors encoding failed.
     #[error("safetensors: {0}")]
     Format(String),
+    /// Not a file of this kind (wrong magic number).
+    #[error("{path} is not a deepdist checkpoint")]
+    Foreign {
+        /// The file.
+        path: String,
+    },
+    /// Written by another format version.
+    #[error("{path} is checkpoint format {found}; this deepdist reads format {expected}")]
+    Version {
+        /// The file.
+        path: String,
+        /// Its format version.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// Shorter than its header says: a torn or cut-off write.
+    #[error("{path} is truncated")]
+    Truncated {
+        /// The file.
+        path: String,
+    },
+    /// Complete but its checksum does not match: the file is corrupt.
+    #[error("{path} is corrupt (checksum mismatch)")]
+    Checksum {
+        /// The file.
+        path: String,
+    },
     /// The file could not be written or read.
     #[error("{path}: {source}")]
     Io {
