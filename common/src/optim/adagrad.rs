@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, positive};
+use super::{CHUNK, Common, OptimError, Optimizer, OptimizerState, check_lengths, positive};
 
 /// AdaGrad.
 #[derive(Debug, Clone)]
@@ -57,6 +57,18 @@ impl Optimizer for AdaGrad {
 
     fn set_lr(&mut self, lr: f32) {
         self.common.lr = lr;
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            steps: self.steps,
+            buffers: vec![self.sum_sq.clone()],
+        }
+    }
+
+    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError> {
+        self.steps = state.unpack(&mut [&mut self.sum_sq])?;
+        Ok(())
     }
 }
 

@@ -23,7 +23,7 @@
 
 use rayon::prelude::*;
 
-use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, positive};
+use super::{CHUNK, Common, OptimError, Optimizer, OptimizerState, check_lengths, positive};
 
 /// AdaRevision.
 #[derive(Debug, Clone)]
@@ -107,6 +107,22 @@ impl Optimizer for AdaRevision {
 
     fn set_lr(&mut self, lr: f32) {
         self.common.lr = lr;
+    }
+
+    fn state(&self) -> OptimizerState {
+        let mut buffers = vec![self.z_prime.clone(), self.z_max.clone()];
+        buffers.extend(self.history.iter().cloned());
+        OptimizerState {
+            steps: self.steps,
+            buffers,
+        }
+    }
+
+    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError> {
+        let mut into: Vec<&mut Vec<f32>> = vec![&mut self.z_prime, &mut self.z_max];
+        into.extend(self.history.iter_mut());
+        self.steps = state.unpack(&mut into)?;
+        Ok(())
     }
 }
 

@@ -37,6 +37,9 @@ pub enum OptimError {
         /// The optimizer kind chosen.
         kind: OptimizerKind,
     },
+    /// A saved state that does not fit this optimizer.
+    #[error("optimizer state does not fit: {0}")]
+    BadState(String),
     /// Parameters or gradient of a length other than the optimizer's.
     #[error("optimizer holds state for {expected} values; got {params} parameters and {grad} gradient values")]
     LengthMismatch {
@@ -62,6 +65,41 @@ pub trait Optimizer: Send {
 
     /// Changes the momentum (for schedules); only SGD has one.
     fn set_momentum(&mut self, _momentum: f32) {}
+
+    /// The state a checkpoint needs to continue exactly where this left off.
+    fn state(&self) -> OptimizerState;
+
+    /// Takes back a state from [`Optimizer::state`] of an optimizer built
+    /// the same way; refused if its shape differs.
+    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError>;
+}
+
+/// An optimizer's internal state: its step count and its per-parameter
+/// buffers (velocity, sums of squares, ...), in the optimizer's own order.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct OptimizerState {
+    /// Steps applied.
+    pub steps: u64,
+    /// The buffers.
+    pub buffers: Vec<Vec<f32>>,
+}
+
+impl OptimizerState {
+    /// Moves the buffers into `into` (same count, same lengths) and returns the step count.
+    pub(crate) fn unpack(self, into: &mut [&mut Vec<f32>]) -> Result<u64, OptimError> {
+        let shape = |b: &[Vec<f32>]| b.iter().map(Vec::len).collect::<Vec<_>>();
+        let expected: Vec<usize> = into.iter().map(|b| b.len()).collect();
+        if shape(&self.buffers) != expected {
+            return Err(OptimError::BadState(format!(
+                "buffers of lengths {:?} for an optimizer with {expected:?}",
+                shape(&self.buffers)
+            )));
+        }
+        for (dst, src) in into.iter_mut().zip(self.buffers) {
+            **dst = src;
+        }
+        Ok(self.steps)
+    }
 }
 
 /// The learning-rate part shared by every optimizer.
@@ -288,6 +326,46 @@ mod tests {
             ..Common::default()
         };
         assert_eq!(fixed.rate(3), 0.6);
+    }
+
+    #[test]
+    fn a_restored_optimizer_continues_exactly() {
+        let base = OptimizerConfig::default();
+        let kinds = [
+            OptimizerConfig {
+                momentum: Some(0.9),
+                ..base
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::Adagrad,
+                ..base
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::Adarevision,
+                max_staleness: Some(2),
+                ..base
+            },
+        ];
+        let grads = [[0.5, -1.0, 2.0], [1.0, 0.25, -0.5], [-2.0, 1.0, 0.0], [0.3, 0.3, 0.3]];
+        for cfg in kinds {
+            let (mut a, mut p) = (cfg.build(3).unwrap(), vec![1.0f32; 3]);
+            for (i, g) in grads[..2].iter().enumerate() {
+                a.step(&mut p, g, i as u64).unwrap();
+            }
+            let mut b = cfg.build(3).unwrap();
+            b.restore(a.state()).unwrap();
+            let mut q = p.clone();
+            for (i, g) in grads[2..].iter().enumerate() {
+                a.step(&mut p, g, i as u64).unwrap();
+                b.step(&mut q, g, i as u64).unwrap();
+            }
+            assert_eq!(p, q, "{:?}", cfg.kind);
+            assert_eq!(a.state(), b.state());
+            assert!(matches!(
+                cfg.build(4).unwrap().restore(a.state()),
+                Err(OptimError::BadState(_))
+            ));
+        }
     }
 
     #[test]

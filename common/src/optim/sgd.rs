@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{CHUNK, Common, OptimError, Optimizer, check_lengths};
+use super::{CHUNK, Common, OptimError, Optimizer, OptimizerState, check_lengths};
 
 /// SGD with momentum.
 #[derive(Debug, Clone)]
@@ -81,6 +81,18 @@ impl Optimizer for Sgd {
         if check_momentum(momentum).is_ok() {
             self.momentum = momentum;
         }
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            steps: self.steps,
+            buffers: vec![self.velocity.clone()],
+        }
+    }
+
+    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError> {
+        self.steps = state.unpack(&mut [&mut self.velocity])?;
+        Ok(())
     }
 }
 
