@@ -45,6 +45,8 @@ struct Queued {
 }
 
 struct ParamsMsg {
+    /// The connection they came on (see [`Fetches`]).
+    connection: u64,
     job: u64,
     stage: u32,
     version: u64,
@@ -57,8 +59,48 @@ pub struct WorkerHandle {
     work: mpsc::Sender<Queued>,
     params: mpsc::Sender<ParamsMsg>,
     generation: Arc<AtomicU64>,
+    connection: Arc<AtomicU64>,
     out: Arc<Mutex<Option<tmpsc::Sender<Bytes>>>>,
     frozen: Arc<Mutex<Frozen>>,
+}
+
+/// Fetches sent and answered on one connection. A fetch in flight when its
+/// connection dies is never answered, so the count starts again with every
+/// connection; otherwise the worker would wait forever for that answer and
+/// never ask again.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Fetches {
+    connection: u64,
+    sent: u64,
+    answered: u64,
+}
+
+impl Fetches {
+    /// A fetch was sent on `connection`.
+    fn sent_on(&mut self, connection: u64) {
+        if connection != self.connection {
+            *self = Self {
+                connection,
+                ..Self::default()
+            };
+        }
+        self.sent += 1;
+    }
+
+    /// Parameters arrived on `connection`; false if that connection is no
+    /// longer the one fetches are counted on.
+    fn answered_on(&mut self, connection: u64) -> bool {
+        let current = connection == self.connection;
+        if current {
+            self.answered += 1;
+        }
+        current
+    }
+
+    /// Whether an answer is still due.
+    fn outstanding(&self) -> bool {
+        self.answered < self.sent
+    }
 }
 
 /// The trained layers below the current pre-training stage: (job, stage, layers).
@@ -79,6 +121,7 @@ impl WorkerHandle {
     /// Delivers parameters from the driver.
     pub fn params(&self, job: u64, stage: u32, version: u64, values: Tensor) {
         let _ = self.params.send(ParamsMsg {
+            connection: self.connection.load(Ordering::SeqCst),
             job,
             stage,
             version,
@@ -94,6 +137,7 @@ impl WorkerHandle {
 
     /// Routes the worker's messages to this connection.
     pub fn connect(&self, tx: tmpsc::Sender<Bytes>) {
+        self.connection.fetch_add(1, Ordering::SeqCst);
         *self.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     }
 
@@ -112,6 +156,7 @@ pub fn spawn(cores: usize, request_timeout: Duration) -> WorkerHandle {
         work: work_tx,
         params: params_tx,
         generation: Arc::new(AtomicU64::new(0)),
+        connection: Arc::new(AtomicU64::new(0)),
         out: Arc::new(Mutex::new(None)),
         frozen: Arc::new(Mutex::new(None)),
     };
@@ -121,14 +166,14 @@ pub fn spawn(cores: usize, request_timeout: Duration) -> WorkerHandle {
         work: work_rx,
         params: params_rx,
         generation: handle.generation.clone(),
+        connection: handle.connection.clone(),
         out: handle.out.clone(),
         frozen: handle.frozen.clone(),
         mlp_engine: None,
         rbm_engine: None,
         local: None,
         inputs: HashMap::new(),
-        fetches_sent: 0,
-        params_seen: 0,
+        fetches: Fetches::default(),
     };
     let spawned = std::thread::Builder::new()
         .name("deepdist-worker".into())
@@ -169,6 +214,7 @@ struct Worker {
     work: mpsc::Receiver<Queued>,
     params: mpsc::Receiver<ParamsMsg>,
     generation: Arc<AtomicU64>,
+    connection: Arc<AtomicU64>,
     out: Arc<Mutex<Option<tmpsc::Sender<Bytes>>>>,
     frozen: Arc<Mutex<Frozen>>,
     /// Engines of the last stage, reused while its tasks keep coming.
@@ -179,8 +225,7 @@ struct Worker {
     /// Pre-training inputs: partitions passed through the frozen layers, by
     /// (partition hash, stage), for the current job.
     inputs: HashMap<(u128, u32), Arc<Dataset>>,
-    fetches_sent: u64,
-    params_seen: u64,
+    fetches: Fetches,
 }
 
 impl Worker {
@@ -221,6 +266,7 @@ impl Worker {
     }
 
     fn request(&mut self, (job, stage): (u64, u32), min_version: u64) -> Result<(), Stop> {
+        let connection = self.connection.load(Ordering::SeqCst);
         if !self.send(Message::Fetch {
             job,
             stage,
@@ -228,7 +274,7 @@ impl Worker {
         }) {
             return Err(Stop::Abandoned);
         }
-        self.fetches_sent += 1;
+        self.fetches.sent_on(connection);
         Ok(())
     }
 
@@ -247,7 +293,7 @@ impl Worker {
         loop {
             let next = match self.params.try_recv() {
                 Ok(p) => Some(p),
-                Err(_) if !wait || newest.is_some() || self.params_seen >= self.fetches_sent => None,
+                Err(_) if !wait || newest.is_some() || !self.fetches.outstanding() => None,
                 Err(_) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match self.params.recv_timeout(left.min(Duration::from_millis(200))) {
@@ -269,7 +315,9 @@ impl Worker {
                 }
             };
             let Some(p) = next else { return Ok(newest) };
-            self.params_seen += 1;
+            if !self.fetches.answered_on(p.connection) {
+                continue;
+            }
             let current = p.job == job && p.stage == stage && p.version >= min_version;
             if current && newest.as_ref().is_none_or(|n| p.version >= n.version) {
                 newest = Some(p);
@@ -433,7 +481,7 @@ impl Worker {
                     Mode::Async => {
                         // Ask now, so the answer includes this push and
                         // arrives while the next minibatches compute.
-                        if self.params_seen >= self.fetches_sent {
+                        if !self.fetches.outstanding() {
                             self.request(run, 0)?;
                             local.requested();
                         }
@@ -449,7 +497,7 @@ impl Worker {
                     version = v;
                     local.rebase(&mut params);
                 }
-                if self.params_seen >= self.fetches_sent {
+                if !self.fetches.outstanding() {
                     self.request(run, 0)?;
                     local.requested();
                 }
@@ -480,10 +528,27 @@ impl Worker {
                 p.values.read_into(params).map_err(|e| Stop::Failed(e.to_string()))?;
                 Ok(Some(p.version))
             }
-            None if wait && self.params_seen < self.fetches_sent => {
+            None if wait && self.fetches.outstanding() => {
                 Err(Stop::Failed("the driver sent no parameters for this job".into()))
             }
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fetches;
+
+    #[test]
+    fn a_fetch_lost_with_its_connection_is_not_awaited_on_the_next() {
+        let mut fetches = Fetches::default();
+        fetches.sent_on(1);
+        assert!(fetches.outstanding());
+        // The connection dies before the answer; the next one starts afresh.
+        fetches.sent_on(2);
+        assert!(!fetches.answered_on(1), "an answer from the old connection is not counted");
+        assert!(fetches.answered_on(2));
+        assert!(!fetches.outstanding());
     }
 }
