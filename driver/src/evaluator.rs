@@ -11,9 +11,20 @@ use deepdist_common::model::{StageEval, StageModel};
 use deepdist_common::proto::{EpochMetrics, Message, Progress};
 use tokio::sync::mpsc;
 
+use crate::checkpoint::JobCheckpoint;
 use crate::output::MetricsWriter;
 use crate::ps::Snapshot;
 use crate::state::{EpochAccum, Shared};
+
+/// What the evaluator is given, in the order things happened: a checkpoint
+/// queued after an epoch is written after that epoch's metrics line, so the
+/// metrics never lag a checkpoint.
+pub enum Work {
+    /// Evaluate a completed epoch.
+    Epoch(Box<EvalItem>),
+    /// Write a checkpoint, with the evaluation results so far.
+    Checkpoint(Box<JobCheckpoint>),
+}
 
 /// One completed epoch waiting to be evaluated.
 pub struct EvalItem {
@@ -33,6 +44,7 @@ pub struct EvalItem {
 }
 
 /// What the evaluator learned over a job.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Evaluated {
     pub epochs: u32,
     pub final_accuracy: Option<f64>,
@@ -47,15 +59,27 @@ pub async fn evaluate_epochs(
     spec: JobSpec,
     partitions: u32,
     mut metrics: MetricsWriter,
-    mut rx: mpsc::UnboundedReceiver<EvalItem>,
+    mut rx: mpsc::UnboundedReceiver<Work>,
     target_hit: Arc<AtomicBool>,
+    mut out: Evaluated,
 ) -> Result<Evaluated, String> {
-    let mut out = Evaluated {
-        epochs: 0,
-        final_accuracy: None,
-        time_to_target: None,
-    };
-    while let Some(item) = rx.recv().await {
+    let stall = crate::checkpoint::stall_from_env();
+    while let Some(work) = rx.recv().await {
+        let item = match work {
+            Work::Epoch(item) => item,
+            Work::Checkpoint(mut checkpoint) => {
+                if let Some(path) = shared.config.checkpoint.clone() {
+                    checkpoint.evaluated = out.clone();
+                    let written = tokio::task::spawn_blocking(move || checkpoint.save(&path, stall)).await;
+                    match written {
+                        Ok(Ok(())) => tracing::debug!(job, "checkpoint written"),
+                        Ok(Err(e)) => tracing::error!(job, error = %e, "cannot write the checkpoint"),
+                        Err(e) => tracing::error!(job, error = %e, "checkpoint writer failed"),
+                    }
+                }
+                continue;
+            }
+        };
         let (model, test, params) = (item.model.clone(), item.test.clone(), item.snapshot.params.clone());
         let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test))
             .await

@@ -6,6 +6,7 @@
 //! [`Driver::start`] takes a bound listener, so tests and local mode run it on
 //! `127.0.0.1:0` exactly as production does.
 
+pub mod checkpoint;
 mod evaluator;
 mod output;
 pub mod ps;
@@ -21,7 +22,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deepdist_common::job::JobSpec;
 use deepdist_common::proto::{DEFAULT_MAX_FRAME, StatusReport};
+
+use checkpoint::JobCheckpoint;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -47,6 +51,11 @@ pub struct DriverConfig {
     pub secret: Option<Secret>,
     /// When set, every connection is TLS with this identity.
     pub tls: Option<TlsServer>,
+    /// Where the running job is checkpointed (`None`: never).
+    pub checkpoint: Option<PathBuf>,
+    /// Longest time between checkpoints within an epoch; every completed
+    /// epoch is checkpointed as well.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for DriverConfig {
@@ -60,6 +69,8 @@ impl Default for DriverConfig {
             data_dir: deepdist_common::data::fetch::resolve_data_dir(None),
             secret: None,
             tls: None,
+            checkpoint: None,
+            checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -75,8 +86,32 @@ pub struct Driver {
 impl Driver {
     /// Starts serving on `listener` and running submitted jobs.
     pub fn start(listener: TcpListener, config: DriverConfig) -> std::io::Result<Self> {
+        Self::start_resuming(listener, config, None)
+    }
+
+    /// Starts like [`Driver::start`], first resuming the job of `checkpoint`
+    /// (`deepdist driver --recover`); executors that reconnect carry it on.
+    pub fn start_resuming(
+        listener: TcpListener,
+        config: DriverConfig,
+        checkpoint: Option<JobCheckpoint>,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config));
+        let resume = match checkpoint {
+            Some(c) => {
+                let spec = JobSpec::from_toml(&c.spec, "the checkpoint's job")
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+                tracing::info!(
+                    job = c.job,
+                    stage = c.stage,
+                    epochs_done = c.epochs_done,
+                    "resuming from a checkpoint"
+                );
+                Some((spec, Box::new(c)))
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(config, resume));
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(server::accept_loop(listener, shared.clone(), stopped.clone())),

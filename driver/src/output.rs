@@ -29,6 +29,32 @@ impl MetricsWriter {
         })
     }
 
+    /// Reopens `dir/metrics.jsonl` of a resumed job, keeping only the lines
+    /// `keep` accepts (those its checkpoint covers), and appends from there.
+    pub fn reopen(dir: &Path, keep: impl Fn(&EpochMetrics) -> bool) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("metrics.jsonl");
+        let old = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let mut kept = String::new();
+        for line in old.lines() {
+            // A line cut short by the crash does not parse and is dropped.
+            if serde_json::from_str::<EpochMetrics>(line).is_ok_and(|m| keep(&m)) {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        deepdist_common::atomic::write_atomically(&path, kept.as_bytes())?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        Ok(Self {
+            file: BufWriter::new(file),
+            path,
+        })
+    }
+
     /// Appends one line.
     pub fn append(&mut self, metrics: &EpochMetrics) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.file, metrics)?;

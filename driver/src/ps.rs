@@ -15,7 +15,7 @@ use std::sync::mpsc;
 
 use bytes::Bytes;
 use deepdist_common::job::{Mode, Stage};
-use deepdist_common::optim::Optimizer;
+use deepdist_common::optim::{Optimizer, OptimizerState};
 use deepdist_common::proto::{self, Message, Tensor};
 use tokio::sync::oneshot;
 
@@ -32,6 +32,7 @@ enum Command {
         reply: oneshot::Sender<Bytes>,
     },
     Snapshot {
+        with_optimizer: bool,
         reply: oneshot::Sender<Snapshot>,
     },
     Members(HashSet<u64>),
@@ -48,6 +49,17 @@ pub struct Snapshot {
     pub staleness_sum: u64,
     /// Updates refused: wrong length, or in sync mode computed for another step.
     pub rejected: u64,
+    /// The optimizer's state, when asked for (checkpoints).
+    pub optimizer: Option<OptimizerState>,
+}
+
+/// Where a resumed server starts counting.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resumed {
+    /// Updates applied before the checkpoint.
+    pub version: u64,
+    /// Their summed staleness.
+    pub staleness_sum: u64,
 }
 
 /// A handle to a running parameter server; dropping every handle stops it.
@@ -58,7 +70,8 @@ pub struct ParamServer {
 
 impl ParamServer {
     /// Starts a server for `job` with these initial parameters; `schedule`
-    /// gives the learning rate of each epoch.
+    /// gives the learning rate of each epoch; `resumed` continues a
+    /// checkpoint's version count.
     pub fn start(
         job: u64,
         stage: u32,
@@ -66,6 +79,7 @@ impl ParamServer {
         optimizer: Box<dyn Optimizer>,
         mode: Mode,
         schedule: Stage,
+        resumed: Resumed,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
         let state = State {
@@ -75,12 +89,12 @@ impl ParamServer {
             params,
             optimizer,
             mode,
-            version: 0,
+            version: resumed.version,
             waiting: Vec::new(),
             frame: None,
             members: HashSet::new(),
             pushed: HashSet::new(),
-            staleness_sum: 0,
+            staleness_sum: resumed.staleness_sum,
             rejected: 0,
             schedule,
             stage,
@@ -114,8 +128,17 @@ impl ParamServer {
 
     /// The current parameters.
     pub async fn snapshot(&self) -> Option<Snapshot> {
+        self.snapshot_with(false).await
+    }
+
+    /// The current parameters and optimizer state, for a checkpoint.
+    pub async fn checkpoint(&self) -> Option<Snapshot> {
+        self.snapshot_with(true).await
+    }
+
+    async fn snapshot_with(&self, with_optimizer: bool) -> Option<Snapshot> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Snapshot { reply }).ok()?;
+        self.tx.send(Command::Snapshot { with_optimizer, reply }).ok()?;
         rx.await.ok()
     }
 
@@ -168,12 +191,13 @@ impl State {
                 Command::Fetch { min_version, reply } => {
                     self.waiting.push((min_version, reply));
                 }
-                Command::Snapshot { reply } => {
+                Command::Snapshot { with_optimizer, reply } => {
                     let _ = reply.send(Snapshot {
                         version: self.version,
                         params: Arc::new(self.params.clone()),
                         staleness_sum: self.staleness_sum,
                         rejected: self.rejected,
+                        optimizer: with_optimizer.then(|| self.optimizer.state()),
                     });
                 }
                 Command::Members(members) => {
@@ -301,7 +325,15 @@ mod tests {
             optimizer: config(lr),
             final_momentum: None,
         };
-        ParamServer::start(1, 0, params, config(lr).build(2).unwrap(), mode, stage)
+        ParamServer::start(
+            1,
+            0,
+            params,
+            config(lr).build(2).unwrap(),
+            mode,
+            stage,
+            Resumed::default(),
+        )
     }
 
     fn params_of(frame: Bytes) -> (u64, Vec<f32>) {

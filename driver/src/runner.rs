@@ -15,9 +15,10 @@ use deepdist_common::model::StageModel;
 use deepdist_common::proto::{self, JobSummary, Message, TaskSpec, Tensor};
 use tokio::sync::{mpsc, watch};
 
-use crate::evaluator::{EvalItem, evaluate_epochs};
+use crate::checkpoint::JobCheckpoint;
+use crate::evaluator::{EvalItem, Work, evaluate_epochs};
 use crate::output::{MetricsWriter, save_final_model};
-use crate::ps::ParamServer;
+use crate::ps::{ParamServer, Resumed};
 use crate::scheduler::Scheduler;
 use crate::state::{RunState, Shared};
 
@@ -45,25 +46,37 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             state.jobs.iter_mut().find(|j| j.state == JobState::Queued).map(|j| {
                 j.state = JobState::Running;
-                (j.id, j.spec.clone())
+                (j.id, j.spec.clone(), j.resume.take())
             })
         };
-        let Some((id, spec)) = next else {
+        let Some((id, spec, resume)) = next else {
             tokio::select! {
                 _ = shared.wake.notified() => {}
                 _ = stop.changed() => return,
             }
             continue;
         };
-        let started = Instant::now();
-        let dir = shared.output_dir(id, &spec.name);
-        tracing::info!(id, name = %spec.name, dir = %dir.display(), "job started");
-        let result = run_job(&shared, id, &spec, &dir, started, &mut stop).await;
+        // A resumed job keeps counting its time from where the checkpoint was.
+        let started = resume.as_ref().map_or_else(Instant::now, |c| seconds_ago(c.elapsed_s));
+        let dir = match &resume {
+            Some(c) => c.output_dir.clone(),
+            None => shared.output_dir(id, &spec.name),
+        };
+        tracing::info!(id, name = %spec.name, dir = %dir.display(), resumed = resume.is_some(), "job started");
+        let result = run_job(&shared, id, &spec, &dir, started, resume, &mut stop).await;
         shared.lock().run = None;
         let mut summary = summary(id, &spec.name, JobState::Done, Some(&dir));
         summary.elapsed_s = started.elapsed().as_secs_f64();
         match result {
             Ok(outcome) => {
+                // The job is over: nothing is left to resume.
+                if let Some(path) = &shared.config.checkpoint {
+                    match std::fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove the checkpoint"),
+                    }
+                }
                 summary.state = outcome.state;
                 summary.epochs = outcome.epochs;
                 summary.final_accuracy = outcome.final_accuracy;
@@ -128,6 +141,7 @@ async fn run_job(
     spec: &JobSpec,
     dir: &std::path::Path,
     started: Instant,
+    resume: Option<Box<JobCheckpoint>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Outcome, String> {
     let mnist = load_mnist(shared).await?;
@@ -175,8 +189,31 @@ async fn run_job(
     drop(parts);
     let frames = Arc::new(frames);
     let (dim, classes) = (mnist.train.dim(), mnist.train.classes());
+    let hashes: Vec<u128> = frames.iter().map(|(h, _)| *h).collect();
+    let stages = spec.stages();
+    if let Some(c) = &resume {
+        if c.partitions != hashes {
+            return Err(format!(
+                "the checkpoint was made from other data ({} partitions, {} differ from this driver's): \
+                 refusing to resume it",
+                c.partitions.len(),
+                c.partitions.iter().zip(&hashes).filter(|(a, b)| a != b).count()
+                    + c.partitions.len().abs_diff(hashes.len())
+            ));
+        }
+        if c.stage as usize >= stages.len() || c.layers.len() > c.stage as usize {
+            return Err(format!("the checkpoint's stage {} does not fit the job", c.stage));
+        }
+    }
 
-    let metrics = MetricsWriter::create(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let metrics = match &resume {
+        None => MetricsWriter::create(dir),
+        Some(c) => MetricsWriter::reopen(dir, |m| {
+            let stage = stages.iter().position(|s| s.name == m.stage).unwrap_or(usize::MAX) as u32;
+            (stage, m.epoch) <= (c.stage, c.epochs_done)
+        }),
+    }
+    .map_err(|e| format!("{}: {e}", dir.display()))?;
     let target_hit = Arc::new(AtomicBool::new(false));
     let (eval_tx, eval_rx) = mpsc::unbounded_channel();
     let evaluator = tokio::spawn(evaluate_epochs(
@@ -187,13 +224,19 @@ async fn run_job(
         metrics,
         eval_rx,
         target_hit.clone(),
+        resume.as_ref().map(|c| c.evaluated.clone()).unwrap_or_default(),
     ));
 
-    let training_started = Instant::now();
-    let mut rbms: Vec<Vec<f32>> = Vec::new();
+    let training_started = resume.as_ref().map_or_else(Instant::now, |c| seconds_ago(c.train_s));
+    if resume.as_ref().is_some_and(|c| c.evaluated.time_to_target.is_some()) {
+        target_hit.store(true, Ordering::Relaxed);
+    }
+    let first_stage = resume.as_ref().map_or(0, |c| c.stage as usize);
+    let mut rbms: Vec<Vec<f32>> = resume.as_ref().map(|c| c.layers.clone()).unwrap_or_default();
+    let mut resume = resume;
     let mut state_at_end = JobState::Done;
     let mut final_model = None;
-    for (index, stage) in spec.stages().iter().enumerate() {
+    for (index, stage) in stages.iter().enumerate().skip(first_stage) {
         let model = StageModel::for_stage(spec, stage.kind, dim, classes).map_err(|e| e.to_string())?;
         let (params, stage_test, frozen) = prepare_stage(spec, stage, &model, &rbms, &train, &test, id, index).await?;
         let ctx = StageRun {
@@ -205,12 +248,14 @@ async fn run_job(
             test: stage_test,
             frozen,
             frames: frames.clone(),
+            dir,
+            layers: &rbms,
             started,
             training_started,
             target_hit: &target_hit,
             eval_tx: &eval_tx,
         };
-        let (state, params) = run_stage(shared, ctx, params, stop).await?;
+        let (state, params) = run_stage(shared, ctx, params, resume.take(), stop).await?;
         if let StageKind::Rbm { layer } = stage.kind {
             let path = dir.join(format!("rbm{}.safetensors", layer + 1));
             save_final_model(dir, &path, model.layout(), &params, spec, id, 0).map_err(|e| e.to_string())?;
@@ -312,17 +357,32 @@ struct StageRun<'a> {
     test: Arc<Dataset>,
     frozen: Option<Bytes>,
     frames: Arc<Vec<(u128, Bytes)>>,
+    dir: &'a std::path::Path,
+    /// The trained layers of the stages before.
+    layers: &'a [Vec<f32>],
     started: Instant,
     training_started: Instant,
     target_hit: &'a AtomicBool,
-    eval_tx: &'a mpsc::UnboundedSender<EvalItem>,
+    eval_tx: &'a mpsc::UnboundedSender<Work>,
 }
 
-/// Trains one stage to its end (or a cancel); returns how it ended and its parameters.
+/// The instant `seconds` ago (now, if `seconds` is not a valid duration or
+/// the clock cannot go back that far: it comes from a checkpoint file).
+fn seconds_ago(seconds: f64) -> Instant {
+    let now = Instant::now();
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .and_then(|d| now.checked_sub(d))
+        .unwrap_or(now)
+}
+
+/// Trains one stage to its end (or a cancel), from `resume` if given;
+/// returns how it ended and its parameters.
 async fn run_stage(
     shared: &Arc<Shared>,
     ctx: StageRun<'_>,
     params: Vec<f32>,
+    resume: Option<Box<JobCheckpoint>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(JobState, Vec<f32>), String> {
     let (id, spec, stage) = (ctx.id, ctx.spec, ctx.stage);
@@ -332,31 +392,68 @@ async fn run_stage(
         Mode::Async => stage.optimizer.without_momentum(),
         Mode::Sync => stage.optimizer,
     };
-    let optimizer = server_optimizer.build(params.len()).map_err(|e| e.to_string())?;
-    let ps = ParamServer::start(id, ctx.index, params, optimizer, spec.train.mode, stage.clone());
+    let mut optimizer = server_optimizer.build(params.len()).map_err(|e| e.to_string())?;
     let partitions = ctx.frames.len() as u32;
+    let (params, scheduler, resumed, accums) = match resume.map(|c| *c) {
+        Some(c) => {
+            if c.params.len() != params.len() {
+                return Err(format!(
+                    "the checkpoint holds {} parameters for a stage of {}",
+                    c.params.len(),
+                    params.len()
+                ));
+            }
+            optimizer
+                .restore(c.optimizer)
+                .map_err(|e| format!("cannot resume the optimizer: {e}"))?;
+            let (progress, accums): (Vec<_>, Vec<_>) = c.open.into_iter().unzip();
+            let scheduler = Scheduler::resume(id, ctx.index, partitions, stage.epochs, c.epochs_done, &progress);
+            let accums = progress.iter().map(|p| p.epoch).zip(accums).collect();
+            let resumed = Resumed {
+                version: c.version,
+                staleness_sum: c.staleness_sum,
+            };
+            (c.params, scheduler, resumed, accums)
+        }
+        None => (
+            params,
+            Scheduler::new(id, ctx.index, partitions, stage.epochs),
+            Resumed::default(),
+            Default::default(),
+        ),
+    };
+    let ps = ParamServer::start(
+        id,
+        ctx.index,
+        params,
+        optimizer,
+        spec.train.mode,
+        stage.clone(),
+        resumed,
+    );
     shared.lock().run = Some(RunState {
         job: id,
         stage: stage.name.clone(),
         stage_index: ctx.index,
-        scheduler: Scheduler::new(id, ctx.index, partitions, stage.epochs),
+        scheduler,
         partition_frames: ctx.frames.clone(),
         frozen: ctx.frozen.clone(),
         frozen_sent: Default::default(),
         ps: ps.clone(),
-        epochs: Default::default(),
+        epochs: accums,
         last_seq: Default::default(),
     });
     tracing::info!(id, stage = %stage.name, epochs = stage.epochs, "stage started");
 
     let mut last_epoch_end = Instant::now();
-    let mut last_staleness = (0u64, 0u64);
+    let mut last_staleness = (resumed.version, resumed.staleness_sum);
+    let mut last_checkpoint = Instant::now();
     let mut end_state = JobState::Done;
     loop {
         if *stop.borrow() {
             return Err("the driver is shutting down".into());
         }
-        let (sends, completed, finished, cancelled) = {
+        let (sends, completed, finished, cancelled, progress) = {
             let mut state = shared.lock();
             let cancelled = state.jobs.iter().any(|j| j.id == id && j.cancel_requested);
             let executors = state.executors.len() as u32;
@@ -410,7 +507,23 @@ async fn run_stage(
                 let stats = run.epochs.remove(&epoch).unwrap_or_default();
                 completed.push((epoch, reassigned, stats, executors));
             }
-            (sends, completed, run.scheduler.finished(), cancelled)
+            // Progress is read before the parameters are, so every partition
+            // it counts as done has its updates in them.
+            let checkpoint_due = shared.config.checkpoint.is_some()
+                && !cancelled
+                && (!completed.is_empty() || last_checkpoint.elapsed() >= shared.config.checkpoint_interval);
+            let progress = checkpoint_due.then(|| {
+                let (done, open) = run.scheduler.progress();
+                let open: Vec<_> = open
+                    .into_iter()
+                    .map(|p| {
+                        let accum = run.epochs.get(&p.epoch).copied().unwrap_or_default();
+                        (p, accum)
+                    })
+                    .collect();
+                (done, open)
+            });
+            (sends, completed, run.scheduler.finished(), cancelled, progress)
         };
         for (tx, frame) in sends {
             let _ = tx.send(frame).await;
@@ -425,7 +538,7 @@ async fn run_stage(
                 snapshot.staleness_sum - last_staleness.1,
             );
             last_staleness = (snapshot.version, snapshot.staleness_sum);
-            let _ = ctx.eval_tx.send(EvalItem {
+            let _ = ctx.eval_tx.send(Work::Epoch(Box::new(EvalItem {
                 stage: stage.name.clone(),
                 supervised: stage.kind == StageKind::Supervised,
                 model: ctx.model.clone(),
@@ -439,8 +552,33 @@ async fn run_stage(
                 stats,
                 reassigned,
                 executors,
-            });
+            })));
             last_epoch_end = now;
+        }
+        if let Some((epochs_done, open)) = progress {
+            let Some(snapshot) = ps.checkpoint().await else {
+                return Err("the parameter server stopped".into());
+            };
+            let checkpoint = JobCheckpoint {
+                job: id,
+                spec: spec.to_toml(),
+                output_dir: ctx.dir.to_path_buf(),
+                partitions: ctx.frames.iter().map(|(h, _)| *h).collect(),
+                next_executor: shared.next_executor.load(Ordering::Relaxed),
+                elapsed_s: ctx.started.elapsed().as_secs_f64(),
+                train_s: ctx.training_started.elapsed().as_secs_f64(),
+                layers: ctx.layers.to_vec(),
+                stage: ctx.index,
+                epochs_done,
+                open,
+                version: snapshot.version,
+                staleness_sum: snapshot.staleness_sum,
+                params: Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
+                optimizer: snapshot.optimizer.unwrap_or_default(),
+                evaluated: Default::default(),
+            };
+            let _ = ctx.eval_tx.send(Work::Checkpoint(Box::new(checkpoint)));
+            last_checkpoint = Instant::now();
         }
         if cancelled {
             end_state = JobState::Cancelled;

@@ -14,6 +14,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use deepdist_common::proto::TaskId;
+use serde::{Deserialize, Serialize};
+
+/// How far an open epoch got, for a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// The epoch.
+    pub epoch: u32,
+    /// Partitions trained in it by tasks that reported done.
+    pub done: Vec<u32>,
+    /// Tasks of it reassigned so far.
+    pub reassigned: u32,
+}
 
 /// One epoch's bookkeeping.
 #[derive(Debug, Default)]
@@ -53,6 +65,56 @@ impl Scheduler {
         };
         s.open_next();
         s
+    }
+
+    /// A scheduler that continues from a checkpoint: epochs up to
+    /// `completed` are done and `open` ones have their done partitions.
+    pub fn resume(job: u64, stage: u32, partitions: u32, epochs: u32, completed: u32, open: &[EpochProgress]) -> Self {
+        let mut s = Self {
+            job,
+            stage,
+            partitions,
+            last_epoch: epochs,
+            open: BTreeMap::new(),
+            next_epoch: completed + 1,
+            attempts: HashMap::new(),
+            reassigned: HashMap::new(),
+            stopping: false,
+        };
+        for p in open.iter().filter(|p| p.epoch > completed && p.epoch <= epochs) {
+            let done: HashSet<u32> = p.done.iter().copied().filter(|&d| d < partitions).collect();
+            let state = EpochState {
+                pending: (0..partitions).filter(|d| !done.contains(d)).collect(),
+                running: HashMap::new(),
+                done,
+            };
+            s.open.insert(p.epoch, state);
+            s.reassigned.insert(p.epoch, p.reassigned);
+            s.next_epoch = s.next_epoch.max(p.epoch + 1);
+        }
+        if s.open.is_empty() {
+            s.open_next();
+        }
+        s
+    }
+
+    /// The last epoch completed and how far the open ones got.
+    pub fn progress(&self) -> (u32, Vec<EpochProgress>) {
+        let completed = self.open.keys().next().map_or(self.next_epoch - 1, |&e| e - 1);
+        let open = self
+            .open
+            .iter()
+            .map(|(&epoch, e)| {
+                let mut done: Vec<u32> = e.done.iter().copied().collect();
+                done.sort_unstable();
+                EpochProgress {
+                    epoch,
+                    done,
+                    reassigned: self.reassigned.get(&epoch).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        (completed, open)
     }
 
     fn open_next(&mut self) {
@@ -259,6 +321,43 @@ mod tests {
         assert!(!s.complete(&other_job, 1));
         assert!(s.complete(&t, 1));
         assert!(!s.complete(&t, 1), "a duplicate report is not counted twice");
+    }
+
+    #[test]
+    fn resumes_where_the_progress_left_off() {
+        let mut s = Scheduler::new(1, 0, 3, 3);
+        let tasks: Vec<TaskId> = (0..3).map(|_| s.next_for(1, |_| false).unwrap()).collect();
+        for t in &tasks {
+            assert!(s.complete(t, 1));
+        }
+        assert_eq!(s.pop_completed(), Some((1, 0)));
+        let a = s.next_for(1, |_| false).unwrap();
+        let b = s.next_for(2, |_| false).unwrap();
+        assert!(s.complete(&a, 1));
+        let (completed, open) = s.progress();
+        assert_eq!(completed, 1);
+        assert_eq!(open.len(), 1);
+        assert_eq!((open[0].epoch, open[0].done.clone()), (2, vec![a.partition]));
+
+        // b was running: after a resume it is handed out again, a is not.
+        let mut r = Scheduler::resume(1, 0, 3, 3, completed, &open);
+        let mut again = Vec::new();
+        while let Some(t) = r.next_for(5, |_| false) {
+            if t.epoch != 2 {
+                break;
+            }
+            again.push(t.partition);
+            assert!(r.complete(&t, 5));
+        }
+        again.sort_unstable();
+        let mut expected: Vec<u32> = (0..3).filter(|&p| p != a.partition).collect();
+        expected.sort_unstable();
+        assert_eq!(again, expected);
+        assert!(again.contains(&b.partition));
+        assert_eq!(r.pop_completed(), Some((2, 0)));
+        // A checkpoint at the end of the stage resumes as finished.
+        let done = Scheduler::resume(1, 0, 3, 3, 3, &[]);
+        assert!(done.finished());
     }
 
     #[test]

@@ -309,6 +309,7 @@ fn submit(shared: &Shared, spec: JobSpec) -> u64 {
         error: None,
         cancel_requested: false,
         summary: None,
+        resume: None,
     });
     drop(state);
     shared.wake.notify_one();

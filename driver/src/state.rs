@@ -13,6 +13,7 @@ use deepdist_common::proto::{ExecutorInfo, JobInfo, JobSummary, Message, StatusR
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::DriverConfig;
+use crate::checkpoint::JobCheckpoint;
 use crate::ps::ParamServer;
 use crate::scheduler::Scheduler;
 
@@ -49,10 +50,12 @@ pub struct JobRecord {
     pub error: Option<String>,
     pub cancel_requested: bool,
     pub summary: Option<JobSummary>,
+    /// The checkpoint to resume this job from (`driver --recover`).
+    pub resume: Option<Box<JobCheckpoint>>,
 }
 
 /// Training statistics gathered for one epoch from task reports.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct EpochAccum {
     pub tasks: u32,
     pub samples: u64,
@@ -114,14 +117,33 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Fresh state for a driver with this configuration.
-    pub fn new(config: DriverConfig) -> Self {
+    /// Fresh state for a driver with this configuration; with a job to
+    /// resume, it is queued first and executor ids continue after the
+    /// checkpoint's.
+    pub fn new(config: DriverConfig, resume: Option<(JobSpec, Box<JobCheckpoint>)>) -> Self {
+        let mut state = State::default();
+        let mut next_executor = 1;
+        if let Some((spec, checkpoint)) = resume {
+            next_executor = checkpoint.next_executor;
+            state.jobs.push(JobRecord {
+                id: checkpoint.job,
+                spec,
+                state: JobState::Queued,
+                stage: String::new(),
+                epochs_done: checkpoint.epochs_done,
+                accuracy: checkpoint.evaluated.final_accuracy,
+                error: None,
+                cancel_requested: false,
+                summary: None,
+                resume: Some(checkpoint),
+            });
+        }
         Self {
             config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             wake: Notify::new(),
             events: broadcast::channel(1024).0,
-            next_executor: AtomicU64::new(1),
+            next_executor: AtomicU64::new(next_executor),
             rejected_connections: AtomicU64::new(0),
             executors_lost: AtomicU64::new(0),
             duplicate_updates: AtomicU64::new(0),

@@ -1,0 +1,163 @@
+//! The driver's checkpoint of its running job: everything needed to carry
+//! on after the driver process dies — the job, the trained layers of
+//! finished stages, the current stage's parameters, optimizer state and
+//! progress (epochs completed, partitions done in open epochs) — in one
+//! sealed file (magic, format version, SHA-256) replaced atomically.
+//!
+//! Updates of tasks that were running when the checkpoint was taken are in
+//! its parameters, and those tasks are trained again after a resume: a
+//! resume may repeat part of an epoch's work, never skip any.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deepdist_common::checkpoint::CheckpointError;
+use deepdist_common::checkpoint::sealed::{read_sealed, seal};
+use deepdist_common::optim::OptimizerState;
+use serde::{Deserialize, Serialize};
+
+use crate::evaluator::Evaluated;
+use crate::scheduler::EpochProgress;
+use crate::state::EpochAccum;
+
+/// The checkpoint file format; bumped whenever [`JobCheckpoint`] changes.
+pub const FORMAT: u32 = 1;
+
+/// The checkpoint file's name in the runs directory.
+pub const FILE_NAME: &str = "driver.checkpoint";
+
+/// Fault injection for tests: milliseconds to stall a checkpoint write
+/// between its complete temporary file and the rename.
+pub const STALL_ENV: &str = "DEEPDIST_FAULT_CHECKPOINT_STALL_MS";
+
+/// A running job as of one moment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobCheckpoint {
+    /// The job's id.
+    pub job: u64,
+    /// Its definition, as TOML.
+    pub spec: String,
+    /// Where its outputs go.
+    pub output_dir: PathBuf,
+    /// Content hashes of its partitions: a resume must cut the same data.
+    pub partitions: Vec<u128>,
+    /// Executor ids from here on are new, so no report of a task from before
+    /// the checkpoint can pass for one after it.
+    pub next_executor: u64,
+    /// Seconds since the job started, and since training started.
+    pub elapsed_s: f64,
+    /// Seconds of training.
+    pub train_s: f64,
+    /// Parameters of the stages already finished (the trained RBMs).
+    pub layers: Vec<Vec<f32>>,
+    /// The stage in progress.
+    pub stage: u32,
+    /// Its epochs completed.
+    pub epochs_done: u32,
+    /// Its open epochs: partitions done and their training statistics.
+    pub open: Vec<(EpochProgress, EpochAccum)>,
+    /// Updates applied in this stage, and their summed staleness.
+    pub version: u64,
+    /// Summed staleness of those updates.
+    pub staleness_sum: u64,
+    /// The stage's parameters.
+    pub params: Vec<f32>,
+    /// The parameter server's optimizer.
+    pub optimizer: OptimizerState,
+    /// What evaluation has found so far.
+    pub evaluated: Evaluated,
+}
+
+impl JobCheckpoint {
+    /// Writes the checkpoint to `path` atomically, stalling before the
+    /// rename if `stall` is set (fault injection).
+    pub fn save(&self, path: &Path, stall: Option<Duration>) -> Result<(), CheckpointError> {
+        let payload = postcard::to_allocvec(self).map_err(|e| CheckpointError::Format(e.to_string()))?;
+        let bytes = seal(FORMAT, &payload);
+        deepdist_common::atomic::write_atomically_with(path, &bytes, || {
+            if let Some(stall) = stall {
+                std::thread::sleep(stall);
+            }
+        })
+        .map_err(|source| CheckpointError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Reads a checkpoint, refusing a foreign, truncated, corrupt or
+    /// other-version file.
+    pub fn load(path: &Path) -> Result<Self, CheckpointError> {
+        let payload = read_sealed(path, FORMAT)?;
+        postcard::from_bytes(&payload)
+            .map_err(|e| CheckpointError::Format(format!("{}: cannot decode the checkpoint: {e}", path.display())))
+    }
+}
+
+/// The stall configured by [`STALL_ENV`], if any.
+pub fn stall_from_env() -> Option<Duration> {
+    std::env::var(STALL_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> JobCheckpoint {
+        JobCheckpoint {
+            job: 3,
+            spec: "name = \"x\"".into(),
+            output_dir: "runs/3-x".into(),
+            partitions: vec![1, 2],
+            next_executor: 9,
+            elapsed_s: 1.5,
+            train_s: 1.0,
+            layers: vec![vec![0.5; 4]],
+            stage: 1,
+            epochs_done: 2,
+            open: vec![(
+                EpochProgress {
+                    epoch: 3,
+                    done: vec![1],
+                    reassigned: 0,
+                },
+                EpochAccum::default(),
+            )],
+            version: 40,
+            staleness_sum: 7,
+            params: vec![1.0, -2.0],
+            optimizer: OptimizerState {
+                steps: 40,
+                buffers: vec![vec![0.1, 0.2]],
+            },
+            evaluated: Evaluated::default(),
+        }
+    }
+
+    #[test]
+    fn saves_loads_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        sample().save(&path, None).unwrap();
+        let back = JobCheckpoint::load(&path).unwrap();
+        assert_eq!(
+            (back.job, back.params, back.open[0].0.done.clone()),
+            (3, vec![1.0, -2.0], vec![1])
+        );
+
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = JobCheckpoint::load(&path).unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "{err}");
+
+        std::fs::write(&path, b"safetensors or anything else").unwrap();
+        let err = JobCheckpoint::load(&path).unwrap_err().to_string();
+        assert!(err.contains("not a deepdist checkpoint"), "{err}");
+        assert!(JobCheckpoint::load(&dir.path().join("missing")).is_err());
+    }
+}
