@@ -92,6 +92,14 @@ pub struct DriverArgs {
     pub tls: TlsServerArgs,
     #[command(flatten)]
     pub run: RunDirArgs,
+    /// Resume the job of the last checkpoint (`<runs-dir>/driver.checkpoint`)
+    /// after a crash; executors that reconnect carry it on.
+    #[arg(long)]
+    pub recover: bool,
+    /// Longest seconds between checkpoints within an epoch; every completed
+    /// epoch and stage is checkpointed too.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub checkpoint_interval_s: u64,
 }
 
 /// Where a driver reads data and writes job outputs.

@@ -6,6 +6,7 @@ use anyhow::Context;
 use deepdist_common::data::fetch::resolve_data_dir;
 use deepdist_common::proto::auth::{SECRET_ENV, Secret};
 use deepdist_common::transport::TlsServer;
+use deepdist_driver::checkpoint::{self, JobCheckpoint};
 use deepdist_driver::{Driver, DriverConfig};
 use deepdist_executor::ExecutorConfig;
 
@@ -41,12 +42,40 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
             (Some(cert), Some(key)) => Some(TlsServer::from_pem_files(cert, key)?),
             _ => None,
         };
+        let checkpoint_path = args.run.runs_dir.join(checkpoint::FILE_NAME);
+        let resume = if args.recover {
+            anyhow::ensure!(
+                checkpoint_path.exists(),
+                "no checkpoint at {}: nothing to recover (is --runs-dir the one the crashed driver used?)",
+                checkpoint_path.display()
+            );
+            let c = JobCheckpoint::load(&checkpoint_path).context("cannot recover")?;
+            println!(
+                "recovering job {} from {}: stage {}, {} epochs done",
+                c.job,
+                checkpoint_path.display(),
+                c.stage + 1,
+                c.epochs_done
+            );
+            Some(c)
+        } else {
+            if checkpoint_path.exists() {
+                tracing::warn!(
+                    path = %checkpoint_path.display(),
+                    "a checkpoint of an unfinished job is here: start with --recover to resume it; \
+                     the next job's checkpoint will replace it"
+                );
+            }
+            None
+        };
         let config = DriverConfig {
             secret,
             tls,
+            checkpoint: Some(checkpoint_path),
+            checkpoint_interval: Duration::from_secs(args.checkpoint_interval_s.max(1)),
             ..driver_config(&args.run)
         };
-        let driver = Driver::start(listener, config)?;
+        let driver = Driver::start_resuming(listener, config, resume)?;
         println!("deepdist driver listening on {} (Ctrl-C to stop)", driver.addr());
         tokio::signal::ctrl_c().await?;
         println!("stopping");
