@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod proxy;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -96,9 +98,18 @@ impl TestDriver {
         }
     }
 
-    /// Waits until `cond` holds for the driver's status, or fails the test.
-    pub async fn await_status(&self, what: &str, cond: impl Fn(&StatusReport) -> bool) {
-        await_condition(what, || cond(&self.status())).await
+    /// Waits until `cond` holds for the driver's status and returns that
+    /// status, or fails the test.
+    pub async fn await_status(&self, what: &str, cond: impl Fn(&StatusReport) -> bool) -> StatusReport {
+        let start = Instant::now();
+        loop {
+            let status = self.status();
+            if cond(&status) {
+                return status;
+            }
+            assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}: {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -264,5 +275,73 @@ pub fn assert_stages_complete(lines: &[serde_json::Value], stages: &[(&str, u64)
     assert_eq!(got, expected);
     for line in lines {
         assert_eq!(line["partitions_trained"], line["partitions"], "{line}");
+    }
+}
+
+/// A `deepdist driver` process, killed on drop.
+pub struct DriverProcess {
+    pub child: tokio::process::Child,
+    pub addr: String,
+}
+
+impl DriverProcess {
+    /// Starts `deepdist driver` listening on `listen`, writing into `runs`
+    /// (its log goes to `runs/driver-<n>.log`), with fast heartbeats and
+    /// one-second checkpoints; returns once it listens.
+    pub async fn start(runs: &std::path::Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let n = std::fs::read_dir(runs).map_or(0, |d| d.count());
+        let log = std::fs::File::create(runs.join(format!("driver-{n}.log"))).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_deepdist"));
+        cmd.args(["driver", "--listen", listen, "--runs-dir"])
+            .arg(runs)
+            .args([
+                "--heartbeat-ms",
+                "100",
+                "--heartbeat-timeout-s",
+                "1",
+                "--checkpoint-interval-s",
+                "1",
+            ])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.strip_prefix("deepdist driver listening on ") {
+                    return rest.split_whitespace().next().unwrap().to_string();
+                }
+            }
+            panic!("the driver exited before listening");
+        })
+        .await
+        .expect("the driver did not start listening");
+        // Keep reading so the driver never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, addr }
+    }
+
+    /// A client of this driver.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr, &Credentials::default()).await.unwrap()
+    }
+
+    /// Polls the driver's status until `cond` holds; fails after [`PATIENCE`].
+    pub async fn await_status(&self, what: &str, cond: impl Fn(&StatusReport) -> bool) -> StatusReport {
+        let mut client = self.client().await;
+        let start = Instant::now();
+        loop {
+            let status = client.status().await.unwrap();
+            if cond(&status) {
+                return status;
+            }
+            assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}: {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

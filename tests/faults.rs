@@ -1,0 +1,295 @@
+//! The fault-injection suite: real processes, real TCP, real faults. Each
+//! scenario runs a job on real MNIST through a fault and asserts that it
+//! completes above its accuracy bar with every partition trained in every
+//! epoch, and prints a `FAULT |` row (completed, accuracy, partitions lost,
+//! updates discarded, recovery time) for the README's table:
+//! `cargo test --release --test faults -- --nocapture --test-threads 1 | grep 'FAULT |'`.
+//! Bad input on the wire is covered by `tests/protocol.rs` and `tests/security.rs`.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use deepdist_common::job::JobState;
+use deepdist_common::proto::{JobSummary, StatusReport};
+use support::proxy::FaultProxy;
+use support::{DriverProcess, TestDriver, assert_every_partition_every_epoch, metrics, small_job, start_executor};
+
+/// Accuracy every scenario's job must end above.
+const BAR: f64 = 0.8;
+
+/// Checks the outcome and prints the scenario's table row.
+fn check_and_report(
+    scenario: &str,
+    summary: &JobSummary,
+    status: &StatusReport,
+    epochs: usize,
+    recovery: Option<Duration>,
+) {
+    assert_eq!(summary.state, JobState::Done, "{scenario}: {summary:?}");
+    let accuracy = summary.final_accuracy.unwrap_or(0.0);
+    assert!(accuracy > BAR, "{scenario}: accuracy {accuracy}");
+    let lines = metrics(&summary.output_dir);
+    assert_every_partition_every_epoch(&lines, epochs);
+    let versions: Vec<u64> = lines.iter().map(|l| l["version"].as_u64().unwrap()).collect();
+    // Two epochs can end on one snapshot (the older waited for a reassigned task).
+    assert!(
+        versions.windows(2).all(|w| w[0] <= w[1]),
+        "{scenario}: versions never fall: {versions:?}"
+    );
+    let lost: u64 = lines.iter().map(|l| l["reassigned"].as_u64().unwrap()).sum();
+    println!(
+        "FAULT | {scenario} | yes | {:.2}% | {lost} | {} | {} | {} |",
+        accuracy * 100.0,
+        status.duplicate_updates_discarded,
+        status.late_updates_discarded,
+        recovery.map_or("—".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+    );
+}
+
+fn epochs_done(status: &StatusReport, job: u64) -> u32 {
+    status.jobs.iter().find(|j| j.id == job).map_or(0, |j| j.epochs_done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_killed_with_sigkill() {
+    let driver = TestDriver::start().await;
+    let _stays = start_executor(&driver.addr(), "stays");
+    let mut doomed = support::spawn_executor_process(&driver.addr(), "doomed");
+    let pid = doomed.id().unwrap();
+    let mut client = driver.client().await;
+    let job = client
+        .submit(&small_job("sigkill", "async", 6), "f.toml")
+        .await
+        .unwrap();
+    driver
+        .await_status("the process executor to be mid-task", |s| {
+            s.executors
+                .iter()
+                .any(|e| e.name == "doomed" && e.task.is_some() && e.tasks_done > 0)
+        })
+        .await;
+    let killed = Instant::now();
+    support::signal(pid, "KILL");
+    driver
+        .await_status("the killed executor to be declared lost", |s| s.executors_lost >= 1)
+        .await;
+    let noticed = killed.elapsed();
+    let _ = doomed.wait().await;
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    check_and_report("executor SIGKILL", &summary, &driver.status(), 6, Some(noticed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_stopped_past_the_heartbeat_then_continued() {
+    let driver = TestDriver::start().await;
+    let _stays = start_executor(&driver.addr(), "stays");
+    let mut frozen = support::spawn_executor_process(&driver.addr(), "frozen");
+    let pid = frozen.id().unwrap();
+    let mut client = driver.client().await;
+    let job = client
+        .submit(&small_job("sigstop", "async", 8), "f.toml")
+        .await
+        .unwrap();
+    driver
+        .await_status("the process executor to be mid-task", |s| {
+            s.executors
+                .iter()
+                .any(|e| e.name == "frozen" && e.task.is_some() && e.tasks_done > 0)
+        })
+        .await;
+    let stopped = Instant::now();
+    support::signal(pid, "STOP");
+    driver
+        .await_status("the frozen executor to be declared lost", |s| s.executors_lost >= 1)
+        .await;
+    // It wakes holding a task the driver has given to someone else: whatever
+    // it sends for that task must be discarded, and it rejoins as new.
+    support::signal(pid, "CONT");
+    driver
+        .await_status("the continued executor to rejoin", |s| {
+            s.executors.iter().any(|e| e.name == "frozen") || epochs_done(s, job) == 8
+        })
+        .await;
+    let rejoined = stopped.elapsed();
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    frozen.kill().await.unwrap();
+    check_and_report(
+        "executor SIGSTOP > heartbeat, SIGCONT",
+        &summary,
+        &driver.status(),
+        8,
+        Some(rejoined),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_delays_cuts_and_stalls_the_executors() {
+    let driver = TestDriver::start().await;
+    let proxy = FaultProxy::start(driver.addr()).await;
+    proxy.set_delay(Duration::from_millis(5));
+    let _a = start_executor(&proxy.addr(), "a");
+    let _b = start_executor(&proxy.addr(), "b");
+    let mut client = driver.client().await;
+    let job = client.submit(&small_job("proxy", "async", 8), "f.toml").await.unwrap();
+
+    driver.await_status("epoch 1", |s| epochs_done(s, job) >= 1).await;
+    let cut = Instant::now();
+    proxy.cut_all();
+    driver
+        .await_status("both executors to reconnect after the cut", |s| {
+            s.executors.len() == 2 && proxy.connections() >= 4 || epochs_done(s, job) == 8
+        })
+        .await;
+    let reconnect = cut.elapsed();
+
+    let lost_before = driver
+        .await_status("epoch 3", |s| epochs_done(s, job) >= 3)
+        .await
+        .executors_lost;
+    // A stall longer than the heartbeat timeout: both are declared lost.
+    proxy.stall();
+    driver
+        .await_status("stalled executors to be declared lost", |s| {
+            s.executors_lost >= lost_before + 2
+        })
+        .await;
+    proxy.resume();
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    assert!(proxy.connections() >= 6, "executors reconnected after the stall");
+    check_and_report(
+        "proxy: 5 ms delay, cut, stall > heartbeat",
+        &summary,
+        &driver.status(),
+        8,
+        Some(reconnect),
+    );
+}
+
+/// Files a checkpoint write in progress leaves in `runs`.
+fn temporaries(runs: &Path) -> usize {
+    std::fs::read_dir(runs)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        })
+        .count()
+}
+
+/// Kills the driver process mid-job (while it writes a checkpoint, with
+/// `during_write`), restarts it with `--recover` on the same address and
+/// checks the job finishes from the checkpoint.
+async fn driver_killed_then_recovered(scenario: &str, during_write: bool) {
+    let runs = tempfile::tempdir().unwrap();
+    let stall = [(deepdist_driver::checkpoint::STALL_ENV, "1500")];
+    let env: &[(&str, &str)] = if during_write { &stall } else { &[] };
+    let mut driver = DriverProcess::start(runs.path(), "127.0.0.1:0", &[], env).await;
+    let addr = driver.addr.clone();
+    let mut a = support::spawn_executor_process(&addr, "a");
+    let mut b = support::spawn_executor_process(&addr, "b");
+    let epochs = 8;
+    let job = driver
+        .client()
+        .await
+        .submit(&small_job("recover", "async", epochs), "f.toml")
+        .await
+        .unwrap();
+    let checkpoint = runs.path().join(deepdist_driver::checkpoint::FILE_NAME);
+    driver
+        .await_status("two epochs and a checkpoint", |s| {
+            epochs_done(s, job) >= 2 && checkpoint.exists() && (!during_write || temporaries(runs.path()) > 0)
+        })
+        .await;
+    support::signal(driver.child.id().unwrap(), "KILL");
+    let _ = driver.child.wait().await;
+    let killed = Instant::now();
+    if during_write {
+        assert!(
+            temporaries(runs.path()) > 0,
+            "killed while a checkpoint was being written"
+        );
+    }
+    let summary_dir = std::fs::read_dir(runs.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.path().is_dir())
+        .unwrap()
+        .path();
+    let before = metrics(summary_dir.to_str().unwrap());
+    assert!(!before.is_empty());
+
+    let driver = DriverProcess::start(runs.path(), &addr, &["--recover"], &[]).await;
+    let resumed = driver
+        .await_status("the resumed job to run", |s| {
+            s.jobs.iter().any(|j| j.id == job && j.state == JobState::Running) && !s.executors.is_empty()
+        })
+        .await;
+    let recovery = killed.elapsed();
+    assert!(
+        epochs_done(&resumed, job) >= 1,
+        "the job resumed from its checkpoint, not from scratch"
+    );
+    let mut client = driver.client().await;
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    let after = metrics(&summary.output_dir);
+    // Epochs checkpointed before the kill are kept as they were, not redone.
+    let kept = after.iter().zip(&before).take_while(|(x, y)| x == y).count();
+    assert!(
+        kept >= 1,
+        "lines from before the crash survive: {before:?} vs {after:?}"
+    );
+    assert!(!checkpoint.exists(), "a finished job's checkpoint is removed");
+    let status = client.status().await.unwrap();
+    a.kill().await.unwrap();
+    b.kill().await.unwrap();
+    check_and_report(scenario, &summary, &status, epochs as usize, Some(recovery));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_killed_mid_job_resumes_with_recover() {
+    driver_killed_then_recovered("driver SIGKILL, --recover", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_killed_during_a_checkpoint_write_resumes_with_recover() {
+    driver_killed_then_recovered("driver SIGKILL during checkpoint write, --recover", true).await;
+}
+
+#[test]
+fn recover_refuses_a_missing_corrupt_or_foreign_checkpoint() {
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().to_str().unwrap();
+    let recover = || {
+        let out = support::deepdist(
+            &["driver", "--listen", "127.0.0.1:0", "--runs-dir", dir, "--recover"],
+            &[],
+        );
+        assert!(!out.status.success(), "--recover must fail here");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(recover().contains("nothing to recover"), "{}", recover());
+
+    let path = runs.path().join(deepdist_driver::checkpoint::FILE_NAME);
+    std::fs::write(&path, b"{\"not\": \"a checkpoint\"}").unwrap();
+    let err = recover();
+    assert!(err.contains("is not a deepdist checkpoint"), "{err}");
+
+    let sealed = deepdist_common::checkpoint::sealed::seal(deepdist_driver::checkpoint::FORMAT, b"job progress");
+    let mut corrupt = sealed.clone();
+    *corrupt.last_mut().unwrap() ^= 1;
+    std::fs::write(&path, &corrupt).unwrap();
+    let err = recover();
+    assert!(err.contains("corrupt (checksum mismatch)"), "{err}");
+
+    let newer = deepdist_common::checkpoint::sealed::seal(deepdist_driver::checkpoint::FORMAT + 1, b"job progress");
+    std::fs::write(&path, &newer).unwrap();
+    let err = recover();
+    assert!(err.contains("this deepdist reads format"), "{err}");
+
+    std::fs::write(&path, &sealed[..sealed.len() - 3]).unwrap();
+    let err = recover();
+    assert!(err.contains("truncated"), "{err}");
+    assert!(path.exists(), "a refused checkpoint is left where it was");
+}
