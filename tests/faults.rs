@@ -293,3 +293,106 @@ fn recover_refuses_a_missing_corrupt_or_foreign_checkpoint() {
     assert!(err.contains("truncated"), "{err}");
     assert!(path.exists(), "a refused checkpoint is left where it was");
 }
+
+/// Says why a scenario cannot run here, in the suite's table too.
+fn skip(scenario: &str, why: &str) {
+    eprintln!("SKIPPED {scenario}: {why}");
+    println!("FAULT | {scenario} | skipped: {why} | | | | |");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_killed_by_an_out_of_memory_limit() {
+    let scenario = "executor OOM-killed (cgroup memory limit)";
+    // Enough for an idle executor, far too little for a 30 000-example partition (94 MB).
+    let cgroup = match support::sandbox::MemoryCgroup::create(48 << 20) {
+        Ok(c) => c,
+        Err(why) => return skip(scenario, &why),
+    };
+    let driver = TestDriver::start().await;
+    let mut doomed = support::spawn_executor_process(&driver.addr(), "doomed");
+    cgroup.add(doomed.id().unwrap()).unwrap();
+    driver
+        .await_status("the limited executor to register", |s| {
+            s.executors.iter().any(|e| e.name == "doomed")
+        })
+        .await;
+    let mut client = driver.client().await;
+    let job = small_job("oom", "async", 2).replace(
+        "partitions = 6\ntrain_examples = 6000",
+        "partitions = 2\ntrain_examples = 60000",
+    );
+    let job = client.submit(&job, "f.toml").await.unwrap();
+    driver
+        .await_status("the OOM-killed executor to be declared lost", |s| s.executors_lost >= 1)
+        .await;
+    let lost = Instant::now();
+    let status = doomed.wait().await.unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed by the kernel: {status:?}");
+    assert!(cgroup.oom_kills() >= 1, "the OOM killer acted");
+    // Its task goes to an executor that has the memory.
+    let _roomy = start_executor(&driver.addr(), "roomy");
+    driver
+        .await_status("the roomy executor to take over", |s| {
+            s.executors.iter().any(|e| e.tasks_done > 0)
+        })
+        .await;
+    let recovered = lost.elapsed();
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    check_and_report(scenario, &summary, &driver.status(), 2, Some(recovered));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_in_network_namespaces_cut_off_by_iptables_then_healed() {
+    let scenario = "netns + veth, iptables drops an executor, heals";
+    let lab = match support::sandbox::NetLab::create(2) {
+        Ok(lab) => lab,
+        Err(why) => return skip(scenario, &why),
+    };
+    let runs = tempfile::tempdir().unwrap();
+    let in_driver_ns = support::sandbox::NetLab::exec_in(&lab.driver_ns());
+    let mut driver = DriverProcess::start_in(&in_driver_ns, runs.path(), "0.0.0.0:0", &[], &[]).await;
+    let port = driver.addr.rsplit(':').next().unwrap().to_string();
+    driver.addr = format!("10.213.0.2:{port}");
+    let mut executors = Vec::new();
+    for i in 1..=2 {
+        let prefix = support::sandbox::NetLab::exec_in(&lab.executor_ns(i));
+        executors.push(support::spawn_executor_process_in(
+            &prefix,
+            &format!("10.213.{i}.1:{port}"),
+            &format!("ns{i}"),
+        ));
+    }
+    driver
+        .await_status("both executors to register", |s| s.executors.len() == 2)
+        .await;
+    let epochs = 8;
+    let mut client = driver.client().await;
+    let job = client
+        .submit(&small_job("netns", "async", epochs), "f.toml")
+        .await
+        .unwrap();
+    driver.await_status("epoch 1", |s| epochs_done(s, job) >= 1).await;
+    lab.cut(1).unwrap();
+    let cut = Instant::now();
+    driver
+        .await_status("the cut-off executor to be declared lost", |s| s.executors_lost >= 1)
+        .await;
+    lab.heal(1).unwrap();
+    let rejoined = driver
+        .await_status("the healed executor to rejoin", |s| {
+            s.executors.iter().any(|e| e.name == "ns1") || epochs_done(s, job) == epochs
+        })
+        .await;
+    let recovery = cut.elapsed();
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    let status = client.status().await.unwrap();
+    for e in &mut executors {
+        e.kill().await.unwrap();
+    }
+    assert!(
+        rejoined.executors.iter().any(|e| e.name == "ns1"),
+        "ns1 rejoined before the job ended"
+    );
+    check_and_report(scenario, &summary, &status, epochs as usize, Some(recovery));
+}

@@ -41,6 +41,8 @@ pub struct EvalItem {
     pub stats: EpochAccum,
     pub reassigned: u32,
     pub executors: u32,
+    /// Partitions of the job, all of which an epoch trains.
+    pub partitions: u32,
 }
 
 /// What the evaluator learned over a job.
@@ -57,7 +59,6 @@ pub async fn evaluate_epochs(
     shared: Arc<Shared>,
     job: u64,
     spec: JobSpec,
-    partitions: u32,
     mut metrics: MetricsWriter,
     mut rx: mpsc::UnboundedReceiver<Work>,
     target_hit: Arc<AtomicBool>,
@@ -101,7 +102,7 @@ pub async fn evaluate_epochs(
             reconstruction_error: reconstruction,
             samples_per_s: item.stats.samples as f64 / item.epoch_s.max(1e-9),
             partitions_trained: item.stats.tasks,
-            partitions,
+            partitions: item.partitions,
             reassigned: item.reassigned,
             version: item.snapshot.version,
             mean_staleness: item.mean_staleness,

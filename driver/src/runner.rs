@@ -220,7 +220,6 @@ async fn run_job(
         shared.clone(),
         id,
         spec.clone(),
-        frames.len() as u32,
         metrics,
         eval_rx,
         target_hit.clone(),
@@ -552,6 +551,7 @@ async fn run_stage(
                 stats,
                 reassigned,
                 executors,
+                partitions,
             })));
             last_epoch_end = now;
         }

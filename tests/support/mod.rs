@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod proxy;
+pub mod sandbox;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -170,7 +171,12 @@ pub fn start_executor_with(
 
 /// An executor as a separate `deepdist executor` process (killed on drop).
 pub fn spawn_executor_process(addr: &str, name: &str) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_deepdist"))
+    spawn_executor_process_in(&[], addr, name)
+}
+
+/// Like [`spawn_executor_process`], run through `prefix` (e.g. `ip netns exec ns`).
+pub fn spawn_executor_process_in(prefix: &[String], addr: &str, name: &str) -> tokio::process::Child {
+    wrapped_command(prefix)
         .args(["executor", "--driver", addr, "--cores", "1", "--name", name])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -278,6 +284,18 @@ pub fn assert_stages_complete(lines: &[serde_json::Value], stages: &[(&str, u64)
     }
 }
 
+/// The deepdist binary as a command, run through `prefix` if not empty.
+fn wrapped_command(prefix: &[String]) -> tokio::process::Command {
+    match prefix.split_first() {
+        None => tokio::process::Command::new(env!("CARGO_BIN_EXE_deepdist")),
+        Some((program, args)) => {
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args).arg(env!("CARGO_BIN_EXE_deepdist"));
+            cmd
+        }
+    }
+}
+
 /// A `deepdist driver` process, killed on drop.
 pub struct DriverProcess {
     pub child: tokio::process::Child,
@@ -289,10 +307,21 @@ impl DriverProcess {
     /// (its log goes to `runs/driver-<n>.log`), with fast heartbeats and
     /// one-second checkpoints; returns once it listens.
     pub async fn start(runs: &std::path::Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in(&[], runs, listen, extra, env).await
+    }
+
+    /// Like [`DriverProcess::start`], run through `prefix` (e.g. `ip netns exec ns`).
+    pub async fn start_in(
+        prefix: &[String],
+        runs: &std::path::Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         use tokio::io::AsyncBufReadExt;
         let n = std::fs::read_dir(runs).map_or(0, |d| d.count());
         let log = std::fs::File::create(runs.join(format!("driver-{n}.log"))).unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_deepdist"));
+        let mut cmd = wrapped_command(prefix);
         cmd.args(["driver", "--listen", listen, "--runs-dir"])
             .arg(runs)
             .args([
