@@ -547,7 +547,10 @@ mod tests {
         assert!(fetches.outstanding());
         // The connection dies before the answer; the next one starts afresh.
         fetches.sent_on(2);
-        assert!(!fetches.answered_on(1), "an answer from the old connection is not counted");
+        assert!(
+            !fetches.answered_on(1),
+            "an answer from the old connection is not counted"
+        );
         assert!(fetches.answered_on(2));
         assert!(!fetches.outstanding());
     }

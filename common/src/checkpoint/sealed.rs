@@ -75,7 +75,10 @@ mod tests {
         let path = Path::new("x");
         let sealed = seal(3, b"payload");
         assert_eq!(unseal(path, 3, &sealed).unwrap(), b"payload");
-        assert!(matches!(unseal(path, 4, &sealed), Err(CheckpointError::Version { found: 3, .. })));
+        assert!(matches!(
+            unseal(path, 4, &sealed),
+            Err(CheckpointError::Version { found: 3, .. })
+        ));
         assert!(matches!(
             unseal(path, 3, b"{\"not\": \"sealed\"}"),
             Err(CheckpointError::Foreign { .. })
@@ -88,6 +91,9 @@ mod tests {
         }
         let mut flipped = sealed.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(matches!(unseal(path, 3, &flipped), Err(CheckpointError::Checksum { .. })));
+        assert!(matches!(
+            unseal(path, 3, &flipped),
+            Err(CheckpointError::Checksum { .. })
+        ));
     }
 }

@@ -255,7 +255,7 @@ mod tests {
     use super::*;
     use crate::data::idx::encode_idx;
     use std::collections::HashMap;
-    use std::io::BufRead;
+    use std::io::{BufRead, Write};
     use std::net::TcpListener;
 
     /// A tiny HTTP/1.1 server on 127.0.0.1 serving fixed paths; it answers a

@@ -90,7 +90,9 @@ impl Mlp {
     pub fn with_dropout(mut self, dropout: Dropout) -> Result<Self, ModelError> {
         for (name, p) in [("input", dropout.input), ("hidden", dropout.hidden)] {
             if !(0.0..1.0).contains(&p) {
-                return Err(ModelError::BadSpec(format!("{name} dropout must be in [0, 1), got {p}")));
+                return Err(ModelError::BadSpec(format!(
+                    "{name} dropout must be in [0, 1), got {p}"
+                )));
             }
         }
         self.dropout = dropout;
@@ -264,7 +266,11 @@ impl Model for Mlp {
         MlpScratch {
             acts: per_layer(&self.sizes[1..]),
             deltas: per_layer(&self.sizes[1..]),
-            masks: if self.dropout.hidden > 0.0 { per_layer(hidden) } else { Vec::new() },
+            masks: if self.dropout.hidden > 0.0 {
+                per_layer(hidden)
+            } else {
+                Vec::new()
+            },
             input: if self.dropout.input > 0.0 {
                 Array2::zeros((max_rows, self.sizes[0]))
             } else {
@@ -341,7 +347,13 @@ impl Model for Mlp {
                     Zip::from(&mut below)
                         .and(scratch.masks[l - 1].slice(s![..rows, ..]))
                         .and(a)
-                        .for_each(|d, &m, &a| *d = if m == 0.0 { 0.0 } else { *d * m * act.derivative(a * keep) });
+                        .for_each(|d, &m, &a| {
+                            *d = if m == 0.0 {
+                                0.0
+                            } else {
+                                *d * m * act.derivative(a * keep)
+                            }
+                        });
                 } else {
                     self.activation.backprop(&mut below, a);
                 }
@@ -455,8 +467,14 @@ mod tests {
     #[test]
     fn dropout_gradient_matches_finite_differences_of_the_thinned_network() {
         let sizes = [5, 4, 3, 3];
-        let dropout = Dropout { input: 0.2, hidden: 0.5 };
-        let mlp = Mlp::new(&sizes, Activation::Sigmoid).unwrap().with_dropout(dropout).unwrap();
+        let dropout = Dropout {
+            input: 0.2,
+            hidden: 0.5,
+        };
+        let mlp = Mlp::new(&sizes, Activation::Sigmoid)
+            .unwrap()
+            .with_dropout(dropout)
+            .unwrap();
         let params = mlp.init(3);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
         let x = Array2::from_shape_fn((6, 5), |_| rng.random_range(-1.0f32..1.0));
@@ -512,7 +530,15 @@ mod tests {
         // Evaluation uses the whole network, with no randomness.
         let probs = mlp.predict_proba(&params, x.view()).unwrap();
         assert_eq!(probs, mlp.predict_proba(&params, x.view()).unwrap());
-        assert!(Mlp::new(&sizes, Activation::Relu).unwrap().with_dropout(Dropout { input: 1.0, hidden: 0.0 }).is_err());
+        assert!(
+            Mlp::new(&sizes, Activation::Relu)
+                .unwrap()
+                .with_dropout(Dropout {
+                    input: 1.0,
+                    hidden: 0.0
+                })
+                .is_err()
+        );
     }
 
     /// Central differences on the f64 reference loss must match the
