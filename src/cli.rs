@@ -188,7 +188,7 @@ pub enum DatasetName {
 }
 
 /// Where datasets live.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DataDirArg {
     /// Data directory (MNIST in its mnist/ subdirectory). Default: $DEEPDIST_DATA, else ~/.cache/deepdist.
     #[arg(long, value_name = "DIR")]
@@ -197,7 +197,10 @@ pub struct DataDirArg {
 
 /// Benchmark options.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub experiment: Option<BenchExperiment>,
     /// Thread counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub threads: Vec<usize>,
@@ -265,4 +268,41 @@ impl From<ActivationArg> for Activation {
             ActivationArg::Relu => Activation::Relu,
         }
     }
+}
+
+/// Experiments `deepdist bench` can run besides its GEMM measurement.
+#[derive(Debug, Subcommand)]
+pub enum BenchExperiment {
+    /// The original DeepDist experiment: a DBN job in local mode for every
+    /// executors × cores × partitions; time to > 90% and ≥ 98% test accuracy
+    /// as a table (Markdown, CSV) and a plot (SVG).
+    Dbn(DbnBenchArgs),
+}
+
+/// The DBN grid's options.
+#[derive(Debug, Args)]
+pub struct DbnBenchArgs {
+    /// The job file (default: the built-in jobs/mnist-dbn.toml); its partitions,
+    /// target and stop-at-target are set by the grid.
+    pub job: Option<PathBuf>,
+    /// Executor counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub executors: Vec<usize>,
+    /// Compute threads per executor, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub cores: Vec<usize>,
+    /// Partition counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,32,64")]
+    pub partitions: Vec<u32>,
+    /// Also run combinations with more threads than this machine has cores.
+    #[arg(long)]
+    pub oversubscribe: bool,
+    /// At most this many fine-tuning epochs per run.
+    #[arg(long)]
+    pub max_epochs: Option<u32>,
+    /// Where the table, the plot and the runs go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }

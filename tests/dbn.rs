@@ -62,3 +62,55 @@ async fn stage_transitions_survive_an_executor_joining_between_stages() {
         &[("rbm1", 3), ("rbm2", 3), ("finetune", 3)],
     );
 }
+
+#[test]
+fn bench_dbn_runs_the_grid_and_writes_table_csv_and_plot() {
+    let out = tempfile::tempdir().unwrap();
+    let job = out.path().join("small-dbn.toml");
+    std::fs::write(&job, small_dbn_job("grid", 1)).unwrap();
+    let run = support::deepdist(
+        &[
+            "bench",
+            "dbn",
+            job.to_str().unwrap(),
+            "--executors",
+            "1,2",
+            "--cores",
+            "1",
+            "--partitions",
+            "2,4",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let csv = std::fs::read_to_string(out.path().join("dbn-grid.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let configs: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r[0], r[1], r[2])).collect();
+    assert_eq!(
+        configs,
+        [("1", "1", "2"), ("1", "1", "4"), ("2", "1", "2"), ("2", "1", "4")]
+    );
+    for row in &rows {
+        let best: f64 = row[5].parse().unwrap();
+        assert!(best > 0.8, "well above chance: {row:?}");
+        let elapsed: f64 = row[6].parse().unwrap();
+        // A time is left empty only when the threshold was never reached.
+        for (cell, threshold) in [(row[3], 0.90), (row[4], 0.98)] {
+            match cell.parse::<f64>() {
+                Ok(t) => assert!(t > 0.0 && t <= elapsed && best >= threshold, "{row:?}"),
+                Err(_) => assert!(cell.is_empty() && best <= threshold, "{row:?}"),
+            }
+        }
+    }
+    let table = std::fs::read_to_string(out.path().join("dbn-grid.md")).unwrap();
+    assert_eq!(table.lines().count(), 2 + rows.len(), "{table}");
+    let svg = std::fs::read_to_string(out.path().join("dbn-grid.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("1 × 1 (executors × cores)"));
+}

@@ -5,7 +5,7 @@ use deepdist_common::cpu::compute_pool;
 use deepdist_common::gemm::{PEAK_SIZE, backend_name, gemm_gflops};
 use deepdist_common::model::{Activation, Mlp, Model, Rbm};
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchExperiment};
 
 /// One row of the result table.
 struct Row {
@@ -18,6 +18,9 @@ struct Row {
 
 /// Runs the benchmark and prints a Markdown table.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchExperiment::Dbn(args)) = args.experiment {
+        return super::grid::run(args);
+    }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark figures need `cargo run --release -- bench`");
     }

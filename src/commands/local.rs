@@ -4,7 +4,7 @@
 use deepdist_common::client::Client;
 use deepdist_common::job::{JobSpec, JobState};
 use deepdist_common::transport::Credentials;
-use deepdist_driver::Driver;
+use deepdist_driver::{Driver, DriverConfig};
 use deepdist_executor::ExecutorConfig;
 
 use super::client::read_job;
@@ -32,23 +32,12 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     let per_executor = args.cores_per_executor.unwrap_or((cores / args.executors).max(1));
     let config = driver_config(&args.run);
     super::runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let driver = Driver::start(listener, config)?;
-        let addr = driver.addr().to_string();
+        let cluster = LocalCluster::start(config, args.executors, per_executor).await?;
+        let addr = cluster.addr.clone();
         println!(
             "local mode: driver on {addr}, {} executors × {per_executor} cores, job {}",
             args.executors, spec.name
         );
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        for i in 0..args.executors {
-            let config = ExecutorConfig {
-                driver: addr.clone(),
-                cores: per_executor,
-                name: format!("local-{i}"),
-                ..ExecutorConfig::default()
-            };
-            tokio::spawn(deepdist_executor::run(config, stopped.clone()));
-        }
         let mut client = Client::connect(&addr, &Credentials::default()).await?;
         let job = client.submit(&text, &origin).await?;
         let mut view = ProgressView::new(&spec);
@@ -65,9 +54,42 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             }
         };
         view.finish(&summary);
-        let _ = stop.send(true);
-        driver.shutdown().await;
+        cluster.shutdown().await;
         anyhow::ensure!(summary.state == JobState::Done, "job {job} ended {}", summary.state);
         Ok(())
     })
+}
+
+/// A driver and executors in this process, over loopback TCP.
+pub struct LocalCluster {
+    driver: Driver,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// The driver's address.
+    pub addr: String,
+}
+
+impl LocalCluster {
+    /// Starts a driver on `127.0.0.1:0` and `executors` executors of `cores` threads each.
+    pub async fn start(config: DriverConfig, executors: usize, cores: usize) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let driver = Driver::start(listener, config)?;
+        let addr = driver.addr().to_string();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        for i in 0..executors {
+            let config = ExecutorConfig {
+                driver: addr.clone(),
+                cores,
+                name: format!("local-{i}"),
+                ..ExecutorConfig::default()
+            };
+            tokio::spawn(deepdist_executor::run(config, stopped.clone()));
+        }
+        Ok(Self { driver, stop, addr })
+    }
+
+    /// Stops the executors and the driver.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.driver.shutdown().await;
+    }
 }

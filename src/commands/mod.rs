@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod client;
 pub mod data;
+pub mod grid;
 pub mod local;
 pub mod progress;
 pub mod runtime;

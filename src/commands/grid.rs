@@ -1,0 +1,373 @@
+//! `deepdist bench dbn`: the original DeepDist experiment as one command. A
+//! DBN job runs in local mode for every combination of executors, cores per
+//! executor and partitions; each run's time to > 90% and to ≥ 98% test
+//! accuracy (from the job's start, pre-training included) goes into a
+//! Markdown table, a CSV file and an SVG plot.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use deepdist_common::client::Client;
+use deepdist_common::job::{JobSpec, JobState};
+use deepdist_common::transport::Credentials;
+use plotters::prelude::*;
+
+use super::client::read_job;
+use super::local::LocalCluster;
+use super::runtime::driver_config;
+use crate::cli::{DbnBenchArgs, RunDirArgs};
+
+/// The job the grid runs when given none.
+const DEFAULT_JOB: &str = include_str!("../../jobs/mnist-dbn.toml");
+
+/// The original criterion, and the one that says the network learned more
+/// than softmax regression on raw pixels (about 91%).
+const THRESHOLDS: [f64; 2] = [0.90, 0.98];
+
+/// One run of the grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridRun {
+    pub executors: usize,
+    pub cores: usize,
+    pub partitions: u32,
+    /// Seconds from the job's start to the first epoch above each of [`THRESHOLDS`].
+    pub time_to: [Option<f64>; 2],
+    pub best_accuracy: Option<f64>,
+    pub elapsed_s: f64,
+}
+
+impl GridRun {
+    fn label(&self) -> String {
+        format!("{} × {}", self.executors, self.cores)
+    }
+}
+
+/// Runs the grid and writes its table and plot.
+pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; benchmark figures need `cargo run --release -- bench dbn`");
+    }
+    let (text, origin) = match &args.job {
+        Some(path) => (read_job(path)?.0, path.display().to_string()),
+        None => (DEFAULT_JOB.to_string(), "jobs/mnist-dbn.toml (built in)".to_string()),
+    };
+    let base = JobSpec::from_toml(&text, &origin)?;
+    anyhow::ensure!(
+        !args.executors.contains(&0) && !args.cores.contains(&0) && !args.partitions.contains(&0),
+        "--executors, --cores and --partitions take positive numbers"
+    );
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let combos: Vec<(usize, usize, u32)> = args
+        .executors
+        .iter()
+        .flat_map(|&e| args.cores.iter().map(move |&c| (e, c)))
+        .filter(|&(e, c)| args.oversubscribe || e * c <= machine_cores())
+        .flat_map(|(e, c)| args.partitions.iter().map(move |&p| (e, c, p)))
+        .collect();
+    anyhow::ensure!(
+        !combos.is_empty(),
+        "no executors × cores combination fits this machine's {} cores (pass --oversubscribe to run them anyway)",
+        machine_cores()
+    );
+    let run_dir = RunDirArgs {
+        runs_dir: args.out.join("runs"),
+        heartbeat_ms: 1000,
+        heartbeat_timeout_s: 10,
+        data: args.data.clone(),
+    };
+    let mut runs = Vec::new();
+    let runtime = super::runtime()?;
+    for (i, &(executors, cores, partitions)) in combos.iter().enumerate() {
+        let mut spec = base.clone();
+        spec.name = format!("{}-e{executors}c{cores}p{partitions}", base.name);
+        spec.data.partitions = partitions;
+        spec.train.target_accuracy = Some(THRESHOLDS[1]);
+        spec.train.stop_at_target = true;
+        if let Some(cap) = args.max_epochs {
+            spec.train.epochs = spec.train.epochs.min(cap);
+        }
+        print!(
+            "[{}/{}] {executors} executors × {cores} cores, {partitions} partitions … ",
+            i + 1,
+            combos.len()
+        );
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let config = driver_config(&run_dir);
+        let run = runtime.block_on(run_one(config, &spec, executors, cores))?;
+        println!(
+            "> 90% at {}, ≥ 98% at {}, best {}",
+            seconds(run.time_to[0]),
+            seconds(run.time_to[1]),
+            percent(run.best_accuracy)
+        );
+        runs.push(run);
+    }
+    let table = markdown(&runs);
+    let paths = [
+        args.out.join("dbn-grid.md"),
+        args.out.join("dbn-grid.csv"),
+        args.out.join("dbn-grid.svg"),
+    ];
+    write(&paths[0], &table)?;
+    write(&paths[1], &csv(&runs))?;
+    plot(&runs, &paths[2])?;
+    println!("\n{table}");
+    for path in &paths {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs one job in a fresh local cluster and reads its times from `metrics.jsonl`.
+async fn run_one(
+    config: deepdist_driver::DriverConfig,
+    spec: &JobSpec,
+    executors: usize,
+    cores: usize,
+) -> anyhow::Result<GridRun> {
+    let cluster = LocalCluster::start(config, executors, cores).await?;
+    let mut client = Client::connect(&cluster.addr, &Credentials::default()).await?;
+    let job = client.submit(&spec.to_toml(), &spec.name).await?;
+    let summary = client.watch(job, |_| {}).await?;
+    cluster.shutdown().await;
+    anyhow::ensure!(
+        summary.state == JobState::Done,
+        "job {} ended {}: {}",
+        spec.name,
+        summary.state,
+        summary.error.unwrap_or_default()
+    );
+    let metrics = PathBuf::from(&summary.output_dir).join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics).with_context(|| format!("cannot read {}", metrics.display()))?;
+    let (time_to, best_accuracy) = times_to(&text, &THRESHOLDS)?;
+    Ok(GridRun {
+        executors,
+        cores,
+        partitions: spec.data.partitions,
+        time_to: [time_to[0], time_to[1]],
+        best_accuracy,
+        elapsed_s: summary.elapsed_s,
+    })
+}
+
+/// From `metrics.jsonl` text: the `elapsed_s` of the first epoch whose test
+/// accuracy passes each threshold (strictly above the first, the original
+/// "> 90%"; at or above the others), and the best accuracy.
+pub fn times_to(metrics: &str, thresholds: &[f64]) -> anyhow::Result<(Vec<Option<f64>>, Option<f64>)> {
+    let mut times = vec![None; thresholds.len()];
+    let mut best: Option<f64> = None;
+    for (n, line) in metrics.lines().enumerate() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("metrics line {}: not JSON", n + 1))?;
+        let Some(accuracy) = value["test_accuracy"].as_f64() else {
+            continue;
+        };
+        let elapsed = value["elapsed_s"]
+            .as_f64()
+            .with_context(|| format!("metrics line {} has no elapsed_s", n + 1))?;
+        best = Some(best.map_or(accuracy, |b| b.max(accuracy)));
+        for (i, (&threshold, time)) in thresholds.iter().zip(&mut times).enumerate() {
+            let passed = if i == 0 {
+                accuracy > threshold
+            } else {
+                accuracy >= threshold
+            };
+            if passed && time.is_none() {
+                *time = Some(elapsed);
+            }
+        }
+    }
+    Ok((times, best))
+}
+
+fn seconds(t: Option<f64>) -> String {
+    t.map_or("—".into(), |t| format!("{t:.1} s"))
+}
+
+fn percent(a: Option<f64>) -> String {
+    a.map_or("—".into(), |a| format!("{:.2}%", a * 100.0))
+}
+
+/// Time to > 90% of the 1 × 1 run with the same partitions over this run's.
+fn speedup(runs: &[GridRun], run: &GridRun) -> Option<f64> {
+    let single = runs
+        .iter()
+        .find(|r| r.executors == 1 && r.cores == 1 && r.partitions == run.partitions)?;
+    Some(single.time_to[0]? / run.time_to[0]?)
+}
+
+/// The Markdown table.
+pub fn markdown(runs: &[GridRun]) -> String {
+    let mut out = String::from(
+        "| executors × cores | partitions | > 90% at | ≥ 98% at | speed-up to > 90% (vs 1 × 1) | best accuracy | run |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for run in runs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {:.1} s |",
+            run.label(),
+            run.partitions,
+            seconds(run.time_to[0]),
+            seconds(run.time_to[1]),
+            speedup(runs, run).map_or("—".into(), |s| format!("{s:.2}")),
+            percent(run.best_accuracy),
+            run.elapsed_s
+        );
+    }
+    out
+}
+
+/// The CSV file (empty cells for thresholds never reached).
+pub fn csv(runs: &[GridRun]) -> String {
+    let mut out = String::from("executors,cores,partitions,time_to_90_s,time_to_98_s,best_accuracy,elapsed_s\n");
+    let cell = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+    for run in runs {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{:.3}",
+            run.executors,
+            run.cores,
+            run.partitions,
+            cell(run.time_to[0]),
+            cell(run.time_to[1]),
+            cell(run.best_accuracy),
+            run.elapsed_s
+        );
+    }
+    out
+}
+
+/// Two panels (time to > 90%, to ≥ 98%) against partitions on a log axis,
+/// one line per executors × cores.
+fn plot(runs: &[GridRun], path: &Path) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (1100, 450)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut labels: Vec<String> = runs.iter().map(GridRun::label).collect();
+    labels.dedup();
+    let max_p = runs.iter().map(|r| r.partitions).max().unwrap_or(2).max(2) as f64;
+    let min_p = runs.iter().map(|r| r.partitions).min().unwrap_or(1) as f64;
+    for (panel, (area, title)) in root
+        .split_evenly((1, 2))
+        .iter()
+        .zip(["time to > 90% test accuracy", "time to ≥ 98% test accuracy"])
+        .enumerate()
+    {
+        let max_t = runs.iter().filter_map(|r| r.time_to[panel]).fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d((min_p * 0.9..max_p * 1.1).log_scale(), 0.0..max_t)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("partitions")
+            .y_desc("seconds from the job's start")
+            .x_label_formatter(&|p| format!("{p:.0}"))
+            .draw()
+            .map_err(plot_error)?;
+        for (i, label) in labels.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let points: Vec<(f64, f64)> = runs
+                .iter()
+                .filter(|r| &r.label() == label)
+                .filter_map(|r| Some((f64::from(r.partitions), r.time_to[panel]?)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(format!("{label} (executors × cores)"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart
+                .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+                .map_err(plot_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_error)?;
+    }
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("cannot draw the plot: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_the_first_epochs_past_each_threshold() {
+        let metrics = [
+            r#"{"stage":"rbm1","elapsed_s":3.0,"test_accuracy":null}"#,
+            r#"{"stage":"finetune","elapsed_s":5.0,"test_accuracy":0.90}"#,
+            r#"{"stage":"finetune","elapsed_s":7.0,"test_accuracy":0.95}"#,
+            r#"{"stage":"finetune","elapsed_s":9.0,"test_accuracy":0.98}"#,
+            r#"{"stage":"finetune","elapsed_s":11.0,"test_accuracy":0.97}"#,
+        ]
+        .join("\n");
+        let (times, best) = times_to(&metrics, &THRESHOLDS).unwrap();
+        // Exactly 90% is not "> 90%"; exactly 98% is "≥ 98%".
+        assert_eq!(times, vec![Some(7.0), Some(9.0)]);
+        assert_eq!(best, Some(0.98));
+        assert!(times_to("{not json", &THRESHOLDS).is_err());
+    }
+
+    #[test]
+    fn the_table_compares_each_run_with_one_core() {
+        let run = |executors, cores, t90| GridRun {
+            executors,
+            cores,
+            partitions: 8,
+            time_to: [Some(t90), None],
+            best_accuracy: Some(0.975),
+            elapsed_s: 30.0,
+        };
+        let runs = [run(1, 1, 20.0), run(2, 1, 10.0)];
+        let table = markdown(&runs);
+        assert!(
+            table.contains("| 2 × 1 | 8 | 10.0 s | — | 2.00 | 97.50% | 30.0 s |"),
+            "{table}"
+        );
+        let csv = csv(&runs);
+        assert_eq!(csv.lines().nth(2), Some("2,1,8,10.000,,0.975,30.000"));
+    }
+
+    #[test]
+    fn the_plot_is_an_svg_with_both_panels() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grid.svg");
+        let runs: Vec<GridRun> = [2u32, 8, 32]
+            .iter()
+            .map(|&p| GridRun {
+                executors: 2,
+                cores: 1,
+                partitions: p,
+                time_to: [Some(10.0 + f64::from(p)), Some(60.0)],
+                best_accuracy: Some(0.98),
+                elapsed_s: 70.0,
+            })
+            .collect();
+        plot(&runs, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+        assert!(svg.contains("time to &gt; 90% test accuracy") || svg.contains("time to > 90% test accuracy"));
+        assert!(svg.contains("2 × 1 (executors × cores)"));
+    }
+}
