@@ -52,76 +52,93 @@ fn epochs_done(status: &StatusReport, job: u64) -> u32 {
     status.jobs.iter().find(|j| j.id == job).map_or(0, |j| j.epochs_done)
 }
 
+/// A job on a driver with an in-process executor and an executor process,
+/// the process mid-task: ready for a signal.
+struct ProcessScenario {
+    driver: TestDriver,
+    _stays: support::TestExecutor,
+    process: tokio::process::Child,
+    pid: u32,
+    client: deepdist_common::client::Client,
+    job: u64,
+    epochs: u32,
+}
+
+impl ProcessScenario {
+    async fn start(name: &str, epochs: u32) -> Self {
+        let driver = TestDriver::start().await;
+        let _stays = start_executor(&driver.addr(), "stays");
+        let process = support::spawn_executor_process(&driver.addr(), "process");
+        let pid = process.id().unwrap();
+        let mut client = driver.client().await;
+        let job = client
+            .submit(&small_job(name, "async", epochs), "f.toml")
+            .await
+            .unwrap();
+        driver
+            .await_status("the process executor to be mid-task", |s| {
+                s.executors
+                    .iter()
+                    .any(|e| e.name == "process" && e.task.is_some() && e.tasks_done > 0)
+            })
+            .await;
+        Self {
+            driver,
+            _stays,
+            process,
+            pid,
+            client,
+            job,
+            epochs,
+        }
+    }
+
+    async fn await_lost(&self, what: &str) {
+        self.driver.await_status(what, |s| s.executors_lost >= 1).await;
+    }
+
+    async fn finish(mut self, scenario: &str, recovery: Duration) {
+        let summary = support::watch(&mut self.client, self.job, |_| {}).await;
+        let _ = self.process.kill().await;
+        check_and_report(
+            scenario,
+            &summary,
+            &self.driver.status(),
+            self.epochs as usize,
+            Some(recovery),
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executor_killed_with_sigkill() {
-    let driver = TestDriver::start().await;
-    let _stays = start_executor(&driver.addr(), "stays");
-    let mut doomed = support::spawn_executor_process(&driver.addr(), "doomed");
-    let pid = doomed.id().unwrap();
-    let mut client = driver.client().await;
-    let job = client
-        .submit(&small_job("sigkill", "async", 6), "f.toml")
-        .await
-        .unwrap();
-    driver
-        .await_status("the process executor to be mid-task", |s| {
-            s.executors
-                .iter()
-                .any(|e| e.name == "doomed" && e.task.is_some() && e.tasks_done > 0)
-        })
-        .await;
+    let mut s = ProcessScenario::start("sigkill", 6).await;
     let killed = Instant::now();
-    support::signal(pid, "KILL");
-    driver
-        .await_status("the killed executor to be declared lost", |s| s.executors_lost >= 1)
-        .await;
+    support::signal(s.pid, "KILL");
+    s.await_lost("the killed executor to be declared lost").await;
     let noticed = killed.elapsed();
-    let _ = doomed.wait().await;
-    let summary = support::watch(&mut client, job, |_| {}).await;
-    check_and_report("executor SIGKILL", &summary, &driver.status(), 6, Some(noticed));
+    let _ = s.process.wait().await;
+    s.finish("executor SIGKILL", noticed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executor_stopped_past_the_heartbeat_then_continued() {
-    let driver = TestDriver::start().await;
-    let _stays = start_executor(&driver.addr(), "stays");
-    let mut frozen = support::spawn_executor_process(&driver.addr(), "frozen");
-    let pid = frozen.id().unwrap();
-    let mut client = driver.client().await;
-    let job = client
-        .submit(&small_job("sigstop", "async", 8), "f.toml")
-        .await
-        .unwrap();
-    driver
-        .await_status("the process executor to be mid-task", |s| {
-            s.executors
-                .iter()
-                .any(|e| e.name == "frozen" && e.task.is_some() && e.tasks_done > 0)
-        })
-        .await;
+    let s = ProcessScenario::start("sigstop", 8).await;
     let stopped = Instant::now();
-    support::signal(pid, "STOP");
-    driver
-        .await_status("the frozen executor to be declared lost", |s| s.executors_lost >= 1)
-        .await;
-    // It wakes holding a task the driver has given to someone else: whatever
-    // it sends for that task must be discarded, and it rejoins as new.
-    support::signal(pid, "CONT");
-    driver
-        .await_status("the continued executor to rejoin", |s| {
-            s.executors.iter().any(|e| e.name == "frozen") || epochs_done(s, job) == 8
+    support::signal(s.pid, "STOP");
+    s.await_lost("the stopped executor to be declared lost").await;
+    // It wakes holding a task the driver has given to someone else: the
+    // driver has closed its connection, so nothing it sends for that task
+    // is applied, and it rejoins as a new executor.
+    support::signal(s.pid, "CONT");
+    let (job, epochs) = (s.job, s.epochs);
+    s.driver
+        .await_status("the continued executor to rejoin", |st| {
+            st.executors.iter().any(|e| e.name == "process") || epochs_done(st, job) == epochs
         })
         .await;
     let rejoined = stopped.elapsed();
-    let summary = support::watch(&mut client, job, |_| {}).await;
-    frozen.kill().await.unwrap();
-    check_and_report(
-        "executor SIGSTOP > heartbeat, SIGCONT",
-        &summary,
-        &driver.status(),
-        8,
-        Some(rejoined),
-    );
+    s.finish("executor SIGSTOP > heartbeat, SIGCONT", rejoined).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,19 +52,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler for `partitions` partitions over epochs `1..=epochs`.
     pub fn new(job: u64, stage: u32, partitions: u32, epochs: u32) -> Self {
-        let mut s = Self {
-            job,
-            stage,
-            partitions,
-            last_epoch: epochs,
-            open: BTreeMap::new(),
-            next_epoch: 1,
-            attempts: HashMap::new(),
-            reassigned: HashMap::new(),
-            stopping: false,
-        };
-        s.open_next();
-        s
+        Self::resume(job, stage, partitions, epochs, 0, &[])
     }
 
     /// A scheduler that continues from a checkpoint: epochs up to
