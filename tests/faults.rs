@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use deepdist_common::job::JobState;
 use deepdist_common::proto::{JobSummary, StatusReport};
 use support::proxy::FaultProxy;
-use support::{DriverProcess, TestDriver, assert_every_partition_every_epoch, metrics, small_job, start_executor};
+use support::{DriverProcess, TestDriver, assert_stages_complete, metrics, small_dbn_job, small_job, start_executor};
 
 /// Accuracy every scenario's job must end above.
 const BAR: f64 = 0.8;
@@ -24,20 +24,23 @@ fn check_and_report(
     scenario: &str,
     summary: &JobSummary,
     status: &StatusReport,
-    epochs: usize,
+    stages: &[(&str, u64)],
     recovery: Option<Duration>,
 ) {
     assert_eq!(summary.state, JobState::Done, "{scenario}: {summary:?}");
     let accuracy = summary.final_accuracy.unwrap_or(0.0);
     assert!(accuracy > BAR, "{scenario}: accuracy {accuracy}");
     let lines = metrics(&summary.output_dir);
-    assert_every_partition_every_epoch(&lines, epochs);
-    let versions: Vec<u64> = lines.iter().map(|l| l["version"].as_u64().unwrap()).collect();
-    // Two epochs can end on one snapshot (the older waited for a reassigned task).
-    assert!(
-        versions.windows(2).all(|w| w[0] <= w[1]),
-        "{scenario}: versions never fall: {versions:?}"
-    );
+    assert_stages_complete(&lines, stages);
+    // Each stage has its own parameter server; within one, versions never
+    // fall (two epochs can end on one snapshot when the older waited for a
+    // reassigned task).
+    for pair in lines.windows(2).filter(|w| w[0]["stage"] == w[1]["stage"]) {
+        assert!(
+            pair[0]["version"].as_u64() <= pair[1]["version"].as_u64(),
+            "{scenario}: versions never fall: {pair:?}"
+        );
+    }
     let lost: u64 = lines.iter().map(|l| l["reassigned"].as_u64().unwrap()).sum();
     println!(
         "FAULT | {scenario} | yes | {:.2}% | {lost} | {} | {} | {} |",
@@ -104,7 +107,7 @@ impl ProcessScenario {
             scenario,
             &summary,
             &self.driver.status(),
-            self.epochs as usize,
+            &[("train", u64::from(self.epochs))],
             Some(recovery),
         );
     }
@@ -179,7 +182,7 @@ async fn a_proxy_delays_cuts_and_stalls_the_executors() {
         "proxy: 5 ms delay, cut, stall > heartbeat",
         &summary,
         &driver.status(),
-        8,
+        &[("train", 8)],
         Some(reconnect),
     );
 }
@@ -195,10 +198,21 @@ fn temporaries(runs: &Path) -> usize {
         .count()
 }
 
-/// Kills the driver process mid-job (while it writes a checkpoint, with
-/// `during_write`), restarts it with `--recover` on the same address and
-/// checks the job finishes from the checkpoint.
-async fn driver_killed_then_recovered(scenario: &str, during_write: bool) {
+/// A job to kill the driver under.
+struct RecoverCase<'a> {
+    scenario: &'a str,
+    job: String,
+    stages: &'a [(&'a str, u64)],
+    /// Kill once a checkpoint exists and this holds for the job's record.
+    kill_when: fn(&deepdist_common::proto::JobInfo) -> bool,
+    /// Kill while a checkpoint write is held open.
+    during_write: bool,
+}
+
+/// Kills the driver process mid-job, restarts it with `--recover` on the
+/// same address and checks the job finishes from the checkpoint.
+async fn driver_killed_then_recovered(case: RecoverCase<'_>) {
+    let (scenario, during_write) = (case.scenario, case.during_write);
     let runs = tempfile::tempdir().unwrap();
     let stall = [(deepdist_driver::checkpoint::STALL_ENV, "1500")];
     let env: &[(&str, &str)] = if during_write { &stall } else { &[] };
@@ -206,17 +220,13 @@ async fn driver_killed_then_recovered(scenario: &str, during_write: bool) {
     let addr = driver.addr.clone();
     let mut a = support::spawn_executor_process(&addr, "a");
     let mut b = support::spawn_executor_process(&addr, "b");
-    let epochs = 8;
-    let job = driver
-        .client()
-        .await
-        .submit(&small_job("recover", "async", epochs), "f.toml")
-        .await
-        .unwrap();
+    let job = driver.client().await.submit(&case.job, "f.toml").await.unwrap();
     let checkpoint = runs.path().join(deepdist_driver::checkpoint::FILE_NAME);
     driver
-        .await_status("two epochs and a checkpoint", |s| {
-            epochs_done(s, job) >= 2 && checkpoint.exists() && (!during_write || temporaries(runs.path()) > 0)
+        .await_status("the kill point and a checkpoint", |s| {
+            s.jobs.iter().any(|j| j.id == job && (case.kill_when)(j))
+                && checkpoint.exists()
+                && (!during_write || temporaries(runs.path()) > 0)
         })
         .await;
     support::signal(driver.child.id().unwrap(), "KILL");
@@ -238,16 +248,12 @@ async fn driver_killed_then_recovered(scenario: &str, during_write: bool) {
     assert!(!before.is_empty());
 
     let driver = DriverProcess::start(runs.path(), &addr, &["--recover"], &[]).await;
-    let resumed = driver
+    driver
         .await_status("the resumed job to run", |s| {
             s.jobs.iter().any(|j| j.id == job && j.state == JobState::Running) && !s.executors.is_empty()
         })
         .await;
     let recovery = killed.elapsed();
-    assert!(
-        epochs_done(&resumed, job) >= 1,
-        "the job resumed from its checkpoint, not from scratch"
-    );
     let mut client = driver.client().await;
     let summary = support::watch(&mut client, job, |_| {}).await;
     let after = metrics(&summary.output_dir);
@@ -261,17 +267,45 @@ async fn driver_killed_then_recovered(scenario: &str, during_write: bool) {
     let status = client.status().await.unwrap();
     a.kill().await.unwrap();
     b.kill().await.unwrap();
-    check_and_report(scenario, &summary, &status, epochs as usize, Some(recovery));
+    check_and_report(scenario, &summary, &status, case.stages, Some(recovery));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_killed_mid_job_resumes_with_recover() {
-    driver_killed_then_recovered("driver SIGKILL, --recover", false).await;
+    driver_killed_then_recovered(RecoverCase {
+        scenario: "driver SIGKILL, --recover",
+        job: small_job("recover", "async", 8),
+        stages: &[("train", 8)],
+        kill_when: |j| j.epochs_done >= 2,
+        during_write: false,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_killed_during_a_checkpoint_write_resumes_with_recover() {
-    driver_killed_then_recovered("driver SIGKILL during checkpoint write, --recover", true).await;
+    driver_killed_then_recovered(RecoverCase {
+        scenario: "driver SIGKILL during checkpoint write, --recover",
+        job: small_job("recover", "async", 8),
+        stages: &[("train", 8)],
+        kill_when: |j| j.epochs_done >= 2,
+        during_write: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_killed_between_dbn_stages_resumes_with_recover() {
+    // Killed in the second RBM stage: the first RBM's epochs and layer are
+    // kept, the job goes on from the second.
+    driver_killed_then_recovered(RecoverCase {
+        scenario: "DBN: driver SIGKILL in stage rbm2, --recover",
+        job: small_dbn_job("recover-dbn", 2),
+        stages: &[("rbm1", 2), ("rbm2", 2), ("finetune", 3)],
+        kill_when: |j| j.stage == "rbm2",
+        during_write: false,
+    })
+    .await;
 }
 
 #[test]
@@ -356,7 +390,7 @@ async fn executor_killed_by_an_out_of_memory_limit() {
         .await;
     let recovered = lost.elapsed();
     let summary = support::watch(&mut client, job, |_| {}).await;
-    check_and_report(scenario, &summary, &driver.status(), 2, Some(recovered));
+    check_and_report(scenario, &summary, &driver.status(), &[("train", 2)], Some(recovered));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,5 +445,11 @@ async fn executors_in_network_namespaces_cut_off_by_iptables_then_healed() {
         rejoined.executors.iter().any(|e| e.name == "ns1"),
         "ns1 rejoined before the job ended"
     );
-    check_and_report(scenario, &summary, &status, epochs as usize, Some(recovery));
+    check_and_report(
+        scenario,
+        &summary,
+        &status,
+        &[("train", u64::from(epochs))],
+        Some(recovery),
+    );
 }
