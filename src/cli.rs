@@ -297,6 +297,16 @@ pub struct DbnBenchArgs {
     /// Also run combinations with more threads than this machine has cores.
     #[arg(long)]
     pub oversubscribe: bool,
+    /// Run on this driver's executors instead of in this process; only
+    /// --partitions varies.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub driver: Option<String>,
+    /// With --driver: the shared secret.
+    #[command(flatten)]
+    pub secret: SecretArg,
+    /// With --driver: the CA of the driver's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// At most this many fine-tuning epochs per run.
     #[arg(long)]
     pub max_epochs: Option<u32>,

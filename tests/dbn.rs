@@ -114,3 +114,40 @@ fn bench_dbn_runs_the_grid_and_writes_table_csv_and_plot() {
     let svg = std::fs::read_to_string(out.path().join("dbn-grid.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("1 × 1 (executors × cores)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_dbn_runs_on_a_running_cluster() {
+    let driver = TestDriver::start().await;
+    let _a = start_executor(&driver.addr(), "a");
+    let _b = start_executor(&driver.addr(), "b");
+    driver.await_status("both executors", |s| s.executors.len() == 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let job = out.path().join("small-dbn.toml");
+    std::fs::write(&job, small_dbn_job("remote-grid", 1)).unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_deepdist"))
+        .args([
+            "bench",
+            "dbn",
+            job.to_str().unwrap(),
+            "--driver",
+            &driver.addr(),
+            "--partitions",
+            "2,4",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("2 executors × 1 cores"), "{stdout}");
+    let csv = std::fs::read_to_string(out.path().join("dbn-grid.csv")).unwrap();
+    let partitions: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').nth(2).unwrap()).collect();
+    assert_eq!(partitions, ["2", "4"]);
+    assert_eq!(driver.status().jobs.len(), 2, "both runs went to this driver");
+}

@@ -5,18 +5,19 @@
 //! Markdown table, a CSV file and an SVG plot.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use deepdist_common::client::Client;
 use deepdist_common::job::{JobSpec, JobState};
+use deepdist_common::proto::Progress;
 use deepdist_common::transport::Credentials;
 use plotters::prelude::*;
 
-use super::client::read_job;
+use super::client::{credentials, read_job};
 use super::local::LocalCluster;
 use super::runtime::driver_config;
-use crate::cli::{DbnBenchArgs, RunDirArgs};
+use crate::cli::{DbnBenchArgs, DriverAddr, RunDirArgs, SecretArg};
 
 /// The job the grid runs when given none.
 const DEFAULT_JOB: &str = include_str!("../../jobs/mnist-dbn.toml");
@@ -58,6 +59,24 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         "--executors, --cores and --partitions take positive numbers"
     );
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let runtime = super::runtime()?;
+    if let Some(driver) = &args.driver {
+        // A running cluster: its executors are what they are; vary partitions.
+        let credentials = credentials(&DriverAddr {
+            driver: driver.clone(),
+            secret: SecretArg {
+                secret_file: args.secret.secret_file.clone(),
+            },
+            tls_ca: args.tls_ca.clone(),
+        })?;
+        let (executors, cores) = runtime.block_on(cluster_shape(driver, &credentials))?;
+        println!("cluster at {driver}: {executors} executors × {cores} cores");
+        let combos: Vec<_> = args.partitions.iter().map(|&p| (executors, cores, p)).collect();
+        let runs = run_grid(&runtime, &base, &combos, &args, |_| {
+            Target::Remote(driver, &credentials)
+        })?;
+        return report(&runs, &args.out);
+    }
     let combos: Vec<(usize, usize, u32)> = args
         .executors
         .iter()
@@ -76,8 +95,47 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         heartbeat_timeout_s: 10,
         data: args.data.clone(),
     };
+    let runs = run_grid(&runtime, &base, &combos, &args, |(executors, cores)| Target::Local {
+        config: driver_config(&run_dir),
+        executors,
+        cores,
+    })?;
+    report(&runs, &args.out)
+}
+
+/// Where one run of the grid trains.
+enum Target<'a> {
+    /// A fresh driver and executors in this process.
+    Local {
+        config: deepdist_driver::DriverConfig,
+        executors: usize,
+        cores: usize,
+    },
+    /// A running driver and its executors.
+    Remote(&'a str, &'a Credentials),
+}
+
+/// Executors and cores per executor of a running cluster.
+async fn cluster_shape(driver: &str, credentials: &Credentials) -> anyhow::Result<(usize, usize)> {
+    let status = Client::connect(driver, credentials)
+        .await
+        .with_context(|| format!("cannot reach the driver at {driver}"))?
+        .status()
+        .await?;
+    anyhow::ensure!(!status.executors.is_empty(), "the driver at {driver} has no executors");
+    let cores = status.executors.iter().map(|e| e.cores as usize).max().unwrap_or(1);
+    Ok((status.executors.len(), cores))
+}
+
+/// Runs every (executors, cores, partitions) combination, printing a line each.
+fn run_grid<'a>(
+    runtime: &tokio::runtime::Runtime,
+    base: &JobSpec,
+    combos: &[(usize, usize, u32)],
+    args: &DbnBenchArgs,
+    target: impl Fn((usize, usize)) -> Target<'a>,
+) -> anyhow::Result<Vec<GridRun>> {
     let mut runs = Vec::new();
-    let runtime = super::runtime()?;
     for (i, &(executors, cores, partitions)) in combos.iter().enumerate() {
         let mut spec = base.clone();
         spec.name = format!("{}-e{executors}c{cores}p{partitions}", base.name);
@@ -93,8 +151,8 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
             combos.len()
         );
         std::io::Write::flush(&mut std::io::stdout())?;
-        let config = driver_config(&run_dir);
-        let run = runtime.block_on(run_one(config, &spec, executors, cores))?;
+        let mut run = runtime.block_on(run_one(target((executors, cores)), &spec))?;
+        (run.executors, run.cores) = (executors, cores);
         println!(
             "> 90% at {}, ≥ 98% at {}, best {}",
             seconds(run.time_to[0]),
@@ -103,15 +161,20 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         );
         runs.push(run);
     }
-    let table = markdown(&runs);
+    Ok(runs)
+}
+
+/// Writes and prints the table, the CSV and the plot.
+fn report(runs: &[GridRun], out: &Path) -> anyhow::Result<()> {
+    let table = markdown(runs);
     let paths = [
-        args.out.join("dbn-grid.md"),
-        args.out.join("dbn-grid.csv"),
-        args.out.join("dbn-grid.svg"),
+        out.join("dbn-grid.md"),
+        out.join("dbn-grid.csv"),
+        out.join("dbn-grid.svg"),
     ];
     write(&paths[0], &table)?;
-    write(&paths[1], &csv(&runs))?;
-    plot(&runs, &paths[2])?;
+    write(&paths[1], &csv(runs))?;
+    plot(runs, &paths[2])?;
     println!("\n{table}");
     for path in &paths {
         println!("wrote {}", path.display());
@@ -127,18 +190,34 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Runs one job in a fresh local cluster and reads its times from `metrics.jsonl`.
-async fn run_one(
-    config: deepdist_driver::DriverConfig,
-    spec: &JobSpec,
-    executors: usize,
-    cores: usize,
-) -> anyhow::Result<GridRun> {
-    let cluster = LocalCluster::start(config, executors, cores).await?;
-    let mut client = Client::connect(&cluster.addr, &Credentials::default()).await?;
+/// Runs one job and takes its times from the epochs it reports.
+async fn run_one(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<GridRun> {
+    let local = Credentials::default();
+    let (cluster, addr, credentials) = match target {
+        Target::Local {
+            config,
+            executors,
+            cores,
+        } => {
+            let cluster = LocalCluster::start(config, executors, cores).await?;
+            let addr = cluster.addr.clone();
+            (Some(cluster), addr, &local)
+        }
+        Target::Remote(addr, credentials) => (None, addr.to_string(), credentials),
+    };
+    let mut client = Client::connect(&addr, credentials).await?;
     let job = client.submit(&spec.to_toml(), &spec.name).await?;
-    let summary = client.watch(job, |_| {}).await?;
-    cluster.shutdown().await;
+    let mut epochs = Vec::new();
+    let summary = client
+        .watch(job, |p| {
+            if let Progress::Epoch(line) = p {
+                epochs.push((line.test_accuracy, line.elapsed_s));
+            }
+        })
+        .await?;
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     anyhow::ensure!(
         summary.state == JobState::Done,
         "job {} ended {}: {}",
@@ -146,12 +225,10 @@ async fn run_one(
         summary.state,
         summary.error.unwrap_or_default()
     );
-    let metrics = PathBuf::from(&summary.output_dir).join("metrics.jsonl");
-    let text = std::fs::read_to_string(&metrics).with_context(|| format!("cannot read {}", metrics.display()))?;
-    let (time_to, best_accuracy) = times_to(&text, &THRESHOLDS)?;
+    let (time_to, best_accuracy) = times_to(&epochs, &THRESHOLDS);
     Ok(GridRun {
-        executors,
-        cores,
+        executors: 0,
+        cores: 0,
         partitions: spec.data.partitions,
         time_to: [time_to[0], time_to[1]],
         best_accuracy,
@@ -159,21 +236,14 @@ async fn run_one(
     })
 }
 
-/// From `metrics.jsonl` text: the `elapsed_s` of the first epoch whose test
-/// accuracy passes each threshold (strictly above the first, the original
-/// "> 90%"; at or above the others), and the best accuracy.
-pub fn times_to(metrics: &str, thresholds: &[f64]) -> anyhow::Result<(Vec<Option<f64>>, Option<f64>)> {
+/// From each epoch's (test accuracy, seconds since the job started): the
+/// time of the first epoch past each threshold (strictly above the first,
+/// the original "> 90%"; at or above the others), and the best accuracy.
+pub fn times_to(epochs: &[(Option<f64>, f64)], thresholds: &[f64]) -> (Vec<Option<f64>>, Option<f64>) {
     let mut times = vec![None; thresholds.len()];
     let mut best: Option<f64> = None;
-    for (n, line) in metrics.lines().enumerate() {
-        let value: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("metrics line {}: not JSON", n + 1))?;
-        let Some(accuracy) = value["test_accuracy"].as_f64() else {
-            continue;
-        };
-        let elapsed = value["elapsed_s"]
-            .as_f64()
-            .with_context(|| format!("metrics line {} has no elapsed_s", n + 1))?;
+    for &(accuracy, elapsed) in epochs {
+        let Some(accuracy) = accuracy else { continue };
         best = Some(best.map_or(accuracy, |b| b.max(accuracy)));
         for (i, (&threshold, time)) in thresholds.iter().zip(&mut times).enumerate() {
             let passed = if i == 0 {
@@ -186,7 +256,7 @@ pub fn times_to(metrics: &str, thresholds: &[f64]) -> anyhow::Result<(Vec<Option
             }
         }
     }
-    Ok((times, best))
+    (times, best)
 }
 
 fn seconds(t: Option<f64>) -> String {
@@ -314,19 +384,18 @@ mod tests {
 
     #[test]
     fn times_are_the_first_epochs_past_each_threshold() {
-        let metrics = [
-            r#"{"stage":"rbm1","elapsed_s":3.0,"test_accuracy":null}"#,
-            r#"{"stage":"finetune","elapsed_s":5.0,"test_accuracy":0.90}"#,
-            r#"{"stage":"finetune","elapsed_s":7.0,"test_accuracy":0.95}"#,
-            r#"{"stage":"finetune","elapsed_s":9.0,"test_accuracy":0.98}"#,
-            r#"{"stage":"finetune","elapsed_s":11.0,"test_accuracy":0.97}"#,
-        ]
-        .join("\n");
-        let (times, best) = times_to(&metrics, &THRESHOLDS).unwrap();
+        // An RBM epoch (no accuracy), then fine-tuning.
+        let epochs = [
+            (None, 3.0),
+            (Some(0.90), 5.0),
+            (Some(0.95), 7.0),
+            (Some(0.98), 9.0),
+            (Some(0.97), 11.0),
+        ];
+        let (times, best) = times_to(&epochs, &THRESHOLDS);
         // Exactly 90% is not "> 90%"; exactly 98% is "≥ 98%".
         assert_eq!(times, vec![Some(7.0), Some(9.0)]);
         assert_eq!(best, Some(0.98));
-        assert!(times_to("{not json", &THRESHOLDS).is_err());
     }
 
     #[test]
