@@ -307,6 +307,10 @@ pub struct DbnBenchArgs {
     /// With --driver: the CA of the driver's TLS certificate.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// Run nothing: redraw the table and plot from a dbn-grid.csv (e.g. runs
+    /// gathered from several machines).
+    #[arg(long, value_name = "FILE")]
+    pub from_csv: Option<std::path::PathBuf>,
     /// At most this many fine-tuning epochs per run.
     #[arg(long)]
     pub max_epochs: Option<u32>,

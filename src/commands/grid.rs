@@ -59,6 +59,11 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         "--executors, --cores and --partitions take positive numbers"
     );
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    if let Some(path) = &args.from_csv {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let runs = parse_csv(&text).with_context(|| format!("{}", path.display()))?;
+        return report(&runs, &args.out);
+    }
     let runtime = super::runtime()?;
     if let Some(driver) = &args.driver {
         // A running cluster: its executors are what they are; vary partitions.
@@ -317,42 +322,106 @@ pub fn csv(runs: &[GridRun]) -> String {
     out
 }
 
-/// Two panels (time to > 90%, to ≥ 98%) against partitions on a log axis,
-/// one line per executors × cores.
+/// Matplotlib's "tab10" colours: distinct from each other and on white.
+const TAB10: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+];
+
+/// Reads runs back from [`csv`]'s format.
+pub fn parse_csv(text: &str) -> anyhow::Result<Vec<GridRun>> {
+    let mut lines = text.lines();
+    anyhow::ensure!(
+        lines.next() == csv(&[]).lines().next(),
+        "not a dbn-grid CSV file (its header differs)"
+    );
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let cells: Vec<&str> = line.split(',').collect();
+            anyhow::ensure!(
+                cells.len() == 7,
+                "line {}: expected 7 cells, found {}",
+                i + 2,
+                cells.len()
+            );
+            let number = |j: usize| -> anyhow::Result<Option<f64>> {
+                match cells[j] {
+                    "" => Ok(None),
+                    cell => cell
+                        .parse()
+                        .map(Some)
+                        .with_context(|| format!("line {}: `{cell}` is not a number", i + 2)),
+                }
+            };
+            let count = |j: usize| -> anyhow::Result<u32> {
+                cells[j]
+                    .parse()
+                    .with_context(|| format!("line {}: `{}` is not a count", i + 2, cells[j]))
+            };
+            Ok(GridRun {
+                executors: count(0)? as usize,
+                cores: count(1)? as usize,
+                partitions: count(2)?,
+                time_to: [number(3)?, number(4)?],
+                best_accuracy: number(5)?,
+                elapsed_s: number(6)?.unwrap_or(0.0),
+            })
+        })
+        .collect()
+}
+
+/// Two panels (time to > 90%, to ≥ 98%) against partitions on a log₂ axis
+/// (ticks at powers of two), one line per executors × cores.
 fn plot(runs: &[GridRun], path: &Path) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (1100, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let mut labels: Vec<String> = runs.iter().map(GridRun::label).collect();
     labels.dedup();
-    let max_p = runs.iter().map(|r| r.partitions).max().unwrap_or(2).max(2) as f64;
-    let min_p = runs.iter().map(|r| r.partitions).min().unwrap_or(1) as f64;
+    let octave = |p: u32| f64::from(p).log2();
+    let max_x = octave(runs.iter().map(|r| r.partitions).max().unwrap_or(2)) + 0.3;
+    let min_x = octave(runs.iter().map(|r| r.partitions).min().unwrap_or(1)) - 0.3;
     for (panel, (area, title)) in root
         .split_evenly((1, 2))
         .iter()
         .zip(["time to > 90% test accuracy", "time to ≥ 98% test accuracy"])
         .enumerate()
     {
-        let max_t = runs.iter().filter_map(|r| r.time_to[panel]).fold(1.0, f64::max) * 1.1;
+        // Headroom above the highest point for the legend.
+        let max_t = runs.iter().filter_map(|r| r.time_to[panel]).fold(1.0, f64::max) * 1.35;
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 20))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d((min_p * 0.9..max_p * 1.1).log_scale(), 0.0..max_t)
+            .build_cartesian_2d(min_x..max_x, 0.0..max_t)
             .map_err(plot_error)?;
         chart
             .configure_mesh()
             .x_desc("partitions")
             .y_desc("seconds from the job's start")
-            .x_label_formatter(&|p| format!("{p:.0}"))
+            .x_labels(((max_x - min_x).ceil() as usize + 1).max(2))
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("{}", 2f64.powf(x.round()))
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|t| format!("{t:.0}"))
+            .light_line_style(RGBColor(238, 238, 238))
             .draw()
             .map_err(plot_error)?;
         for (i, label) in labels.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = TAB10[i % TAB10.len()].to_rgba();
             let points: Vec<(f64, f64)> = runs
                 .iter()
                 .filter(|r| &r.label() == label)
-                .filter_map(|r| Some((f64::from(r.partitions), r.time_to[panel]?)))
+                .filter_map(|r| Some((octave(r.partitions), r.time_to[panel]?)))
                 .collect();
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
@@ -365,6 +434,7 @@ fn plot(runs: &[GridRun], path: &Path) -> anyhow::Result<()> {
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
@@ -416,6 +486,10 @@ mod tests {
         );
         let csv = csv(&runs);
         assert_eq!(csv.lines().nth(2), Some("2,1,8,10.000,,0.975,30.000"));
+        assert_eq!(parse_csv(&csv).unwrap(), runs);
+        let err = parse_csv(&csv.replace("10.000", "ten")).unwrap_err();
+        assert!(format!("{err:#}").contains("line 3: `ten` is not a number"), "{err:#}");
+        assert!(parse_csv("a,b\n1,2").is_err());
     }
 
     #[test]
