@@ -305,7 +305,7 @@ pub fn markdown(runs: &[GridRun]) -> String {
 /// The CSV file (empty cells for thresholds never reached).
 pub fn csv(runs: &[GridRun]) -> String {
     let mut out = String::from("executors,cores,partitions,time_to_90_s,time_to_98_s,best_accuracy,elapsed_s\n");
-    let cell = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+    let cell = |v: Option<f64>, decimals: usize| v.map_or(String::new(), |v| format!("{v:.decimals$}"));
     for run in runs {
         let _ = writeln!(
             out,
@@ -313,9 +313,9 @@ pub fn csv(runs: &[GridRun]) -> String {
             run.executors,
             run.cores,
             run.partitions,
-            cell(run.time_to[0]),
-            cell(run.time_to[1]),
-            cell(run.best_accuracy),
+            cell(run.time_to[0], 3),
+            cell(run.time_to[1], 3),
+            cell(run.best_accuracy, 4),
             run.elapsed_s
         );
     }
@@ -485,7 +485,7 @@ mod tests {
             "{table}"
         );
         let csv = csv(&runs);
-        assert_eq!(csv.lines().nth(2), Some("2,1,8,10.000,,0.975,30.000"));
+        assert_eq!(csv.lines().nth(2), Some("2,1,8,10.000,,0.9750,30.000"));
         assert_eq!(parse_csv(&csv).unwrap(), runs);
         let err = parse_csv(&csv.replace("10.000", "ten")).unwrap_err();
         assert!(format!("{err:#}").contains("line 3: `ten` is not a number"), "{err:#}");
