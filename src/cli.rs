@@ -282,7 +282,7 @@ pub enum BenchExperiment {
 /// The DBN grid's options.
 #[derive(Debug, Args)]
 pub struct DbnBenchArgs {
-    /// The job file (default: the built-in jobs/mnist-dbn.toml); its partitions,
+    /// The job file (default: the built-in jobs/mnist-dbn-fast.toml); its partitions,
     /// target and stop-at-target are set by the grid.
     pub job: Option<PathBuf>,
     /// Executor counts, comma-separated.

@@ -19,8 +19,9 @@ use super::local::LocalCluster;
 use super::runtime::driver_config;
 use crate::cli::{DbnBenchArgs, DriverAddr, RunDirArgs, SecretArg};
 
-/// The job the grid runs when given none.
-const DEFAULT_JOB: &str = include_str!("../../jobs/mnist-dbn.toml");
+/// The job the grid runs when given none: the DBN tuned for time to 90% and
+/// 98%, the original experiment's figures.
+const DEFAULT_JOB: &str = include_str!("../../jobs/mnist-dbn-fast.toml");
 
 /// The original criterion, and the one that says the network learned more
 /// than softmax regression on raw pixels (about 91%).
@@ -51,7 +52,7 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
     }
     let (text, origin) = match &args.job {
         Some(path) => (read_job(path)?.0, path.display().to_string()),
-        None => (DEFAULT_JOB.to_string(), "jobs/mnist-dbn.toml (built in)".to_string()),
+        None => (DEFAULT_JOB.to_string(), "jobs/mnist-dbn-fast.toml (built in)".to_string()),
     };
     let base = JobSpec::from_toml(&text, &origin)?;
     anyhow::ensure!(
