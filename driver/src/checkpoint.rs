@@ -44,7 +44,7 @@ pub struct JobCheckpoint {
     /// Executor ids from here on are new, so no report of a task from before
     /// the checkpoint can pass for one after it.
     pub next_executor: u64,
-    /// Seconds since the job started, and since training started.
+    /// Seconds since the job started.
     pub elapsed_s: f64,
     /// Seconds of training.
     pub train_s: f64,
@@ -56,7 +56,7 @@ pub struct JobCheckpoint {
     pub epochs_done: u32,
     /// Its open epochs: partitions done and their training statistics.
     pub open: Vec<(EpochProgress, EpochAccum)>,
-    /// Updates applied in this stage, and their summed staleness.
+    /// Updates applied in this stage.
     pub version: u64,
     /// Summed staleness of those updates.
     pub staleness_sum: u64,
