@@ -18,7 +18,13 @@ fn every_shipped_job_is_valid() {
     names.sort();
     assert_eq!(
         names,
-        ["mnist-dbn", "mnist-dbn-fast", "mnist-dbn-nopretrain", "mnist-mlp", "mnist-mlp-sync"]
+        [
+            "mnist-dbn",
+            "mnist-dbn-fast",
+            "mnist-dbn-nopretrain",
+            "mnist-mlp",
+            "mnist-mlp-sync"
+        ]
     );
 }
 

@@ -52,7 +52,10 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
     }
     let (text, origin) = match &args.job {
         Some(path) => (read_job(path)?.0, path.display().to_string()),
-        None => (DEFAULT_JOB.to_string(), "jobs/mnist-dbn-fast.toml (built in)".to_string()),
+        None => (
+            DEFAULT_JOB.to_string(),
+            "jobs/mnist-dbn-fast.toml (built in)".to_string(),
+        ),
     };
     let base = JobSpec::from_toml(&text, &origin)?;
     anyhow::ensure!(
