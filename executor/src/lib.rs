@@ -3,6 +3,7 @@
 //! training loop of each task it is given on all its cores.
 
 mod cache;
+mod fetches;
 mod local;
 mod session;
 mod worker;
