@@ -4,6 +4,7 @@ pub mod bench;
 pub mod client;
 pub mod data;
 pub mod grid;
+pub mod grid_report;
 pub mod local;
 pub mod progress;
 pub mod runtime;
