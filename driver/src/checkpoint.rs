@@ -94,6 +94,26 @@ impl JobCheckpoint {
     }
 }
 
+impl JobCheckpoint {
+    /// Whether this checkpoint can resume a job whose partitions have
+    /// `hashes` and which has `stages` stages; says why not.
+    pub fn fits(&self, hashes: &[u128], stages: usize) -> Result<(), String> {
+        if self.partitions != hashes {
+            let differ = self.partitions.iter().zip(hashes).filter(|(a, b)| a != b).count()
+                + self.partitions.len().abs_diff(hashes.len());
+            return Err(format!(
+                "the checkpoint was made from other data ({} partitions, {differ} differ from this driver's): \
+                 refusing to resume it",
+                self.partitions.len(),
+            ));
+        }
+        if self.stage as usize >= stages || self.layers.len() > self.stage as usize {
+            return Err(format!("the checkpoint's stage {} does not fit the job", self.stage));
+        }
+        Ok(())
+    }
+}
+
 /// The stall configured by [`STALL_ENV`], if any.
 pub fn stall_from_env() -> Option<Duration> {
     std::env::var(STALL_ENV)
@@ -105,6 +125,15 @@ pub fn stall_from_env() -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_fits_only_the_data_and_stages_it_was_made_from() {
+        let c = sample();
+        assert!(c.fits(&[1, 2], 2).is_ok());
+        let err = c.fits(&[1, 3, 4], 2).unwrap_err();
+        assert!(err.contains("2 differ"), "{err}");
+        assert!(c.fits(&[1, 2], 1).unwrap_err().contains("stage 1"));
+    }
 
     fn sample() -> JobCheckpoint {
         JobCheckpoint {

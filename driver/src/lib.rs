@@ -13,6 +13,7 @@ pub mod ps;
 mod runner;
 pub mod scheduler;
 mod server;
+mod stage_start;
 mod state;
 
 use deepdist_common::proto::auth::Secret;

@@ -12,7 +12,7 @@ use deepdist_common::data::partition::split;
 use deepdist_common::data::{Dataset, Mnist};
 use deepdist_common::job::{JobSpec, JobState, Mode, Stage, StageKind};
 use deepdist_common::model::StageModel;
-use deepdist_common::proto::{self, JobSummary, Message, TaskSpec, Tensor};
+use deepdist_common::proto::{self, JobSummary, Message, TaskSpec};
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::JobCheckpoint;
@@ -20,6 +20,7 @@ use crate::evaluator::{EvalItem, Work, evaluate_epochs};
 use crate::output::{MetricsWriter, save_final_model};
 use crate::ps::{ParamServer, Resumed};
 use crate::scheduler::Scheduler;
+use crate::stage_start::prepare_stage;
 use crate::state::{RunState, Shared};
 
 /// The runner re-checks its job this often even without a wake-up.
@@ -192,18 +193,7 @@ async fn run_job(
     let hashes: Vec<u128> = frames.iter().map(|(h, _)| *h).collect();
     let stages = spec.stages();
     if let Some(c) = &resume {
-        if c.partitions != hashes {
-            return Err(format!(
-                "the checkpoint was made from other data ({} partitions, {} differ from this driver's): \
-                 refusing to resume it",
-                c.partitions.len(),
-                c.partitions.iter().zip(&hashes).filter(|(a, b)| a != b).count()
-                    + c.partitions.len().abs_diff(hashes.len())
-            ));
-        }
-        if c.stage as usize >= stages.len() || c.layers.len() > c.stage as usize {
-            return Err(format!("the checkpoint's stage {} does not fit the job", c.stage));
-        }
+        c.fits(&hashes, stages.len())?;
     }
 
     let metrics = match &resume {
@@ -283,67 +273,6 @@ async fn run_job(
         final_accuracy: evaluated.final_accuracy,
         time_to_target: evaluated.time_to_target,
     })
-}
-
-/// The starting parameters of a stage, its test set (the input it sees),
-/// and for RBM stages above the first the encoded trained layers below.
-#[allow(clippy::too_many_arguments)]
-async fn prepare_stage(
-    spec: &JobSpec,
-    stage: &Stage,
-    model: &StageModel,
-    rbms: &[Vec<f32>],
-    train: &Arc<Dataset>,
-    test: &Arc<Dataset>,
-    job: u64,
-    index: usize,
-) -> Result<(Vec<f32>, Arc<Dataset>, Option<Bytes>), String> {
-    let (spec, stage, model, rbms, train, test) = (
-        spec.clone(),
-        stage.clone(),
-        model.clone(),
-        rbms.to_vec(),
-        train.clone(),
-        test.clone(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let seed = spec.train.seed.wrapping_add(index as u64);
-        let (dim, classes) = (train.dim(), train.classes());
-        match stage.kind {
-            StageKind::Supervised if rbms.is_empty() => Ok((model.init(seed, None), test, None)),
-            StageKind::Supervised => {
-                let dbn = spec.build_dbn(dim, classes).map_err(|e| e.to_string())?;
-                let (_, params) = dbn.unroll(&rbms, seed).map_err(|e| e.to_string())?;
-                Ok((params, test, None))
-            }
-            StageKind::Rbm { layer } => {
-                let dbn = spec.build_dbn(dim, classes).map_err(|e| e.to_string())?;
-                let below = &rbms[..layer as usize];
-                // Visible biases start from the mean input, estimated on a sample.
-                let sample = train.head(5000);
-                let inputs = dbn.features(below, &sample, false, seed).map_err(|e| e.to_string())?;
-                let means = deepdist_common::model::rbm::column_means(inputs.features());
-                let params = model.init(seed, Some(&means));
-                let stage_test = Arc::new(dbn.features(below, &test, false, seed).map_err(|e| e.to_string())?);
-                let frozen = if layer == 0 {
-                    None
-                } else {
-                    let layers = below.iter().map(|p| Tensor::from_f32(p)).collect();
-                    Some(
-                        proto::encode(&Message::Frozen {
-                            job,
-                            stage: index as u32,
-                            layers,
-                        })
-                        .map_err(|e| e.to_string())?,
-                    )
-                };
-                Ok((params, stage_test, frozen))
-            }
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())?
 }
 
 /// Everything a stage needs from its job.

@@ -1,0 +1,72 @@
+//! What a stage starts from: its initial parameters (fresh, or for
+//! fine-tuning the unrolled RBMs), the test set as that stage sees it, and
+//! for RBMs above the first the trained layers executors need.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deepdist_common::data::Dataset;
+use deepdist_common::job::{JobSpec, Stage, StageKind};
+use deepdist_common::model::StageModel;
+use deepdist_common::proto::{self, Message, Tensor};
+
+/// The starting parameters of a stage, its test set (the input it sees),
+/// and for RBM stages above the first the encoded trained layers below.
+#[allow(clippy::too_many_arguments)]
+pub async fn prepare_stage(
+    spec: &JobSpec,
+    stage: &Stage,
+    model: &StageModel,
+    rbms: &[Vec<f32>],
+    train: &Arc<Dataset>,
+    test: &Arc<Dataset>,
+    job: u64,
+    index: usize,
+) -> Result<(Vec<f32>, Arc<Dataset>, Option<Bytes>), String> {
+    let (spec, stage, model, rbms, train, test) = (
+        spec.clone(),
+        stage.clone(),
+        model.clone(),
+        rbms.to_vec(),
+        train.clone(),
+        test.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let seed = spec.train.seed.wrapping_add(index as u64);
+        let (dim, classes) = (train.dim(), train.classes());
+        match stage.kind {
+            StageKind::Supervised if rbms.is_empty() => Ok((model.init(seed, None), test, None)),
+            StageKind::Supervised => {
+                let dbn = spec.build_dbn(dim, classes).map_err(|e| e.to_string())?;
+                let (_, params) = dbn.unroll(&rbms, seed).map_err(|e| e.to_string())?;
+                Ok((params, test, None))
+            }
+            StageKind::Rbm { layer } => {
+                let dbn = spec.build_dbn(dim, classes).map_err(|e| e.to_string())?;
+                let below = &rbms[..layer as usize];
+                // Visible biases start from the mean input, estimated on a sample.
+                let sample = train.head(5000);
+                let inputs = dbn.features(below, &sample, false, seed).map_err(|e| e.to_string())?;
+                let means = deepdist_common::model::rbm::column_means(inputs.features());
+                let params = model.init(seed, Some(&means));
+                let stage_test = Arc::new(dbn.features(below, &test, false, seed).map_err(|e| e.to_string())?);
+                let frozen = if layer == 0 {
+                    None
+                } else {
+                    let layers = below.iter().map(|p| Tensor::from_f32(p)).collect();
+                    Some(
+                        proto::encode(&Message::Frozen {
+                            job,
+                            stage: index as u32,
+                            layers,
+                        })
+                        .map_err(|e| e.to_string())?,
+                    )
+                };
+                Ok((params, stage_test, frozen))
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
