@@ -270,28 +270,25 @@ async fn driver_killed_then_recovered(case: RecoverCase<'_>) {
     check_and_report(scenario, &summary, &status, case.stages, Some(recovery));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn driver_killed_mid_job_resumes_with_recover() {
-    driver_killed_then_recovered(RecoverCase {
-        scenario: "driver SIGKILL, --recover",
+/// The MLP job killed after two epochs.
+fn mlp_case(scenario: &str, during_write: bool) -> RecoverCase<'_> {
+    RecoverCase {
+        scenario,
         job: small_job("recover", "async", 8),
         stages: &[("train", 8)],
         kill_when: |j| j.epochs_done >= 2,
-        during_write: false,
-    })
-    .await;
+        during_write,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_killed_mid_job_resumes_with_recover() {
+    driver_killed_then_recovered(mlp_case("driver SIGKILL, --recover", false)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_killed_during_a_checkpoint_write_resumes_with_recover() {
-    driver_killed_then_recovered(RecoverCase {
-        scenario: "driver SIGKILL during checkpoint write, --recover",
-        job: small_job("recover", "async", 8),
-        stages: &[("train", 8)],
-        kill_when: |j| j.epochs_done >= 2,
-        during_write: true,
-    })
-    .await;
+    driver_killed_then_recovered(mlp_case("driver SIGKILL during checkpoint write, --recover", true)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
