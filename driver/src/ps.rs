@@ -43,7 +43,9 @@ enum Command {
 pub struct Snapshot {
     /// Updates applied so far.
     pub version: u64,
-    /// The values.
+    /// The values: the stage's moving average when its optimizer keeps one
+    /// (what is evaluated and saved), but the training parameters in a
+    /// checkpoint.
     pub params: Arc<Vec<f32>>,
     /// Sum of the staleness of every update applied so far.
     pub staleness_sum: u64,
@@ -126,7 +128,7 @@ impl ParamServer {
         rx.await.ok()
     }
 
-    /// The current parameters.
+    /// The current parameters (their moving average, if kept).
     pub async fn snapshot(&self) -> Option<Snapshot> {
         self.snapshot_with(false).await
     }
@@ -192,9 +194,16 @@ impl State {
                     self.waiting.push((min_version, reply));
                 }
                 Command::Snapshot { with_optimizer, reply } => {
+                    // A checkpoint resumes training, so it takes the parameters
+                    // themselves (their average is in the optimizer's state);
+                    // everything else sees what the job produces: the average.
+                    let params = match self.optimizer.average() {
+                        Some(avg) if !with_optimizer => avg,
+                        _ => &self.params,
+                    };
                     let _ = reply.send(Snapshot {
                         version: self.version,
-                        params: Arc::new(self.params.clone()),
+                        params: Arc::new(params.to_vec()),
                         staleness_sum: self.staleness_sum,
                         rejected: self.rejected,
                         optimizer: with_optimizer.then(|| self.optimizer.state()),
@@ -317,23 +326,20 @@ mod tests {
     }
 
     fn start(params: Vec<f32>, lr: f32, mode: Mode) -> ParamServer {
+        start_with(params, config(lr), mode)
+    }
+
+    fn start_with(params: Vec<f32>, optimizer: OptimizerConfig, mode: Mode) -> ParamServer {
         let stage = Stage {
             name: "train".into(),
             kind: deepdist_common::job::StageKind::Supervised,
             epochs: 1,
             batch_size: 1,
-            optimizer: config(lr),
+            optimizer,
             final_momentum: None,
         };
-        ParamServer::start(
-            1,
-            0,
-            params,
-            config(lr).build(2).unwrap(),
-            mode,
-            stage,
-            Resumed::default(),
-        )
+        let built = optimizer.build(params.len()).unwrap();
+        ParamServer::start(1, 0, params, built, mode, stage, Resumed::default())
     }
 
     fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
@@ -376,5 +382,26 @@ mod tests {
         ps.set_members([1].into());
         let (version, values) = params_of(ps.fetch(2).await.unwrap());
         assert_eq!((version, values), (2, vec![-3.0, -4.0]));
+    }
+
+    #[tokio::test]
+    async fn an_averaging_stage_shows_its_average_but_checkpoints_its_parameters() {
+        let averaged = OptimizerConfig {
+            average: Some(0.5),
+            ..config(1.0)
+        };
+        let ps = start_with(vec![0.0], averaged, Mode::Async);
+        // Steps to −1 (the average copies it), then to −3 (average: decay 1/11).
+        ps.push(1, 0, 1, Tensor::from_f32(&[1.0]));
+        ps.push(1, 1, 1, Tensor::from_f32(&[2.0]));
+        let (_, fetched) = params_of(ps.fetch(2).await.unwrap());
+        assert_eq!(fetched, vec![-3.0], "executors train the parameters themselves");
+        let checkpoint = ps.checkpoint().await.unwrap();
+        assert_eq!(*checkpoint.params, vec![-3.0]);
+        let average = ps.snapshot().await.unwrap().params[0];
+        let expected = (-1.0 - 3.0 * 10.0) / 11.0;
+        assert!((average - expected).abs() < 1e-6, "evaluated: the average {average}, not −3");
+        let state = checkpoint.optimizer.unwrap();
+        assert_eq!(state.buffers.last().unwrap(), &vec![average], "the checkpoint keeps the average");
     }
 }

@@ -31,7 +31,7 @@ impl AdaGrad {
 impl Optimizer for AdaGrad {
     fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
         check_lengths(self.sum_sq.len(), params, grad)?;
-        let lr = self.common.rate(staleness);
+        let lr = self.common.rate(staleness, self.steps);
         let (c, eps) = (self.common, self.eps);
         (
             params.par_chunks_mut(CHUNK),

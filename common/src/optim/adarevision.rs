@@ -63,7 +63,7 @@ impl AdaRevision {
 impl Optimizer for AdaRevision {
     fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
         check_lengths(self.z_prime.len(), params, grad)?;
-        let lr = self.common.rate(staleness);
+        let lr = self.common.rate(staleness, self.steps);
         // Delays past what is remembered (or before the first step) count as
         // the oldest remembered.
         let delay = staleness.min(self.steps).min(self.history.len() as u64 - 2);

@@ -4,12 +4,14 @@
 
 pub mod adagrad;
 pub mod adarevision;
+pub mod average;
 pub mod sgd;
 
 use serde::{Deserialize, Serialize};
 
 pub use adagrad::AdaGrad;
 pub use adarevision::AdaRevision;
+pub use average::Averaged;
 pub use sgd::Sgd;
 
 /// Values per parallel task in a descent step: the step is memory-bound, so
@@ -66,6 +68,13 @@ pub trait Optimizer: Send {
     /// Changes the momentum (for schedules); only SGD has one.
     fn set_momentum(&mut self, _momentum: f32) {}
 
+    /// The moving average of the parameters, when this optimizer keeps one
+    /// (see [`Averaged`]): what is evaluated and saved instead of the
+    /// parameters themselves.
+    fn average(&self) -> Option<&[f32]> {
+        None
+    }
+
     /// The state a checkpoint needs to continue exactly where this left off.
     fn state(&self) -> OptimizerState;
 
@@ -111,6 +120,8 @@ pub struct Common {
     pub weight_decay: f32,
     /// Divide the learning rate by `max(1, staleness)`.
     pub staleness_scaled: bool,
+    /// Steps over which the rate ramps up linearly to `lr` (0: none).
+    pub warmup_steps: u32,
 }
 
 impl Default for Common {
@@ -119,6 +130,7 @@ impl Default for Common {
             lr: 0.01,
             weight_decay: 0.0,
             staleness_scaled: false,
+            warmup_steps: 0,
         }
     }
 }
@@ -130,12 +142,21 @@ impl Common {
         non_negative("weight_decay", self.weight_decay)
     }
 
-    /// The learning rate for an update of this staleness.
-    pub fn rate(&self, staleness: u64) -> f32 {
-        if self.staleness_scaled {
-            self.lr / staleness.max(1) as f32
+    /// The learning rate for step `step` (from 0) with an update of this
+    /// staleness.
+    pub fn rate(&self, staleness: u64, step: u64) -> f32 {
+        // An adaptive rule's first steps move every coordinate by about `lr`
+        // whatever its gradient (AdaGrad's first step is `lr·sign(g)`); the
+        // ramp keeps them from undoing pre-trained weights.
+        let warm = if step < u64::from(self.warmup_steps) {
+            (step + 1) as f32 / self.warmup_steps as f32
         } else {
-            self.lr
+            1.0
+        };
+        if self.staleness_scaled {
+            warm * self.lr / staleness.max(1) as f32
+        } else {
+            warm * self.lr
         }
     }
 
@@ -182,6 +203,13 @@ pub struct OptimizerConfig {
     pub max_staleness: Option<u32>,
     /// Multiplies the rate after every epoch: epoch `e` uses `lr · lr_decay^(e−1)` (default 1).
     pub lr_decay: Option<f32>,
+    /// Parameter-server steps over which the rate ramps up linearly from
+    /// `lr / warmup_steps` to `lr` at the start of the stage (default 0: none).
+    pub warmup_steps: Option<u32>,
+    /// Keep an exponential moving average of the parameters with this decay
+    /// per step, in `[0, 1)`; evaluation and the saved model use the
+    /// average (default: none).
+    pub average: Option<f32>,
 }
 
 impl Default for OptimizerConfig {
@@ -196,6 +224,8 @@ impl Default for OptimizerConfig {
             eps: None,
             max_staleness: None,
             lr_decay: None,
+            warmup_steps: None,
+            average: None,
         }
     }
 }
@@ -207,6 +237,7 @@ impl OptimizerConfig {
             lr: self.lr,
             weight_decay: self.weight_decay,
             staleness_scaled: self.staleness_scaled,
+            warmup_steps: self.warmup_steps.unwrap_or(0),
         }
     }
 
@@ -249,7 +280,7 @@ impl OptimizerConfig {
                 });
             }
         }
-        Ok(match self.kind {
+        let inner: Box<dyn Optimizer> = match self.kind {
             OptimizerKind::Sgd => {
                 not_for("eps", self.eps.is_some())?;
                 not_for("max_staleness", self.max_staleness.is_some())?;
@@ -268,6 +299,10 @@ impl OptimizerConfig {
                 let max_staleness = self.max_staleness.unwrap_or(32) as usize;
                 Box::new(AdaRevision::new(self.common(), eps, max_staleness, len)?)
             }
+        };
+        Ok(match self.average {
+            Some(decay) => Box::new(Averaged::new(inner, decay, len)?),
+            None => inner,
         })
     }
 }
@@ -318,14 +353,25 @@ mod tests {
             staleness_scaled: true,
             ..Common::default()
         };
-        assert_eq!(c.rate(0), 0.6);
-        assert_eq!(c.rate(1), 0.6);
-        assert!((c.rate(3) - 0.2).abs() < 1e-7);
+        assert_eq!(c.rate(0, 0), 0.6);
+        assert_eq!(c.rate(1, 0), 0.6);
+        assert!((c.rate(3, 0) - 0.2).abs() < 1e-7);
         let fixed = Common {
             lr: 0.6,
             ..Common::default()
         };
-        assert_eq!(fixed.rate(3), 0.6);
+        assert_eq!(fixed.rate(3, 0), 0.6);
+    }
+
+    #[test]
+    fn warmup_ramps_the_rate_up_then_holds_it() {
+        let c = Common {
+            lr: 0.8,
+            warmup_steps: 4,
+            ..Common::default()
+        };
+        let rates: Vec<f32> = (0..6).map(|step| c.rate(0, step)).collect();
+        assert_eq!(rates, [0.2, 0.4, 0.6, 0.8, 0.8, 0.8]);
     }
 
     #[test]
@@ -345,6 +391,12 @@ mod tests {
                 max_staleness: Some(2),
                 ..base
             },
+            OptimizerConfig {
+                kind: OptimizerKind::Adagrad,
+                warmup_steps: Some(3),
+                average: Some(0.9),
+                ..base
+            },
         ];
         let grads = [[0.5, -1.0, 2.0], [1.0, 0.25, -0.5], [-2.0, 1.0, 0.0], [0.3, 0.3, 0.3]];
         for cfg in kinds {
@@ -360,6 +412,7 @@ mod tests {
                 b.step(&mut q, g, i as u64).unwrap();
             }
             assert_eq!(p, q, "{:?}", cfg.kind);
+            assert_eq!(a.average(), b.average());
             assert_eq!(a.state(), b.state());
             assert!(matches!(
                 cfg.build(4).unwrap().restore(a.state()),

@@ -46,7 +46,7 @@ fn check_momentum(momentum: f32) -> Result<(), OptimError> {
 impl Optimizer for Sgd {
     fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
         check_lengths(self.velocity.len(), params, grad)?;
-        let lr = self.common.rate(staleness);
+        let lr = self.common.rate(staleness, self.steps);
         let (c, mu, nesterov) = (self.common, self.momentum, self.nesterov);
         (
             params.par_chunks_mut(CHUNK),
@@ -104,7 +104,7 @@ mod tests {
         Common {
             lr,
             weight_decay: wd,
-            staleness_scaled: false,
+            ..Common::default()
         }
     }
 
