@@ -261,6 +261,10 @@ batch_size = 32
 [optimizer]
 lr = 0.1
 momentum = 0.9
+# Fine-tuning warms up and evaluates a moving average, so the end-to-end and
+# recovery tests cover both (the average also travels in checkpoints).
+warmup_steps = 10
+average = 0.9
 "#
     )
 }
