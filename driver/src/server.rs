@@ -125,24 +125,37 @@ async fn serve_executor(
             handle_executor_message(shared, id, &tx, msg)?;
         }
     };
-    let result: Result<(), ProtoError> = tokio::select! {
-        r = outgoing => r,
-        r = incoming => r,
-        _ = stop.changed() => Ok(()),
+    let (result, driver_stopping) = tokio::select! {
+        r = outgoing => (r, false),
+        r = incoming => (r, false),
+        _ = stop.changed() => (Ok(()), true),
     };
-    lose_executor(shared, id);
+    let lost = remove_executor(shared, id);
+    if driver_stopping {
+        tracing::debug!(id, "executor connection closed: the driver is stopping");
+        return result;
+    }
+    shared.executors_lost.fetch_add(1, Relaxed);
+    // A connection closed cleanly with nothing in hand is an executor shutting
+    // down (as `deepdist local` does at the end); anything else costs work or
+    // signals a fault, and is what operators need to see.
+    match &result {
+        Err(ProtoError::Closed) if lost == 0 => tracing::info!(id, "executor disconnected"),
+        Err(e) => tracing::warn!(id, tasks_reassigned = lost, error = %e, "executor lost"),
+        Ok(()) => tracing::warn!(id, tasks_reassigned = lost, "executor lost"),
+    }
     result
 }
 
-/// Removes an executor and gives its tasks back to the scheduler.
-fn lose_executor(shared: &Shared, id: u64) {
+/// Removes an executor and gives its tasks back to the scheduler; returns
+/// how many went back.
+fn remove_executor(shared: &Shared, id: u64) -> usize {
     let mut state = shared.lock();
     state.executors.remove(&id);
     let lost = state.run.as_mut().map_or(0, |run| run.scheduler.lose(id));
     drop(state);
-    shared.executors_lost.fetch_add(1, Relaxed);
-    tracing::warn!(id, tasks_reassigned = lost, "executor lost");
     shared.wake.notify_one();
+    lost
 }
 
 fn handle_executor_message(
