@@ -400,8 +400,15 @@ mod tests {
         assert_eq!(*checkpoint.params, vec![-3.0]);
         let average = ps.snapshot().await.unwrap().params[0];
         let expected = (-1.0 - 3.0 * 10.0) / 11.0;
-        assert!((average - expected).abs() < 1e-6, "evaluated: the average {average}, not −3");
+        assert!(
+            (average - expected).abs() < 1e-6,
+            "evaluated: the average {average}, not −3"
+        );
         let state = checkpoint.optimizer.unwrap();
-        assert_eq!(state.buffers.last().unwrap(), &vec![average], "the checkpoint keeps the average");
+        assert_eq!(
+            state.buffers.last().unwrap(),
+            &vec![average],
+            "the checkpoint keeps the average"
+        );
     }
 }

@@ -127,7 +127,10 @@ mod tests {
             opt.step(&mut p, &[1.0], 0).unwrap();
         }
         let lag = opt.average().unwrap()[0] - p[0];
-        assert!((lag - 1.0).abs() < 1e-3, "a steady descent of 1 per step trails by d/(1−d) = 1, got {lag}");
+        assert!(
+            (lag - 1.0).abs() < 1e-3,
+            "a steady descent of 1 per step trails by d/(1−d) = 1, got {lag}"
+        );
     }
 
     #[test]
@@ -140,7 +143,10 @@ mod tests {
             opt.step(&mut p, &[g], 0).unwrap();
         }
         let avg = opt.average().unwrap()[0];
-        assert!((avg + 0.5).abs() < 0.1, "average {avg} should sit near the middle, −0.5");
+        assert!(
+            (avg + 0.5).abs() < 0.1,
+            "average {avg} should sit near the middle, −0.5"
+        );
     }
 
     #[test]
