@@ -56,6 +56,10 @@ impl LocalSteps {
     pub fn start_task(&mut self, lr: f32, momentum: f32) {
         self.lr = lr;
         if self.sgd {
+            if self.momentum == 0.0 && momentum != 0.0 {
+                // Steps without momentum keep no velocity; start it afresh.
+                self.velocity.fill(0.0);
+            }
             self.momentum = momentum;
         }
         self.window_pushed = true;
@@ -71,6 +75,17 @@ impl LocalSteps {
             self.nesterov,
             self.window_pushed,
         );
+        if mu == 0.0 {
+            // No velocity to keep (adaptive optimizers, plain SGD): one
+            // stream fewer to read and write.
+            for ((w, &g), acc) in params.iter_mut().zip(g).zip(&mut self.window) {
+                let d = g + wd * *w;
+                *w -= lr * d;
+                *acc = if fresh { d } else { *acc + d };
+            }
+            self.window_pushed = false;
+            return;
+        }
         let parts = params.iter_mut().zip(g).zip(&mut self.velocity).zip(&mut self.window);
         for (((w, &g), v), acc) in parts {
             let g = g + wd * *w;
@@ -165,5 +180,15 @@ mod tests {
         local.step(&mut w, &[1.0]);
         local.step(&mut w, &[1.0]);
         assert!((w[0] + 0.2).abs() < 1e-7);
+    }
+
+    #[test]
+    fn momentum_switched_on_later_starts_from_rest() {
+        let mut local = LocalSteps::new(&sgd(0.0), 1);
+        let mut w = vec![0.0];
+        local.step(&mut w, &[4.0]); // w = -2
+        local.start_task(0.5, 0.5);
+        local.step(&mut w, &[1.0]); // v = 1 (not 0.5·4 + 1), w = -2.5
+        assert_eq!(w, vec![-2.5]);
     }
 }

@@ -5,7 +5,7 @@
 //! `layer{l}.bias` (`out`).
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, Axis, Zip, s};
+use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
@@ -342,18 +342,9 @@ impl Model for Mlp {
                 general_mat_mul(1.0, &delta, &w.t(), 0.0, &mut below);
                 let a = scratch.acts[l - 1].slice(s![..rows, ..]);
                 if self.dropout.hidden > 0.0 {
-                    // The layer output is `f(z)·m`; a kept unit's `f(z)` is its output times `1 − p`.
-                    let (act, keep) = (self.activation, 1.0 - self.dropout.hidden);
-                    Zip::from(&mut below)
-                        .and(scratch.masks[l - 1].slice(s![..rows, ..]))
-                        .and(a)
-                        .for_each(|d, &m, &a| {
-                            *d = if m == 0.0 {
-                                0.0
-                            } else {
-                                *d * m * act.derivative(a * keep)
-                            }
-                        });
+                    let mask = scratch.masks[l - 1].slice(s![..rows, ..]);
+                    self.activation
+                        .backprop_dropped(&mut below, mask, a, 1.0 - self.dropout.hidden);
                 } else {
                     self.activation.backprop(&mut below, a);
                 }
