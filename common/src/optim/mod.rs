@@ -5,6 +5,7 @@
 pub mod adagrad;
 pub mod adarevision;
 pub mod average;
+pub mod rmsprop;
 pub mod sgd;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use adagrad::AdaGrad;
 pub use adarevision::AdaRevision;
 pub use average::Averaged;
+pub use rmsprop::RmsProp;
 pub use sgd::Sgd;
 
 /// Values per parallel task in a descent step: the step is memory-bound, so
@@ -178,6 +180,8 @@ pub enum OptimizerKind {
     Adagrad,
     /// AdaRevision, AdaGrad made delay-tolerant.
     Adarevision,
+    /// RMSProp: AdaGrad with a forgetting average of squared gradients.
+    Rmsprop,
 }
 
 /// An optimizer and its settings, as a job file's `[optimizer]` table names
@@ -185,7 +189,7 @@ pub enum OptimizerKind {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
-    /// `sgd`, `adagrad` or `adarevision`.
+    /// `sgd`, `adagrad`, `adarevision` or `rmsprop`.
     pub kind: OptimizerKind,
     /// Base learning rate (> 0).
     pub lr: f32,
@@ -197,8 +201,10 @@ pub struct OptimizerConfig {
     pub momentum: Option<f32>,
     /// SGD only: Nesterov's form of momentum (default false).
     pub nesterov: Option<bool>,
-    /// AdaGrad and AdaRevision: ε added to the root (default 1e-8).
+    /// AdaGrad, AdaRevision and RMSProp: ε added to the root (default 1e-8).
     pub eps: Option<f32>,
+    /// RMSProp only: how much of the squared-gradient average each step keeps, in (0, 1) (default 0.99).
+    pub rho: Option<f32>,
     /// AdaRevision only: oldest staleness remembered exactly (default 32).
     pub max_staleness: Option<u32>,
     /// Multiplies the rate after every epoch: epoch `e` uses `lr · lr_decay^(e−1)` (default 1).
@@ -222,6 +228,7 @@ impl Default for OptimizerConfig {
             momentum: None,
             nesterov: None,
             eps: None,
+            rho: None,
             max_staleness: None,
             lr_decay: None,
             warmup_steps: None,
@@ -283,6 +290,7 @@ impl OptimizerConfig {
         let inner: Box<dyn Optimizer> = match self.kind {
             OptimizerKind::Sgd => {
                 not_for("eps", self.eps.is_some())?;
+                not_for("rho", self.rho.is_some())?;
                 not_for("max_staleness", self.max_staleness.is_some())?;
                 let momentum = self.momentum.unwrap_or(0.0);
                 Box::new(Sgd::new(self.common(), momentum, self.nesterov.unwrap_or(false), len)?)
@@ -290,12 +298,20 @@ impl OptimizerConfig {
             OptimizerKind::Adagrad => {
                 not_for("momentum", self.momentum.is_some())?;
                 not_for("nesterov", self.nesterov.is_some())?;
+                not_for("rho", self.rho.is_some())?;
                 not_for("max_staleness", self.max_staleness.is_some())?;
                 Box::new(AdaGrad::new(self.common(), eps, len)?)
+            }
+            OptimizerKind::Rmsprop => {
+                not_for("momentum", self.momentum.is_some())?;
+                not_for("nesterov", self.nesterov.is_some())?;
+                not_for("max_staleness", self.max_staleness.is_some())?;
+                Box::new(RmsProp::new(self.common(), eps, self.rho.unwrap_or(0.99), len)?)
             }
             OptimizerKind::Adarevision => {
                 not_for("momentum", self.momentum.is_some())?;
                 not_for("nesterov", self.nesterov.is_some())?;
+                not_for("rho", self.rho.is_some())?;
                 let max_staleness = self.max_staleness.unwrap_or(32) as usize;
                 Box::new(AdaRevision::new(self.common(), eps, max_staleness, len)?)
             }
@@ -395,6 +411,11 @@ mod tests {
                 kind: OptimizerKind::Adagrad,
                 warmup_steps: Some(3),
                 average: Some(0.9),
+                ..base
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::Rmsprop,
+                rho: Some(0.9),
                 ..base
             },
         ];
