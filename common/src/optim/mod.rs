@@ -5,7 +5,6 @@
 pub mod adagrad;
 pub mod adarevision;
 pub mod average;
-pub mod rmsprop;
 pub mod sgd;
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,6 @@ use serde::{Deserialize, Serialize};
 pub use adagrad::AdaGrad;
 pub use adarevision::AdaRevision;
 pub use average::Averaged;
-pub use rmsprop::RmsProp;
 pub use sgd::Sgd;
 
 /// Values per parallel task in a descent step: the step is memory-bound, so
@@ -306,7 +304,7 @@ impl OptimizerConfig {
                 not_for("momentum", self.momentum.is_some())?;
                 not_for("nesterov", self.nesterov.is_some())?;
                 not_for("max_staleness", self.max_staleness.is_some())?;
-                Box::new(RmsProp::new(self.common(), eps, self.rho.unwrap_or(0.99), len)?)
+                Box::new(AdaGrad::forgetting(self.common(), eps, self.rho.unwrap_or(0.99), len)?)
             }
             OptimizerKind::Adarevision => {
                 not_for("momentum", self.momentum.is_some())?;
