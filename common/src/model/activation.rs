@@ -57,16 +57,6 @@ impl Activation {
         }
     }
 
-    /// The derivative at the point where the unit outputs `a`.
-    #[inline]
-    pub fn derivative(self, a: f32) -> f32 {
-        match self {
-            Activation::Sigmoid => sigmoid_slope(a),
-            Activation::Tanh => tanh_slope(a),
-            Activation::Relu => relu_slope(a),
-        }
-    }
-
     /// Half-width of the uniform initialisation suited to this unit
     /// (Glorot for sigmoid and tanh, He for ReLU).
     pub fn init_bound(self, fan_in: usize, fan_out: usize) -> f32 {
@@ -94,6 +84,8 @@ pub fn softmax_rows(z: &mut ArrayViewMut2<'_, f32>) {
         row.mapv_inplace(|v| v / sum);
     }
 }
+
+// Each unit's derivative, expressed through its output `a`.
 
 #[inline]
 fn sigmoid_slope(a: f32) -> f32 {

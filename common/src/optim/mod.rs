@@ -148,15 +148,15 @@ impl Common {
         // An adaptive rule's first steps move every coordinate by about `lr`
         // whatever its gradient (AdaGrad's first step is `lr·sign(g)`); the
         // ramp keeps them from undoing pre-trained weights.
-        let warm = if step < u64::from(self.warmup_steps) {
-            (step + 1) as f32 / self.warmup_steps as f32
+        let lr = if step < u64::from(self.warmup_steps) {
+            self.lr * (step + 1) as f32 / self.warmup_steps as f32
         } else {
-            1.0
+            self.lr
         };
         if self.staleness_scaled {
-            warm * self.lr / staleness.max(1) as f32
+            lr / staleness.max(1) as f32
         } else {
-            warm * self.lr
+            lr
         }
     }
 
