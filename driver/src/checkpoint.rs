@@ -9,7 +9,7 @@
 //! resume may repeat part of an epoch's work, never skip any.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deepdist_common::checkpoint::CheckpointError;
 use deepdist_common::checkpoint::sealed::{read_sealed, seal};
@@ -69,6 +69,16 @@ pub struct JobCheckpoint {
 }
 
 impl JobCheckpoint {
+    /// When the job started, as far as the clock can tell: `elapsed_s` ago.
+    pub fn started(&self) -> Instant {
+        seconds_ago(self.elapsed_s)
+    }
+
+    /// When the job's training started: `train_s` ago.
+    pub fn training_started(&self) -> Instant {
+        seconds_ago(self.train_s)
+    }
+
     /// Writes the checkpoint to `path` atomically, stalling before the
     /// rename if `stall` is set (fault injection).
     pub fn save(&self, path: &Path, stall: Option<Duration>) -> Result<(), CheckpointError> {
@@ -120,6 +130,16 @@ pub fn stall_from_env() -> Option<Duration> {
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
+}
+
+/// The instant `seconds` ago (now, if `seconds` is not a valid duration or
+/// the clock cannot go back that far: it comes from a checkpoint file).
+fn seconds_ago(seconds: f64) -> Instant {
+    let now = Instant::now();
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .and_then(|d| now.checked_sub(d))
+        .unwrap_or(now)
 }
 
 #[cfg(test)]

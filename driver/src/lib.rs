@@ -7,6 +7,7 @@
 //! `127.0.0.1:0` exactly as production does.
 
 pub mod checkpoint;
+mod dispatch;
 mod evaluator;
 mod output;
 pub mod ps;

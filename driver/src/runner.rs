@@ -12,10 +12,11 @@ use deepdist_common::data::partition::split;
 use deepdist_common::data::{Dataset, Mnist};
 use deepdist_common::job::{JobSpec, JobState, Mode, Stage, StageKind};
 use deepdist_common::model::StageModel;
-use deepdist_common::proto::{self, JobSummary, Message, TaskSpec};
+use deepdist_common::proto::{self, JobSummary, Message};
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::JobCheckpoint;
+use crate::dispatch;
 use crate::evaluator::{EvalItem, Work, evaluate_epochs};
 use crate::output::{MetricsWriter, save_final_model};
 use crate::ps::{ParamServer, Resumed};
@@ -58,7 +59,7 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             continue;
         };
         // A resumed job keeps counting its time from where the checkpoint was.
-        let started = resume.as_ref().map_or_else(Instant::now, |c| seconds_ago(c.elapsed_s));
+        let started = resume.as_ref().map_or_else(Instant::now, |c| c.started());
         let dir = match &resume {
             Some(c) => c.output_dir.clone(),
             None => shared.output_dir(id, &spec.name),
@@ -216,7 +217,7 @@ async fn run_job(
         resume.as_ref().map(|c| c.evaluated.clone()).unwrap_or_default(),
     ));
 
-    let training_started = resume.as_ref().map_or_else(Instant::now, |c| seconds_ago(c.train_s));
+    let training_started = resume.as_ref().map_or_else(Instant::now, |c| c.training_started());
     if resume.as_ref().is_some_and(|c| c.evaluated.time_to_target.is_some()) {
         target_hit.store(true, Ordering::Relaxed);
     }
@@ -292,16 +293,6 @@ struct StageRun<'a> {
     training_started: Instant,
     target_hit: &'a AtomicBool,
     eval_tx: &'a mpsc::UnboundedSender<Work>,
-}
-
-/// The instant `seconds` ago (now, if `seconds` is not a valid duration or
-/// the clock cannot go back that far: it comes from a checkpoint file).
-fn seconds_ago(seconds: f64) -> Instant {
-    let now = Instant::now();
-    Duration::try_from_secs_f64(seconds)
-        .ok()
-        .and_then(|d| now.checked_sub(d))
-        .unwrap_or(now)
 }
 
 /// Trains one stage to its end (or a cancel), from `resume` if given;
@@ -395,38 +386,11 @@ async fn run_stage(
             if supervised && ctx.target_hit.load(Ordering::Relaxed) && spec.train.stop_at_target {
                 run.scheduler.stop_after_open_epochs();
             }
-            let mut sends: Vec<(tokio::sync::mpsc::Sender<Bytes>, Bytes)> = Vec::new();
-            if cancelled {
-                for e in execs.values_mut() {
-                    e.task = None;
-                    if let Ok(frame) = proto::encode(&Message::CancelTasks { job: id }) {
-                        sends.push((e.tx.clone(), frame));
-                    }
-                }
+            let sends = if cancelled {
+                dispatch::cancel_all(execs, id)
             } else {
-                for (&eid, e) in execs.iter_mut().filter(|(_, e)| e.task.is_none()) {
-                    let frames = &run.partition_frames;
-                    let cached = |p: u32| frames.get(p as usize).is_some_and(|(h, _)| e.cached.contains(h));
-                    let Some(task) = run.scheduler.next_for(eid, cached) else {
-                        continue;
-                    };
-                    e.task = Some(task);
-                    if let Some(frozen) = &run.frozen {
-                        if run.frozen_sent.insert(eid) {
-                            sends.push((e.tx.clone(), frozen.clone()));
-                        }
-                    }
-                    let hash = run.partition_frames[task.partition as usize].0;
-                    let assign = Message::Assign(TaskSpec {
-                        id: task,
-                        partition_hash: hash,
-                        spec: spec.clone(),
-                    });
-                    if let Ok(frame) = proto::encode(&assign) {
-                        sends.push((e.tx.clone(), frame));
-                    }
-                }
-            }
+                dispatch::assign_idle(execs, run, spec)
+            };
             if spec.train.mode == Mode::Sync {
                 run.ps.set_members(run.scheduler.busy_executors());
             }

@@ -1,0 +1,56 @@
+//! What the runner sends executors on each pass: the next task for every idle
+//! executor (with the frozen layers and partition it needs first), or, for a
+//! cancelled job, the order to drop everything.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use deepdist_common::job::JobSpec;
+use deepdist_common::proto::{self, Message, TaskSpec};
+use tokio::sync::mpsc;
+
+use crate::state::{ExecutorEntry, RunState};
+
+/// A frame and the executor queue it goes to.
+pub type Outgoing = (mpsc::Sender<Bytes>, Bytes);
+
+/// Tells every executor to drop job `job`'s tasks, and forgets them.
+pub fn cancel_all(executors: &mut BTreeMap<u64, ExecutorEntry>, job: u64) -> Vec<Outgoing> {
+    let mut sends = Vec::new();
+    for e in executors.values_mut() {
+        e.task = None;
+        if let Ok(frame) = proto::encode(&Message::CancelTasks { job }) {
+            sends.push((e.tx.clone(), frame));
+        }
+    }
+    sends
+}
+
+/// Gives each idle executor its next task, preferring partitions it holds;
+/// an executor new to the stage first gets the trained layers it needs.
+pub fn assign_idle(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut RunState, spec: &JobSpec) -> Vec<Outgoing> {
+    let mut sends = Vec::new();
+    for (&eid, e) in executors.iter_mut().filter(|(_, e)| e.task.is_none()) {
+        let frames = &run.partition_frames;
+        let cached = |p: u32| frames.get(p as usize).is_some_and(|(h, _)| e.cached.contains(h));
+        let Some(task) = run.scheduler.next_for(eid, cached) else {
+            continue;
+        };
+        e.task = Some(task);
+        if let Some(frozen) = &run.frozen {
+            if run.frozen_sent.insert(eid) {
+                sends.push((e.tx.clone(), frozen.clone()));
+            }
+        }
+        let hash = run.partition_frames[task.partition as usize].0;
+        let assign = Message::Assign(TaskSpec {
+            id: task,
+            partition_hash: hash,
+            spec: spec.clone(),
+        });
+        if let Ok(frame) = proto::encode(&assign) {
+            sends.push((e.tx.clone(), frame));
+        }
+    }
+    sends
+}
