@@ -18,6 +18,7 @@ pub mod cpu;
 pub mod data;
 pub mod gemm;
 pub mod job;
+pub mod mode;
 pub mod model;
 pub mod optim;
 pub mod proto;

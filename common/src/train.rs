@@ -1,11 +1,15 @@
-//! The in-process SGD loop: shuffled minibatches through a
-//! [`GradientEngine`] and an [`Optimizer`]. Executors run the same loop over
-//! their partitions; the local trainer and the real-data tests run it over a
-//! whole dataset.
+//! The minibatch loop every trainer shares: a dataset's rows in a shuffled
+//! order handed out a minibatch at a time ([`Minibatches`]), gathered into
+//! buffers allocated once ([`Batch`]), and every loss checked for divergence
+//! ([`check_loss`]). Executors run it over their partitions (see
+//! [`crate::mode`]); [`Trainer`], the in-process reference, over a whole
+//! dataset with an [`Optimizer`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ndarray::{Array2, s};
+use ndarray::{Array2, ArrayView2, s};
+use rand::Rng;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -28,9 +32,107 @@ pub enum TrainError {
     Diverged {
         /// The loss seen.
         loss: f32,
-        /// Steps taken in the epoch.
+        /// Steps taken in the epoch (or task) before it.
         step: usize,
     },
+}
+
+/// The loss of step `step`, or [`TrainError::Diverged`] if it is not finite:
+/// once a loss is NaN every later step is too, and an update built from it
+/// would ruin the shared model.
+pub fn check_loss(loss: f32, step: usize) -> Result<f32, TrainError> {
+    if loss.is_finite() {
+        Ok(loss)
+    } else {
+        Err(TrainError::Diverged { loss, step })
+    }
+}
+
+/// A pass over `len` rows in a shuffled order, handed out a minibatch at a
+/// time. Claiming is atomic, so several threads can share one pass (each
+/// minibatch goes to exactly one of them).
+#[derive(Debug)]
+pub struct Minibatches {
+    order: Vec<usize>,
+    batch: usize,
+    next: AtomicUsize,
+}
+
+impl Minibatches {
+    /// The rows `0..len` shuffled by `rng`, in minibatches of `batch` (the
+    /// last one may be smaller).
+    pub fn shuffled(len: usize, batch: usize, rng: &mut impl Rng) -> Self {
+        let mut order: Vec<usize> = (0..len).collect();
+        order.shuffle(rng);
+        Self {
+            order,
+            batch: batch.max(1),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Like [`Minibatches::shuffled`] with a generator seeded by `seed`.
+    pub fn seeded(len: usize, batch: usize, seed: u64) -> Self {
+        Self::shuffled(len, batch, &mut Xoshiro256PlusPlus::seed_from_u64(seed))
+    }
+
+    /// The largest minibatch.
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// Minibatches not yet claimed.
+    pub fn remaining(&self) -> usize {
+        let next = self.next.load(Ordering::Relaxed).min(self.order.len());
+        (self.order.len() - next).div_ceil(self.batch)
+    }
+
+    /// The rows of the next minibatch, or `None` when the pass is over.
+    pub fn claim(&self) -> Option<&[usize]> {
+        let start = self.next.fetch_add(self.batch, Ordering::Relaxed);
+        (start < self.order.len()).then(|| &self.order[start..(start + self.batch).min(self.order.len())])
+    }
+}
+
+/// Buffers for one minibatch, allocated once.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    x: Array2<f32>,
+    y: Vec<u8>,
+    rows: usize,
+}
+
+impl Batch {
+    /// Room for up to `max_rows` rows of `dim` features.
+    pub fn new(max_rows: usize, dim: usize) -> Self {
+        Self {
+            x: Array2::zeros((max_rows.max(1), dim)),
+            y: Vec::with_capacity(max_rows),
+            rows: 0,
+        }
+    }
+
+    /// Copies `rows` of `data` in (at most the buffer's size).
+    pub fn fill(&mut self, data: &Dataset, rows: &[usize]) {
+        let rows = &rows[..rows.len().min(self.x.nrows())];
+        data.gather(rows, &mut self.x, &mut self.y);
+        self.rows = rows.len();
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The features.
+    pub fn x(&self) -> ArrayView2<'_, f32> {
+        self.x.slice(s![..self.rows, ..])
+    }
+
+    /// The labels, or none for an unsupervised model (`supervised` false).
+    pub fn labels(&self, supervised: bool) -> &[u8] {
+        if supervised { &self.y } else { &[] }
+    }
 }
 
 /// Statistics of one pass over a dataset.
@@ -51,14 +153,12 @@ impl EpochStats {
     }
 }
 
-/// Minibatch SGD over a dataset, with every buffer allocated up front.
+/// Minibatch SGD over a dataset in this process, with every buffer allocated
+/// up front.
 pub struct Trainer<M: Model> {
     engine: GradientEngine<M>,
     optimizer: Box<dyn Optimizer>,
-    batch_size: usize,
-    x: Array2<f32>,
-    y: Vec<u8>,
-    order: Vec<usize>,
+    batch: Batch,
     rng: Xoshiro256PlusPlus,
 }
 
@@ -70,10 +170,7 @@ impl<M: Model> Trainer<M> {
         Self {
             engine: GradientEngine::new(model, batch_size, seed),
             optimizer,
-            batch_size,
-            x: Array2::zeros((batch_size, dim)),
-            y: Vec::with_capacity(batch_size),
-            order: Vec::new(),
+            batch: Batch::new(batch_size, dim),
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         }
     }
@@ -91,24 +188,16 @@ impl<M: Model> Trainer<M> {
     /// One shuffled pass over `data`, updating `params` in place.
     pub fn epoch(&mut self, params: &mut [f32], data: &Dataset) -> Result<EpochStats, TrainError> {
         let start = Instant::now();
-        self.order.clear();
-        self.order.extend(0..data.len());
-        self.order.shuffle(&mut self.rng);
+        let batches = Minibatches::shuffled(data.len(), self.engine.max_batch(), &mut self.rng);
+        let supervised = self.engine.model().classes().is_some();
         let mut loss_sum = 0.0f64;
         let mut steps = 0;
-        for rows in self.order.chunks(self.batch_size) {
-            data.gather(rows, &mut self.x, &mut self.y);
-            let labels: &[u8] = if self.engine.model().classes().is_some() {
-                &self.y
-            } else {
-                &[]
-            };
+        while let Some(rows) = batches.claim() {
+            self.batch.fill(data, rows);
             let (loss, grad) = self
                 .engine
-                .gradient(params, self.x.slice(s![..rows.len(), ..]), labels)?;
-            if !loss.is_finite() {
-                return Err(TrainError::Diverged { loss, step: steps });
-            }
+                .gradient(params, self.batch.x(), self.batch.labels(supervised))?;
+            let loss = check_loss(loss, steps)?;
             self.optimizer.step(params, grad, 0)?;
             loss_sum += f64::from(loss);
             steps += 1;
@@ -118,5 +207,39 @@ impl<M: Model> Trainer<M> {
             samples: data.len(),
             elapsed_s: start.elapsed().as_secs_f64(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_once_in_minibatches_shared_by_threads() {
+        let batches = Minibatches::seeded(1000, 7, 3);
+        assert_eq!(batches.remaining(), 143);
+        let claimed = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    while let Some(rows) = batches.claim() {
+                        claimed.lock().unwrap().extend_from_slice(rows);
+                    }
+                });
+            }
+        });
+        let mut rows = claimed.into_inner().unwrap();
+        rows.sort_unstable();
+        assert_eq!(rows, (0..1000).collect::<Vec<_>>());
+        assert_eq!(batches.remaining(), 0);
+        assert!(batches.claim().is_none());
+    }
+
+    #[test]
+    fn a_non_finite_loss_is_divergence() {
+        assert_eq!(check_loss(0.5, 0).unwrap(), 0.5);
+        for bad in [f32::NAN, f32::INFINITY] {
+            assert!(matches!(check_loss(bad, 9), Err(TrainError::Diverged { step: 9, .. })));
+        }
     }
 }

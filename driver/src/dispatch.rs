@@ -30,6 +30,7 @@ pub fn cancel_all(executors: &mut BTreeMap<u64, ExecutorEntry>, job: u64) -> Vec
 /// an executor new to the stage first gets the trained layers it needs.
 pub fn assign_idle(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut RunState, spec: &JobSpec) -> Vec<Outgoing> {
     let mut sends = Vec::new();
+    let peers = executors.len() as u32;
     for (&eid, e) in executors.iter_mut().filter(|(_, e)| e.task.is_none()) {
         let frames = &run.partition_frames;
         let cached = |p: u32| frames.get(p as usize).is_some_and(|(h, _)| e.cached.contains(h));
@@ -47,6 +48,7 @@ pub fn assign_idle(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut RunSt
             id: task,
             partition_hash: hash,
             spec: spec.clone(),
+            peers,
         });
         if let Ok(frame) = proto::encode(&assign) {
             sends.push((e.tx.clone(), frame));

@@ -1,34 +1,31 @@
-//! The parameter server: owns the master parameters and the optimizer, and
-//! applies `descent()` to every update, on a thread of its own so the network
-//! tasks never wait on arithmetic.
+//! The parameter server: owns the master model and runs the job's mode's
+//! server rule ([`ServerRule`]) on every update, on a thread of its own so
+//! the network tasks never wait on arithmetic.
 //!
-//! In `async` mode each push is one descent step, with its staleness (current
-//! version − the version the executor computed from). In `sync` mode the
-//! pushes of every busy executor for the current version are averaged and
-//! applied as one step; fetches asking for the next version wait for it.
-//! Encoded `Params` frames are cached per version, so executors fetching the
-//! same version share one encoding.
+//! It knows no mode itself: it decodes updates, switches the rate (and,
+//! where the mode keeps it at the server, the momentum) at each epoch,
+//! delays updates for experiments (`train.inject_delay`), answers fetches
+//! once the rule says they are ready, and takes snapshots. Encoded `Params`
+//! frames are cached per version, so executors fetching the same version
+//! share one encoding.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc;
 
 use bytes::Bytes;
-use deepdist_common::job::{Mode, Stage};
-use deepdist_common::optim::{Optimizer, OptimizerState};
+use deepdist_common::job::Stage;
+use deepdist_common::mode::{RuleStats, ServerModel, ServerRule, Update};
+use deepdist_common::optim::OptimizerState;
 use deepdist_common::proto::{self, Message, Tensor};
 use tokio::sync::oneshot;
 
 /// Requests to the parameter server.
 enum Command {
-    Push {
-        executor: u64,
-        base_version: u64,
-        epoch: u32,
-        grad: Tensor,
-    },
+    Push(Incoming),
     Fetch {
-        min_version: u64,
+        executor: u64,
+        wait_for: u64,
         reply: oneshot::Sender<Bytes>,
     },
     Snapshot {
@@ -36,6 +33,17 @@ enum Command {
         reply: oneshot::Sender<Snapshot>,
     },
     Members(HashSet<u64>),
+    /// Apply every delayed update now (the stage is over).
+    Flush,
+}
+
+/// An update as it came off the wire.
+struct Incoming {
+    executor: u64,
+    base_version: u64,
+    epoch: u32,
+    samples: u32,
+    values: Tensor,
 }
 
 /// Parameters at one version.
@@ -49,10 +57,12 @@ pub struct Snapshot {
     pub params: Arc<Vec<f32>>,
     /// Sum of the staleness of every update applied so far.
     pub staleness_sum: u64,
-    /// Updates refused: wrong length, or in sync mode computed for another step.
+    /// Updates refused: wrong length, out of their round, or refused by the optimizer.
     pub rejected: u64,
     /// The optimizer's state, when asked for (checkpoints).
     pub optimizer: Option<OptimizerState>,
+    /// What the mode's rule measured.
+    pub rule: RuleStats,
 }
 
 /// Where a resumed server starts counting.
@@ -64,6 +74,21 @@ pub struct Resumed {
     pub staleness_sum: u64,
 }
 
+/// How the server runs a stage, besides its model and rule.
+#[derive(Debug, Clone)]
+pub struct ServerPlan {
+    /// The job.
+    pub job: u64,
+    /// The stage's index.
+    pub stage_index: u32,
+    /// The stage: its rate (and momentum) schedule.
+    pub stage: Stage,
+    /// Whether the server's optimizer follows the stage's momentum schedule.
+    pub momentum: bool,
+    /// Updates are applied this many updates late (0: at once).
+    pub delay: u32,
+}
+
 /// A handle to a running parameter server; dropping every handle stops it.
 #[derive(Clone)]
 pub struct ParamServer {
@@ -71,60 +96,50 @@ pub struct ParamServer {
 }
 
 impl ParamServer {
-    /// Starts a server for `job` with these initial parameters; `schedule`
-    /// gives the learning rate of each epoch; `resumed` continues a
-    /// checkpoint's version count.
-    pub fn start(
-        job: u64,
-        stage: u32,
-        params: Vec<f32>,
-        optimizer: Box<dyn Optimizer>,
-        mode: Mode,
-        schedule: Stage,
-        resumed: Resumed,
-    ) -> Self {
+    /// Starts a server for a stage on `model`, applying updates by `rule`.
+    pub fn start(plan: ServerPlan, model: ServerModel, rule: Box<dyn ServerRule>) -> Self {
         let (tx, rx) = mpsc::channel();
+        let name = format!("deepdist-ps-{}", plan.job);
         let state = State {
-            job,
-            grad: vec![0.0; params.len()],
-            round: vec![0.0; params.len()],
-            params,
-            optimizer,
-            mode,
-            version: resumed.version,
+            scratch: vec![0.0; model.len()],
+            plan,
+            model,
+            rule,
+            epoch: 0,
             waiting: Vec::new(),
             frame: None,
-            members: HashSet::new(),
-            pushed: HashSet::new(),
-            staleness_sum: resumed.staleness_sum,
-            rejected: 0,
-            schedule,
-            stage,
-            epoch: 0,
+            delayed: VecDeque::new(),
         };
-        let spawned = std::thread::Builder::new()
-            .name(format!("deepdist-ps-{job}"))
-            .spawn(move || state.run(rx));
+        let spawned = std::thread::Builder::new().name(name).spawn(move || state.run(rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the parameter server thread");
         }
         Self { tx }
     }
 
-    /// Queues an update computed in `epoch`.
-    pub fn push(&self, executor: u64, base_version: u64, epoch: u32, grad: Tensor) {
-        let _ = self.tx.send(Command::Push {
+    /// Queues an update from `executor` computed from `base_version` in
+    /// `epoch`, covering `samples` examples.
+    pub fn push(&self, executor: u64, base_version: u64, epoch: u32, samples: u32, values: Tensor) {
+        let _ = self.tx.send(Command::Push(Incoming {
             executor,
             base_version,
             epoch,
-            grad,
-        });
+            samples,
+            values,
+        }));
     }
 
-    /// The encoded `Params` frame of the first version ≥ `min_version`.
-    pub async fn fetch(&self, min_version: u64) -> Option<Bytes> {
+    /// The encoded `Params` frame, once the mode's rule lets `executor`'s
+    /// fetch waiting for `wait_for` be answered.
+    pub async fn fetch(&self, executor: u64, wait_for: u64) -> Option<Bytes> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Fetch { min_version, reply }).ok()?;
+        self.tx
+            .send(Command::Fetch {
+                executor,
+                wait_for,
+                reply,
+            })
+            .ok()?;
         rx.await.ok()
     }
 
@@ -138,35 +153,40 @@ impl ParamServer {
         self.snapshot_with(true).await
     }
 
+    /// Applies every delayed update, then takes a snapshot: the stage's end.
+    pub async fn finish(&self) -> Option<Snapshot> {
+        self.tx.send(Command::Flush).ok()?;
+        self.snapshot().await
+    }
+
     async fn snapshot_with(&self, with_optimizer: bool) -> Option<Snapshot> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Snapshot { with_optimizer, reply }).ok()?;
         rx.await.ok()
     }
 
-    /// Sync mode: the executors whose gradients make up a step.
+    /// The executors holding a task of the stage.
     pub fn set_members(&self, members: HashSet<u64>) {
         let _ = self.tx.send(Command::Members(members));
     }
 }
 
+struct Waiting {
+    executor: u64,
+    wait_for: u64,
+    reply: oneshot::Sender<Bytes>,
+}
+
 struct State {
-    job: u64,
-    params: Vec<f32>,
-    grad: Vec<f32>,
-    round: Vec<f32>,
-    optimizer: Box<dyn Optimizer>,
-    mode: Mode,
-    version: u64,
-    waiting: Vec<(u64, oneshot::Sender<Bytes>)>,
-    frame: Option<(u64, Bytes)>,
-    members: HashSet<u64>,
-    pushed: HashSet<u64>,
-    staleness_sum: u64,
-    rejected: u64,
-    schedule: Stage,
-    stage: u32,
+    plan: ServerPlan,
+    model: ServerModel,
+    rule: Box<dyn ServerRule>,
+    /// Where unaligned update bytes are decoded.
+    scratch: Vec<f32>,
     epoch: u32,
+    waiting: Vec<Waiting>,
+    frame: Option<(u64, Bytes)>,
+    delayed: VecDeque<Incoming>,
 }
 
 impl State {
@@ -174,127 +194,115 @@ impl State {
         deepdist_common::cpu::flush_denormals();
         while let Ok(cmd) = rx.recv() {
             match cmd {
-                Command::Push {
-                    executor,
-                    base_version,
-                    epoch,
-                    grad,
-                } => {
-                    if epoch != self.epoch {
-                        self.epoch = epoch;
-                        self.optimizer.set_lr(self.schedule.optimizer.lr_at(epoch));
-                        // In async mode momentum lives on the executors.
-                        if self.mode == Mode::Sync {
-                            self.optimizer.set_momentum(self.schedule.momentum_at(epoch));
+                Command::Push(incoming) => {
+                    self.delayed.push_back(incoming);
+                    while self.delayed.len() > self.plan.delay as usize {
+                        if let Some(next) = self.delayed.pop_front() {
+                            self.apply(next);
                         }
                     }
-                    self.push(executor, base_version, &grad)
                 }
-                Command::Fetch { min_version, reply } => {
-                    self.waiting.push((min_version, reply));
+                Command::Flush => {
+                    while let Some(next) = self.delayed.pop_front() {
+                        self.apply(next);
+                    }
                 }
+                Command::Fetch {
+                    executor,
+                    wait_for,
+                    reply,
+                } => self.waiting.push(Waiting {
+                    executor,
+                    wait_for,
+                    reply,
+                }),
                 Command::Snapshot { with_optimizer, reply } => {
-                    // A checkpoint resumes training, so it takes the parameters
-                    // themselves (their average is in the optimizer's state);
-                    // everything else sees what the job produces: the average.
-                    let params = match self.optimizer.average() {
-                        Some(avg) if !with_optimizer => avg,
-                        _ => &self.params,
-                    };
-                    let _ = reply.send(Snapshot {
-                        version: self.version,
-                        params: Arc::new(params.to_vec()),
-                        staleness_sum: self.staleness_sum,
-                        rejected: self.rejected,
-                        optimizer: with_optimizer.then(|| self.optimizer.state()),
-                    });
+                    let _ = reply.send(self.snapshot(with_optimizer));
                 }
-                Command::Members(members) => {
-                    self.members = members;
-                    self.maybe_finish_round();
-                }
+                Command::Members(members) => self.rule.members(&mut self.model, &members),
             }
             self.serve_waiting();
         }
     }
 
-    fn push(&mut self, executor: u64, base_version: u64, grad: &Tensor) {
-        if grad.len() != self.params.len() || grad.0.len() % 4 != 0 {
-            self.rejected += 1;
-            tracing::warn!(executor, len = grad.len(), "update of the wrong length discarded");
-            return;
-        }
-        // Read the gradient in place when the bytes allow it; copy otherwise.
-        let aligned = grad.as_f32();
-        if aligned.is_none() && grad.read_into(&mut self.grad).is_err() {
-            self.rejected += 1;
-            return;
-        }
-        let g: &[f32] = aligned.unwrap_or(&self.grad);
-        match self.mode {
-            Mode::Async => {
-                let staleness = self.version.saturating_sub(base_version);
-                match self.optimizer.step(&mut self.params, g, staleness) {
-                    Ok(()) => {
-                        self.version += 1;
-                        self.staleness_sum += staleness;
-                    }
-                    Err(e) => {
-                        self.rejected += 1;
-                        tracing::warn!(error = %e, "descent step refused");
-                    }
-                }
-            }
-            Mode::Sync => {
-                // A gradient for another step (a late joiner's, or a repeat)
-                // would corrupt this step's average; the executor refetches.
-                if base_version != self.version || self.pushed.contains(&executor) {
-                    self.rejected += 1;
-                    return;
-                }
-                if self.pushed.is_empty() {
-                    self.round.copy_from_slice(g);
-                } else {
-                    self.round.iter_mut().zip(g).for_each(|(r, g)| *r += g);
-                }
-                self.pushed.insert(executor);
-                self.maybe_finish_round();
-            }
+    fn snapshot(&self, with_optimizer: bool) -> Snapshot {
+        // A checkpoint resumes training, so it takes the parameters
+        // themselves (their average is in the optimizer's state); everything
+        // else sees what the job produces: the average.
+        let optimizer = self.model.optimizer();
+        let params = match optimizer.average() {
+            Some(avg) if !with_optimizer => avg,
+            _ => self.model.params(),
+        };
+        Snapshot {
+            version: self.model.version(),
+            params: Arc::new(params.to_vec()),
+            staleness_sum: self.model.staleness_sum(),
+            rejected: self.model.refused(),
+            optimizer: with_optimizer.then(|| optimizer.state()),
+            rule: self.rule.stats(),
         }
     }
 
-    fn maybe_finish_round(&mut self) {
-        if self.mode != Mode::Sync || self.pushed.is_empty() || !self.members.is_subset(&self.pushed) {
-            return;
-        }
-        let scale = 1.0 / self.pushed.len() as f32;
-        self.round.iter_mut().for_each(|r| *r *= scale);
-        self.pushed.clear();
-        match self.optimizer.step(&mut self.params, &self.round, 0) {
-            Ok(()) => self.version += 1,
-            Err(e) => {
-                self.rejected += 1;
-                tracing::warn!(error = %e, "descent step refused");
+    fn apply(&mut self, incoming: Incoming) {
+        if incoming.epoch != self.epoch {
+            self.epoch = incoming.epoch;
+            let (stage, optimizer) = (&self.plan.stage, self.model.optimizer_mut());
+            optimizer.set_lr(stage.optimizer.lr_at(incoming.epoch));
+            if self.plan.momentum {
+                optimizer.set_momentum(stage.momentum_at(incoming.epoch));
             }
         }
+        let values = &incoming.values;
+        if values.len() != self.model.len() || values.0.len() % 4 != 0 {
+            self.model.refuse();
+            tracing::warn!(
+                executor = incoming.executor,
+                len = values.len(),
+                "update of the wrong length discarded"
+            );
+            return;
+        }
+        // Read the values in place when the bytes allow it; copy otherwise.
+        let aligned = values.as_f32();
+        if aligned.is_none() && values.read_into(&mut self.scratch).is_err() {
+            self.model.refuse();
+            return;
+        }
+        let update = Update {
+            from: incoming.executor,
+            base_version: incoming.base_version,
+            samples: incoming.samples,
+            values: aligned.unwrap_or(&self.scratch),
+        };
+        self.rule.push(&mut self.model, update);
     }
 
     fn serve_waiting(&mut self) {
-        if self.waiting.iter().all(|(min, _)| *min > self.version) {
+        if self.waiting.is_empty() {
             return;
         }
+        let (rule, model) = (&mut self.rule, &self.model);
+        let (ready, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| rule.ready(model, w.executor, w.wait_for));
+        self.waiting = still;
+        if ready.is_empty() {
+            return;
+        }
+        let version = self.model.version();
         let frame = match &self.frame {
-            Some((v, f)) if *v == self.version => f.clone(),
+            Some((v, f)) if *v == version => f.clone(),
             _ => {
                 let msg = Message::Params {
-                    job: self.job,
-                    stage: self.stage,
-                    version: self.version,
+                    job: self.plan.job,
+                    stage: self.plan.stage_index,
+                    version,
                     values: Tensor::default(),
                 };
-                match proto::encode_with_tensor(&msg, &self.params) {
+                match proto::encode_with_tensor(&msg, self.model.params()) {
                     Ok(f) => {
-                        self.frame = Some((self.version, f.clone()));
+                        self.frame = Some((version, f.clone()));
                         f
                     }
                     Err(e) => {
@@ -304,12 +312,8 @@ impl State {
                 }
             }
         };
-        let version = self.version;
-        let ready: Vec<_> = std::mem::take(&mut self.waiting);
-        let (ready, still): (Vec<_>, Vec<_>) = ready.into_iter().partition(|(min, _)| *min <= version);
-        self.waiting = still;
-        for (_, reply) in ready {
-            let _ = reply.send(frame.clone());
+        for w in ready {
+            let _ = w.reply.send(frame.clone());
         }
     }
 }
@@ -317,7 +321,10 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deepdist_common::job::TrainSpec;
+    use deepdist_common::mode::Mode;
     use deepdist_common::optim::OptimizerConfig;
+
     fn config(lr: f32) -> OptimizerConfig {
         OptimizerConfig {
             lr,
@@ -326,10 +333,10 @@ mod tests {
     }
 
     fn start(params: Vec<f32>, lr: f32, mode: Mode) -> ParamServer {
-        start_with(params, config(lr), mode)
+        start_with(params, config(lr), mode, 0)
     }
 
-    fn start_with(params: Vec<f32>, optimizer: OptimizerConfig, mode: Mode) -> ParamServer {
+    fn start_with(params: Vec<f32>, optimizer: OptimizerConfig, mode: Mode, delay: u32) -> ParamServer {
         let stage = Stage {
             name: "train".into(),
             kind: deepdist_common::job::StageKind::Supervised,
@@ -338,8 +345,19 @@ mod tests {
             optimizer,
             final_momentum: None,
         };
-        let built = optimizer.build(params.len()).unwrap();
-        ParamServer::start(1, 0, params, built, mode, stage, Resumed::default())
+        let built = mode.server_optimizer(&optimizer).build(params.len()).unwrap();
+        let plan = ServerPlan {
+            job: 1,
+            stage_index: 0,
+            stage,
+            momentum: mode.server_momentum(),
+            delay,
+        };
+        let train = TrainSpec {
+            mode,
+            ..TrainSpec::default()
+        };
+        ParamServer::start(plan, ServerModel::new(params, built, 0, 0), mode.server_rule(&train))
     }
 
     fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
@@ -352,15 +370,15 @@ mod tests {
     #[tokio::test]
     async fn async_pushes_are_single_steps_with_staleness() {
         let ps = start(vec![1.0, 1.0], 0.5, Mode::Async);
-        ps.push(1, 0, 1, Tensor::from_f32(&[1.0, 0.0]));
-        ps.push(2, 0, 1, Tensor::from_f32(&[0.0, 2.0]));
-        let (version, values) = params_of(ps.fetch(2).await.unwrap());
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0, 0.0]));
+        ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 2.0]));
+        let (version, values) = params_of(ps.fetch(1, 2).await.unwrap());
         assert_eq!(version, 2);
         assert_eq!(values, vec![0.5, 0.0]);
         let snap = ps.snapshot().await.unwrap();
         // The second push was computed from version 0 when 1 was current.
         assert_eq!((snap.version, snap.staleness_sum), (2, 1));
-        ps.push(1, 0, 1, Tensor::from_f32(&[1.0]));
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0]));
         assert_eq!(ps.snapshot().await.unwrap().rejected, 1);
     }
 
@@ -370,18 +388,32 @@ mod tests {
         ps.set_members([1, 2].into());
         let waiter = {
             let ps = ps.clone();
-            tokio::spawn(async move { ps.fetch(1).await })
+            tokio::spawn(async move { ps.fetch(1, 1).await })
         };
-        ps.push(1, 0, 1, Tensor::from_f32(&[2.0, 0.0]));
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[2.0, 0.0]));
         assert_eq!(ps.snapshot().await.unwrap().version, 0, "waits for member 2");
-        ps.push(2, 0, 1, Tensor::from_f32(&[0.0, 4.0]));
+        ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 4.0]));
         let (version, values) = params_of(waiter.await.unwrap().unwrap());
         assert_eq!((version, values), (1, vec![-1.0, -2.0]));
         // A member leaving completes a round it was holding up.
-        ps.push(1, 1, 1, Tensor::from_f32(&[2.0, 2.0]));
+        ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0, 2.0]));
         ps.set_members([1].into());
-        let (version, values) = params_of(ps.fetch(2).await.unwrap());
+        let (version, values) = params_of(ps.fetch(1, 2).await.unwrap());
         assert_eq!((version, values), (2, vec![-3.0, -4.0]));
+    }
+
+    #[tokio::test]
+    async fn delayed_updates_are_applied_late_and_flushed_at_the_end() {
+        let ps = start_with(vec![0.0], config(1.0), Mode::Async, 2);
+        for _ in 0..3 {
+            ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0]));
+        }
+        let snap = ps.snapshot().await.unwrap();
+        assert_eq!((snap.version, snap.params[0]), (1, -1.0), "two updates still wait");
+        let end = ps.finish().await.unwrap();
+        assert_eq!((end.version, end.params[0]), (3, -3.0));
+        // Each was computed from version 0: staleness 0, 1, 2.
+        assert_eq!(end.staleness_sum, 3);
     }
 
     #[tokio::test]
@@ -390,11 +422,11 @@ mod tests {
             average: Some(0.5),
             ..config(1.0)
         };
-        let ps = start_with(vec![0.0], averaged, Mode::Async);
+        let ps = start_with(vec![0.0], averaged, Mode::Async, 0);
         // Steps to −1 (the average copies it), then to −3 (average: decay 1/11).
-        ps.push(1, 0, 1, Tensor::from_f32(&[1.0]));
-        ps.push(1, 1, 1, Tensor::from_f32(&[2.0]));
-        let (_, fetched) = params_of(ps.fetch(2).await.unwrap());
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0]));
+        ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0]));
+        let (_, fetched) = params_of(ps.fetch(1, 2).await.unwrap());
         assert_eq!(fetched, vec![-3.0], "executors train the parameters themselves");
         let checkpoint = ps.checkpoint().await.unwrap();
         assert_eq!(*checkpoint.params, vec![-3.0]);

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use deepdist_common::data::fetch::FetchOptions;
 use deepdist_common::data::partition::split;
 use deepdist_common::data::{Dataset, Mnist};
-use deepdist_common::job::{JobSpec, JobState, Mode, Stage, StageKind};
+use deepdist_common::job::{JobSpec, JobState, Stage, StageKind};
+use deepdist_common::mode::ServerModel;
 use deepdist_common::model::StageModel;
 use deepdist_common::proto::{self, JobSummary, Message};
 use tokio::sync::{mpsc, watch};
@@ -19,7 +20,7 @@ use crate::checkpoint::JobCheckpoint;
 use crate::dispatch;
 use crate::evaluator::{EvalItem, Work, evaluate_epochs};
 use crate::output::{MetricsWriter, save_final_model};
-use crate::ps::{ParamServer, Resumed};
+use crate::ps::{ParamServer, Resumed, ServerPlan};
 use crate::scheduler::Scheduler;
 use crate::stage_start::prepare_stage;
 use crate::state::{RunState, Shared};
@@ -305,13 +306,11 @@ async fn run_stage(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(JobState, Vec<f32>), String> {
     let (id, spec, stage) = (ctx.id, ctx.spec, ctx.stage);
-    // In async mode executors apply SGD's momentum to their own steps and
-    // push step directions; momentum again at the server would apply it twice.
-    let server_optimizer = match spec.train.mode {
-        Mode::Async => stage.optimizer.without_momentum(),
-        Mode::Sync => stage.optimizer,
-    };
-    let mut optimizer = server_optimizer.build(params.len()).map_err(|e| e.to_string())?;
+    let mode = spec.train.mode;
+    let mut optimizer = mode
+        .server_optimizer(&stage.optimizer)
+        .build(params.len())
+        .map_err(|e| e.to_string())?;
     let partitions = ctx.frames.len() as u32;
     let (params, scheduler, resumed, accums) = match resume.map(|c| *c) {
         Some(c) => {
@@ -341,15 +340,15 @@ async fn run_stage(
             Default::default(),
         ),
     };
-    let ps = ParamServer::start(
-        id,
-        ctx.index,
-        params,
-        optimizer,
-        spec.train.mode,
-        stage.clone(),
-        resumed,
-    );
+    let plan = ServerPlan {
+        job: id,
+        stage_index: ctx.index,
+        stage: stage.clone(),
+        momentum: mode.server_momentum(),
+        delay: spec.train.inject_delay.unwrap_or(0),
+    };
+    let model = ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum);
+    let ps = ParamServer::start(plan, model, mode.server_rule(&spec.train));
     shared.lock().run = Some(RunState {
         job: id,
         stage: stage.name.clone(),
@@ -361,6 +360,7 @@ async fn run_stage(
         ps: ps.clone(),
         epochs: accums,
         last_seq: Default::default(),
+        diverged: None,
     });
     tracing::info!(id, stage = %stage.name, epochs = stage.epochs, "stage started");
 
@@ -382,6 +382,14 @@ async fn run_stage(
             let Some(run) = run.as_mut() else {
                 return Err("run state vanished".into());
             };
+            if let Some(reason) = run.diverged.take() {
+                let sends = dispatch::cancel_all(execs, id);
+                drop(state);
+                for (tx, frame) in sends {
+                    let _ = tx.try_send(frame);
+                }
+                return Err(reason);
+            }
             let supervised = stage.kind == StageKind::Supervised;
             if supervised && ctx.target_hit.load(Ordering::Relaxed) && spec.train.stop_at_target {
                 run.scheduler.stop_after_open_epochs();
@@ -391,9 +399,7 @@ async fn run_stage(
             } else {
                 dispatch::assign_idle(execs, run, spec)
             };
-            if spec.train.mode == Mode::Sync {
-                run.ps.set_members(run.scheduler.busy_executors());
-            }
+            run.ps.set_members(run.scheduler.busy_executors());
             let mut completed = Vec::new();
             while let Some((epoch, reassigned)) = run.scheduler.pop_completed() {
                 let stats = run.epochs.remove(&epoch).unwrap_or_default();
@@ -486,7 +492,7 @@ async fn run_stage(
             _ = stop.changed() => {}
         }
     }
-    let snapshot = ps.snapshot().await.ok_or("the parameter server stopped")?;
+    let snapshot = ps.finish().await.ok_or("the parameter server stopped")?;
     Ok((
         end_state,
         Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),

@@ -179,11 +179,7 @@ fn handle_executor_message(
                 tokio::spawn(async move { tx.send(frame).await });
             }
         }
-        Message::Fetch {
-            job,
-            stage,
-            min_version,
-        } => {
+        Message::Fetch { job, stage, wait_for } => {
             let state = shared.lock();
             let run = state.run.as_ref().filter(|r| r.job == job && r.stage_index == stage);
             let ps = run.map(|r| r.ps.clone());
@@ -191,7 +187,7 @@ fn handle_executor_message(
             if let Some(ps) = ps {
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    if let Some(frame) = ps.fetch(min_version).await {
+                    if let Some(frame) = ps.fetch(id, wait_for).await {
                         let _ = tx.send(frame).await;
                     }
                 });
@@ -208,7 +204,8 @@ fn handle_executor_message(
                 tracing::debug!(id, task = ?push.task, seq = push.seq, "repeated update discarded");
             } else {
                 run.last_seq.insert(push.task, push.seq);
-                run.ps.push(id, push.base_version, push.task.epoch, push.grad);
+                run.ps
+                    .push(id, push.base_version, push.task.epoch, push.samples, push.values);
             }
         }
         Message::TaskDone(report) => {
@@ -246,10 +243,14 @@ fn handle_executor_message(
             drop(state);
             shared.wake.notify_one();
         }
-        Message::TaskFailed { task, reason } => {
-            tracing::warn!(id, ?task, %reason, "task failed on executor");
+        Message::TaskFailed { task, reason, diverged } => {
+            tracing::warn!(id, ?task, %reason, diverged, "task failed on executor");
             let mut state = shared.lock();
             if let Some(run) = state.run.as_mut() {
+                // Divergence would follow the task to any executor: the job fails.
+                if diverged && run.scheduler.is_current(&task, id) {
+                    run.diverged.get_or_insert(reason);
+                }
                 run.scheduler.fail(&task, id);
             }
             if let Some(entry) = state.executors.get_mut(&id) {

@@ -81,6 +81,8 @@ pub struct RunState {
     pub epochs: HashMap<u32, EpochAccum>,
     /// Highest push sequence applied per task, so a repeated push is not applied twice.
     pub last_seq: HashMap<TaskId, u64>,
+    /// Why training diverged, once an executor reported it.
+    pub diverged: Option<String>,
 }
 
 /// Everything behind the mutex.

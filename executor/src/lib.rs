@@ -3,8 +3,9 @@
 //! training loop of each task it is given on all its cores.
 
 mod cache;
+pub mod compute;
 mod fetches;
-mod local;
+mod link;
 mod session;
 mod worker;
 

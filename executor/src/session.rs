@@ -89,6 +89,7 @@ pub async fn connect_and_serve(
                                 send(Message::TaskFailed {
                                     task: task.id,
                                     reason: reason.clone(),
+                                    diverged: false,
                                 })
                                 .await;
                             }

@@ -196,10 +196,10 @@ pub fn signal(pid: u32, sig: &str) {
 
 /// A small, quick job on a slice of real MNIST.
 pub fn small_job(name: &str, mode: &str, epochs: u32) -> String {
-    let optimizer = if mode == "sync" {
-        "kind = \"sgd\"\nlr = 0.1\nmomentum = 0.5"
+    let (optimizer, windows) = if mode == "sync" {
+        ("kind = \"sgd\"\nlr = 0.1\nmomentum = 0.5", "")
     } else {
-        "kind = \"adarevision\"\nlr = 0.05"
+        ("kind = \"adarevision\"\nlr = 0.05", "n_push = 2\nn_fetch = 2\n")
     };
     format!(
         r#"name = "{name}"
@@ -213,9 +213,7 @@ hidden = [32]
 mode = "{mode}"
 epochs = {epochs}
 batch_size = 32
-n_push = 2
-n_fetch = 2
-target_accuracy = 0.8
+{windows}target_accuracy = 0.8
 [optimizer]
 {optimizer}
 "#

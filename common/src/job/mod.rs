@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use stage::{Stage, StageKind};
 
+pub use crate::mode::Mode;
 use crate::model::{Activation, Dbn, Dropout, Mlp, ModelError};
 use crate::optim::OptimizerConfig;
 
@@ -34,19 +35,6 @@ pub enum JobError {
         /// What is allowed.
         allowed: String,
     },
-}
-
-/// How executors' updates meet at the parameter server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Downpour: every executor pushes summed gradients every `n_push`
-    /// minibatches and fetches parameters every `n_fetch`, without waiting.
-    #[default]
-    Async,
-    /// Every step, the gradients of all busy executors are averaged, then one
-    /// descent step is taken.
-    Sync,
 }
 
 /// Datasets a job can name.
@@ -206,20 +194,42 @@ impl Default for PretrainSpec {
     }
 }
 
-/// `[train]`: how training runs.
+/// `[train]`: how training runs. Keys that belong to one mode are refused
+/// with any other (see [`crate::mode`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSpec {
-    /// `async` (Downpour) or `sync`.
+    /// `async` (Downpour), `sync`, `ssp`, `average` or `easgd`.
     pub mode: Mode,
     /// Passes over the training set (1–10000).
     pub epochs: u32,
-    /// Minibatch size per executor step (1–65536).
+    /// Minibatch size per executor step (1–65536), as used by
+    /// `reference_executors` executors; modes adapt it to the cluster.
     pub batch_size: u32,
-    /// Async: minibatches whose gradients are summed into one push (1–1000).
-    pub n_push: u32,
-    /// Async: minibatches between parameter fetches (1–1000).
-    pub n_fetch: u32,
+    /// The number of executors the minibatch and windows are given for
+    /// (default 2): with more, `async` and `ssp` shrink each executor's
+    /// share and `sync` shares the step's batch among them, so accuracy
+    /// holds as executors are added.
+    pub reference_executors: u32,
+    /// `async`, `ssp`: minibatches whose steps are summed into one push (1–1000, default 1).
+    pub n_push: Option<u32>,
+    /// `async`: minibatches between parameter fetches (1–1000, default 1).
+    pub n_fetch: Option<u32>,
+    /// `ssp`: how many pushes an executor may be ahead of the slowest (default 3).
+    pub staleness_bound: Option<u32>,
+    /// `average`: local steps between model averages (default 8).
+    pub sync_every: Option<u32>,
+    /// `easgd`: local steps between elastic updates (default 4).
+    pub tau: Option<u32>,
+    /// `easgd`: the elastic pull of each executor, in (0, 1) (default 0.9 / executors).
+    pub alpha: Option<f32>,
+    /// `async`: the server applies every update this many updates late (an
+    /// experiment on delay-tolerant optimizers).
+    pub inject_delay: Option<u32>,
+    /// Each executor's cores train one shared copy of the parameters without
+    /// locks, each core on its own minibatches (Hogwild!), instead of
+    /// splitting every minibatch across the cores.
+    pub hogwild: bool,
     /// Seed for initialisation, partitioning and minibatch order.
     pub seed: u64,
     /// Accuracy whose first attainment is timed (e.g. 0.98), in (0, 1].
@@ -234,12 +244,34 @@ impl Default for TrainSpec {
             mode: Mode::Async,
             epochs: 10,
             batch_size: 128,
-            n_push: 1,
-            n_fetch: 1,
+            reference_executors: 2,
+            n_push: None,
+            n_fetch: None,
+            staleness_bound: None,
+            sync_every: None,
+            tau: None,
+            alpha: None,
+            inject_delay: None,
+            hogwild: false,
             seed: 1,
             target_accuracy: None,
             stop_at_target: false,
         }
+    }
+}
+
+impl TrainSpec {
+    /// The mode-specific keys and whether each is set.
+    pub fn mode_keys(&self) -> [(&'static str, bool); 7] {
+        [
+            ("n_push", self.n_push.is_some()),
+            ("n_fetch", self.n_fetch.is_some()),
+            ("staleness_bound", self.staleness_bound.is_some()),
+            ("sync_every", self.sync_every.is_some()),
+            ("tau", self.tau.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("inject_delay", self.inject_delay.is_some()),
+        ]
     }
 }
 
@@ -337,7 +369,7 @@ momentum = 0.9
         assert_eq!(spec.stages().len(), 1);
         assert_eq!(spec.stages()[0].name, "train");
         assert_eq!(spec.data.partitions, 4);
-        assert_eq!(spec.train.n_push, 1);
+        assert_eq!(spec.train.n_push, None);
         assert_eq!(JobSpec::from_toml(&spec.to_toml(), "again").unwrap(), spec);
     }
 
@@ -393,7 +425,7 @@ momentum = 0.9
             (
                 "mode = \"sync\"",
                 "mode = \"hogwild\"",
-                "unknown variant `hogwild`, expected `async` or `sync`",
+                "unknown variant `hogwild`, expected one of `async`, `sync`, `ssp`, `average`, `easgd`",
             ),
             ("lr = 0.1", "lr = -0.1", "`optimizer.lr` = -0.1"),
             (
@@ -405,6 +437,16 @@ momentum = 0.9
             ("partitions = 4", "partitions = 0", "`data.partitions` = 0"),
             ("hidden = [32]", "hidden = [32, 0]", "`model.hidden[1]` = 0"),
             ("name = \"mnist-mlp\"", "name = \"../etc\"", "`name`"),
+            (
+                "epochs = 2",
+                "epochs = 2\nn_push = 4",
+                "`train.n_push` = (set): does not apply to mode = \"sync\"",
+            ),
+            (
+                "epochs = 2",
+                "epochs = 2\nreference_executors = 0",
+                "`train.reference_executors` = 0",
+            ),
         ];
         for (from, to, want) in cases {
             let err = JobSpec::from_toml(&GOOD.replace(from, to), "j.toml")

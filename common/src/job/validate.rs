@@ -55,8 +55,27 @@ impl JobSpec {
         }
         in_range("train.epochs", self.train.epochs.into(), 1, 10_000)?;
         in_range("train.batch_size", self.train.batch_size.into(), 1, 65_536)?;
-        in_range("train.n_push", self.train.n_push.into(), 1, 1000)?;
-        in_range("train.n_fetch", self.train.n_fetch.into(), 1, 1000)?;
+        in_range(
+            "train.reference_executors",
+            self.train.reference_executors.into(),
+            1,
+            4096,
+        )?;
+        for (key, n) in [
+            ("train.n_push", self.train.n_push),
+            ("train.n_fetch", self.train.n_fetch),
+        ] {
+            if let Some(n) = n {
+                in_range(key, n.into(), 1, 1000)?;
+            }
+        }
+        if let Some(d) = self.train.inject_delay {
+            in_range("train.inject_delay", d.into(), 0, 100_000)?;
+        }
+        self.train
+            .mode
+            .check(&self.train)
+            .map_err(|e| invalid(&format!("train.{}", e.key), e.value, &e.allowed))?;
         if let Some(t) = self.train.target_accuracy {
             if !(t > 0.0 && t <= 1.0) {
                 return Err(invalid("train.target_accuracy", t.to_string(), "must be in (0, 1]"));

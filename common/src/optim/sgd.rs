@@ -31,6 +31,16 @@ impl Sgd {
     }
 }
 
+/// One coordinate of SGD with momentum, the rule every momentum step in
+/// deepdist uses (the parameter server's and the executors' local steps):
+/// updates the velocity `v` with gradient `g` and returns the step direction,
+/// `v` itself or, with Nesterov, `g + μ·v`.
+#[inline]
+pub fn direction(g: f32, v: &mut f32, momentum: f32, nesterov: bool) -> f32 {
+    *v = momentum * *v + g;
+    if nesterov { g + momentum * *v } else { *v }
+}
+
 fn check_momentum(momentum: f32) -> Result<(), OptimError> {
     if (0.0..1.0).contains(&momentum) {
         Ok(())
@@ -61,8 +71,7 @@ impl Optimizer for Sgd {
                         *w -= lr * g;
                         continue;
                     }
-                    *v = mu * *v + g;
-                    *w -= lr * if nesterov { g + mu * *v } else { *v };
+                    *w -= lr * direction(g, v, mu, nesterov);
                 }
             });
         self.steps += 1;

@@ -21,7 +21,7 @@ pub use wire::*;
 /// First bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DDST";
 /// Bumped on every incompatible change; peers must match exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Default cap on one frame (a whole partition travels in one frame).
 pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
 /// Cap on every frame until the handshake is done, so an unauthenticated
@@ -147,14 +147,15 @@ pub enum Message {
         /// Its content hash.
         hash: u128,
     },
-    /// Executor → driver: send parameters of at least this version.
+    /// Executor → driver: send the parameters.
     Fetch {
         /// The job.
         job: u64,
         /// The stage.
         stage: u32,
-        /// Oldest acceptable version (sync mode waits for the next step).
-        min_version: u64,
+        /// What the answer waits for, by mode: a version (`sync`, `average`
+        /// wait for the next step), the sender's clock (`ssp`); 0 is now.
+        wait_for: u64,
     },
     /// Executor → driver: an update.
     Push(Push),
@@ -166,6 +167,8 @@ pub enum Message {
         task: TaskId,
         /// Why.
         reason: String,
+        /// Training diverged: retrying elsewhere cannot help.
+        diverged: bool,
     },
     /// Client → driver: queue this job (TOML text).
     Submit {
@@ -315,12 +318,12 @@ mod tests {
             batches: 4,
             samples: 512,
             loss_sum: 1.25,
-            grad: Tensor::default(),
+            values: Tensor::default(),
         });
         let Message::Push(p) = decode(&encode_with_tensor(&push, &values).unwrap()).unwrap() else {
             panic!("not a push")
         };
-        assert_eq!(p.grad.to_vec().unwrap(), values);
+        assert_eq!(p.values.to_vec().unwrap(), values);
         assert!(encode_with_tensor(&Message::Status, &values).is_err());
     }
 
@@ -341,6 +344,7 @@ mod tests {
                 },
                 partition_hash: 7,
                 spec,
+                peers: 2,
             });
             assert_eq!(decode(&encode(&msg).unwrap()).unwrap(), msg);
         }

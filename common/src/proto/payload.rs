@@ -99,9 +99,13 @@ pub struct TaskSpec {
     pub partition_hash: u128,
     /// The job, for its model and training settings.
     pub spec: JobSpec,
+    /// Executors taking part when the task was assigned: modes adapt
+    /// minibatches and windows to it.
+    pub peers: u32,
 }
 
-/// An update from an executor: the sum of the gradients of `batches` minibatches.
+/// An update from an executor; what its values mean is the job's mode's (a
+/// gradient, summed local step directions, an elastic difference).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Push {
     /// The task it belongs to.
@@ -116,8 +120,8 @@ pub struct Push {
     pub samples: u32,
     /// Sum of the minibatches' mean losses.
     pub loss_sum: f32,
-    /// The summed gradient.
-    pub grad: Tensor,
+    /// The update's values.
+    pub values: Tensor,
 }
 
 /// What an executor reports when a task completes.

@@ -15,7 +15,7 @@ use super::{HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT, MAGIC, Message, PROTOCOL_VER
 /// (a growing buffer would copy a large tensor several times over).
 pub fn encode(msg: &Message) -> Result<Bytes, ProtoError> {
     let bulk = match msg {
-        Message::Push(p) => p.grad.0.len(),
+        Message::Push(p) => p.values.0.len(),
         Message::Params { values, .. } => values.0.len(),
         Message::Partition { bytes, .. } => bytes.len(),
         _ => 0,
@@ -30,7 +30,7 @@ pub fn encode(msg: &Message) -> Result<Bytes, ProtoError> {
 /// instead of building the tensor and then copying it into the frame.
 pub fn encode_with_tensor(msg: &Message, values: &[f32]) -> Result<Bytes, ProtoError> {
     let empty = match msg {
-        Message::Push(p) => p.grad.is_empty(),
+        Message::Push(p) => p.values.is_empty(),
         Message::Params { values, .. } => values.is_empty(),
         _ => false,
     };

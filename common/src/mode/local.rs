@@ -1,4 +1,5 @@
-//! Async mode's steps on the executor's own copy of the parameters.
+//! Steps on an executor's own copy of the parameters, for the modes whose
+//! executors step locally (`async`, `ssp`, `average`, `easgd`).
 //!
 //! Every minibatch moves the local copy at once, with the job's momentum, so
 //! an executor learns from each minibatch as a single process would. What it
@@ -8,20 +9,53 @@
 //! steps not yet pushed: those are re-applied on top (a *rebase*), so an
 //! executor never rewinds its own progress.
 //!
+//! A step may be scaled (`scale`, from the mode's [`super::Shape`]): it moves
+//! the local copy by `scale·lr·d` and counts `scale·d` in the window, so the
+//! server, applying the window at its rate `lr`, moves the model exactly as
+//! far as the executor did.
+//!
 //! Measured on MNIST with 2 executors and `n_push = n_fetch = 4`: without the
 //! rebase, momentum SGD oscillated below 66% accuracy; with server-side
 //! momentum on summed gradients it diverged; with local steps and the rebase
 //! it tracks the single-process curve epoch for epoch (98.1% after 6 epochs).
 
-use deepdist_common::optim::{OptimizerConfig, OptimizerKind};
+use crate::optim::sgd::direction;
+use crate::optim::{OptimizerConfig, OptimizerKind};
+
+/// The arithmetic of one local step, shared by every thread that steps (a
+/// Hogwild! executor's cores each keep their own velocity with it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepRule {
+    /// The server's rate: a direction `d` moves a parameter by `lr·d`.
+    pub lr: f32,
+    /// Local steps are this multiple of the server's rate.
+    pub scale: f32,
+    /// Momentum (0: none, and no velocity is touched).
+    pub momentum: f32,
+    /// Nesterov's form of momentum.
+    pub nesterov: bool,
+    /// L2 weight decay.
+    pub weight_decay: f32,
+}
+
+impl StepRule {
+    /// One coordinate's step direction, in the window's units, from its
+    /// gradient `g` at parameter value `w`; advances its velocity `v`.
+    #[inline]
+    pub fn direction(&self, g: f32, w: f32, v: &mut f32) -> f32 {
+        let g = g + self.weight_decay * w;
+        if self.momentum == 0.0 {
+            self.scale * g
+        } else {
+            self.scale * direction(g, v, self.momentum, self.nesterov)
+        }
+    }
+}
 
 /// Local momentum steps and the bookkeeping for pushes and rebases.
 pub struct LocalSteps {
     sgd: bool,
-    lr: f32,
-    momentum: f32,
-    nesterov: bool,
-    weight_decay: f32,
+    rule: StepRule,
     velocity: Vec<f32>,
     /// Step directions since the last push.
     window: Vec<f32>,
@@ -39,10 +73,13 @@ impl LocalSteps {
         // Adaptive optimizers keep their rule at the server and step plainly here.
         Self {
             sgd,
-            lr: cfg.lr,
-            momentum: if sgd { cfg.momentum.unwrap_or(0.0) } else { 0.0 },
-            nesterov: sgd && cfg.nesterov.unwrap_or(false),
-            weight_decay: cfg.weight_decay,
+            rule: StepRule {
+                lr: cfg.lr,
+                scale: 1.0,
+                momentum: if sgd { cfg.momentum.unwrap_or(0.0) } else { 0.0 },
+                nesterov: sgd && cfg.nesterov.unwrap_or(false),
+                weight_decay: cfg.weight_decay,
+            },
             velocity: vec![0.0; len],
             window: vec![0.0; len],
             window_pushed: true,
@@ -50,48 +87,56 @@ impl LocalSteps {
         }
     }
 
-    /// Starts a new task with fresh parameters at the rate of its epoch:
-    /// nothing is pending, but the momentum carries over from the job's
-    /// previous tasks.
-    pub fn start_task(&mut self, lr: f32, momentum: f32) {
-        self.lr = lr;
+    /// Starts a new task with fresh parameters at the server's rate of its
+    /// epoch, local steps `scale` times that: nothing is pending, but the
+    /// momentum carries over from the job's previous tasks.
+    pub fn start_task(&mut self, lr: f32, momentum: f32, scale: f32) {
+        self.rule.lr = lr;
+        self.rule.scale = scale;
         if self.sgd {
-            if self.momentum == 0.0 && momentum != 0.0 {
+            if self.rule.momentum == 0.0 && momentum != 0.0 {
                 // Steps without momentum keep no velocity; start it afresh.
                 self.velocity.fill(0.0);
             }
-            self.momentum = momentum;
+            self.rule.momentum = momentum;
         }
         self.window_pushed = true;
         self.pending.fill(0.0);
     }
 
+    /// The arithmetic of a step, for threads that step on their own.
+    pub fn rule(&self) -> StepRule {
+        self.rule
+    }
+
     /// One minibatch's step on `params` from its gradient `g`.
     pub fn step(&mut self, params: &mut [f32], g: &[f32]) {
-        let (lr, mu, wd, nesterov, fresh) = (
-            self.lr,
-            self.momentum,
-            self.weight_decay,
-            self.nesterov,
-            self.window_pushed,
-        );
-        if mu == 0.0 {
+        let (rule, fresh) = (self.rule, self.window_pushed);
+        self.window_pushed = false;
+        if rule.momentum == 0.0 {
             // No velocity to keep (adaptive optimizers, plain SGD): one
             // stream fewer to read and write.
+            let mut unused = 0.0;
             for ((w, &g), acc) in params.iter_mut().zip(g).zip(&mut self.window) {
-                let d = g + wd * *w;
-                *w -= lr * d;
+                let d = rule.direction(g, *w, &mut unused);
+                *w -= rule.lr * d;
                 *acc = if fresh { d } else { *acc + d };
             }
-            self.window_pushed = false;
             return;
         }
         let parts = params.iter_mut().zip(g).zip(&mut self.velocity).zip(&mut self.window);
         for (((w, &g), v), acc) in parts {
-            let g = g + wd * *w;
-            *v = mu * *v + g;
-            let d = if nesterov { g + mu * *v } else { *v };
-            *w -= lr * d;
+            let d = rule.direction(g, *w, v);
+            *w -= rule.lr * d;
+            *acc = if fresh { d } else { *acc + d };
+        }
+    }
+
+    /// Counts directions taken elsewhere (by a Hogwild! executor's threads,
+    /// on a shared copy) in the window, as if stepped here.
+    pub fn add_to_window(&mut self, directions: &[f32]) {
+        let fresh = self.window_pushed;
+        for (acc, &d) in self.window.iter_mut().zip(directions) {
             *acc = if fresh { d } else { *acc + d };
         }
         self.window_pushed = false;
@@ -117,7 +162,7 @@ impl LocalSteps {
     /// Re-applies, on freshly adopted parameters, the pushes they cannot
     /// contain yet and the steps not pushed yet.
     pub fn rebase(&self, params: &mut [f32]) {
-        let lr = self.lr;
+        let lr = self.rule.lr;
         if self.window_pushed {
             params.iter_mut().zip(&self.pending).for_each(|(w, p)| *w -= lr * p);
         } else {
@@ -183,11 +228,22 @@ mod tests {
     }
 
     #[test]
+    fn scaled_steps_move_the_local_copy_as_far_as_the_server_will() {
+        let mut local = LocalSteps::new(&sgd(0.0), 1);
+        local.start_task(0.5, 0.0, 0.25);
+        let mut w = vec![0.0];
+        local.step(&mut w, &[2.0]); // w −= 0.5 · 0.25 · 2
+        assert_eq!(w, vec![-0.25]);
+        // The server applies the window at its rate 0.5: the same −0.25.
+        assert_eq!(local.take_window(), &[0.5]);
+    }
+
+    #[test]
     fn momentum_switched_on_later_starts_from_rest() {
         let mut local = LocalSteps::new(&sgd(0.0), 1);
         let mut w = vec![0.0];
         local.step(&mut w, &[4.0]); // w = -2
-        local.start_task(0.5, 0.5);
+        local.start_task(0.5, 0.5, 1.0);
         local.step(&mut w, &[1.0]); // v = 1 (not 0.5·4 + 1), w = -2.5
         assert_eq!(w, vec![-2.5]);
     }

@@ -1,0 +1,157 @@
+//! `async`: Downpour SGD (Dean et al. 2012), as DeepDist ran it.
+//!
+//! Executor: every minibatch takes a local step (with the job's momentum,
+//! see [`LocalSteps`]); the steps of `n_push` minibatches are pushed as one
+//! update with the version they started from; right after a push the next
+//! parameters are requested, so they arrive while the following minibatches
+//! compute and are adopted (and rebased) at the next fetch point, every
+//! `n_fetch` minibatches, normally without waiting.
+//!
+//! Server: each push is one `descent()` step, with its staleness.
+//!
+//! **More executors.** Every executor's update meets the work the others
+//! pushed since it read its parameters, so staleness grows with the cluster.
+//! Measured on the default MLP job: 98.25% with 2 executors, but 45% with 4
+//! and chance with 8 when every executor kept the job's minibatch and
+//! windows; scaling the server's rate by 2/N or by 1/staleness stopped the
+//! divergence but left 8 and 16 executors 0.7–1.5 points short. What held
+//! accuracy was less work in flight per executor: the job's minibatch and
+//! windows are those of [`TrainSpec::reference_executors`] executors
+//! (default 2); with N more, each executor's minibatch shrinks by
+//! `share = reference / N` (its step with it, so the step per example stays
+//! the job's) and its push and fetch windows by `share²`, down to one
+//! minibatch (docs/modes.md has the measurements).
+
+use super::{
+    Compute, ExecutorLoop, Link, LocalSteps, LoopError, ServerModel, ServerRule, Shape, TaskPlan, Update, Work,
+};
+use crate::job::{Stage, TrainSpec};
+
+/// The keys `async` reads beyond the common ones.
+pub const KEYS: &[&str] = &["n_push", "n_fetch", "inject_delay"];
+
+/// The minibatch, rate and windows of an executor when `peers` take part.
+pub fn shape(train: &TrainSpec, stage: &Stage, peers: u32) -> Shape {
+    let share = (f64::from(train.reference_executors) / f64::from(peers.max(1))).min(1.0);
+    let given = stage.batch_size.max(1) as usize;
+    let batch = ((given as f64 * share).round() as usize).clamp(1, given);
+    let window = |n: Option<u32>| ((f64::from(n.unwrap_or(1)) * share * share).floor() as u32).max(1);
+    Shape {
+        batch,
+        rate_scale: batch as f32 / given as f32,
+        push_every: window(train.n_push),
+        fetch_every: window(train.n_fetch),
+    }
+}
+
+/// The executor's half: local steps, pushes and prefetched parameters.
+pub struct Worker {
+    local: LocalSteps,
+    params: Vec<f32>,
+}
+
+impl Worker {
+    /// The loop for a stage of `len` parameters.
+    pub fn new(stage: &Stage, len: usize) -> Self {
+        Self {
+            local: LocalSteps::new(&stage.optimizer, len),
+            params: vec![0.0; len],
+        }
+    }
+}
+
+impl ExecutorLoop for Worker {
+    fn run_task(&mut self, plan: &TaskPlan, compute: &mut dyn Compute, link: &mut dyn Link) -> Result<Work, LoopError> {
+        let (local, params) = (&mut self.local, &mut self.params[..]);
+        let mut version = fetch_now(link, params)?;
+        local.start_task(plan.lr, plan.momentum, plan.shape.rate_scale);
+        let (push_every, fetch_every) = (plan.shape.push_every as usize, plan.shape.fetch_every as usize);
+        let (mut total, mut window, mut done) = (Work::default(), Work::default(), 0usize);
+        while compute.remaining() > 0 {
+            let n = (push_every - done % push_every).min(fetch_every - done % fetch_every);
+            let work = compute.local_steps(params, local, n)?;
+            done += work.batches as usize;
+            window.add(work);
+            total.add(work);
+            let last = compute.remaining() == 0;
+            if done % push_every == 0 || last {
+                link.push(version, window, local.take_window())?;
+                window = Work::default();
+                if last {
+                    break;
+                }
+                // Ask now, so the answer includes this push and arrives
+                // while the next minibatches compute.
+                request_unless_outstanding(link, local)?;
+            }
+            if done % fetch_every == 0 {
+                // The parameters asked for at the last push have usually
+                // arrived by now. If not, the parameter server is behind:
+                // waiting for them is the backpressure that keeps staleness
+                // bounded instead of letting updates pile up at the server.
+                if let Some(v) = link.receive(params, 0, true)? {
+                    version = v;
+                    local.rebase(params);
+                }
+                request_unless_outstanding(link, local)?;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Requests the current parameters and waits for them: how a task starts.
+pub(crate) fn fetch_now(link: &mut dyn Link, params: &mut [f32]) -> Result<u64, LoopError> {
+    link.request(0)?;
+    link.receive(params, 0, true)?
+        .ok_or_else(|| LoopError::Driver("the driver sent no parameters for this task".into()))
+}
+
+fn request_unless_outstanding(link: &mut dyn Link, local: &mut LocalSteps) -> Result<(), LoopError> {
+    if !link.outstanding() {
+        link.request(0)?;
+        local.requested();
+    }
+    Ok(())
+}
+
+/// The server's half: every push is one descent step.
+pub struct Server;
+
+impl ServerRule for Server {
+    fn push(&mut self, model: &mut ServerModel, update: Update<'_>) {
+        if let Err(e) = model.descend(update.values, update.base_version) {
+            tracing::warn!(executor = update.from, error = %e, "descent step refused");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobSpec;
+
+    #[test]
+    fn the_reference_cluster_runs_the_job_as_given_and_larger_ones_shrink() {
+        let text = "name = \"j\"\n[train]\nbatch_size = 128\nn_push = 4\nn_fetch = 4\n";
+        let spec = JobSpec::from_toml(text, "j").unwrap();
+        let stage = &spec.stages()[0];
+        let at = |n| shape(&spec.train, stage, n);
+        for n in [1, 2] {
+            assert_eq!(
+                at(n),
+                Shape {
+                    batch: 128,
+                    rate_scale: 1.0,
+                    push_every: 4,
+                    fetch_every: 4
+                }
+            );
+        }
+        let four = at(4);
+        assert_eq!((four.batch, four.push_every, four.fetch_every), (64, 1, 1));
+        assert_eq!(four.rate_scale, 0.5);
+        assert_eq!((at(16).batch, at(16).push_every), (16, 1));
+        assert_eq!(at(1000).batch, 1, "never below one example");
+    }
+}

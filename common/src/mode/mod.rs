@@ -1,0 +1,432 @@
+//! Training modes: how executors' work meets at the parameter server.
+//!
+//! A mode is one module holding both of its halves:
+//! - the executor's half, an [`ExecutorLoop`]: what to do with a task's
+//!   minibatches — step locally, push, fetch, wait — through a [`Compute`]
+//!   (the executor's cores) and a [`Link`] (its connection to the driver);
+//! - the server's half, a [`ServerRule`]: what the parameter server does with
+//!   each update and when it may answer a fetch, on a [`ServerModel`] (the
+//!   master parameters and their `descent()` rule).
+//!
+//! Adding a mode is adding a module and one line in each match of [`Mode`].
+//! The executor and the driver know modes only through these traits.
+
+pub mod average;
+pub mod downpour;
+pub mod easgd;
+pub mod local;
+pub mod ssp;
+pub mod sync;
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+pub use local::LocalSteps;
+
+use crate::job::{Stage, TrainSpec};
+use crate::model::ModelError;
+use crate::optim::{OptimError, Optimizer, OptimizerConfig};
+use crate::train::TrainError;
+
+/// How executors' updates meet at the parameter server (`train.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Downpour: executors step locally and push their summed steps every
+    /// `n_push` minibatches, fetching every `n_fetch`, without waiting.
+    #[default]
+    Async,
+    /// Every step averages the gradients of all executors taking part.
+    Sync,
+    /// Stale synchronous parallel: asynchronous, but no executor runs more
+    /// than `staleness_bound` pushes ahead of the slowest.
+    Ssp,
+    /// Model averaging (local SGD): `sync_every` local steps, then the
+    /// round's models are averaged.
+    Average,
+    /// Elastic averaging SGD: local models pulled towards a centre every
+    /// `tau` steps with rate `alpha`; the centre is the model.
+    Easgd,
+}
+
+impl Mode {
+    /// Every mode, in the order tables list them.
+    pub const ALL: [Mode; 5] = [Mode::Async, Mode::Sync, Mode::Ssp, Mode::Average, Mode::Easgd];
+
+    /// The job-file name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Async => "async",
+            Mode::Sync => "sync",
+            Mode::Ssp => "ssp",
+            Mode::Average => "average",
+            Mode::Easgd => "easgd",
+        }
+    }
+
+    /// The `[train]` keys only this mode reads (beyond those every mode reads).
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Mode::Async => downpour::KEYS,
+            Mode::Sync => sync::KEYS,
+            Mode::Ssp => ssp::KEYS,
+            Mode::Average => average::KEYS,
+            Mode::Easgd => easgd::KEYS,
+        }
+    }
+
+    /// Checks the mode's keys: set keys of other modes are refused, values
+    /// range-checked. Errors name the key (without `train.`) and what is allowed.
+    pub fn check(self, train: &TrainSpec) -> Result<(), KeyError> {
+        for (key, set) in train.mode_keys() {
+            if set && !self.keys().contains(&key) {
+                return Err(KeyError {
+                    key,
+                    value: "(set)".into(),
+                    allowed: format!("does not apply to mode = \"{}\"", self.name()),
+                });
+            }
+        }
+        match self {
+            Mode::Ssp => ssp::check(train),
+            Mode::Average => average::check(train),
+            Mode::Easgd => easgd::check(train),
+            Mode::Async | Mode::Sync => Ok(()),
+        }
+    }
+
+    /// How an executor runs a task of `stage` when `peers` executors take
+    /// part: the mode adapts minibatch, rate and windows to the cluster.
+    pub fn shape(self, train: &TrainSpec, stage: &Stage, peers: u32) -> Shape {
+        match self {
+            Mode::Async | Mode::Ssp => downpour::shape(train, stage, peers),
+            Mode::Sync => sync::shape(train, stage, peers),
+            Mode::Average => average::shape(train, stage),
+            Mode::Easgd => easgd::shape(train, stage),
+        }
+    }
+
+    /// The executor's half, for the tasks of one stage with `len` parameters.
+    pub fn executor_loop(self, train: &TrainSpec, stage: &Stage, len: usize) -> Box<dyn ExecutorLoop> {
+        match self {
+            Mode::Async => Box::new(downpour::Worker::new(stage, len)),
+            Mode::Sync => Box::new(sync::Worker::new(len)),
+            Mode::Ssp => Box::new(ssp::Worker::new(stage, len)),
+            Mode::Average => Box::new(average::Worker::new(stage, len)),
+            Mode::Easgd => Box::new(easgd::Worker::new(train, stage, len)),
+        }
+    }
+
+    /// The server's half.
+    pub fn server_rule(self, train: &TrainSpec) -> Box<dyn ServerRule> {
+        match self {
+            Mode::Async => Box::new(downpour::Server),
+            Mode::Sync | Mode::Average => Box::new(sync::Rounds::default()),
+            Mode::Ssp => Box::new(ssp::Server::new(train)),
+            Mode::Easgd => Box::new(easgd::Server),
+        }
+    }
+
+    /// Whether the server's optimizer keeps the job's momentum. Where
+    /// executors step locally, momentum is theirs: applied again to the
+    /// directions they push it would count twice.
+    pub fn server_momentum(self) -> bool {
+        matches!(self, Mode::Sync)
+    }
+
+    /// The optimizer the parameter server runs for a stage configured `cfg`.
+    pub fn server_optimizer(self, cfg: &OptimizerConfig) -> OptimizerConfig {
+        if self.server_momentum() {
+            *cfg
+        } else {
+            cfg.without_momentum()
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A mode key with a value that is not allowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyError {
+    /// The key, within `[train]`.
+    pub key: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+/// How an executor runs one task: decided by the mode from the job and the
+/// number of executors taking part.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    /// Minibatch size.
+    pub batch: usize,
+    /// Local steps are this multiple of the server's rate (a smaller
+    /// minibatch takes a proportionally smaller step, so the step per
+    /// example stays the job's).
+    pub rate_scale: f32,
+    /// Minibatches between pushes.
+    pub push_every: u32,
+    /// Minibatches between fetches.
+    pub fetch_every: u32,
+}
+
+/// One task as its executor loop sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskPlan {
+    /// The stage's epoch the task belongs to, from 1.
+    pub epoch: u32,
+    /// The server's learning rate in that epoch.
+    pub lr: f32,
+    /// The momentum in that epoch.
+    pub momentum: f32,
+    /// Executors taking part when the task was assigned.
+    pub peers: u32,
+    /// Minibatch, rate and windows.
+    pub shape: Shape,
+}
+
+/// Work done by some minibatches.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Work {
+    /// Minibatches.
+    pub batches: u32,
+    /// Examples.
+    pub samples: u32,
+    /// Sum of the minibatches' mean losses.
+    pub loss_sum: f32,
+}
+
+impl Work {
+    /// Both together.
+    pub fn add(&mut self, other: Work) {
+        self.batches += other.batches;
+        self.samples += other.samples;
+        self.loss_sum += other.loss_sum;
+    }
+}
+
+/// Why an executor loop stopped before the end of its task.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// The connection went away or the driver cancelled the task: there is
+    /// nobody to report to.
+    #[error("task abandoned")]
+    Abandoned,
+    /// Training diverged; reported to the driver, which fails the job.
+    #[error("training diverged (loss {loss} at step {step} of the task); lower the learning rate")]
+    Diverged {
+        /// The loss seen.
+        loss: f32,
+        /// Minibatches of the task before it.
+        step: usize,
+    },
+    /// The model refused a batch or the parameters.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The driver did not answer in time, or sent something unusable.
+    #[error("{0}")]
+    Driver(String),
+}
+
+impl From<TrainError> for LoopError {
+    fn from(e: TrainError) -> Self {
+        match e {
+            TrainError::Diverged { loss, step } => LoopError::Diverged { loss, step },
+            TrainError::Model(m) => LoopError::Model(m),
+            TrainError::Optim(o) => LoopError::Driver(o.to_string()),
+        }
+    }
+}
+
+/// How an executor's cores turn a task's minibatches into gradients and
+/// local steps: one minibatch split across the cores, or (`hogwild`) one
+/// minibatch per core on a shared copy. Minibatches come in the task's
+/// shuffled order; every loss is checked for divergence.
+pub trait Compute {
+    /// Minibatches of the task not yet used.
+    fn remaining(&self) -> usize;
+
+    /// Adds the gradient of the next minibatch's mean loss at `params` to
+    /// the running sum.
+    fn accumulate(&mut self, params: &[f32]) -> Result<Work, LoopError>;
+
+    /// The sum since the last take; the next `accumulate` starts a new one.
+    fn take(&mut self) -> &[f32];
+
+    /// Up to `n` local steps on `params` with `steps`, each from the
+    /// gradient of the next minibatch.
+    fn local_steps(&mut self, params: &mut [f32], steps: &mut LocalSteps, n: usize) -> Result<Work, LoopError>;
+}
+
+/// What an executor loop can ask of the driver; the executor's connection
+/// and parameter mailbox stand behind it.
+pub trait Link {
+    /// Sends an update computed from parameters of `base_version`, covering `work`.
+    fn push(&mut self, base_version: u64, work: Work, values: &[f32]) -> Result<(), LoopError>;
+
+    /// Asks for the parameters, to be answered once the server has reached
+    /// `wait_for` (what that means is the mode's: a version, a clock; 0 is now).
+    fn request(&mut self, wait_for: u64) -> Result<(), LoopError>;
+
+    /// Whether a request is still unanswered.
+    fn outstanding(&self) -> bool;
+
+    /// The newest parameters received with version ≥ `min_version`, copied
+    /// into `params`; with `wait`, blocks for an outstanding answer if none
+    /// has arrived. Their version, if any.
+    fn receive(&mut self, params: &mut [f32], min_version: u64, wait: bool) -> Result<Option<u64>, LoopError>;
+}
+
+/// The executor's half of a mode: runs one task's minibatches. One value
+/// serves every task of a stage, so state such as momentum, a local model or
+/// a clock carries over from task to task.
+pub trait ExecutorLoop: Send {
+    /// Trains the task to its end; returns its work.
+    fn run_task(&mut self, plan: &TaskPlan, compute: &mut dyn Compute, link: &mut dyn Link) -> Result<Work, LoopError>;
+}
+
+/// An update as the server's half receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Update<'a> {
+    /// The executor it came from.
+    pub from: u64,
+    /// The parameter version it was computed from.
+    pub base_version: u64,
+    /// Examples it covers.
+    pub samples: u32,
+    /// Its values (a gradient, summed step directions or a difference, by mode).
+    pub values: &'a [f32],
+}
+
+/// Figures a server rule reports beside the model's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RuleStats {
+    /// SSP: the largest clock spread seen when an executor was let go on.
+    pub max_clock_spread: Option<u64>,
+}
+
+/// The server's half of a mode, run on the parameter server's thread.
+pub trait ServerRule: Send {
+    /// An update arrived: apply it to `model`, or hold it for its round.
+    fn push(&mut self, model: &mut ServerModel, update: Update<'_>);
+
+    /// Whether a fetch from `from` waiting for `wait_for` may be answered now.
+    fn ready(&mut self, model: &ServerModel, _from: u64, wait_for: u64) -> bool {
+        model.version() >= wait_for
+    }
+
+    /// The executors holding a task changed.
+    fn members(&mut self, _model: &mut ServerModel, _members: &HashSet<u64>) {}
+
+    /// What the rule measured.
+    fn stats(&self) -> RuleStats {
+        RuleStats::default()
+    }
+}
+
+/// The master parameters and their descent rule, as every server rule
+/// sees them: a version counted per applied update, and the staleness of
+/// every update applied.
+pub struct ServerModel {
+    params: Vec<f32>,
+    optimizer: Box<dyn Optimizer>,
+    version: u64,
+    staleness_sum: u64,
+    refused: u64,
+}
+
+impl ServerModel {
+    /// A model at `version` (a resumed checkpoint's count, or 0) whose
+    /// applied updates' staleness summed to `staleness_sum`.
+    pub fn new(params: Vec<f32>, optimizer: Box<dyn Optimizer>, version: u64, staleness_sum: u64) -> Self {
+        Self {
+            params,
+            optimizer,
+            version,
+            staleness_sum,
+            refused: 0,
+        }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    /// True for a model without parameters.
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// Updates applied so far.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Sum of the staleness of every applied update.
+    pub fn staleness_sum(&self) -> u64 {
+        self.staleness_sum
+    }
+
+    /// Updates refused (wrong length, out of their round, or refused by the optimizer).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Counts an update refused by a rule.
+    pub fn refuse(&mut self) {
+        self.refused += 1;
+    }
+
+    /// The optimizer, for schedules, snapshots and checkpoints.
+    pub fn optimizer(&self) -> &dyn Optimizer {
+        self.optimizer.as_ref()
+    }
+
+    /// The optimizer, mutably.
+    pub fn optimizer_mut(&mut self) -> &mut dyn Optimizer {
+        self.optimizer.as_mut()
+    }
+
+    /// One `descent()` step with `update` (a gradient, or summed step
+    /// directions) computed from version `base_version`; a new version.
+    pub fn descend(&mut self, update: &[f32], base_version: u64) -> Result<(), OptimError> {
+        let staleness = self.version.saturating_sub(base_version);
+        match self.optimizer.step(&mut self.params, update, staleness) {
+            Ok(()) => {
+                self.version += 1;
+                self.staleness_sum += staleness;
+                Ok(())
+            }
+            Err(e) => {
+                self.refused += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds `delta` to the parameters as a new version, outside the
+    /// optimizer (elastic averaging moves its centre this way).
+    pub fn add(&mut self, delta: &[f32], base_version: u64) {
+        if delta.len() != self.params.len() {
+            self.refused += 1;
+            return;
+        }
+        self.params.iter_mut().zip(delta).for_each(|(w, d)| *w += d);
+        self.staleness_sum += self.version.saturating_sub(base_version);
+        self.version += 1;
+    }
+}

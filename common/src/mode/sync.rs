@@ -1,0 +1,190 @@
+//! `sync`: synchronous SGD. Every step averages the gradients of all the
+//! executors holding a task, then takes one `descent()` step (with the
+//! job's momentum, at the server).
+//!
+//! Executor: one minibatch's gradient, pushed; then it waits for the version
+//! that averages it with the others'.
+//!
+//! Server ([`Rounds`], shared with `average`): the pushes for the current
+//! version are summed, weighted by the examples each covers; once every
+//! member has pushed, their mean is one step.
+//!
+//! **More executors.** A step's batch is the sum of the executors'
+//! minibatches, so with per-executor minibatches it would grow with the
+//! cluster and a fixed number of epochs would take ever fewer, larger steps
+//! (97.95% with 4 executors against 98.2% with 2). Instead the step's batch
+//! is fixed: `reference_executors × batch_size` examples (2 × the job's
+//! minibatch by default), shared among the executors taking part, so the
+//! steps, and the accuracy, are the same with any number of them.
+
+use std::collections::HashSet;
+
+use super::{Compute, ExecutorLoop, Link, LoopError, ServerModel, ServerRule, Shape, TaskPlan, Update, Work};
+use crate::job::{Stage, TrainSpec};
+
+/// The keys `sync` reads beyond the common ones.
+pub const KEYS: &[&str] = &[];
+
+/// Each executor's share of the step's batch when `peers` take part.
+pub fn shape(train: &TrainSpec, stage: &Stage, peers: u32) -> Shape {
+    let step_batch = u64::from(train.reference_executors.max(1)) * u64::from(stage.batch_size.max(1));
+    Shape {
+        batch: step_batch.div_ceil(u64::from(peers.max(1))) as usize,
+        rate_scale: 1.0,
+        push_every: 1,
+        fetch_every: 1,
+    }
+}
+
+/// The executor's half: a gradient per step, then wait for the step.
+pub struct Worker {
+    params: Vec<f32>,
+}
+
+impl Worker {
+    /// The loop for a stage of `len` parameters.
+    pub fn new(len: usize) -> Self {
+        Self { params: vec![0.0; len] }
+    }
+}
+
+impl ExecutorLoop for Worker {
+    fn run_task(
+        &mut self,
+        _plan: &TaskPlan,
+        compute: &mut dyn Compute,
+        link: &mut dyn Link,
+    ) -> Result<Work, LoopError> {
+        let params = &mut self.params[..];
+        let mut version = super::downpour::fetch_now(link, params)?;
+        let mut total = Work::default();
+        while compute.remaining() > 0 {
+            let work = compute.accumulate(params)?;
+            total.add(work);
+            link.push(version, work, compute.take())?;
+            if compute.remaining() == 0 {
+                break;
+            }
+            version = wait_for_next(link, params, version)?;
+        }
+        Ok(total)
+    }
+}
+
+/// Asks for version `version + 1` and waits for it.
+pub(crate) fn wait_for_next(link: &mut dyn Link, params: &mut [f32], version: u64) -> Result<u64, LoopError> {
+    link.request(version + 1)?;
+    link.receive(params, version + 1, true)?
+        .ok_or_else(|| LoopError::Driver(format!("the driver did not send version {}", version + 1)))
+}
+
+/// The server's half of `sync` and `average`: one step per round, the
+/// examples-weighted mean of every member's update for the current version.
+#[derive(Debug, Default)]
+pub struct Rounds {
+    sum: Vec<f32>,
+    samples: u64,
+    pushed: HashSet<u64>,
+    members: HashSet<u64>,
+}
+
+impl Rounds {
+    fn finish(&mut self, model: &mut ServerModel) {
+        if self.pushed.is_empty() || !self.members.is_subset(&self.pushed) {
+            return;
+        }
+        let scale = 1.0 / self.samples.max(1) as f32;
+        self.sum.iter_mut().for_each(|s| *s *= scale);
+        let version = model.version();
+        if let Err(e) = model.descend(&self.sum, version) {
+            tracing::warn!(error = %e, "descent step refused");
+        }
+        self.pushed.clear();
+        self.samples = 0;
+    }
+}
+
+impl ServerRule for Rounds {
+    fn push(&mut self, model: &mut ServerModel, update: Update<'_>) {
+        // An update computed from another version (a late joiner's) would
+        // corrupt this step's mean; its executor fetches the new one. A second
+        // update from the same executor for this version (the first of its
+        // next task) is as valid as the first: it adds examples to the mean.
+        if update.base_version != model.version() {
+            model.refuse();
+            return;
+        }
+        let weight = update.samples.max(1) as f32;
+        if self.pushed.is_empty() {
+            self.sum.clear();
+            self.sum.extend(update.values.iter().map(|v| v * weight));
+        } else {
+            self.sum
+                .iter_mut()
+                .zip(update.values)
+                .for_each(|(s, v)| *s += v * weight);
+        }
+        self.samples += u64::from(update.samples.max(1));
+        self.pushed.insert(update.from);
+        self.finish(model);
+    }
+
+    fn members(&mut self, model: &mut ServerModel, members: &HashSet<u64>) {
+        self.members.clone_from(members);
+        self.finish(model);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::OptimizerConfig;
+
+    fn model(params: Vec<f32>) -> ServerModel {
+        let sgd = OptimizerConfig {
+            lr: 1.0,
+            ..OptimizerConfig::default()
+        };
+        let optimizer = sgd.build(params.len()).unwrap();
+        ServerModel::new(params, optimizer, 0, 0)
+    }
+
+    fn update(from: u64, base_version: u64, samples: u32, values: &[f32]) -> Update<'_> {
+        Update {
+            from,
+            base_version,
+            samples,
+            values,
+        }
+    }
+
+    #[test]
+    fn a_round_is_the_examples_weighted_mean_of_its_members() {
+        let mut m = model(vec![0.0]);
+        let mut rounds = Rounds::default();
+        rounds.members(&mut m, &[1, 2].into());
+        rounds.push(&mut m, update(1, 0, 3, &[4.0]));
+        assert_eq!(m.version(), 0, "waits for member 2");
+        rounds.push(&mut m, update(2, 0, 1, &[8.0]));
+        assert_eq!((m.version(), m.params()[0]), (1, -5.0), "(3·4 + 1·8) / 4");
+        // Computed for version 0 when 1 is current: refused.
+        rounds.push(&mut m, update(1, 0, 1, &[1.0]));
+        assert_eq!(m.refused(), 1);
+        // A member leaving completes the round it was holding up.
+        rounds.push(&mut m, update(1, 1, 1, &[1.0]));
+        rounds.members(&mut m, &[1].into());
+        assert_eq!((m.version(), m.params()[0]), (2, -6.0));
+    }
+
+    #[test]
+    fn the_step_batch_is_shared_among_the_executors() {
+        let spec =
+            crate::job::JobSpec::from_toml("name = \"s\"\n[train]\nmode = \"sync\"\nbatch_size = 256\n", "s").unwrap();
+        let stage = &spec.stages()[0];
+        let batches: Vec<usize> = [1, 2, 3, 4, 16]
+            .iter()
+            .map(|&n| shape(&spec.train, stage, n).batch)
+            .collect();
+        assert_eq!(batches, [512, 256, 171, 128, 32]);
+    }
+}

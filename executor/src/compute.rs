@@ -1,0 +1,276 @@
+//! How an executor's cores compute: the two [`Compute`]s a mode's loop runs on.
+//!
+//! - [`SplitBatch`] (the default): each minibatch is split across the cores
+//!   by the [`GradientEngine`]; local steps follow one another.
+//! - [`Hogwild`] (`train.hogwild`, Niu et al. 2011): the cores train one
+//!   shared copy of the parameters at once, each on its own minibatches,
+//!   without locks. The copy is a vector of atomics read and written with
+//!   relaxed ordering: threads may overwrite each other's steps (Hogwild!'s
+//!   bargain), but there is no data race and no undefined behaviour. A
+//!   thread reads the copy into its own buffer before each gradient, keeps
+//!   its own velocity, and writes only coordinates its step changes, so
+//!   sparse steps touch little. [`SharedParams::Locked`] is the same with a
+//!   mutex, for comparison (`deepdist bench hogwild`).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use deepdist_common::data::Dataset;
+use deepdist_common::mode::{Compute, LocalSteps, LoopError, Work};
+use deepdist_common::model::{GradientEngine, Model};
+use deepdist_common::train::{Batch, Minibatches, check_loss};
+use rayon::prelude::*;
+
+/// A task's minibatches through one engine that splits each across the cores.
+pub struct SplitBatch<'a, M: Model> {
+    engine: &'a mut GradientEngine<M>,
+    data: &'a Dataset,
+    batches: Minibatches,
+    batch: Batch,
+    step: usize,
+}
+
+impl<'a, M: Model> SplitBatch<'a, M> {
+    /// The task's minibatches of `data` in the order `batches`.
+    pub fn new(engine: &'a mut GradientEngine<M>, data: &'a Dataset, batches: Minibatches) -> Self {
+        let batch = Batch::new(batches.batch_size(), data.dim());
+        Self {
+            engine,
+            data,
+            batches,
+            batch,
+            step: 0,
+        }
+    }
+
+    /// Gathers the next minibatch; false when the task has none left.
+    fn next(&mut self) -> bool {
+        match self.batches.claim() {
+            Some(rows) => {
+                self.batch.fill(self.data, rows);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn checked(&mut self, loss: f32) -> Result<Work, LoopError> {
+        let loss = check_loss(loss, self.step)?;
+        self.step += 1;
+        Ok(Work {
+            batches: 1,
+            samples: self.batch.rows() as u32,
+            loss_sum: loss,
+        })
+    }
+}
+
+impl<M: Model> Compute for SplitBatch<'_, M> {
+    fn remaining(&self) -> usize {
+        self.batches.remaining()
+    }
+
+    fn accumulate(&mut self, params: &[f32]) -> Result<Work, LoopError> {
+        if !self.next() {
+            return Ok(Work::default());
+        }
+        let supervised = self.engine.model().classes().is_some();
+        let loss = self
+            .engine
+            .accumulate(params, self.batch.x(), self.batch.labels(supervised))?;
+        self.checked(loss)
+    }
+
+    fn take(&mut self) -> &[f32] {
+        self.engine.take()
+    }
+
+    fn local_steps(&mut self, params: &mut [f32], steps: &mut LocalSteps, n: usize) -> Result<Work, LoopError> {
+        let mut work = Work::default();
+        let supervised = self.engine.model().classes().is_some();
+        for _ in 0..n {
+            if !self.next() {
+                break;
+            }
+            let (loss, grad) = self
+                .engine
+                .gradient(params, self.batch.x(), self.batch.labels(supervised))?;
+            steps.step(params, grad);
+            work.add(self.checked(loss)?);
+        }
+        Ok(work)
+    }
+}
+
+/// One parameter vector shared by the threads of a Hogwild! executor.
+pub enum SharedParams {
+    /// Lock-free: relaxed atomic loads and stores of the `f32` bits.
+    Atomic(Vec<AtomicU32>),
+    /// Every read and every step under one lock (for comparison).
+    Locked(Mutex<Vec<f32>>),
+}
+
+impl SharedParams {
+    /// A shared vector of `len` values; `locked` for the mutex form.
+    pub fn new(len: usize, locked: bool) -> Self {
+        if locked {
+            SharedParams::Locked(Mutex::new(vec![0.0; len]))
+        } else {
+            SharedParams::Atomic((0..len).map(|_| AtomicU32::new(0)).collect())
+        }
+    }
+
+    fn store_all(&mut self, values: &[f32]) {
+        match self {
+            SharedParams::Atomic(a) => a.iter_mut().zip(values).for_each(|(a, &v)| *a.get_mut() = v.to_bits()),
+            SharedParams::Locked(m) => m.get_mut().unwrap_or_else(|p| p.into_inner()).copy_from_slice(values),
+        }
+    }
+
+    fn read(&self, out: &mut [f32]) {
+        match self {
+            SharedParams::Atomic(a) => a
+                .iter()
+                .zip(out)
+                .for_each(|(a, o)| *o = f32::from_bits(a.load(Ordering::Relaxed))),
+            SharedParams::Locked(m) => out.copy_from_slice(&m.lock().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+
+    /// Moves each coordinate by `−lr·d[i]` where `d[i]` is not zero.
+    fn step(&self, d: &[f32], lr: f32) {
+        match self {
+            SharedParams::Atomic(a) => {
+                for (a, &d) in a.iter().zip(d) {
+                    if d != 0.0 {
+                        // A read and a write, not one atomic update: another
+                        // thread's step in between may be lost, as in Hogwild!.
+                        let w = f32::from_bits(a.load(Ordering::Relaxed));
+                        a.store((w - lr * d).to_bits(), Ordering::Relaxed);
+                    }
+                }
+            }
+            SharedParams::Locked(m) => {
+                let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+                w.iter_mut()
+                    .zip(d)
+                    .filter(|(_, d)| **d != 0.0)
+                    .for_each(|(w, &d)| *w -= lr * d);
+            }
+        }
+    }
+}
+
+/// What one Hogwild! thread keeps.
+struct Lane<M: Model> {
+    engine: GradientEngine<M>,
+    batch: Batch,
+    /// The shared parameters as read before this thread's last gradient.
+    view: Vec<f32>,
+    velocity: Vec<f32>,
+    /// The directions of this thread's last step.
+    step: Vec<f32>,
+    /// Their sum over the current round.
+    directions: Vec<f32>,
+}
+
+/// A task's minibatches, one per core at a time, on one shared copy.
+pub struct Hogwild<'a, M: Model + Clone> {
+    /// For `accumulate` (`sync`'s gradient), which has no local steps to share.
+    split: SplitBatch<'a, M>,
+    lanes: Vec<Lane<M>>,
+    shared: SharedParams,
+}
+
+impl<'a, M: Model + Clone> Hogwild<'a, M> {
+    /// One lane per thread of the current rayon pool; `locked` shares the
+    /// copy under a mutex instead.
+    pub fn new(
+        engine: &'a mut GradientEngine<M>,
+        data: &'a Dataset,
+        batches: Minibatches,
+        seed: u64,
+        locked: bool,
+    ) -> Self {
+        let model = engine.model().clone();
+        let len = model.layout().len();
+        let rows = batches.batch_size();
+        let lanes = (0..rayon::current_num_threads().max(1))
+            .map(|i| Lane {
+                engine: GradientEngine::with_threads(model.clone(), rows, 1, seed ^ (i as u64 + 1)),
+                batch: Batch::new(rows, data.dim()),
+                view: vec![0.0; len],
+                velocity: vec![0.0; len],
+                step: vec![0.0; len],
+                directions: vec![0.0; len],
+            })
+            .collect();
+        Self {
+            split: SplitBatch::new(engine, data, batches),
+            lanes,
+            shared: SharedParams::new(len, locked),
+        }
+    }
+}
+
+impl<M: Model + Clone> Compute for Hogwild<'_, M> {
+    fn remaining(&self) -> usize {
+        self.split.remaining()
+    }
+
+    fn accumulate(&mut self, params: &[f32]) -> Result<Work, LoopError> {
+        self.split.accumulate(params)
+    }
+
+    fn take(&mut self) -> &[f32] {
+        self.split.take()
+    }
+
+    fn local_steps(&mut self, params: &mut [f32], steps: &mut LocalSteps, n: usize) -> Result<Work, LoopError> {
+        self.shared.store_all(params);
+        let rule = steps.rule();
+        let claimed = AtomicUsize::new(0);
+        let (shared, split) = (&self.shared, &self.split);
+        let (data, batches, first_step) = (split.data, &split.batches, split.step);
+        let results: Vec<Result<Work, LoopError>> = self
+            .lanes
+            .par_iter_mut()
+            .map(|lane| {
+                lane.directions.fill(0.0);
+                let mut work = Work::default();
+                let supervised = lane.engine.model().classes().is_some();
+                while claimed.fetch_add(1, Ordering::Relaxed) < n {
+                    let Some(rows) = batches.claim() else { break };
+                    lane.batch.fill(data, rows);
+                    shared.read(&mut lane.view);
+                    let (loss, grad) =
+                        lane.engine
+                            .gradient(&lane.view, lane.batch.x(), lane.batch.labels(supervised))?;
+                    let loss = check_loss(loss, first_step + work.batches as usize)?;
+                    let parts = grad.iter().zip(&lane.view).zip(&mut lane.velocity);
+                    for ((((&g, &w), v), d), sum) in parts.zip(&mut lane.step).zip(&mut lane.directions) {
+                        *d = rule.direction(g, w, v);
+                        *sum += *d;
+                    }
+                    shared.step(&lane.step, rule.lr);
+                    work.add(Work {
+                        batches: 1,
+                        samples: rows.len() as u32,
+                        loss_sum: loss,
+                    });
+                }
+                Ok(work)
+            })
+            .collect();
+        let mut total = Work::default();
+        for r in results {
+            total.add(r?);
+        }
+        self.split.step += total.batches as usize;
+        self.shared.read(params);
+        for lane in &self.lanes {
+            steps.add_to_window(&lane.directions);
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,176 @@
+//! The worker's side of the connection: frames out to the driver and
+//! parameters in, seen by a mode's loop as a [`Link`] for one task.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deepdist_common::mode::{Link, LoopError, Work};
+use deepdist_common::proto::{self, Message, Push, TaskId, Tensor};
+use tokio::sync::mpsc as tmpsc;
+
+use crate::fetches::Fetches;
+
+/// Parameters from the driver, as the session hands them over.
+pub struct ParamsMsg {
+    /// The connection they came on (see [`Fetches`]).
+    pub connection: u64,
+    /// The job.
+    pub job: u64,
+    /// The stage.
+    pub stage: u32,
+    /// Their version.
+    pub version: u64,
+    /// The values.
+    pub values: Tensor,
+}
+
+/// The current connection's outbox, replaced on every reconnection.
+pub type Outbox = Arc<Mutex<Option<tmpsc::Sender<Bytes>>>>;
+
+/// The worker's channels to and from the driver.
+pub struct DriverLink {
+    /// Parameters as they arrive.
+    pub params: mpsc::Receiver<ParamsMsg>,
+    /// Where frames for the driver go.
+    pub out: Outbox,
+    /// Bumped when tasks are abandoned (connection lost, job cancelled).
+    pub generation: Arc<AtomicU64>,
+    /// Bumped on every new connection.
+    pub connection: Arc<AtomicU64>,
+    /// Longest wait for parameters.
+    pub request_timeout: Duration,
+    /// Fetches in flight on the current connection.
+    pub fetches: Fetches,
+}
+
+impl DriverLink {
+    /// Sends a message; false if there is no connection to send it on.
+    pub fn send(&self, msg: &Message) -> bool {
+        proto::encode(msg).is_ok_and(|frame| self.send_frame(frame))
+    }
+
+    fn send_frame(&self, frame: Bytes) -> bool {
+        let out = self.out.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        out.is_some_and(|tx| tx.blocking_send(frame).is_ok())
+    }
+
+    /// The link for one task, begun in `generation`.
+    pub fn for_task(&mut self, task: TaskId, generation: u64) -> TaskLink<'_> {
+        TaskLink {
+            link: self,
+            task,
+            generation,
+            seq: 0,
+        }
+    }
+}
+
+/// One task's [`Link`]: pushes numbered in order, parameters of its stage.
+pub struct TaskLink<'a> {
+    link: &'a mut DriverLink,
+    task: TaskId,
+    generation: u64,
+    seq: u64,
+}
+
+impl TaskLink<'_> {
+    fn abandoned(&self) -> bool {
+        self.generation != self.link.generation.load(Ordering::SeqCst)
+    }
+}
+
+impl Link for TaskLink<'_> {
+    fn push(&mut self, base_version: u64, work: Work, values: &[f32]) -> Result<(), LoopError> {
+        if self.abandoned() {
+            return Err(LoopError::Abandoned);
+        }
+        let push = Message::Push(Push {
+            task: self.task,
+            seq: self.seq,
+            base_version,
+            batches: work.batches,
+            samples: work.samples,
+            loss_sum: work.loss_sum,
+            values: Tensor::default(),
+        });
+        let frame = proto::encode_with_tensor(&push, values).map_err(|e| LoopError::Driver(e.to_string()))?;
+        if !self.link.send_frame(frame) {
+            return Err(LoopError::Abandoned);
+        }
+        self.seq += 1;
+        Ok(())
+    }
+
+    fn request(&mut self, wait_for: u64) -> Result<(), LoopError> {
+        let connection = self.link.connection.load(Ordering::SeqCst);
+        let fetch = Message::Fetch {
+            job: self.task.job,
+            stage: self.task.stage,
+            wait_for,
+        };
+        if !self.link.send(&fetch) {
+            return Err(LoopError::Abandoned);
+        }
+        self.link.fetches.sent_on(connection);
+        Ok(())
+    }
+
+    fn outstanding(&self) -> bool {
+        self.link.fetches.outstanding()
+    }
+
+    fn receive(&mut self, params: &mut [f32], min_version: u64, wait: bool) -> Result<Option<u64>, LoopError> {
+        let (job, stage) = (self.task.job, self.task.stage);
+        let mut newest: Option<ParamsMsg> = None;
+        let deadline = Instant::now() + self.link.request_timeout;
+        loop {
+            let link = &mut *self.link;
+            let next = match link.params.try_recv() {
+                Ok(p) => Some(p),
+                Err(_) if !wait || newest.is_some() || !link.fetches.outstanding() => None,
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match link.params.recv_timeout(left.min(Duration::from_millis(200))) {
+                        Ok(p) => Some(p),
+                        Err(RecvTimeoutError::Timeout) => {
+                            if self.generation != link.generation.load(Ordering::SeqCst) {
+                                return Err(LoopError::Abandoned);
+                            }
+                            if Instant::now() >= deadline {
+                                return Err(LoopError::Driver(format!(
+                                    "no parameters from the driver within {:?}",
+                                    link.request_timeout
+                                )));
+                            }
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return Err(LoopError::Abandoned),
+                    }
+                }
+            };
+            let Some(p) = next else { break };
+            if !link.fetches.answered_on(p.connection) {
+                continue;
+            }
+            let current = p.job == job && p.stage == stage && p.version >= min_version;
+            if current && newest.as_ref().is_none_or(|n| p.version >= n.version) {
+                newest = Some(p);
+            }
+        }
+        match newest {
+            Some(p) => {
+                p.values
+                    .read_into(params)
+                    .map_err(|e| LoopError::Driver(e.to_string()))?;
+                Ok(Some(p.version))
+            }
+            None if wait && self.link.fetches.outstanding() => {
+                Err(LoopError::Driver("the driver sent no parameters for this job".into()))
+            }
+            None => Ok(None),
+        }
+    }
+}
