@@ -3,6 +3,7 @@
 mod support;
 
 use deepdist_common::job::{JobSpec, ModelKind};
+use deepdist_common::mode::Mode;
 
 #[test]
 fn every_shipped_job_is_valid() {
@@ -23,9 +24,27 @@ fn every_shipped_job_is_valid() {
             "mnist-dbn-fast",
             "mnist-dbn-nopretrain",
             "mnist-mlp",
+            "mnist-mlp-average",
+            "mnist-mlp-easgd",
+            "mnist-mlp-hogwild",
+            "mnist-mlp-ssp",
             "mnist-mlp-sync"
         ]
     );
+}
+
+#[test]
+fn every_mode_has_an_example_job() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs");
+    let read = |f: String| JobSpec::from_toml(&std::fs::read_to_string(format!("{dir}/{f}")).unwrap(), &f).unwrap();
+    for mode in Mode::ALL {
+        let file = match mode {
+            Mode::Async => "mnist-mlp.toml".to_string(),
+            other => format!("mnist-mlp-{other}.toml"),
+        };
+        assert_eq!(read(file).train.mode, mode);
+    }
+    assert!(read("mnist-mlp-hogwild.toml".into()).train.hogwild);
 }
 
 #[test]

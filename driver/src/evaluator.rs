@@ -12,6 +12,7 @@ use deepdist_common::proto::{EpochMetrics, Message, Progress};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::JobCheckpoint;
+use crate::divergence::LossWatch;
 use crate::output::MetricsWriter;
 use crate::ps::Snapshot;
 use crate::state::{EpochAccum, Shared};
@@ -65,6 +66,7 @@ pub async fn evaluate_epochs(
     mut out: Evaluated,
 ) -> Result<Evaluated, String> {
     let stall = crate::checkpoint::stall_from_env();
+    let mut losses = LossWatch::default();
     while let Some(work) = rx.recv().await {
         let item = match work {
             Work::Epoch(item) => item,
@@ -90,13 +92,19 @@ pub async fn evaluate_epochs(
             StageEval::Supervised(e) => (Some(f64::from(e.accuracy)), Some(f64::from(e.loss)), None),
             StageEval::Reconstruction(r) => (None, None, Some(f64::from(r))),
         };
+        let train_loss = item.stats.loss_sum / item.stats.batches.max(1) as f64;
+        let classes = item.supervised.then(|| item.test.classes());
+        let diverging = losses.record(&item.stage, train_loss, classes);
+        if let Some(why) = &diverging {
+            tracing::warn!(job, stage = %item.stage, epoch = item.epoch, %why, "training is diverging");
+        }
         let line = EpochMetrics {
             job,
             stage: item.stage.clone(),
             epoch: item.epoch,
             elapsed_s: item.elapsed_s,
             train_s: item.train_s,
-            train_loss: item.stats.loss_sum / item.stats.batches.max(1) as f64,
+            train_loss,
             test_accuracy: accuracy,
             test_loss: loss,
             reconstruction_error: reconstruction,
@@ -107,6 +115,8 @@ pub async fn evaluate_epochs(
             version: item.snapshot.version,
             mean_staleness: item.mean_staleness,
             executors: item.executors,
+            max_clock_spread: item.snapshot.rule.max_clock_spread,
+            diverging: diverging.clone(),
         };
         metrics
             .append(&line)
@@ -124,6 +134,7 @@ pub async fn evaluate_epochs(
         if let Some(record) = shared.lock().job_mut(job) {
             record.epochs_done = item.epoch;
             record.stage = item.stage.clone();
+            record.warning = diverging;
             if accuracy.is_some() {
                 record.accuracy = accuracy;
             }

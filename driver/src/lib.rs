@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 mod dispatch;
+mod divergence;
 mod evaluator;
 mod output;
 pub mod ps;

@@ -92,6 +92,7 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
         if let Some(job) = shared.lock().job_mut(id) {
+            summary.warning = job.warning.clone();
             job.state = summary.state;
             job.error = summary.error.clone();
             job.summary = Some(summary.clone());
@@ -112,6 +113,7 @@ fn summary(job: u64, name: &str, state: JobState, dir: Option<&std::path::Path>)
         time_to_target: None,
         output_dir: dir.map(|d| d.display().to_string()).unwrap_or_default(),
         error: None,
+        warning: None,
     }
 }
 

@@ -321,6 +321,7 @@ fn submit(shared: &Shared, spec: JobSpec) -> u64 {
         epochs_done: 0,
         accuracy: None,
         error: None,
+        warning: None,
         cancel_requested: false,
         summary: None,
         resume: None,

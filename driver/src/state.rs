@@ -48,6 +48,8 @@ pub struct JobRecord {
     pub epochs_done: u32,
     pub accuracy: Option<f64>,
     pub error: Option<String>,
+    /// Why training looks divergent, if it does (see [`crate::divergence`]).
+    pub warning: Option<String>,
     pub cancel_requested: bool,
     pub summary: Option<JobSummary>,
     /// The checkpoint to resume this job from (`driver --recover`).
@@ -135,6 +137,7 @@ impl Shared {
                 epochs_done: checkpoint.epochs_done,
                 accuracy: checkpoint.evaluated.final_accuracy,
                 error: None,
+                warning: None,
                 cancel_requested: false,
                 summary: None,
                 resume: Some(checkpoint),
@@ -193,6 +196,7 @@ impl Shared {
                     epochs: j.spec.train.epochs,
                     accuracy: j.accuracy,
                     error: j.error.clone(),
+                    warning: j.warning.clone(),
                 })
                 .collect(),
             rejected_connections: self.rejected_connections.load(Relaxed),

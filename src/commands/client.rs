@@ -74,6 +74,10 @@ pub fn status(args: DriverAddr) -> anyhow::Result<()> {
         for j in &report.jobs {
             let acc = j.accuracy.map_or("—".to_string(), |a| format!("{:.2}%", 100.0 * a));
             let err = j.error.as_deref().map_or(String::new(), |e| format!("  ({e})"));
+            let err = match &j.warning {
+                Some(w) => format!("{err}  DIVERGING: {w}"),
+                None => err,
+            };
             println!(
                 "  {:>4}  {:<24} {:<10} {:<9} {:>4}/{:<4}  {acc}{err}",
                 j.id, j.name, j.state, j.stage, j.epochs_done, j.epochs

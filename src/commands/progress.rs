@@ -85,7 +85,10 @@ impl ProgressView {
                         m.partitions_trained,
                         m.partitions,
                         if m.reassigned > 0 { format!("  ({} reassigned)", m.reassigned) } else { String::new() }
-                    )
+                    );
+                    if let Some(why) = &m.diverging {
+                        println!("         DIVERGING: {why}");
+                    }
                 });
                 self.bar.set_message(format!(
                     "{} epoch {}/{epochs} · loss {:.4} · {} · {:.0} samples/s",
@@ -113,6 +116,9 @@ impl ProgressView {
         println!("  wall time            {:.1} s", summary.elapsed_s);
         if let Some(t) = summary.time_to_target {
             println!("  time to target       {t:.1} s of training");
+        }
+        if let Some(w) = &summary.warning {
+            println!("  warning              diverging: {w}");
         }
         if let Some(e) = &summary.error {
             println!("  error                {e}");

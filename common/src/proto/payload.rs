@@ -174,6 +174,10 @@ pub struct EpochMetrics {
     pub mean_staleness: f64,
     /// Executors that took part.
     pub executors: u32,
+    /// `ssp`: the largest clock spread seen so far when an executor was let go on.
+    pub max_clock_spread: Option<u64>,
+    /// Why the stage looks divergent after this epoch, if it does.
+    pub diverging: Option<String>,
 }
 
 /// Progress streamed to a watching client.
@@ -216,6 +220,8 @@ pub struct JobSummary {
     pub output_dir: String,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Why training looked divergent at its last epoch, if it did.
+    pub warning: Option<String>,
 }
 
 /// An executor as the driver sees it.
@@ -252,6 +258,8 @@ pub struct JobInfo {
     pub accuracy: Option<f64>,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Why training looks divergent, if it does.
+    pub warning: Option<String>,
 }
 
 /// The driver's answer to [`Message::Status`].
