@@ -277,6 +277,70 @@ pub enum BenchExperiment {
     /// executors × cores × partitions; time to > 90% and ≥ 98% test accuracy
     /// as a table (Markdown, CSV) and a plot (SVG).
     Dbn(DbnBenchArgs),
+    /// Every training mode on the MLP job in local mode, for several
+    /// executor counts: medians as a table (Markdown, CSV) and plots (SVG).
+    Modes(ModesBenchArgs),
+    /// Delay-tolerant optimizers: the server applies every update late, by
+    /// each of several delays; final accuracy per optimizer and delay.
+    Delays(DelaysBenchArgs),
+    /// Hogwild!: one executor's throughput with split minibatches, a locked
+    /// shared copy and a lock-free one, on dense and sparse updates.
+    Hogwild(HogwildBenchArgs),
+}
+
+/// The mode comparison's options.
+#[derive(Debug, Args)]
+pub struct ModesBenchArgs {
+    /// A job whose data, model, optimizer and epochs every mode uses
+    /// (default: each mode's shipped example, jobs/mnist-mlp*.toml).
+    pub job: Option<PathBuf>,
+    /// Modes to run, comma-separated (default: all, and async with Hogwild!
+    /// executors as `async+hogwild`).
+    #[arg(long, value_delimiter = ',')]
+    pub modes: Vec<String>,
+    /// Executor counts, comma-separated (one core each when they outnumber the cores).
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16")]
+    pub executors: Vec<usize>,
+    /// Runs of every configuration; tables give medians.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Where the tables, plots and runs go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// The delay sweep's options.
+#[derive(Debug, Args)]
+pub struct DelaysBenchArgs {
+    /// Delays in updates, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,16,64,256,1024")]
+    pub delays: Vec<u32>,
+    /// Runs of every optimizer and delay; the table gives medians.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Where the table, plot and runs go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// The Hogwild! measurement's options.
+#[derive(Debug, Args)]
+pub struct HogwildBenchArgs {
+    /// Threads of the executor.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Timed windows per measurement; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub trials: usize,
+    /// Length of one timed window, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 /// The DBN grid's options.

@@ -349,7 +349,10 @@ async fn run_stage(
         momentum: mode.server_momentum(),
         delay: spec.train.inject_delay.unwrap_or(0),
     };
-    let model = ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum);
+    let mut model = ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum);
+    // Versions a delayed update may have been computed at: the injected
+    // delay plus the natural staleness of a large cluster.
+    model.keep_versions(plan.delay as usize + 256);
     let ps = ParamServer::start(plan, model, mode.server_rule(&spec.train));
     shared.lock().run = Some(RunState {
         job: id,

@@ -18,8 +18,12 @@ struct Row {
 
 /// Runs the benchmark and prints a Markdown table.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchExperiment::Dbn(args)) = args.experiment {
-        return super::grid::run(args);
+    match args.experiment {
+        Some(BenchExperiment::Dbn(args)) => return super::grid::run(args),
+        Some(BenchExperiment::Modes(args)) => return super::modes_bench::run(args),
+        Some(BenchExperiment::Delays(args)) => return super::delays_bench::run(args),
+        Some(BenchExperiment::Hogwild(args)) => return super::hogwild_bench::run(args),
+        None => {}
     }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark figures need `cargo run --release -- bench`");
@@ -86,4 +90,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// This machine's f32 GEMM peak on `threads` threads right now, in GFLOP/s
+/// (median of three 1-s windows): what benchmark figures are quoted beside.
+pub fn gemm_peak(threads: usize) -> f64 {
+    let mut peaks: Vec<f64> = (0..3).map(|_| gemm_gflops(PEAK_SIZE, threads, 1.0)).collect();
+    median(&mut peaks)
 }

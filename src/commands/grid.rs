@@ -8,13 +8,12 @@ use std::path::Path;
 
 use anyhow::Context;
 use deepdist_common::client::Client;
-use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::proto::Progress;
+use deepdist_common::job::JobSpec;
 use deepdist_common::transport::Credentials;
 
+use super::bench_job::{Target, run_job};
 use super::client::{credentials, read_job};
 use super::grid_report::{csv, markdown, parse_csv, percent, plot, seconds};
-use super::local::LocalCluster;
 use super::runtime::driver_config;
 use crate::cli::{DbnBenchArgs, DriverAddr, RunDirArgs, SecretArg};
 
@@ -112,18 +111,6 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
     report(&runs, &args.out)
 }
 
-/// Where one run of the grid trains.
-enum Target<'a> {
-    /// A fresh driver and executors in this process.
-    Local {
-        config: deepdist_driver::DriverConfig,
-        executors: usize,
-        cores: usize,
-    },
-    /// A running driver and its executors.
-    Remote(&'a str, &'a Credentials),
-}
-
 /// Executors and cores per executor of a running cluster.
 async fn cluster_shape(driver: &str, credentials: &Credentials) -> anyhow::Result<(usize, usize)> {
     let status = Client::connect(driver, credentials)
@@ -201,39 +188,8 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Runs one job and takes its times from the epochs it reports.
 async fn run_one(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<GridRun> {
-    let local = Credentials::default();
-    let (cluster, addr, credentials) = match target {
-        Target::Local {
-            config,
-            executors,
-            cores,
-        } => {
-            let cluster = LocalCluster::start(config, executors, cores).await?;
-            let addr = cluster.addr.clone();
-            (Some(cluster), addr, &local)
-        }
-        Target::Remote(addr, credentials) => (None, addr.to_string(), credentials),
-    };
-    let mut client = Client::connect(&addr, credentials).await?;
-    let job = client.submit(&spec.to_toml(), &spec.name).await?;
-    let mut epochs = Vec::new();
-    let summary = client
-        .watch(job, |p| {
-            if let Progress::Epoch(line) = p {
-                epochs.push((line.test_accuracy, line.elapsed_s));
-            }
-        })
-        .await?;
-    if let Some(cluster) = cluster {
-        cluster.shutdown().await;
-    }
-    anyhow::ensure!(
-        summary.state == JobState::Done,
-        "job {} ended {}: {}",
-        spec.name,
-        summary.state,
-        summary.error.unwrap_or_default()
-    );
+    let run = run_job(target, spec).await?;
+    let epochs: Vec<(Option<f64>, f64)> = run.epochs.iter().map(|l| (l.test_accuracy, l.elapsed_s)).collect();
     let (time_to, best_accuracy) = times_to(&epochs, &THRESHOLDS);
     Ok(GridRun {
         executors: 0,
@@ -241,7 +197,7 @@ async fn run_one(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<GridRun> 
         partitions: spec.data.partitions,
         time_to: [time_to[0], time_to[1]],
         best_accuracy,
-        elapsed_s: summary.elapsed_s,
+        elapsed_s: run.summary.elapsed_s,
     })
 }
 

@@ -68,7 +68,7 @@ pub fn csv(runs: &[GridRun]) -> String {
 }
 
 /// Matplotlib's "tab10" colours: distinct from each other and on white.
-const TAB10: [RGBColor; 6] = [
+pub const TAB10: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -189,7 +189,7 @@ pub fn plot(runs: &[GridRun], path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
+pub fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("cannot draw the plot: {e}")
 }
 

@@ -1,11 +1,16 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_job;
 pub mod client;
 pub mod data;
+pub mod delays_bench;
 pub mod grid;
 pub mod grid_report;
+pub mod hogwild_bench;
 pub mod local;
+pub mod modes_bench;
+pub mod modes_report;
 pub mod progress;
 pub mod runtime;
 pub mod train;

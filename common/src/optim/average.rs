@@ -40,12 +40,10 @@ impl Averaged {
         let t = t as f32;
         self.decay.min(t / (t + 10.0))
     }
-}
 
-impl Optimizer for Averaged {
-    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
-        let before = self.inner.steps();
-        self.inner.step(params, grad, staleness)?;
+    /// Folds the parameters after a step into the average; `before` is the
+    /// inner optimizer's step count before it.
+    fn update_average(&mut self, params: &[f32], before: u64) {
         let d = self.decay_after(before);
         (params.par_chunks(CHUNK), self.avg.par_chunks_mut(CHUNK))
             .into_par_iter()
@@ -54,6 +52,14 @@ impl Optimizer for Averaged {
                     *a = d * *a + (1.0 - d) * w;
                 }
             });
+    }
+}
+
+impl Optimizer for Averaged {
+    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
+        let before = self.inner.steps();
+        self.inner.step(params, grad, staleness)?;
+        self.update_average(params, before);
         Ok(())
     }
 
@@ -63,6 +69,17 @@ impl Optimizer for Averaged {
 
     fn set_lr(&mut self, lr: f32) {
         self.inner.set_lr(lr);
+    }
+
+    fn wants_base(&self) -> bool {
+        self.inner.wants_base()
+    }
+
+    fn step_from(&mut self, params: &mut [f32], grad: &[f32], staleness: u64, base: &[f32]) -> Result<(), OptimError> {
+        let before = self.inner.steps();
+        self.inner.step_from(params, grad, staleness, base)?;
+        self.update_average(params, before);
+        Ok(())
     }
 
     fn set_momentum(&mut self, momentum: f32) {

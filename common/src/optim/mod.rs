@@ -5,6 +5,7 @@
 pub mod adagrad;
 pub mod adarevision;
 pub mod average;
+pub mod dcasgd;
 pub mod sgd;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use adagrad::AdaGrad;
 pub use adarevision::AdaRevision;
 pub use average::Averaged;
+pub use dcasgd::DcAsgd;
 pub use sgd::Sgd;
 
 /// Values per parallel task in a descent step: the step is memory-bound, so
@@ -73,6 +75,19 @@ pub trait Optimizer: Send {
     /// parameters themselves.
     fn average(&self) -> Option<&[f32]> {
         None
+    }
+
+    /// Whether steps need the parameters the update was computed from
+    /// ([`Optimizer::step_from`]); the parameter server then keeps recent
+    /// versions.
+    fn wants_base(&self) -> bool {
+        false
+    }
+
+    /// Applies an update computed `staleness` steps ago from parameters
+    /// `base`; only delay-compensating rules look at `base`.
+    fn step_from(&mut self, params: &mut [f32], grad: &[f32], staleness: u64, _base: &[f32]) -> Result<(), OptimError> {
+        self.step(params, grad, staleness)
     }
 
     /// The state a checkpoint needs to continue exactly where this left off.
@@ -180,6 +195,8 @@ pub enum OptimizerKind {
     Adarevision,
     /// RMSProp: AdaGrad with a forgetting average of squared gradients.
     Rmsprop,
+    /// DC-ASGD: SGD with delay compensation.
+    Dcasgd,
 }
 
 /// An optimizer and its settings, as a job file's `[optimizer]` table names
@@ -205,6 +222,8 @@ pub struct OptimizerConfig {
     pub rho: Option<f32>,
     /// AdaRevision only: oldest staleness remembered exactly (default 32).
     pub max_staleness: Option<u32>,
+    /// DC-ASGD only: the delay compensation's strength λ₀ ≥ 0 (default 2).
+    pub lambda: Option<f32>,
     /// Multiplies the rate after every epoch: epoch `e` uses `lr · lr_decay^(e−1)` (default 1).
     pub lr_decay: Option<f32>,
     /// Parameter-server steps over which the rate ramps up linearly from
@@ -228,6 +247,7 @@ impl Default for OptimizerConfig {
             eps: None,
             rho: None,
             max_staleness: None,
+            lambda: None,
             lr_decay: None,
             warmup_steps: None,
             average: None,
@@ -290,6 +310,7 @@ impl OptimizerConfig {
                 not_for("eps", self.eps.is_some())?;
                 not_for("rho", self.rho.is_some())?;
                 not_for("max_staleness", self.max_staleness.is_some())?;
+                not_for("lambda", self.lambda.is_some())?;
                 let momentum = self.momentum.unwrap_or(0.0);
                 Box::new(Sgd::new(self.common(), momentum, self.nesterov.unwrap_or(false), len)?)
             }
@@ -298,20 +319,35 @@ impl OptimizerConfig {
                 not_for("nesterov", self.nesterov.is_some())?;
                 not_for("rho", self.rho.is_some())?;
                 not_for("max_staleness", self.max_staleness.is_some())?;
+                not_for("lambda", self.lambda.is_some())?;
                 Box::new(AdaGrad::new(self.common(), eps, len)?)
             }
             OptimizerKind::Rmsprop => {
                 not_for("momentum", self.momentum.is_some())?;
                 not_for("nesterov", self.nesterov.is_some())?;
                 not_for("max_staleness", self.max_staleness.is_some())?;
+                not_for("lambda", self.lambda.is_some())?;
                 Box::new(AdaGrad::forgetting(self.common(), eps, self.rho.unwrap_or(0.99), len)?)
             }
             OptimizerKind::Adarevision => {
                 not_for("momentum", self.momentum.is_some())?;
                 not_for("nesterov", self.nesterov.is_some())?;
                 not_for("rho", self.rho.is_some())?;
+                not_for("lambda", self.lambda.is_some())?;
                 let max_staleness = self.max_staleness.unwrap_or(32) as usize;
                 Box::new(AdaRevision::new(self.common(), eps, max_staleness, len)?)
+            }
+            OptimizerKind::Dcasgd => {
+                for (key, given) in [
+                    ("momentum", self.momentum.is_some()),
+                    ("nesterov", self.nesterov.is_some()),
+                    ("eps", self.eps.is_some()),
+                    ("rho", self.rho.is_some()),
+                    ("max_staleness", self.max_staleness.is_some()),
+                ] {
+                    not_for(key, given)?;
+                }
+                Box::new(DcAsgd::new(self.common(), self.lambda.unwrap_or(2.0), len)?)
             }
         };
         Ok(match self.average {
@@ -414,6 +450,10 @@ mod tests {
             OptimizerConfig {
                 kind: OptimizerKind::Rmsprop,
                 rho: Some(0.9),
+                ..base
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::Dcasgd,
                 ..base
             },
         ];

@@ -1,0 +1,71 @@
+//! Running one job for a benchmark: on a fresh local cluster or a running
+//! driver, following it to its end and keeping every evaluated epoch.
+
+use deepdist_common::client::Client;
+use deepdist_common::job::{JobSpec, JobState};
+use deepdist_common::proto::{EpochMetrics, JobSummary, Progress};
+use deepdist_common::transport::Credentials;
+use deepdist_driver::DriverConfig;
+
+use super::local::LocalCluster;
+
+/// Where a benchmark's job trains.
+pub enum Target<'a> {
+    /// A fresh driver and executors in this process.
+    Local {
+        /// The driver's settings.
+        config: DriverConfig,
+        /// Executors to start.
+        executors: usize,
+        /// Compute threads of each.
+        cores: usize,
+    },
+    /// A running driver and its executors.
+    Remote(&'a str, &'a Credentials),
+}
+
+/// A finished job and its evaluated epochs, in order.
+pub struct JobRun {
+    /// How it ended (always done: anything else is an error).
+    pub summary: JobSummary,
+    /// One line per evaluated epoch, as metrics.jsonl has them.
+    pub epochs: Vec<EpochMetrics>,
+}
+
+/// Runs `spec` on `target` to its end; fails unless it ends done.
+pub async fn run_job(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<JobRun> {
+    let local = Credentials::default();
+    let (cluster, addr, credentials) = match target {
+        Target::Local {
+            config,
+            executors,
+            cores,
+        } => {
+            let cluster = LocalCluster::start(config, executors, cores).await?;
+            let addr = cluster.addr.clone();
+            (Some(cluster), addr, &local)
+        }
+        Target::Remote(addr, credentials) => (None, addr.to_string(), credentials),
+    };
+    let mut client = Client::connect(&addr, credentials).await?;
+    let job = client.submit(&spec.to_toml(), &spec.name).await?;
+    let mut epochs = Vec::new();
+    let summary = client
+        .watch(job, |p| {
+            if let Progress::Epoch(line) = p {
+                epochs.push(line);
+            }
+        })
+        .await?;
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
+    anyhow::ensure!(
+        summary.state == JobState::Done,
+        "job {} ended {}: {}",
+        spec.name,
+        summary.state,
+        summary.error.clone().unwrap_or_default()
+    );
+    Ok(JobRun { summary, epochs })
+}
