@@ -273,7 +273,7 @@ impl From<ActivationArg> for Activation {
 /// Experiments `deepdist bench` can run besides its GEMM measurement.
 #[derive(Debug, Subcommand)]
 pub enum BenchExperiment {
-    /// The original DeepDist experiment: a DBN job in local mode for every
+    /// The distributed-DBN experiment (an MPI study, 2 nodes × 8 tasks): a DBN job in local mode for every
     /// executors × cores × partitions; time to > 90% and ≥ 98% test accuracy
     /// as a table (Markdown, CSV) and a plot (SVG).
     Dbn(DbnBenchArgs),

@@ -1,4 +1,5 @@
-//! `deepdist bench dbn`: the original DeepDist experiment as one command. A
+//! `deepdist bench dbn`: the distributed-DBN experiment (an MPI study of DBN
+//! training on MNIST, 2 nodes × 8 tasks) as one command. A
 //! DBN job runs in local mode for every combination of executors, cores per
 //! executor and partitions; each run's time to > 90% and to ≥ 98% test
 //! accuracy (from the job's start, pre-training included) goes into a
@@ -18,7 +19,7 @@ use super::runtime::driver_config;
 use crate::cli::{DbnBenchArgs, DriverAddr, RunDirArgs, SecretArg};
 
 /// The job the grid runs when given none: the DBN tuned for time to 90% and
-/// 98%, the original experiment's figures.
+/// 98%, the experiment's figures.
 const DEFAULT_JOB: &str = include_str!("../../jobs/mnist-dbn-fast.toml");
 
 /// The original criterion, and the one that says the network learned more
