@@ -274,3 +274,101 @@ impl<M: Model + Clone> Compute for Hogwild<'_, M> {
         Ok(total)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deepdist_common::model::{Activation, Mlp};
+    use deepdist_common::optim::OptimizerConfig;
+    use ndarray::Array2;
+
+    fn data() -> Dataset {
+        let x = Array2::from_shape_fn((64, 6), |(i, j)| ((i * 5 + j * 3) % 7) as f32 / 7.0);
+        // The label is a function of the first feature: learnable.
+        Dataset::new(x, (0..64).map(|i| ((i * 5) % 7 % 3) as u8).collect(), 3).unwrap()
+    }
+
+    fn steps(len: usize) -> LocalSteps {
+        let cfg = OptimizerConfig {
+            lr: 0.1,
+            momentum: Some(0.5),
+            ..OptimizerConfig::default()
+        };
+        let mut steps = LocalSteps::new(&cfg, len);
+        steps.start_task(0.1, 0.5, 1.0);
+        steps
+    }
+
+    /// Trains 8 local steps at a time through `compute` to the end; the mean loss
+    /// of the first and last round, and the minibatches seen.
+    fn train(compute: &mut dyn Compute, params: &mut [f32], steps: &mut LocalSteps) -> (f32, f32, u32) {
+        let (mut first, mut last, mut batches) = (None, 0.0, 0);
+        while compute.remaining() > 0 {
+            let w = compute.local_steps(params, steps, 8).unwrap();
+            let loss = w.loss_sum / w.batches as f32;
+            first.get_or_insert(loss);
+            last = loss;
+            batches += w.batches;
+            steps.take_window();
+        }
+        (first.unwrap_or(0.0), last, batches)
+    }
+
+    #[test]
+    fn one_hogwild_thread_steps_exactly_as_split_minibatches() {
+        let (data, mlp) = (data(), Mlp::new(&[6, 5, 3], Activation::Tanh).unwrap());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        pool.install(|| {
+            let mut results = Vec::new();
+            for hogwild in [false, true] {
+                let mut engine = GradientEngine::new(mlp.clone(), 4, 1);
+                let batches = Minibatches::seeded(data.len(), 4, 7);
+                let mut params = mlp.init(3);
+                let mut local = steps(params.len());
+                if hogwild {
+                    train(
+                        &mut Hogwild::new(&mut engine, &data, batches, 1, false),
+                        &mut params,
+                        &mut local,
+                    );
+                } else {
+                    train(
+                        &mut SplitBatch::new(&mut engine, &data, batches),
+                        &mut params,
+                        &mut local,
+                    );
+                }
+                results.push((params, local.take_window().to_vec()));
+            }
+            assert_eq!(results[0], results[1]);
+        });
+    }
+
+    #[test]
+    fn two_threads_share_one_copy_and_learn_locked_or_not() {
+        let (data, mlp) = (data(), Mlp::new(&[6, 5, 3], Activation::Tanh).unwrap());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            for locked in [false, true] {
+                let mut engine = GradientEngine::new(mlp.clone(), 4, 1);
+                let mut params = mlp.init(3);
+                let mut local = steps(params.len());
+                let mut total = (0.0, 0.0, 0);
+                for epoch in 0..20 {
+                    let batches = Minibatches::seeded(data.len(), 4, epoch);
+                    let mut hogwild = Hogwild::new(&mut engine, &data, batches, 1, locked);
+                    let (first, last, n) = train(&mut hogwild, &mut params, &mut local);
+                    total = (if epoch == 0 { first } else { total.0 }, last, total.2 + n);
+                }
+                assert_eq!(total.2, 20 * 16, "every minibatch exactly once");
+                assert!(
+                    total.1 < total.0 * 0.9,
+                    "locked {locked}: loss {} → {}",
+                    total.0,
+                    total.1
+                );
+                assert!(params.iter().all(|p| p.is_finite()));
+            }
+        });
+    }
+}
