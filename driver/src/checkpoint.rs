@@ -16,9 +16,9 @@ use deepdist_common::checkpoint::sealed::{read_sealed, seal};
 use deepdist_common::optim::OptimizerState;
 use serde::{Deserialize, Serialize};
 
-use crate::evaluator::Evaluated;
+use crate::error::JobError;
 use crate::scheduler::EpochProgress;
-use crate::state::EpochAccum;
+use crate::tally::{EpochAccum, Evaluated};
 
 /// The checkpoint file format; bumped whenever [`JobCheckpoint`] changes.
 pub const FORMAT: u32 = 1;
@@ -107,18 +107,21 @@ impl JobCheckpoint {
 impl JobCheckpoint {
     /// Whether this checkpoint can resume a job whose partitions have
     /// `hashes` and which has `stages` stages; says why not.
-    pub fn fits(&self, hashes: &[u128], stages: usize) -> Result<(), String> {
+    pub fn fits(&self, hashes: &[u128], stages: usize) -> Result<(), JobError> {
         if self.partitions != hashes {
             let differ = self.partitions.iter().zip(hashes).filter(|(a, b)| a != b).count()
                 + self.partitions.len().abs_diff(hashes.len());
-            return Err(format!(
+            return Err(JobError::CheckpointMismatch(format!(
                 "the checkpoint was made from other data ({} partitions, {differ} differ from this driver's): \
                  refusing to resume it",
                 self.partitions.len(),
-            ));
+            )));
         }
         if self.stage as usize >= stages || self.layers.len() > self.stage as usize {
-            return Err(format!("the checkpoint's stage {} does not fit the job", self.stage));
+            return Err(JobError::CheckpointMismatch(format!(
+                "the checkpoint's stage {} does not fit the job",
+                self.stage
+            )));
         }
         Ok(())
     }
@@ -151,8 +154,10 @@ mod tests {
         let c = sample();
         assert!(c.fits(&[1, 2], 2).is_ok());
         let err = c.fits(&[1, 3, 4], 2).unwrap_err();
-        assert!(err.contains("2 differ"), "{err}");
-        assert!(c.fits(&[1, 2], 1).unwrap_err().contains("stage 1"));
+        assert!(matches!(err, JobError::CheckpointMismatch(_)), "{err:?}");
+        assert!(err.to_string().contains("2 differ"), "{err}");
+        let err = c.fits(&[1, 2], 1).unwrap_err();
+        assert!(err.to_string().contains("stage 1"), "{err}");
     }
 
     fn sample() -> JobCheckpoint {

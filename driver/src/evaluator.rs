@@ -13,9 +13,11 @@ use tokio::sync::mpsc;
 
 use crate::checkpoint::JobCheckpoint;
 use crate::divergence::LossWatch;
+use crate::error::JobError;
 use crate::output::MetricsWriter;
 use crate::ps::Snapshot;
-use crate::state::{EpochAccum, Shared};
+use crate::state::Shared;
+use crate::tally::{EpochAccum, Evaluated};
 
 /// What the evaluator is given, in the order things happened: a checkpoint
 /// queued after an epoch is written after that epoch's metrics line, so the
@@ -46,14 +48,6 @@ pub struct EvalItem {
     pub partitions: u32,
 }
 
-/// What the evaluator learned over a job.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Evaluated {
-    pub epochs: u32,
-    pub final_accuracy: Option<f64>,
-    pub time_to_target: Option<f64>,
-}
-
 /// Evaluates each completed epoch off the training path, writes its metrics
 /// line, updates the job record and tells watchers.
 pub async fn evaluate_epochs(
@@ -64,7 +58,7 @@ pub async fn evaluate_epochs(
     mut rx: mpsc::UnboundedReceiver<Work>,
     target_hit: Arc<AtomicBool>,
     mut out: Evaluated,
-) -> Result<Evaluated, String> {
+) -> Result<Evaluated, JobError> {
     let stall = crate::checkpoint::stall_from_env();
     let mut losses = LossWatch::default();
     while let Some(work) = rx.recv().await {
@@ -84,10 +78,7 @@ pub async fn evaluate_epochs(
             }
         };
         let (model, test, params) = (item.model.clone(), item.test.clone(), item.snapshot.params.clone());
-        let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test)).await??;
         let (accuracy, loss, reconstruction) = match eval {
             StageEval::Supervised(e) => (Some(f64::from(e.accuracy)), Some(f64::from(e.loss)), None),
             StageEval::Reconstruction(r) => (None, None, Some(f64::from(r))),
@@ -118,9 +109,10 @@ pub async fn evaluate_epochs(
             max_clock_spread: item.snapshot.rule.max_clock_spread,
             diverging: diverging.clone(),
         };
-        metrics
-            .append(&line)
-            .map_err(|e| format!("{}: {e}", metrics.path().display()))?;
+        metrics.append(&line).map_err(|source| JobError::Output {
+            path: metrics.path().to_path_buf(),
+            source,
+        })?;
         if item.supervised {
             out.epochs = item.epoch;
             out.final_accuracy = accuracy;

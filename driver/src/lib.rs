@@ -9,6 +9,7 @@
 pub mod checkpoint;
 mod dispatch;
 mod divergence;
+pub mod error;
 mod evaluator;
 mod output;
 pub mod ps;
@@ -17,6 +18,7 @@ pub mod scheduler;
 mod server;
 mod stage_start;
 mod state;
+mod tally;
 
 use deepdist_common::proto::auth::Secret;
 use deepdist_common::transport::TlsServer;

@@ -100,7 +100,7 @@ impl ParamServer {
     pub fn start(plan: ServerPlan, model: ServerModel, rule: Box<dyn ServerRule>) -> Self {
         let (tx, rx) = mpsc::channel();
         let name = format!("deepdist-ps-{}", plan.job);
-        let state = State {
+        let state = ServerThread {
             scratch: vec![0.0; model.len()],
             plan,
             model,
@@ -177,7 +177,7 @@ struct Waiting {
     reply: oneshot::Sender<Bytes>,
 }
 
-struct State {
+struct ServerThread {
     plan: ServerPlan,
     model: ServerModel,
     rule: Box<dyn ServerRule>,
@@ -189,7 +189,7 @@ struct State {
     delayed: VecDeque<Incoming>,
 }
 
-impl State {
+impl ServerThread {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         deepdist_common::cpu::flush_denormals();
         while let Ok(cmd) = rx.recv() {
@@ -321,8 +321,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deepdist_common::job::TrainSpec;
-    use deepdist_common::mode::Mode;
+    use deepdist_common::mode::{Mode, ModeKeys};
     use deepdist_common::optim::OptimizerConfig;
 
     fn config(lr: f32) -> OptimizerConfig {
@@ -353,11 +352,8 @@ mod tests {
             momentum: mode.server_momentum(),
             delay,
         };
-        let train = TrainSpec {
-            mode,
-            ..TrainSpec::default()
-        };
-        ParamServer::start(plan, ServerModel::new(params, built, 0, 0), mode.server_rule(&train))
+        let rule = mode.server_rule(&ModeKeys::default());
+        ParamServer::start(plan, ServerModel::new(params, built, 0, 0), rule)
     }
 
     fn params_of(frame: Bytes) -> (u64, Vec<f32>) {

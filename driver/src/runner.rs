@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::JobCheckpoint;
 use crate::dispatch;
+use crate::error::JobError;
 use crate::evaluator::{EvalItem, Work, evaluate_epochs};
 use crate::output::{MetricsWriter, save_final_model};
 use crate::ps::{ParamServer, Resumed, ServerPlan};
@@ -88,7 +89,7 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             Err(e) => {
                 tracing::error!(id, error = %e, "job failed");
                 summary.state = JobState::Failed;
-                summary.error = Some(e);
+                summary.error = Some(e.to_string());
             }
         }
         if let Some(job) = shared.lock().job_mut(id) {
@@ -125,16 +126,14 @@ struct Outcome {
     time_to_target: Option<f64>,
 }
 
-async fn load_mnist(shared: &Shared) -> Result<Arc<Mnist>, String> {
+async fn load_mnist(shared: &Shared) -> Result<Arc<Mnist>, JobError> {
     let dir = shared.config.data_dir.clone();
     shared
         .mnist
         .get_or_try_init(|| async move {
-            tokio::task::spawn_blocking(move || Mnist::load(&FetchOptions::new(dir)))
-                .await
-                .map_err(|e| e.to_string())?
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
+            Ok::<_, JobError>(Arc::new(
+                tokio::task::spawn_blocking(move || Mnist::load(&FetchOptions::new(dir))).await??,
+            ))
         })
         .await
         .cloned()
@@ -148,7 +147,7 @@ async fn run_job(
     started: Instant,
     resume: Option<Box<JobCheckpoint>>,
     stop: &mut watch::Receiver<bool>,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, JobError> {
     let mnist = load_mnist(shared).await?;
     let (parts, train, test) = {
         let spec = spec.clone();
@@ -170,24 +169,21 @@ async fn run_job(
             );
             (parts, train, test)
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     };
-    let parts = parts.map_err(|e| e.to_string())?;
+    let parts = parts?;
     let mut frames = Vec::with_capacity(parts.len());
     for p in &parts {
         let frame = proto::encode(&Message::Partition {
             hash: p.content_hash(),
             bytes: p.encode(),
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         if frame.len() > shared.config.max_frame {
-            return Err(format!(
-                "partition {} is {} MiB, above the maximum frame of {} MiB: use more partitions",
-                p.id,
-                frame.len() >> 20,
-                shared.config.max_frame >> 20
-            ));
+            return Err(JobError::PartitionTooLarge {
+                partition: p.id,
+                mib: frame.len() >> 20,
+                max_mib: shared.config.max_frame >> 20,
+            });
         }
         frames.push((p.content_hash(), frame));
     }
@@ -207,7 +203,10 @@ async fn run_job(
             (stage, m.epoch) <= (c.stage, c.epochs_done)
         }),
     }
-    .map_err(|e| format!("{}: {e}", dir.display()))?;
+    .map_err(|source| JobError::Output {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let target_hit = Arc::new(AtomicBool::new(false));
     let (eval_tx, eval_rx) = mpsc::unbounded_channel();
     let evaluator = tokio::spawn(evaluate_epochs(
@@ -230,7 +229,7 @@ async fn run_job(
     let mut state_at_end = JobState::Done;
     let mut final_model = None;
     for (index, stage) in stages.iter().enumerate().skip(first_stage) {
-        let model = StageModel::for_stage(spec, stage.kind, dim, classes).map_err(|e| e.to_string())?;
+        let model = spec.stage_model(stage.kind, dim, classes)?;
         let (params, stage_test, frozen) = prepare_stage(spec, stage, &model, &rbms, &train, &test, id, index).await?;
         let ctx = StageRun {
             id,
@@ -251,7 +250,7 @@ async fn run_job(
         let (state, params) = run_stage(shared, ctx, params, resume.take(), stop).await?;
         if let StageKind::Rbm { layer } = stage.kind {
             let path = dir.join(format!("rbm{}.safetensors", layer + 1));
-            save_final_model(dir, &path, model.layout(), &params, spec, id, 0).map_err(|e| e.to_string())?;
+            save_final_model(dir, &path, model.layout(), &params, spec, id, 0)?;
         }
         let finished_stage = state == JobState::Done;
         match stage.kind {
@@ -265,10 +264,10 @@ async fn run_job(
         }
     }
     drop(eval_tx);
-    let evaluated = evaluator.await.map_err(|e| e.to_string())??;
+    let evaluated = evaluator.await??;
     if let Some((model, params)) = final_model {
         let path = dir.join("model.safetensors");
-        save_final_model(dir, &path, model.layout(), &params, spec, id, 0).map_err(|e| e.to_string())?;
+        save_final_model(dir, &path, model.layout(), &params, spec, id, 0)?;
         tracing::info!(id, path = %path.display(), "model saved");
     }
     Ok(Outcome {
@@ -306,26 +305,21 @@ async fn run_stage(
     params: Vec<f32>,
     resume: Option<Box<JobCheckpoint>>,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(JobState, Vec<f32>), String> {
+) -> Result<(JobState, Vec<f32>), JobError> {
     let (id, spec, stage) = (ctx.id, ctx.spec, ctx.stage);
     let mode = spec.train.mode;
-    let mut optimizer = mode
-        .server_optimizer(&stage.optimizer)
-        .build(params.len())
-        .map_err(|e| e.to_string())?;
+    let mut optimizer = mode.server_optimizer(&stage.optimizer).build(params.len())?;
     let partitions = ctx.frames.len() as u32;
     let (params, scheduler, resumed, accums) = match resume.map(|c| *c) {
         Some(c) => {
             if c.params.len() != params.len() {
-                return Err(format!(
+                return Err(JobError::CheckpointMismatch(format!(
                     "the checkpoint holds {} parameters for a stage of {}",
                     c.params.len(),
                     params.len()
-                ));
+                )));
             }
-            optimizer
-                .restore(c.optimizer)
-                .map_err(|e| format!("cannot resume the optimizer: {e}"))?;
+            optimizer.restore(c.optimizer)?;
             let (progress, accums): (Vec<_>, Vec<_>) = c.open.into_iter().unzip();
             let scheduler = Scheduler::resume(id, ctx.index, partitions, stage.epochs, c.epochs_done, &progress);
             let accums = progress.iter().map(|p| p.epoch).zip(accums).collect();
@@ -353,7 +347,7 @@ async fn run_stage(
     // Versions a delayed update may have been computed at: the injected
     // delay plus the natural staleness of a large cluster.
     model.keep_versions(plan.delay as usize + 256);
-    let ps = ParamServer::start(plan, model, mode.server_rule(&spec.train));
+    let ps = ParamServer::start(plan, model, mode.server_rule(&spec.train.mode_keys()));
     shared.lock().run = Some(RunState {
         job: id,
         stage: stage.name.clone(),
@@ -375,7 +369,7 @@ async fn run_stage(
     let mut end_state = JobState::Done;
     loop {
         if *stop.borrow() {
-            return Err("the driver is shutting down".into());
+            return Err(JobError::ShuttingDown);
         }
         let (sends, completed, finished, cancelled, progress) = {
             let mut state = shared.lock();
@@ -385,7 +379,7 @@ async fn run_stage(
                 executors: execs, run, ..
             } = &mut *state;
             let Some(run) = run.as_mut() else {
-                return Err("run state vanished".into());
+                return Err(JobError::ServerStopped);
             };
             if let Some(reason) = run.diverged.take() {
                 let sends = dispatch::cancel_all(execs, id);
@@ -393,7 +387,7 @@ async fn run_stage(
                 for (tx, frame) in sends {
                     let _ = tx.try_send(frame);
                 }
-                return Err(reason);
+                return Err(JobError::Diverged(reason));
             }
             let supervised = stage.kind == StageKind::Supervised;
             if supervised && ctx.target_hit.load(Ordering::Relaxed) && spec.train.stop_at_target {
@@ -433,7 +427,7 @@ async fn run_stage(
         }
         for (epoch, reassigned, stats, executors) in completed {
             let Some(snapshot) = ps.snapshot().await else {
-                return Err("the parameter server stopped".into());
+                return Err(JobError::ServerStopped);
             };
             let now = Instant::now();
             let (updates, staleness) = (
@@ -461,7 +455,7 @@ async fn run_stage(
         }
         if let Some((epochs_done, open)) = progress {
             let Some(snapshot) = ps.checkpoint().await else {
-                return Err("the parameter server stopped".into());
+                return Err(JobError::ServerStopped);
             };
             let checkpoint = JobCheckpoint {
                 job: id,
@@ -497,7 +491,7 @@ async fn run_stage(
             _ = stop.changed() => {}
         }
     }
-    let snapshot = ps.finish().await.ok_or("the parameter server stopped")?;
+    let snapshot = ps.finish().await.ok_or(JobError::ServerStopped)?;
     Ok((
         end_state,
         Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),

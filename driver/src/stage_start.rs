@@ -10,6 +10,8 @@ use deepdist_common::job::{JobSpec, Stage, StageKind};
 use deepdist_common::model::StageModel;
 use deepdist_common::proto::{self, Message, Tensor};
 
+use crate::error::JobError;
+
 /// The starting parameters of a stage, its test set (the input it sees),
 /// and for RBM stages above the first the encoded trained layers below.
 #[allow(clippy::too_many_arguments)]
@@ -22,7 +24,7 @@ pub async fn prepare_stage(
     test: &Arc<Dataset>,
     job: u64,
     index: usize,
-) -> Result<(Vec<f32>, Arc<Dataset>, Option<Bytes>), String> {
+) -> Result<(Vec<f32>, Arc<Dataset>, Option<Bytes>), JobError> {
     let (spec, stage, model, rbms, train, test) = (
         spec.clone(),
         stage.clone(),
@@ -37,36 +39,32 @@ pub async fn prepare_stage(
         match stage.kind {
             StageKind::Supervised if rbms.is_empty() => Ok((model.init(seed, None), test, None)),
             StageKind::Supervised => {
-                let dbn = spec.build_dbn(dim, classes).map_err(|e| e.to_string())?;
-                let (_, params) = dbn.unroll(&rbms, seed).map_err(|e| e.to_string())?;
+                let dbn = spec.build_dbn(dim, classes)?;
+                let (_, params) = dbn.unroll(&rbms, seed)?;
                 Ok((params, test, None))
             }
             StageKind::Rbm { layer } => {
-                let dbn = spec.build_dbn(dim, classes).map_err(|e| e.to_string())?;
+                let dbn = spec.build_dbn(dim, classes)?;
                 let below = &rbms[..layer as usize];
                 // Visible biases start from the mean input, estimated on a sample.
                 let sample = train.head(5000);
-                let inputs = dbn.features(below, &sample, false, seed).map_err(|e| e.to_string())?;
+                let inputs = dbn.features(below, &sample, false, seed)?;
                 let means = deepdist_common::model::rbm::column_means(inputs.features());
                 let params = model.init(seed, Some(&means));
-                let stage_test = Arc::new(dbn.features(below, &test, false, seed).map_err(|e| e.to_string())?);
+                let stage_test = Arc::new(dbn.features(below, &test, false, seed)?);
                 let frozen = if layer == 0 {
                     None
                 } else {
                     let layers = below.iter().map(|p| Tensor::from_f32(p)).collect();
-                    Some(
-                        proto::encode(&Message::Frozen {
-                            job,
-                            stage: index as u32,
-                            layers,
-                        })
-                        .map_err(|e| e.to_string())?,
-                    )
+                    Some(proto::encode(&Message::Frozen {
+                        job,
+                        stage: index as u32,
+                        layers,
+                    })?)
                 };
                 Ok((params, stage_test, frozen))
             }
         }
     })
-    .await
-    .map_err(|e| e.to_string())?
+    .await?
 }

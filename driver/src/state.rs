@@ -56,15 +56,6 @@ pub struct JobRecord {
     pub resume: Option<Box<JobCheckpoint>>,
 }
 
-/// Training statistics gathered for one epoch from task reports.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct EpochAccum {
-    pub tasks: u32,
-    pub samples: u64,
-    pub batches: u64,
-    pub loss_sum: f64,
-}
-
 /// The job being trained right now.
 pub struct RunState {
     pub job: u64,
@@ -80,7 +71,7 @@ pub struct RunState {
     /// Executors that have been sent `frozen`.
     pub frozen_sent: HashSet<u64>,
     pub ps: ParamServer,
-    pub epochs: HashMap<u32, EpochAccum>,
+    pub epochs: HashMap<u32, crate::tally::EpochAccum>,
     /// Highest push sequence applied per task, so a repeated push is not applied twice.
     pub last_seq: HashMap<TaskId, u64>,
     /// Why training diverged, once an executor reported it.

@@ -208,9 +208,10 @@ impl Worker {
             .ok_or_else(|| LoopError::Driver(format!("the job has no stage {}", task.stage)))?;
         let data = self.stage_input(item, stage)?;
         let (dim, classes) = (item.data.dim(), item.data.classes());
-        let model = StageModel::for_stage(spec, stage.kind, dim, classes)?;
+        let model = spec.stage_model(stage.kind, dim, classes)?;
         let mode = spec.train.mode;
-        let shape = mode.shape(&spec.train, stage, item.task.peers);
+        let keys = spec.train.mode_keys();
+        let shape = mode.shape(&keys, stage.batch_size, item.task.peers);
         let plan = TaskPlan {
             epoch: task.epoch,
             lr: stage.optimizer.lr_at(task.epoch),
@@ -222,7 +223,7 @@ impl Worker {
         let len = model.layout().len();
         let mut mode_loop = match self.mode_loop.take() {
             Some((key, l)) if key == run => l,
-            _ => mode.executor_loop(&spec.train, stage, len),
+            _ => mode.executor_loop(&keys, &stage.optimizer, len),
         };
         let key = (task.job, task.stage, shape.batch);
         let seed = spec.train.seed ^ u64::from(task.partition);

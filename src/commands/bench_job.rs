@@ -1,6 +1,9 @@
 //! Running one job for a benchmark: on a fresh local cluster or a running
 //! driver, following it to its end and keeping every evaluated epoch.
 
+use std::path::Path;
+
+use anyhow::Context;
 use deepdist_common::client::Client;
 use deepdist_common::job::{JobSpec, JobState};
 use deepdist_common::proto::{EpochMetrics, JobSummary, Progress};
@@ -68,4 +71,14 @@ pub async fn run_job(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<JobRu
         summary.error.clone().unwrap_or_default()
     );
     Ok(JobRun { summary, epochs })
+}
+
+/// Writes `text` to `path`.
+pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// This machine's cores.
+pub fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

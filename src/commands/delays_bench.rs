@@ -16,10 +16,9 @@ use deepdist_common::job::JobSpec;
 use deepdist_common::optim::{OptimizerConfig, OptimizerKind};
 use plotters::prelude::*;
 
-use super::bench_job::{Target, run_job};
+use super::bench_job::{Target, run_job, write};
 use super::grid_report::{TAB10, plot_error};
-use super::modes_bench::write;
-use super::runtime::driver_config;
+use super::service::driver_config;
 use crate::cli::{DelaysBenchArgs, RunDirArgs};
 
 /// The sweep's job: a small MLP, so that the versions DC-ASGD and

@@ -12,10 +12,10 @@ use deepdist_common::client::Client;
 use deepdist_common::job::JobSpec;
 use deepdist_common::transport::Credentials;
 
-use super::bench_job::{Target, run_job};
+use super::bench_job::{Target, machine_cores, run_job, write};
 use super::client::{credentials, read_job};
-use super::grid_report::{csv, markdown, parse_csv, percent, plot, seconds};
-use super::runtime::driver_config;
+use super::grid_report::{GridRun, csv, markdown, parse_csv, percent, plot, seconds};
+use super::service::driver_config;
 use crate::cli::{DbnBenchArgs, DriverAddr, RunDirArgs, SecretArg};
 
 /// The job the grid runs when given none: the DBN tuned for time to 90% and
@@ -25,25 +25,6 @@ const DEFAULT_JOB: &str = include_str!("../../jobs/mnist-dbn-fast.toml");
 /// The original criterion, and the one that says the network learned more
 /// than softmax regression on raw pixels (about 91%).
 const THRESHOLDS: [f64; 2] = [0.90, 0.98];
-
-/// One run of the grid.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GridRun {
-    pub executors: usize,
-    pub cores: usize,
-    pub partitions: u32,
-    /// Seconds from the job's start to the first epoch above each of [`THRESHOLDS`].
-    pub time_to: [Option<f64>; 2],
-    pub best_accuracy: Option<f64>,
-    pub elapsed_s: f64,
-}
-
-impl GridRun {
-    /// "executors × cores".
-    pub fn label(&self) -> String {
-        format!("{} × {}", self.executors, self.cores)
-    }
-}
 
 /// Runs the grid and writes its table and plot.
 pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
@@ -177,14 +158,6 @@ fn report(runs: &[GridRun], out: &Path) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
-}
-
-fn machine_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Runs one job and takes its times from the epochs it reports.

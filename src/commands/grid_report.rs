@@ -7,7 +7,24 @@ use std::path::Path;
 use anyhow::Context;
 use plotters::prelude::*;
 
-use super::grid::GridRun;
+/// One run of the grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridRun {
+    pub executors: usize,
+    pub cores: usize,
+    pub partitions: u32,
+    /// Seconds from the job's start to the first epoch above each of [`THRESHOLDS`].
+    pub time_to: [Option<f64>; 2],
+    pub best_accuracy: Option<f64>,
+    pub elapsed_s: f64,
+}
+
+impl GridRun {
+    /// "executors × cores".
+    pub fn label(&self) -> String {
+        format!("{} × {}", self.executors, self.cores)
+    }
+}
 
 pub fn seconds(t: Option<f64>) -> String {
     t.map_or("—".into(), |t| format!("{t:.1} s"))

@@ -9,7 +9,7 @@ use deepdist_executor::ExecutorConfig;
 
 use super::client::read_job;
 use super::progress::ProgressView;
-use super::runtime::driver_config;
+use super::service::driver_config;
 use crate::cli::LocalArgs;
 
 /// The job `deepdist local` runs when given none.

@@ -12,7 +12,7 @@ pub mod local;
 pub mod modes_bench;
 pub mod modes_report;
 pub mod progress;
-pub mod runtime;
+pub mod service;
 pub mod train;
 
 use deepdist_common::data::fetch::{FetchOptions, resolve_data_dir};

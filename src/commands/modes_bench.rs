@@ -3,15 +3,13 @@
 //! medians, a CSV of every run, and two plots (test accuracy against
 //! training time per mode; final accuracy against executors).
 
-use std::path::Path;
-
 use anyhow::Context;
 use deepdist_common::job::{JobSpec, TrainSpec};
 
-use super::bench_job::{JobRun, Target, run_job};
+use super::bench_job::{JobRun, Target, machine_cores, run_job};
 use super::client::read_job;
 use super::modes_report::{ModeRun, report};
-use super::runtime::driver_config;
+use super::service::driver_config;
 use crate::cli::{ModesBenchArgs, RunDirArgs};
 
 /// The shipped example job of every mode (and of Hogwild! executors): the
@@ -136,15 +134,6 @@ impl ModeRun {
             curve: job.epochs.iter().map(|l| (l.train_s, accuracy(l))).collect(),
         }
     }
-}
-
-fn machine_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Writes `text` to `path`.
-pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

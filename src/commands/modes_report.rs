@@ -9,8 +9,8 @@ use std::path::Path;
 use deepdist_common::bench::median;
 use plotters::prelude::*;
 
+use super::bench_job::write;
 use super::grid_report::{TAB10, percent, plot_error, seconds};
-use super::modes_bench::write;
 
 /// One run of one mode with some executors.
 #[derive(Debug, Clone, PartialEq)]

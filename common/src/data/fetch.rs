@@ -13,7 +13,7 @@ use flate2::read::GzDecoder;
 
 use super::idx::read_maybe_gzipped;
 use super::md5sum::md5_hex;
-use super::mnist::{FILES, MnistFile};
+use super::mnist_files::{FILES, MnistFile};
 
 /// Environment variable naming the data directory.
 pub const DATA_ENV: &str = "DEEPDIST_DATA";

@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod idx;
 pub mod md5sum;
 pub mod mnist;
+mod mnist_files;
 pub mod partition;
 
 pub use dataset::{Dataset, DatasetError};

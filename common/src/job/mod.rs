@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use stage::{Stage, StageKind};
 
 pub use crate::mode::Mode;
+use crate::mode::ModeKeys;
 use crate::model::{Activation, Dbn, Dropout, Mlp, ModelError};
 use crate::optim::OptimizerConfig;
 
@@ -261,17 +262,18 @@ impl Default for TrainSpec {
 }
 
 impl TrainSpec {
-    /// The mode-specific keys and whether each is set.
-    pub fn mode_keys(&self) -> [(&'static str, bool); 7] {
-        [
-            ("n_push", self.n_push.is_some()),
-            ("n_fetch", self.n_fetch.is_some()),
-            ("staleness_bound", self.staleness_bound.is_some()),
-            ("sync_every", self.sync_every.is_some()),
-            ("tau", self.tau.is_some()),
-            ("alpha", self.alpha.is_some()),
-            ("inject_delay", self.inject_delay.is_some()),
-        ]
+    /// What the modes read of this table.
+    pub fn mode_keys(&self) -> ModeKeys {
+        ModeKeys {
+            reference_executors: self.reference_executors,
+            n_push: self.n_push,
+            n_fetch: self.n_fetch,
+            staleness_bound: self.staleness_bound,
+            sync_every: self.sync_every,
+            tau: self.tau,
+            alpha: self.alpha,
+            inject_delay: self.inject_delay,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! supervised stage.
 
 use super::{JobSpec, ModelKind};
+use crate::model::{ModelError, StageModel};
 use crate::optim::OptimizerConfig;
 
 /// What one stage of a job trains.
@@ -44,6 +45,17 @@ impl Stage {
 }
 
 impl JobSpec {
+    /// The model stage `kind` trains, for inputs of `input_dim` and `classes` outputs.
+    pub fn stage_model(&self, kind: StageKind, input_dim: usize, classes: usize) -> Result<StageModel, ModelError> {
+        match kind {
+            StageKind::Supervised => self.build_mlp(input_dim, classes).map(StageModel::Mlp),
+            StageKind::Rbm { layer } => self
+                .build_dbn(input_dim, classes)?
+                .rbm(layer as usize)
+                .map(StageModel::Rbm),
+        }
+    }
+
     /// The job's stages in order: for a DBN with pre-training, one per RBM,
     /// then the supervised stage.
     pub fn stages(&self) -> Vec<Stage> {

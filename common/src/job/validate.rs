@@ -74,7 +74,7 @@ impl JobSpec {
         }
         self.train
             .mode
-            .check(&self.train)
+            .check(&self.train.mode_keys())
             .map_err(|e| invalid(&format!("train.{}", e.key), e.value, &e.allowed))?;
         if let Some(t) = self.train.target_accuracy {
             if !(t > 0.0 && t <= 1.0) {

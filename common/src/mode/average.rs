@@ -11,8 +11,8 @@
 //! their moves (with the job's `sgd` optimizer that is exactly the average
 //! of the executors' models).
 
-use super::{Compute, ExecutorLoop, KeyError, Link, LocalSteps, LoopError, Shape, TaskPlan, Work};
-use crate::job::{Stage, TrainSpec};
+use super::{Compute, ExecutorLoop, KeyError, Link, LocalSteps, LoopError, ModeKeys, Shape, TaskPlan, Work};
+use crate::optim::OptimizerConfig;
 
 /// The keys `average` reads beyond the common ones.
 pub const KEYS: &[&str] = &["sync_every"];
@@ -21,8 +21,8 @@ pub const KEYS: &[&str] = &["sync_every"];
 pub const DEFAULT_SYNC_EVERY: u32 = 8;
 
 /// Checks `sync_every`.
-pub fn check(train: &TrainSpec) -> Result<(), KeyError> {
-    match train.sync_every {
+pub fn check(keys: &ModeKeys) -> Result<(), KeyError> {
+    match keys.sync_every {
         Some(n) if !(1..=100_000).contains(&n) => Err(KeyError {
             key: "sync_every",
             value: n.to_string(),
@@ -33,10 +33,10 @@ pub fn check(train: &TrainSpec) -> Result<(), KeyError> {
 }
 
 /// The job's minibatch; a round every `sync_every` of them.
-pub fn shape(train: &TrainSpec, stage: &Stage) -> Shape {
-    let every = train.sync_every.unwrap_or(DEFAULT_SYNC_EVERY);
+pub fn shape(keys: &ModeKeys, batch: u32) -> Shape {
+    let every = keys.sync_every.unwrap_or(DEFAULT_SYNC_EVERY);
     Shape {
-        batch: stage.batch_size.max(1) as usize,
+        batch: batch.max(1) as usize,
         rate_scale: 1.0,
         push_every: every,
         fetch_every: every,
@@ -51,9 +51,9 @@ pub struct Worker {
 
 impl Worker {
     /// The loop for a stage of `len` parameters.
-    pub fn new(stage: &Stage, len: usize) -> Self {
+    pub fn new(optimizer: &OptimizerConfig, len: usize) -> Self {
         Self {
-            local: LocalSteps::new(&stage.optimizer, len),
+            local: LocalSteps::new(optimizer, len),
             params: vec![0.0; len],
         }
     }

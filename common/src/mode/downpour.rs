@@ -23,24 +23,25 @@
 //! minibatch (docs/modes.md has the measurements).
 
 use super::{
-    Compute, ExecutorLoop, Link, LocalSteps, LoopError, ServerModel, ServerRule, Shape, TaskPlan, Update, Work,
+    Compute, ExecutorLoop, Link, LocalSteps, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan, Update,
+    Work,
 };
-use crate::job::{Stage, TrainSpec};
+use crate::optim::OptimizerConfig;
 
 /// The keys `async` reads beyond the common ones.
 pub const KEYS: &[&str] = &["n_push", "n_fetch", "inject_delay"];
 
 /// The minibatch, rate and windows of an executor when `peers` take part.
-pub fn shape(train: &TrainSpec, stage: &Stage, peers: u32) -> Shape {
-    let share = (f64::from(train.reference_executors) / f64::from(peers.max(1))).min(1.0);
-    let given = stage.batch_size.max(1) as usize;
+pub fn shape(keys: &ModeKeys, batch: u32, peers: u32) -> Shape {
+    let share = (f64::from(keys.reference_executors) / f64::from(peers.max(1))).min(1.0);
+    let given = batch.max(1) as usize;
     let batch = ((given as f64 * share).round() as usize).clamp(1, given);
     let window = |n: Option<u32>| ((f64::from(n.unwrap_or(1)) * share * share).floor() as u32).max(1);
     Shape {
         batch,
         rate_scale: batch as f32 / given as f32,
-        push_every: window(train.n_push),
-        fetch_every: window(train.n_fetch),
+        push_every: window(keys.n_push),
+        fetch_every: window(keys.n_fetch),
     }
 }
 
@@ -52,9 +53,9 @@ pub struct Worker {
 
 impl Worker {
     /// The loop for a stage of `len` parameters.
-    pub fn new(stage: &Stage, len: usize) -> Self {
+    pub fn new(optimizer: &OptimizerConfig, len: usize) -> Self {
         Self {
-            local: LocalSteps::new(&stage.optimizer, len),
+            local: LocalSteps::new(optimizer, len),
             params: vec![0.0; len],
         }
     }
@@ -129,14 +130,15 @@ impl ServerRule for Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::JobSpec;
 
     #[test]
     fn the_reference_cluster_runs_the_job_as_given_and_larger_ones_shrink() {
-        let text = "name = \"j\"\n[train]\nbatch_size = 128\nn_push = 4\nn_fetch = 4\n";
-        let spec = JobSpec::from_toml(text, "j").unwrap();
-        let stage = &spec.stages()[0];
-        let at = |n| shape(&spec.train, stage, n);
+        let keys = ModeKeys {
+            n_push: Some(4),
+            n_fetch: Some(4),
+            ..ModeKeys::default()
+        };
+        let at = |n| shape(&keys, 128, n);
         for n in [1, 2] {
             assert_eq!(
                 at(n),

@@ -15,10 +15,10 @@
 //! pulled less, so the centre moves as far per round whatever N is.
 
 use super::{
-    Compute, ExecutorLoop, KeyError, Link, LocalSteps, LoopError, ServerModel, ServerRule, Shape, TaskPlan, Update,
-    Work,
+    Compute, ExecutorLoop, KeyError, Link, LocalSteps, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan,
+    Update, Work,
 };
-use crate::job::{Stage, TrainSpec};
+use crate::optim::OptimizerConfig;
 
 /// The keys `easgd` reads beyond the common ones.
 pub const KEYS: &[&str] = &["tau", "alpha"];
@@ -30,15 +30,15 @@ pub const DEFAULT_TAU: u32 = 4;
 pub const BETA: f32 = 0.9;
 
 /// Checks `tau` and `alpha`.
-pub fn check(train: &TrainSpec) -> Result<(), KeyError> {
-    if let Some(t) = train.tau.filter(|t| !(1..=100_000).contains(t)) {
+pub fn check(keys: &ModeKeys) -> Result<(), KeyError> {
+    if let Some(t) = keys.tau.filter(|t| !(1..=100_000).contains(t)) {
         return Err(KeyError {
             key: "tau",
             value: t.to_string(),
             allowed: "must be between 1 and 100000".into(),
         });
     }
-    if let Some(a) = train.alpha.filter(|a| !(*a > 0.0 && *a < 1.0)) {
+    if let Some(a) = keys.alpha.filter(|a| !(*a > 0.0 && *a < 1.0)) {
         return Err(KeyError {
             key: "alpha",
             value: a.to_string(),
@@ -49,10 +49,10 @@ pub fn check(train: &TrainSpec) -> Result<(), KeyError> {
 }
 
 /// The job's minibatch; an elastic update every `tau` of them.
-pub fn shape(train: &TrainSpec, stage: &Stage) -> Shape {
-    let tau = train.tau.unwrap_or(DEFAULT_TAU);
+pub fn shape(keys: &ModeKeys, batch: u32) -> Shape {
+    let tau = keys.tau.unwrap_or(DEFAULT_TAU);
     Shape {
-        batch: stage.batch_size.max(1) as usize,
+        batch: batch.max(1) as usize,
         rate_scale: 1.0,
         push_every: tau,
         fetch_every: tau,
@@ -70,10 +70,10 @@ pub struct Worker {
 
 impl Worker {
     /// The loop for a stage of `len` parameters.
-    pub fn new(train: &TrainSpec, stage: &Stage, len: usize) -> Self {
+    pub fn new(keys: &ModeKeys, optimizer: &OptimizerConfig, len: usize) -> Self {
         Self {
-            local: LocalSteps::new(&stage.optimizer, len),
-            alpha: train.alpha,
+            local: LocalSteps::new(optimizer, len),
+            alpha: keys.alpha,
             x: None,
             centre: vec![0.0; len],
         }

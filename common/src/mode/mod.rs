@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 pub use local::LocalSteps;
 
-use crate::job::{Stage, TrainSpec};
 use crate::model::ModelError;
 use crate::optim::{OptimError, Optimizer, OptimizerConfig};
 use crate::train::TrainError;
@@ -78,8 +77,8 @@ impl Mode {
 
     /// Checks the mode's keys: set keys of other modes are refused, values
     /// range-checked. Errors name the key (without `train.`) and what is allowed.
-    pub fn check(self, train: &TrainSpec) -> Result<(), KeyError> {
-        for (key, set) in train.mode_keys() {
+    pub fn check(self, keys: &ModeKeys) -> Result<(), KeyError> {
+        for (key, set) in keys.given() {
             if set && !self.keys().contains(&key) {
                 return Err(KeyError {
                     key,
@@ -89,41 +88,43 @@ impl Mode {
             }
         }
         match self {
-            Mode::Ssp => ssp::check(train),
-            Mode::Average => average::check(train),
-            Mode::Easgd => easgd::check(train),
+            Mode::Ssp => ssp::check(keys),
+            Mode::Average => average::check(keys),
+            Mode::Easgd => easgd::check(keys),
             Mode::Async | Mode::Sync => Ok(()),
         }
     }
 
-    /// How an executor runs a task of `stage` when `peers` executors take
-    /// part: the mode adapts minibatch, rate and windows to the cluster.
-    pub fn shape(self, train: &TrainSpec, stage: &Stage, peers: u32) -> Shape {
+    /// How an executor runs a task of a stage with minibatch `batch` when
+    /// `peers` executors take part: the mode adapts minibatch, rate and
+    /// windows to the cluster.
+    pub fn shape(self, keys: &ModeKeys, batch: u32, peers: u32) -> Shape {
         match self {
-            Mode::Async | Mode::Ssp => downpour::shape(train, stage, peers),
-            Mode::Sync => sync::shape(train, stage, peers),
-            Mode::Average => average::shape(train, stage),
-            Mode::Easgd => easgd::shape(train, stage),
+            Mode::Async | Mode::Ssp => downpour::shape(keys, batch, peers),
+            Mode::Sync => sync::shape(keys, batch, peers),
+            Mode::Average => average::shape(keys, batch),
+            Mode::Easgd => easgd::shape(keys, batch),
         }
     }
 
-    /// The executor's half, for the tasks of one stage with `len` parameters.
-    pub fn executor_loop(self, train: &TrainSpec, stage: &Stage, len: usize) -> Box<dyn ExecutorLoop> {
+    /// The executor's half, for the tasks of one stage with `len` parameters
+    /// under the stage's `optimizer` settings.
+    pub fn executor_loop(self, keys: &ModeKeys, optimizer: &OptimizerConfig, len: usize) -> Box<dyn ExecutorLoop> {
         match self {
-            Mode::Async => Box::new(downpour::Worker::new(stage, len)),
+            Mode::Async => Box::new(downpour::Worker::new(optimizer, len)),
             Mode::Sync => Box::new(sync::Worker::new(len)),
-            Mode::Ssp => Box::new(ssp::Worker::new(stage, len)),
-            Mode::Average => Box::new(average::Worker::new(stage, len)),
-            Mode::Easgd => Box::new(easgd::Worker::new(train, stage, len)),
+            Mode::Ssp => Box::new(ssp::Worker::new(optimizer, len)),
+            Mode::Average => Box::new(average::Worker::new(optimizer, len)),
+            Mode::Easgd => Box::new(easgd::Worker::new(keys, optimizer, len)),
         }
     }
 
     /// The server's half.
-    pub fn server_rule(self, train: &TrainSpec) -> Box<dyn ServerRule> {
+    pub fn server_rule(self, keys: &ModeKeys) -> Box<dyn ServerRule> {
         match self {
             Mode::Async => Box::new(downpour::Server),
             Mode::Sync | Mode::Average => Box::new(sync::Rounds::default()),
-            Mode::Ssp => Box::new(ssp::Server::new(train)),
+            Mode::Ssp => Box::new(ssp::Server::new(keys)),
             Mode::Easgd => Box::new(easgd::Server),
         }
     }
@@ -148,6 +149,58 @@ impl Mode {
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// What the modes read of a job's `[train]` table: each mode's own keys
+/// (unset unless the job gives them) and the cluster size the job is given for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModeKeys {
+    /// The executor count the minibatch and windows are given for.
+    pub reference_executors: u32,
+    /// `async`, `ssp`: minibatches per push.
+    pub n_push: Option<u32>,
+    /// `async`: minibatches between fetches.
+    pub n_fetch: Option<u32>,
+    /// `ssp`: pushes an executor may be ahead of the slowest.
+    pub staleness_bound: Option<u32>,
+    /// `average`: local steps between averages.
+    pub sync_every: Option<u32>,
+    /// `easgd`: local steps between elastic updates.
+    pub tau: Option<u32>,
+    /// `easgd`: each executor's elastic pull.
+    pub alpha: Option<f32>,
+    /// `async`: updates applied this many updates late.
+    pub inject_delay: Option<u32>,
+}
+
+impl Default for ModeKeys {
+    fn default() -> Self {
+        Self {
+            reference_executors: 2,
+            n_push: None,
+            n_fetch: None,
+            staleness_bound: None,
+            sync_every: None,
+            tau: None,
+            alpha: None,
+            inject_delay: None,
+        }
+    }
+}
+
+impl ModeKeys {
+    /// Every mode-specific key and whether the job gives it.
+    pub fn given(&self) -> [(&'static str, bool); 7] {
+        [
+            ("n_push", self.n_push.is_some()),
+            ("n_fetch", self.n_fetch.is_some()),
+            ("staleness_bound", self.staleness_bound.is_some()),
+            ("sync_every", self.sync_every.is_some()),
+            ("tau", self.tau.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("inject_delay", self.inject_delay.is_some()),
+        ]
     }
 }
 

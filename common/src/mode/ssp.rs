@@ -19,10 +19,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    Compute, ExecutorLoop, KeyError, Link, LocalSteps, LoopError, RuleStats, ServerModel, ServerRule, TaskPlan, Update,
-    Work,
+    Compute, ExecutorLoop, KeyError, Link, LocalSteps, LoopError, ModeKeys, RuleStats, ServerModel, ServerRule,
+    TaskPlan, Update, Work,
 };
-use crate::job::{Stage, TrainSpec};
+use crate::optim::OptimizerConfig;
 
 /// The keys `ssp` reads beyond the common ones.
 pub const KEYS: &[&str] = &["n_push", "staleness_bound"];
@@ -31,8 +31,8 @@ pub const KEYS: &[&str] = &["n_push", "staleness_bound"];
 pub const DEFAULT_BOUND: u32 = 3;
 
 /// Checks `staleness_bound`.
-pub fn check(train: &TrainSpec) -> Result<(), KeyError> {
-    match train.staleness_bound {
+pub fn check(keys: &ModeKeys) -> Result<(), KeyError> {
+    match keys.staleness_bound {
         Some(b) if b > 1_000_000 => Err(KeyError {
             key: "staleness_bound",
             value: b.to_string(),
@@ -51,9 +51,9 @@ pub struct Worker {
 
 impl Worker {
     /// The loop for a stage of `len` parameters.
-    pub fn new(stage: &Stage, len: usize) -> Self {
+    pub fn new(optimizer: &OptimizerConfig, len: usize) -> Self {
         Self {
-            local: LocalSteps::new(&stage.optimizer, len),
+            local: LocalSteps::new(optimizer, len),
             params: vec![0.0; len],
             clock: 0,
         }
@@ -95,9 +95,9 @@ pub struct Server {
 
 impl Server {
     /// The rule for a job's `staleness_bound`.
-    pub fn new(train: &TrainSpec) -> Self {
+    pub fn new(keys: &ModeKeys) -> Self {
         Self {
-            bound: u64::from(train.staleness_bound.unwrap_or(DEFAULT_BOUND)),
+            bound: u64::from(keys.staleness_bound.unwrap_or(DEFAULT_BOUND)),
             clocks: HashMap::new(),
             members: HashSet::new(),
             max_spread: 0,
@@ -159,12 +159,12 @@ mod tests {
     use crate::optim::OptimizerConfig;
 
     fn server(bound: u32) -> (Server, ServerModel) {
-        let train = TrainSpec {
+        let keys = ModeKeys {
             staleness_bound: Some(bound),
-            ..TrainSpec::default()
+            ..ModeKeys::default()
         };
         let optimizer = OptimizerConfig::default().build(1).unwrap();
-        (Server::new(&train), ServerModel::new(vec![0.0], optimizer, 0, 0))
+        (Server::new(&keys), ServerModel::new(vec![0.0], optimizer, 0, 0))
     }
 
     fn push(s: &mut Server, m: &mut ServerModel, from: u64) {

@@ -19,15 +19,14 @@
 
 use std::collections::HashSet;
 
-use super::{Compute, ExecutorLoop, Link, LoopError, ServerModel, ServerRule, Shape, TaskPlan, Update, Work};
-use crate::job::{Stage, TrainSpec};
+use super::{Compute, ExecutorLoop, Link, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan, Update, Work};
 
 /// The keys `sync` reads beyond the common ones.
 pub const KEYS: &[&str] = &[];
 
 /// Each executor's share of the step's batch when `peers` take part.
-pub fn shape(train: &TrainSpec, stage: &Stage, peers: u32) -> Shape {
-    let step_batch = u64::from(train.reference_executors.max(1)) * u64::from(stage.batch_size.max(1));
+pub fn shape(keys: &ModeKeys, batch: u32, peers: u32) -> Shape {
+    let step_batch = u64::from(keys.reference_executors.max(1)) * u64::from(batch.max(1));
     Shape {
         batch: step_batch.div_ceil(u64::from(peers.max(1))) as usize,
         rate_scale: 1.0,
@@ -178,13 +177,8 @@ mod tests {
 
     #[test]
     fn the_step_batch_is_shared_among_the_executors() {
-        let spec =
-            crate::job::JobSpec::from_toml("name = \"s\"\n[train]\nmode = \"sync\"\nbatch_size = 256\n", "s").unwrap();
-        let stage = &spec.stages()[0];
-        let batches: Vec<usize> = [1, 2, 3, 4, 16]
-            .iter()
-            .map(|&n| shape(&spec.train, stage, n).batch)
-            .collect();
+        let keys = ModeKeys::default();
+        let batches: Vec<usize> = [1, 2, 3, 4, 16].iter().map(|&n| shape(&keys, 256, n).batch).collect();
         assert_eq!(batches, [512, 256, 171, 128, 32]);
     }
 }

@@ -11,7 +11,7 @@
 use ndarray::{ArrayView2, s};
 use rayon::prelude::*;
 
-use super::mlp::{check_labels, check_params, check_width};
+use super::check::{check_labels, check_params, check_width};
 use super::{Model, ModelError};
 
 /// Values per chunk when summing partial gradients: big enough to amortise

@@ -11,6 +11,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
 use super::activation::{Activation, softmax_rows};
+use super::check::{check_labels, check_params, check_width};
 use super::{Layout, Model, ModelError, mat, mat_mut};
 use crate::data::Dataset;
 
@@ -380,33 +381,6 @@ pub fn argmax(v: &[f32]) -> usize {
             |best, (i, &x)| if x > best.1 { (i, x) } else { best },
         )
         .0
-}
-
-pub(crate) fn check_params(layout: &Layout, params: &[f32]) -> Result<(), ModelError> {
-    if params.len() != layout.len() {
-        return Err(ModelError::ParamLength {
-            expected: layout.len(),
-            actual: params.len(),
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn check_width(expected: usize, x: ArrayView2<'_, f32>) -> Result<(), ModelError> {
-    if x.ncols() != expected {
-        return Err(ModelError::InputDim {
-            expected,
-            actual: x.ncols(),
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn check_labels(y: &[u8], classes: usize) -> Result<(), ModelError> {
-    match y.iter().find(|&&l| usize::from(l) >= classes) {
-        Some(&label) => Err(ModelError::LabelOutOfRange { label, classes }),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! core with rayon.
 
 pub mod activation;
+mod check;
 pub mod dbn;
 pub mod engine;
 pub mod layout;

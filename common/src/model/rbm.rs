@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::activation::sigmoid;
-use super::mlp::{check_params, check_width};
+use super::check::{check_params, check_width};
 use super::{Layout, Model, ModelError, mat, mat_mut};
 
 /// Standard deviation-like spread of the initial weights (Hinton: 0.01).

@@ -6,7 +6,6 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::{Dbn, Evaluation, Layout, Mlp, Model, ModelError, Rbm};
 use crate::data::Dataset;
-use crate::job::{JobSpec, StageKind};
 
 /// An MLP (supervised stages) or one RBM of a DBN (pre-training stages).
 #[derive(Debug, Clone, PartialEq)]
@@ -27,17 +26,6 @@ pub enum StageEval {
 }
 
 impl StageModel {
-    /// The model of `stage` of `spec`, for inputs of `input_dim` and `classes` outputs.
-    pub fn for_stage(spec: &JobSpec, stage: StageKind, input_dim: usize, classes: usize) -> Result<Self, ModelError> {
-        match stage {
-            StageKind::Supervised => spec.build_mlp(input_dim, classes).map(StageModel::Mlp),
-            StageKind::Rbm { layer } => spec
-                .build_dbn(input_dim, classes)?
-                .rbm(layer as usize)
-                .map(StageModel::Rbm),
-        }
-    }
-
     /// The parameter layout.
     pub fn layout(&self) -> &Layout {
         match self {
