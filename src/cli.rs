@@ -91,7 +91,7 @@ pub struct DriverArgs {
     #[command(flatten)]
     pub tls: TlsServerArgs,
     #[command(flatten)]
-    pub run: RunDirArgs,
+    pub run: DriverSettings,
     /// Resume the job of the last checkpoint (`<runs-dir>/driver.checkpoint`)
     /// after a crash; executors that reconnect carry it on.
     #[arg(long)]
@@ -102,9 +102,10 @@ pub struct DriverArgs {
     pub checkpoint_interval_s: u64,
 }
 
-/// Where a driver reads data and writes job outputs.
+/// Driver settings shared by `driver`, `local` and the benchmarks: where it
+/// reads data and writes outputs, heartbeats and leases, model limits.
 #[derive(Debug, Args)]
-pub struct RunDirArgs {
+pub struct DriverSettings {
     /// Directory for job outputs (`<dir>/<id>-<name>/metrics.jsonl`, `model.safetensors`).
     #[arg(long, default_value = "runs", value_name = "DIR")]
     pub runs_dir: PathBuf,
@@ -114,6 +115,16 @@ pub struct RunDirArgs {
     /// Seconds of silence after which an executor is declared lost.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_timeout_s: u64,
+    /// Largest model a job may ask for, in MiB per copy of its parameters
+    /// (default: the 8 copies a driver keeps fit in a quarter of this
+    /// machine's memory); larger jobs are refused at submit.
+    #[arg(long, value_name = "MIB")]
+    pub max_model_mb: Option<u64>,
+    /// Seconds an executor may hold a task without progress (heartbeats do
+    /// not count) before the task goes to another executor and it is
+    /// disconnected.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub task_lease_s: u64,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -129,6 +140,11 @@ pub struct ExecutorArgs {
     /// Name shown in the driver's status (default: executor-<pid>).
     #[arg(long)]
     pub name: Option<String>,
+    /// Largest model this executor takes on, in MiB per copy of its
+    /// parameters (default: the 6 copies it keeps fit in a quarter of this
+    /// machine's memory); larger tasks are refused.
+    #[arg(long, value_name = "MIB")]
+    pub max_model_mb: Option<u64>,
 }
 
 /// Submit options.
@@ -164,7 +180,7 @@ pub struct LocalArgs {
     #[arg(long)]
     pub cores_per_executor: Option<usize>,
     #[command(flatten)]
-    pub run: RunDirArgs,
+    pub run: DriverSettings,
 }
 
 /// Dataset commands.

@@ -3,16 +3,17 @@
 //! cancelled job, the order to drop everything.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deepdist_common::job::JobSpec;
 use deepdist_common::proto::{self, Message, TaskSpec};
-use tokio::sync::mpsc;
 
+use crate::outbox::Outbox;
 use crate::state::{ExecutorEntry, RunState};
 
 /// A frame and the executor queue it goes to.
-pub type Outgoing = (mpsc::Sender<Bytes>, Bytes);
+pub type Outgoing = (Outbox, Bytes);
 
 /// Tells every executor to drop job `job`'s tasks, and forgets them.
 pub fn cancel_all(executors: &mut BTreeMap<u64, ExecutorEntry>, job: u64) -> Vec<Outgoing> {
@@ -24,6 +25,32 @@ pub fn cancel_all(executors: &mut BTreeMap<u64, ExecutorEntry>, job: u64) -> Vec
         }
     }
     sends
+}
+
+/// Takes their tasks back from executors that held them past `lease` with
+/// no progress and no fetch waiting on the driver, and disconnects them: a
+/// wedged executor that still heartbeats must not hold an epoch back.
+/// Returns how many.
+pub fn expire_leases(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut RunState, lease: Duration) -> u64 {
+    let mut expired = 0;
+    for (&eid, e) in executors.iter_mut() {
+        let Some(task) = e.task else { continue };
+        if e.fetches_waiting > 0 || e.last_heard.elapsed() < lease {
+            continue;
+        }
+        tracing::warn!(
+            executor = eid,
+            name = %e.name,
+            ?task,
+            lease_s = lease.as_secs_f64(),
+            "no progress on its task within the lease: task reassigned, executor disconnected"
+        );
+        run.scheduler.lose(eid);
+        e.task = None;
+        e.tx.evict();
+        expired += 1;
+    }
+    expired
 }
 
 /// Gives each idle executor its next task, preferring partitions it holds;
@@ -38,6 +65,7 @@ pub fn assign_idle(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut RunSt
             continue;
         };
         e.task = Some(task);
+        e.last_heard = Instant::now();
         if let Some(frozen) = &run.frozen {
             if run.frozen_sent.insert(eid) {
                 sends.push((e.tx.clone(), frozen.clone()));

@@ -54,6 +54,18 @@ pub enum JobError {
     /// An executor reported a non-finite loss.
     #[error("{0}")]
     Diverged(String),
+    /// One task failed on executor after executor.
+    #[error("partition {partition} of epoch {epoch} failed {failures} times; the last executor said: {reason}")]
+    TaskFailed {
+        /// The partition.
+        partition: u32,
+        /// Its epoch.
+        epoch: u32,
+        /// How often.
+        failures: u32,
+        /// The last executor's reason.
+        reason: String,
+    },
     /// The driver stopped while the job ran.
     #[error("the driver is shutting down")]
     ShuttingDown,

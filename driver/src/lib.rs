@@ -11,6 +11,7 @@ mod dispatch;
 mod divergence;
 pub mod error;
 mod evaluator;
+mod outbox;
 mod output;
 pub mod ps;
 mod runner;
@@ -37,6 +38,13 @@ use tokio::task::JoinHandle;
 
 use state::Shared;
 
+/// Copies of a model's parameters the driver may hold at once: the server's
+/// parameters and optimizer state, recent versions kept for delay
+/// compensation, encoded versions on their way to executors, the evaluator's
+/// and the checkpoint's. The default model budget fits that many in a
+/// quarter of the machine's memory.
+pub const DRIVER_COPIES: u64 = 8;
+
 /// Driver settings; every field has a default.
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
@@ -44,8 +52,14 @@ pub struct DriverConfig {
     pub heartbeat: Duration,
     /// An executor silent this long is declared lost.
     pub heartbeat_timeout: Duration,
+    /// An executor holding a task this long without progress (heartbeats
+    /// alone do not count) loses it and is disconnected.
+    pub task_lease: Duration,
     /// Largest frame accepted or sent, in bytes.
     pub max_frame: usize,
+    /// Largest copy of a model's parameters a job may ask for, in bytes
+    /// (`--max-model-mb`); see [`DRIVER_COPIES`].
+    pub max_model_bytes: u64,
     /// Most connections served at once.
     pub max_connections: usize,
     /// Where job outputs go (`<runs_dir>/<id>-<name>/`).
@@ -68,7 +82,9 @@ impl Default for DriverConfig {
         Self {
             heartbeat: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(10),
+            task_lease: Duration::from_secs(60),
             max_frame: DEFAULT_MAX_FRAME,
+            max_model_bytes: deepdist_common::job::default_model_bytes(DRIVER_COPIES),
             max_connections: 1024,
             runs_dir: PathBuf::from("runs"),
             data_dir: deepdist_common::data::fetch::resolve_data_dir(None),

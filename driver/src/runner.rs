@@ -359,7 +359,7 @@ async fn run_stage(
         ps: ps.clone(),
         epochs: accums,
         last_seq: Default::default(),
-        diverged: None,
+        fatal: None,
     });
     tracing::info!(id, stage = %stage.name, epochs = stage.epochs, "stage started");
 
@@ -381,18 +381,20 @@ async fn run_stage(
             let Some(run) = run.as_mut() else {
                 return Err(JobError::ServerStopped);
             };
-            if let Some(reason) = run.diverged.take() {
+            if let Some(error) = run.fatal.take() {
                 let sends = dispatch::cancel_all(execs, id);
                 drop(state);
-                for (tx, frame) in sends {
-                    let _ = tx.try_send(frame);
+                for (outbox, frame) in sends {
+                    outbox.offer(frame);
                 }
-                return Err(JobError::Diverged(reason));
+                return Err(error);
             }
             let supervised = stage.kind == StageKind::Supervised;
             if supervised && ctx.target_hit.load(Ordering::Relaxed) && spec.train.stop_at_target {
                 run.scheduler.stop_after_open_epochs();
             }
+            let expired = dispatch::expire_leases(execs, run, shared.config.task_lease);
+            shared.leases_expired.fetch_add(expired, Ordering::Relaxed);
             let sends = if cancelled {
                 dispatch::cancel_all(execs, id)
             } else {
@@ -422,8 +424,8 @@ async fn run_stage(
             });
             (sends, completed, run.scheduler.finished(), cancelled, progress)
         };
-        for (tx, frame) in sends {
-            let _ = tx.send(frame).await;
+        for (outbox, frame) in sends {
+            outbox.offer(frame);
         }
         for (epoch, reassigned, stats, executors) in completed {
             let Some(snapshot) = ps.snapshot().await else {

@@ -45,8 +45,26 @@ pub struct Scheduler {
     open: BTreeMap<u32, EpochState>,
     next_epoch: u32,
     attempts: HashMap<(u32, u32), u32>,
+    /// Reported failures per (epoch, partition); lost executors do not count.
+    failures: HashMap<(u32, u32), u32>,
     reassigned: HashMap<u32, u32>,
     stopping: bool,
+}
+
+/// Failures of one task after which its job fails: a failure that follows a
+/// task from executor to executor is in the task, not the executors (as
+/// Spark's `spark.task.maxFailures`, whose default this is).
+pub const MAX_TASK_FAILURES: u32 = 4;
+
+/// What a reported failure did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Not a live assignment of that executor: nothing changed.
+    Stale,
+    /// Put back for another executor.
+    Requeued,
+    /// Failed [`MAX_TASK_FAILURES`] times: the job cannot finish.
+    GaveUp,
 }
 
 impl Scheduler {
@@ -66,6 +84,7 @@ impl Scheduler {
             open: BTreeMap::new(),
             next_epoch: completed + 1,
             attempts: HashMap::new(),
+            failures: HashMap::new(),
             reassigned: HashMap::new(),
             stopping: false,
         };
@@ -159,13 +178,20 @@ impl Scheduler {
         true
     }
 
-    /// Puts back a task that failed on its executor.
-    pub fn fail(&mut self, task: &TaskId, executor: u64) -> bool {
+    /// Puts back a task that failed on its executor, unless it has failed
+    /// too often.
+    pub fn fail(&mut self, task: &TaskId, executor: u64) -> Failure {
         if !self.is_current(task, executor) {
-            return false;
+            return Failure::Stale;
         }
         self.requeue(task.epoch, task.partition);
-        true
+        let failures = self.failures.entry((task.epoch, task.partition)).or_insert(0);
+        *failures += 1;
+        if *failures >= MAX_TASK_FAILURES {
+            Failure::GaveUp
+        } else {
+            Failure::Requeued
+        }
     }
 
     fn requeue(&mut self, epoch: u32, partition: u32) {
@@ -242,6 +268,25 @@ mod tests {
             tasks.push(t);
         }
         tasks
+    }
+
+    #[test]
+    fn a_task_that_keeps_failing_gives_up_but_lost_executors_do_not_count() {
+        let mut s = Scheduler::new(1, 0, 1, 1);
+        for round in 1..=MAX_TASK_FAILURES {
+            // A lost executor first: reassigned, not a failure of the task.
+            let t = s.next_for(7, |_| false).unwrap();
+            assert_eq!(s.lose(7), 1);
+            let t2 = s.next_for(8, |_| false).unwrap();
+            assert_eq!((t.partition, t2.partition), (0, 0));
+            assert_eq!(s.fail(&t, 7), Failure::Stale, "an old assignment");
+            let expected = if round < MAX_TASK_FAILURES {
+                Failure::Requeued
+            } else {
+                Failure::GaveUp
+            };
+            assert_eq!(s.fail(&t2, 8), expected, "failure {round}");
+        }
     }
 
     #[test]

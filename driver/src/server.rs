@@ -6,14 +6,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
-use bytes::Bytes;
-use deepdist_common::job::{JobSpec, JobState};
+use deepdist_common::job::{JobSpec, JobState, ModelLimit};
 use deepdist_common::proto::{self, Message, MessageReader, MessageWriter, ProtoError, Role};
 use deepdist_common::transport::{self, BoxRead, BoxWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 
+use crate::error::JobError;
+use crate::outbox::Outbox;
+use crate::scheduler::{Failure, MAX_TASK_FAILURES};
 use crate::state::{ExecutorEntry, JobRecord, Shared};
 
 /// Frames queued per connection before senders wait.
@@ -101,7 +104,7 @@ async fn serve_executor(
             heartbeat_ms: heartbeat.as_millis() as u64,
         })
         .await?;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOX);
+    let (tx, mut rx) = Outbox::new(OUTBOX);
     shared.lock().executors.insert(
         id,
         ExecutorEntry {
@@ -109,6 +112,8 @@ async fn serve_executor(
             cores,
             tx: tx.clone(),
             task: None,
+            last_heard: Instant::now(),
+            fetches_waiting: 0,
             tasks_done: 0,
             cached: Default::default(),
         },
@@ -128,6 +133,7 @@ async fn serve_executor(
     let (result, driver_stopping) = tokio::select! {
         r = outgoing => (r, false),
         r = incoming => (r, false),
+        _ = tx.stuck() => (Err(ProtoError::Stuck), false),
         _ = stop.changed() => (Ok(()), true),
     };
     let lost = remove_executor(shared, id);
@@ -158,12 +164,12 @@ fn remove_executor(shared: &Shared, id: u64) -> usize {
     lost
 }
 
-fn handle_executor_message(
-    shared: &Arc<Shared>,
-    id: u64,
-    tx: &mpsc::Sender<Bytes>,
-    msg: Message,
-) -> Result<(), ProtoError> {
+fn handle_executor_message(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: Message) -> Result<(), ProtoError> {
+    if !matches!(msg, Message::Heartbeat) {
+        if let Some(entry) = shared.lock().executors.get_mut(&id) {
+            entry.last_heard = Instant::now();
+        }
+    }
     match msg {
         Message::Heartbeat => {}
         Message::NeedPartition { hash } => {
@@ -175,20 +181,25 @@ fn handle_executor_message(
                 .map(|(_, f)| f.clone());
             if let (Some(frame), Some(entry)) = (frame, state.executors.get_mut(&id)) {
                 entry.cached.insert(hash);
-                let tx = tx.clone();
-                tokio::spawn(async move { tx.send(frame).await });
+                tx.offer(frame);
             }
         }
         Message::Fetch { job, stage, wait_for } => {
-            let state = shared.lock();
+            let mut state = shared.lock();
             let run = state.run.as_ref().filter(|r| r.job == job && r.stage_index == stage);
             let ps = run.map(|r| r.ps.clone());
-            drop(state);
-            if let Some(ps) = ps {
-                let tx = tx.clone();
+            if let (Some(ps), Some(entry)) = (ps, state.executors.get_mut(&id)) {
+                entry.fetches_waiting += 1;
+                drop(state);
+                let (tx, shared) = (tx.clone(), shared.clone());
                 tokio::spawn(async move {
-                    if let Some(frame) = ps.fetch(id, wait_for).await {
-                        let _ = tx.send(frame).await;
+                    let frame = ps.fetch(id, wait_for).await;
+                    if let Some(entry) = shared.lock().executors.get_mut(&id) {
+                        entry.fetches_waiting = entry.fetches_waiting.saturating_sub(1);
+                        entry.last_heard = Instant::now();
+                    }
+                    if let Some(frame) = frame {
+                        tx.offer(frame);
                     }
                 });
             }
@@ -249,9 +260,16 @@ fn handle_executor_message(
             if let Some(run) = state.run.as_mut() {
                 // Divergence would follow the task to any executor: the job fails.
                 if diverged && run.scheduler.is_current(&task, id) {
-                    run.diverged.get_or_insert(reason);
+                    run.fatal.get_or_insert(JobError::Diverged(reason.clone()));
                 }
-                run.scheduler.fail(&task, id);
+                if run.scheduler.fail(&task, id) == Failure::GaveUp {
+                    run.fatal.get_or_insert(JobError::TaskFailed {
+                        partition: task.partition,
+                        epoch: task.epoch,
+                        failures: MAX_TASK_FAILURES,
+                        reason,
+                    });
+                }
             }
             if let Some(entry) = state.executors.get_mut(&id) {
                 if entry.task == Some(task) {
@@ -286,7 +304,7 @@ async fn serve_client(
         };
         match msg {
             Message::Submit { spec, origin } => {
-                let reply = match JobSpec::from_toml(&spec, &origin) {
+                let reply = match admit(shared, &spec, &origin) {
                     Ok(spec) => Message::Submitted {
                         job: submit(shared, spec),
                     },
@@ -306,6 +324,16 @@ async fn serve_client(
             }
         }
     }
+}
+
+/// Parses a submitted job and refuses one whose model this driver could not
+/// hold or send, before anything is allocated for it.
+fn admit(shared: &Shared, text: &str, origin: &str) -> Result<JobSpec, deepdist_common::job::JobError> {
+    let spec = JobSpec::from_toml(text, origin)?;
+    let (dim, classes) = spec.data_shape();
+    let limit = ModelLimit::new(shared.config.max_frame, shared.config.max_model_bytes);
+    spec.check_size(origin, dim, classes, &limit)?;
+    Ok(spec)
 }
 
 /// Queues a job and returns its id.

@@ -5,15 +5,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use deepdist_common::data::Mnist;
 use deepdist_common::job::{JobSpec, JobState};
 use deepdist_common::proto::{ExecutorInfo, JobInfo, JobSummary, Message, StatusReport, TaskId};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 
 use crate::DriverConfig;
 use crate::checkpoint::JobCheckpoint;
+use crate::outbox::Outbox;
 use crate::ps::ParamServer;
 use crate::scheduler::Scheduler;
 
@@ -30,9 +32,15 @@ pub struct Event {
 pub struct ExecutorEntry {
     pub name: String,
     pub cores: u32,
-    /// Encoded frames to send to it.
-    pub tx: mpsc::Sender<Bytes>,
+    /// Frames on their way to it.
+    pub tx: Outbox,
     pub task: Option<TaskId>,
+    /// When it last showed progress on its task (any message but a
+    /// heartbeat), or was given it.
+    pub last_heard: Instant,
+    /// Its fetches the server has not answered yet: while it waits on the
+    /// driver, its task's lease does not run out.
+    pub fetches_waiting: u32,
     pub tasks_done: u64,
     /// Partition hashes it has been sent.
     pub cached: HashSet<u128>,
@@ -74,8 +82,9 @@ pub struct RunState {
     pub epochs: HashMap<u32, crate::tally::EpochAccum>,
     /// Highest push sequence applied per task, so a repeated push is not applied twice.
     pub last_seq: HashMap<TaskId, u64>,
-    /// Why training diverged, once an executor reported it.
-    pub diverged: Option<String>,
+    /// Why the job cannot go on (training diverged, a task failed too
+    /// often), once an executor's report showed it.
+    pub fatal: Option<crate::error::JobError>,
 }
 
 /// Everything behind the mutex.
@@ -103,6 +112,8 @@ pub struct Shared {
     pub next_executor: AtomicU64,
     pub rejected_connections: AtomicU64,
     pub executors_lost: AtomicU64,
+    /// Tasks taken back from executors that held them without progress.
+    pub leases_expired: AtomicU64,
     /// Updates received again (same task attempt, sequence already applied).
     pub duplicate_updates: AtomicU64,
     /// Updates for a task attempt the sender no longer holds (it was declared
@@ -142,6 +153,7 @@ impl Shared {
             next_executor: AtomicU64::new(next_executor),
             rejected_connections: AtomicU64::new(0),
             executors_lost: AtomicU64::new(0),
+            leases_expired: AtomicU64::new(0),
             duplicate_updates: AtomicU64::new(0),
             late_updates: AtomicU64::new(0),
             mnist: tokio::sync::OnceCell::new(),
@@ -192,6 +204,7 @@ impl Shared {
                 .collect(),
             rejected_connections: self.rejected_connections.load(Relaxed),
             executors_lost: self.executors_lost.load(Relaxed),
+            leases_expired: self.leases_expired.load(Relaxed),
             duplicate_updates_discarded: self.duplicate_updates.load(Relaxed),
             late_updates_discarded: self.late_updates.load(Relaxed),
         }

@@ -12,10 +12,16 @@ mod worker;
 use deepdist_common::transport::Credentials;
 use std::time::Duration;
 
+use deepdist_common::job::ModelLimit;
 use deepdist_common::proto::{DEFAULT_MAX_FRAME, ProtoError};
 use tokio::sync::watch;
 
 pub use worker::WorkerHandle;
+
+/// Copies of a model's parameters an executor holds at once: the fetched
+/// parameters, the gradient, the momentum and the update window, their
+/// encoded forms. The default budget fits that many in a quarter of memory.
+pub const EXECUTOR_COPIES: u64 = 6;
 
 /// Executor settings; every field has a default.
 #[derive(Debug, Clone)]
@@ -28,6 +34,9 @@ pub struct ExecutorConfig {
     pub name: String,
     /// Largest frame accepted or sent, in bytes.
     pub max_frame: usize,
+    /// Largest copy of a model's parameters this executor takes on, in
+    /// bytes (`--max-model-mb`); see [`EXECUTOR_COPIES`].
+    pub max_model_bytes: u64,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
     /// Longest wait for parameters from the driver before a task is given up.
@@ -44,6 +53,7 @@ impl Default for ExecutorConfig {
             cores,
             name: format!("executor-{}", std::process::id()),
             max_frame: DEFAULT_MAX_FRAME,
+            max_model_bytes: deepdist_common::job::default_model_bytes(EXECUTOR_COPIES),
             max_backoff: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             credentials: Credentials::default(),
@@ -63,7 +73,11 @@ pub enum ExecutorError {
 /// Runs an executor until `shutdown` turns true, reconnecting whenever the
 /// connection is lost.
 pub async fn run(config: ExecutorConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), ExecutorError> {
-    let worker = worker::spawn(config.cores, config.request_timeout);
+    let worker = worker::spawn(
+        config.cores,
+        config.request_timeout,
+        ModelLimit::new(config.max_frame, config.max_model_bytes),
+    );
     let cache = cache::PartitionCache::default();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -75,6 +89,11 @@ pub async fn run(config: ExecutorConfig, mut shutdown: watch::Receiver<bool>) ->
             _ = shutdown.changed() => return Ok(()),
         };
         worker.abandon_tasks();
+        // A driver stopping together with this executor (local mode, the end of
+        // a launch) closes the connection first: that is not worth a warning.
+        if *shutdown.borrow() {
+            return Ok(());
+        }
         match outcome {
             Ok(session::Ended::Served) => {
                 tracing::warn!(driver = %config.driver, "connection to the driver ended; reconnecting");

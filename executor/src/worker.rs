@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use deepdist_common::cpu::compute_pool;
 use deepdist_common::data::Dataset;
-use deepdist_common::job::{Stage, StageKind};
+use deepdist_common::job::{ModelLimit, Stage, StageKind};
 use deepdist_common::mode::{Compute, ExecutorLoop, LoopError, TaskPlan};
 use deepdist_common::model::{GradientEngine, Mlp, Model, Rbm, StageModel};
 use deepdist_common::proto::{Message, TaskReport, TaskSpec, Tensor};
@@ -94,7 +94,7 @@ impl WorkerHandle {
 }
 
 /// Starts the worker thread with `cores` compute threads.
-pub fn spawn(cores: usize, request_timeout: Duration) -> WorkerHandle {
+pub fn spawn(cores: usize, request_timeout: Duration, limit: ModelLimit) -> WorkerHandle {
     let (work_tx, work_rx) = mpsc::channel();
     let (params_tx, params_rx) = mpsc::channel();
     let handle = WorkerHandle {
@@ -107,6 +107,7 @@ pub fn spawn(cores: usize, request_timeout: Duration) -> WorkerHandle {
     };
     let worker = Worker {
         cores,
+        limit,
         work: work_rx,
         link: DriverLink {
             params: params_rx,
@@ -147,6 +148,19 @@ fn reuse<M: Model + PartialEq + Clone>(
     }
 }
 
+/// Runs `task`, turning a panic in it into a failed task: a bug must not
+/// leave the executor heartbeating while it holds the task for ever.
+fn caught<T>(task: impl FnOnce() -> Result<T, LoopError>) -> Result<T, LoopError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(LoopError::Panicked(message))
+    })
+}
+
 /// A failed task's message for the driver.
 fn failure(task: deepdist_common::proto::TaskId, e: &LoopError) -> Message {
     Message::TaskFailed {
@@ -158,6 +172,8 @@ fn failure(task: deepdist_common::proto::TaskId, e: &LoopError) -> Message {
 
 struct Worker {
     cores: usize,
+    /// The largest model this executor takes on.
+    limit: ModelLimit,
     work: mpsc::Receiver<Queued>,
     link: DriverLink,
     frozen: Arc<Mutex<Frozen>>,
@@ -186,7 +202,12 @@ impl Worker {
                 continue;
             }
             let task = item.task.id;
-            match pool.install(|| self.run_task(&item, generation)) {
+            let outcome = caught(|| pool.install(|| self.run_task(&item, generation)));
+            if matches!(outcome, Err(LoopError::Panicked(_))) {
+                // Whatever the task left half-updated is not reused.
+                self.forget_cached();
+            }
+            match outcome {
                 Ok(report) => {
                     self.link.send(&Message::TaskDone(report));
                 }
@@ -199,6 +220,13 @@ impl Worker {
         }
     }
 
+    fn forget_cached(&mut self) {
+        self.mlp_engine = None;
+        self.rbm_engine = None;
+        self.mode_loop = None;
+        self.inputs.clear();
+    }
+
     fn run_task(&mut self, item: &WorkItem, generation: u64) -> Result<TaskReport, LoopError> {
         let started = Instant::now();
         let (task, spec) = (item.task.id, &item.task.spec);
@@ -208,6 +236,8 @@ impl Worker {
             .ok_or_else(|| LoopError::Driver(format!("the job has no stage {}", task.stage)))?;
         let data = self.stage_input(item, stage)?;
         let (dim, classes) = (item.data.dim(), item.data.classes());
+        spec.check_size("the task's job", dim, classes, &self.limit)
+            .map_err(|e| LoopError::Refused(e.to_string()))?;
         let model = spec.stage_model(stage.kind, dim, classes)?;
         let mode = spec.train.mode;
         let keys = spec.train.mode_keys();
@@ -307,5 +337,36 @@ fn train<M: Model + Clone, T>(
         body(&mut Hogwild::new(engine, data, batches, seed, false))
     } else {
         body(&mut SplitBatch::new(engine, data, batches))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_task_fails_and_the_pool_goes_on() {
+        let pool = compute_pool(Some(2)).unwrap();
+        let outcome: Result<(), LoopError> = caught(|| {
+            pool.install(|| {
+                let (a, b) = rayon::join(|| 1, || -> i32 { panic!("index out of range in layer 2") });
+                assert_eq!(a, b);
+                Ok(())
+            })
+        });
+        match outcome {
+            Err(LoopError::Panicked(m)) => assert!(m.contains("layer 2"), "{m}"),
+            other => panic!("expected a panic report, got {other:?}"),
+        }
+        let task = deepdist_common::proto::TaskId {
+            job: 1,
+            stage: 0,
+            epoch: 1,
+            partition: 0,
+            attempt: 1,
+        };
+        let failure = failure(task, &LoopError::Panicked("x".into()));
+        assert!(matches!(failure, Message::TaskFailed { diverged: false, .. }));
+        assert_eq!(pool.install(|| rayon::join(|| 2, || 3)), (2, 3));
     }
 }

@@ -84,8 +84,9 @@ pub fn status(args: DriverAddr) -> anyhow::Result<()> {
             );
         }
         println!(
-            "\nexecutors lost: {}   connections rejected: {}   updates discarded: {} repeated, {} late",
+            "\nexecutors lost: {}   task leases expired: {}   connections rejected: {}   updates discarded: {} repeated, {} late",
             report.executors_lost,
+            report.leases_expired,
             report.rejected_connections,
             report.duplicate_updates_discarded,
             report.late_updates_discarded

@@ -19,7 +19,7 @@ use plotters::prelude::*;
 use super::bench_job::{Target, run_job, write};
 use super::grid_report::{TAB10, plot_error};
 use super::service::driver_config;
-use crate::cli::{DelaysBenchArgs, RunDirArgs};
+use crate::cli::{DelaysBenchArgs, DriverSettings};
 
 /// The sweep's job: a small MLP, so that the versions DC-ASGD and
 /// AdaRevision keep for 1,024 delayed updates fit in memory; plain steps
@@ -120,10 +120,12 @@ pub fn run(args: DelaysBenchArgs) -> anyhow::Result<()> {
         "--runs and --delays need values"
     );
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let run_dir = RunDirArgs {
+    let run_dir = DriverSettings {
         runs_dir: args.out.join("runs"),
         heartbeat_ms: 1000,
         heartbeat_timeout_s: 10,
+        max_model_mb: None,
+        task_lease_s: 60,
         data: args.data.clone(),
     };
     let runtime = super::runtime()?;
@@ -167,8 +169,10 @@ pub fn run(args: DelaysBenchArgs) -> anyhow::Result<()> {
                 runs.push(run);
             }
         }
+        // After every round, as the modes bench does: a cut-short sweep keeps its rounds.
+        report(&runs, &args.out)?;
     }
-    report(&runs, &args.out)
+    Ok(())
 }
 
 fn axes(runs: &[DelayRun]) -> (Vec<String>, Vec<u32>) {

@@ -16,7 +16,7 @@ use super::bench_job::{Target, machine_cores, run_job, write};
 use super::client::{credentials, read_job};
 use super::grid_report::{GridRun, csv, markdown, parse_csv, percent, plot, seconds};
 use super::service::driver_config;
-use crate::cli::{DbnBenchArgs, DriverAddr, RunDirArgs, SecretArg};
+use crate::cli::{DbnBenchArgs, DriverAddr, DriverSettings, SecretArg};
 
 /// The job the grid runs when given none: the DBN tuned for time to 90% and
 /// 98%, the experiment's figures.
@@ -79,10 +79,12 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         "no executors × cores combination fits this machine's {} cores (pass --oversubscribe to run them anyway)",
         machine_cores()
     );
-    let run_dir = RunDirArgs {
+    let run_dir = DriverSettings {
         runs_dir: args.out.join("runs"),
         heartbeat_ms: 1000,
         heartbeat_timeout_s: 10,
+        max_model_mb: None,
+        task_lease_s: 60,
         data: args.data.clone(),
     };
     let runs = run_grid(&runtime, &base, &combos, &args, |(executors, cores)| Target::Local {

@@ -10,7 +10,7 @@ use super::bench_job::{JobRun, Target, machine_cores, run_job};
 use super::client::read_job;
 use super::modes_report::{ModeRun, report};
 use super::service::driver_config;
-use crate::cli::{ModesBenchArgs, RunDirArgs};
+use crate::cli::{DriverSettings, ModesBenchArgs};
 
 /// The shipped example job of every mode (and of Hogwild! executors): the
 /// same MLP, each with its mode's keys.
@@ -77,10 +77,12 @@ pub fn run(args: ModesBenchArgs) -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let peak = super::bench::gemm_peak(machine_cores());
-    let run_dir = RunDirArgs {
+    let run_dir = DriverSettings {
         runs_dir: args.out.join("runs"),
         heartbeat_ms: 1000,
         heartbeat_timeout_s: 10,
+        max_model_mb: None,
+        task_lease_s: 60,
         data: args.data.clone(),
     };
     let runtime = super::runtime()?;
@@ -111,8 +113,11 @@ pub fn run(args: ModesBenchArgs) -> anyhow::Result<()> {
                 runs.push(run);
             }
         }
+        // Written after every round, so that a session cut short keeps the
+        // rounds it completed (the table says how many).
+        report(&runs, peak, &args.out)?;
     }
-    report(&runs, peak, &args.out)
+    Ok(())
 }
 
 impl ModeRun {

@@ -10,17 +10,22 @@ use deepdist_driver::checkpoint::{self, JobCheckpoint};
 use deepdist_driver::{Driver, DriverConfig};
 use deepdist_executor::ExecutorConfig;
 
-use crate::cli::{DriverArgs, ExecutorArgs, RunDirArgs};
+use crate::cli::{DriverArgs, DriverSettings, ExecutorArgs};
 
 /// The driver configuration the flags describe.
-pub fn driver_config(args: &RunDirArgs) -> DriverConfig {
-    DriverConfig {
+pub fn driver_config(args: &DriverSettings) -> DriverConfig {
+    let mut config = DriverConfig {
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(10)),
         heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout_s.max(1)),
+        task_lease: Duration::from_secs(args.task_lease_s.max(1)),
         runs_dir: args.runs_dir.clone(),
         data_dir: resolve_data_dir(args.data.data_dir.clone()),
         ..DriverConfig::default()
+    };
+    if let Some(mib) = args.max_model_mb {
+        config.max_model_bytes = mib << 20;
     }
+    config
 }
 
 /// Runs a driver until Ctrl-C.
@@ -97,6 +102,9 @@ pub fn executor(args: ExecutorArgs) -> anyhow::Result<()> {
     }
     if let Some(name) = args.name {
         config.name = name;
+    }
+    if let Some(mib) = args.max_model_mb {
+        config.max_model_bytes = mib << 20;
     }
     super::runtime()?.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);

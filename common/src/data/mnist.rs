@@ -13,6 +13,9 @@ pub use super::mnist_files::{FILES, MnistFile};
 /// Digits 0..9.
 pub const CLASSES: usize = 10;
 
+/// Pixels of one image, 28 × 28.
+pub const IMAGE_DIM: usize = 28 * 28;
+
 /// What can go wrong loading MNIST.
 #[derive(Debug, thiserror::Error)]
 pub enum MnistError {

@@ -1,11 +1,13 @@
 //! Job definitions: TOML files users submit, parsed strictly (unknown keys
 //! refused) and validated with errors that name the key and what is allowed.
 
+mod size;
 mod stage;
 mod validate;
 
 use serde::{Deserialize, Serialize};
 
+pub use size::{ModelLimit, default_model_bytes};
 pub use stage::{Stage, StageKind};
 
 pub use crate::mode::Mode;

@@ -287,6 +287,13 @@ pub enum LoopError {
     /// The driver did not answer in time, or sent something unusable.
     #[error("{0}")]
     Driver(String),
+    /// This executor cannot take the task on (its model is above the
+    /// executor's limit).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The compute thread panicked (a bug); the executor carries on.
+    #[error("the compute thread panicked: {0}")]
+    Panicked(String),
 }
 
 impl From<TrainError> for LoopError {

@@ -21,7 +21,7 @@ pub use wire::*;
 /// First bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DDST";
 /// Bumped on every incompatible change; peers must match exactly.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Default cap on one frame (a whole partition travels in one frame).
 pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
 /// Cap on every frame until the handshake is done, so an unauthenticated
@@ -65,6 +65,10 @@ pub enum ProtoError {
     /// The handshake failed: wrong magic, version or role.
     #[error("handshake refused: {0}")]
     Rejected(String),
+    /// The peer stopped reading, or held its task without progress past
+    /// its lease: the connection is closed.
+    #[error("the peer is stuck: not reading, or no progress on its task within the lease")]
+    Stuck,
 }
 
 /// Who is connecting to the driver.

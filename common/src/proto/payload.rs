@@ -273,6 +273,9 @@ pub struct StatusReport {
     pub rejected_connections: u64,
     /// Executors lost (disconnected or silent past the heartbeat timeout).
     pub executors_lost: u64,
+    /// Tasks taken back from executors that held them past the task lease
+    /// without progress (those executors are disconnected).
+    pub leases_expired: u64,
     /// Updates discarded because the same (task attempt, sequence) was
     /// already applied: each update is applied at most once.
     pub duplicate_updates_discarded: u64,

@@ -1,0 +1,116 @@
+//! Jobs that cannot fit, tasks that cannot run, executors that stop working
+//! but keep heartbeating: refused, failed with the reason, or routed around,
+//! while the driver and its executors go on serving.
+
+mod support;
+
+use std::time::Duration;
+
+use deepdist_common::client::ClientError;
+use deepdist_common::job::JobState;
+use deepdist_common::proto::{self, Message, Role};
+use deepdist_common::transport::{self, Credentials};
+use deepdist_driver::DriverConfig;
+use deepdist_executor::ExecutorConfig;
+use support::{TestDriver, small_job, start_executor_with, watch};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_too_large_for_the_driver_is_refused_at_submit_and_the_driver_goes_on() {
+    let driver = TestDriver::start().await;
+    let mut client = driver.client().await;
+    // 4.3 billion parameters: 17 GB per copy, and far above one frame.
+    let huge = small_job("huge", "async", 1).replace("hidden = [32]", "hidden = [65536, 65536]");
+    match client.submit(&huge, "huge.toml").await {
+        Err(ClientError::Refused(reason)) => {
+            assert!(reason.contains("model.hidden"), "{reason}");
+            assert!(reason.contains("parameters"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(driver.status().jobs.is_empty(), "nothing was queued");
+
+    let _executor = support::start_executor(&driver.addr(), "e1");
+    let job = client
+        .submit(&small_job("after", "async", 1), "after.toml")
+        .await
+        .unwrap();
+    let summary = watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_no_executor_can_take_fails_its_job_and_the_next_job_runs() {
+    let driver = TestDriver::start().await;
+    // Room for the 25k parameters of `hidden = [32]`, not the 400k of [500].
+    let (_executor, _) = start_executor_with(ExecutorConfig {
+        driver: driver.addr(),
+        cores: 1,
+        name: "small".into(),
+        max_model_bytes: 200_000,
+        ..ExecutorConfig::default()
+    });
+    let mut client = driver.client().await;
+    let big = small_job("big", "async", 1).replace("hidden = [32]", "hidden = [500]");
+    let job = client.submit(&big, "big.toml").await.unwrap();
+    let summary = watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Failed, "{summary:?}");
+    let error = summary.error.unwrap_or_default();
+    assert!(error.contains("failed 4 times"), "{error}");
+    assert!(error.contains("--max-model-mb"), "{error}");
+
+    // The executor holds no task of the failed job: it takes the next one.
+    let job = client
+        .submit(&small_job("next", "async", 1), "next.toml")
+        .await
+        .unwrap();
+    let summary = watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_that_heartbeats_but_never_reads_loses_its_task_to_the_lease() {
+    let driver = TestDriver::start_with(DriverConfig {
+        task_lease: Duration::from_secs(2),
+        ..DriverConfig::default()
+    })
+    .await;
+    // Registers, then only heartbeats: it never reads its task.
+    let hello = Message::hello(Role::Executor, "wedged", 1);
+    let wedged = transport::dial(&driver.addr(), &Credentials::default(), hello, proto::DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    let (_unread, mut writer) = (wedged.reader, wedged.writer);
+    let heartbeats = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if writer.send(&Message::Heartbeat).await.is_err() {
+                return;
+            }
+        }
+    });
+    driver
+        .await_status("the wedged executor registered", |s| s.executors.len() == 1)
+        .await;
+    let mut client = driver.client().await;
+    let job = client
+        .submit(&small_job("lease", "async", 1), "lease.toml")
+        .await
+        .unwrap();
+    // It holds a task before anyone else can.
+    driver
+        .await_status("a task given to the wedged executor", |s| {
+            s.executors.iter().any(|e| e.name == "wedged" && e.task.is_some())
+        })
+        .await;
+    let _healthy = support::start_executor(&driver.addr(), "healthy");
+    let summary = watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+    let status = driver.status();
+    assert!(status.leases_expired >= 1, "{status:?}");
+    assert!(
+        status.executors.iter().all(|e| e.name != "wedged"),
+        "disconnected: {status:?}"
+    );
+    heartbeats.abort();
+}
