@@ -342,19 +342,13 @@ fn recover_refuses_a_missing_corrupt_or_foreign_checkpoint() {
     assert!(path.exists(), "a refused checkpoint is left where it was");
 }
 
-/// Says why a scenario cannot run here, in the suite's table too.
-fn skip(scenario: &str, why: &str) {
-    eprintln!("SKIPPED {scenario}: {why}");
-    println!("FAULT | {scenario} | skipped: {why} | | | | |");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executor_killed_by_an_out_of_memory_limit() {
     let scenario = "executor OOM-killed (cgroup memory limit)";
     // Enough for an idle executor, far too little for a 30 000-example partition (94 MB).
     let cgroup = match support::sandbox::MemoryCgroup::create(48 << 20) {
         Ok(c) => c,
-        Err(why) => return skip(scenario, &why),
+        Err(why) => return support::cannot_run(scenario, &why),
     };
     let driver = TestDriver::start().await;
     let mut doomed = support::spawn_executor_process(&driver.addr(), "doomed");
@@ -395,7 +389,7 @@ async fn executors_in_network_namespaces_cut_off_by_iptables_then_healed() {
     let scenario = "netns + veth, iptables drops an executor, heals";
     let lab = match support::sandbox::NetLab::create(2) {
         Ok(lab) => lab,
-        Err(why) => return skip(scenario, &why),
+        Err(why) => return support::cannot_run(scenario, &why),
     };
     let runs = tempfile::tempdir().unwrap();
     let in_driver_ns = support::sandbox::NetLab::exec_in(&lab.driver_ns());

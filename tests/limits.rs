@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use deepdist_common::client::ClientError;
-use deepdist_common::job::JobState;
+use deepdist_common::job::{JobSpec, JobState};
+use deepdist_common::model::Model;
 use deepdist_common::proto::{self, Message, Role};
 use deepdist_common::transport::{self, Credentials};
 use deepdist_driver::DriverConfig;
@@ -113,4 +114,53 @@ async fn an_executor_that_heartbeats_but_never_reads_loses_its_task_to_the_lease
         "disconnected: {status:?}"
     );
     heartbeats.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_checkpoint_stops_the_job_and_the_model_is_kept() {
+    let scenario = "disk full under the driver's checkpoint";
+    let disk = match support::sandbox::SmallDisk::create(16 << 20) {
+        Ok(disk) => disk,
+        Err(why) => return support::cannot_run(scenario, &why),
+    };
+    disk.fill("filler");
+    let driver = TestDriver::start_with(DriverConfig {
+        checkpoint: Some(disk.path().join("driver.checkpoint")),
+        ..DriverConfig::default()
+    })
+    .await;
+    let _executor = support::start_executor(&driver.addr(), "e1");
+    let mut client = driver.client().await;
+    let job = client
+        .submit(&small_job("full", "async", 6), "full.toml")
+        .await
+        .unwrap();
+    let summary = watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Failed, "{summary:?}");
+    let error = summary.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("checkpoint") && error.contains("No space left"),
+        "{error}"
+    );
+    assert!(
+        summary.epochs < 6,
+        "stopped at the first checkpoint, not at the end: {summary:?}"
+    );
+    // What it trained is saved, and says how the job ended.
+    let model = std::path::Path::new(&summary.output_dir).join("model.safetensors");
+    let spec = JobSpec::from_toml(&small_job("full", "async", 6), "full.toml").unwrap();
+    let layout = spec.build_mlp(784, 10).unwrap().layout().clone();
+    let (_, metadata) = deepdist_common::checkpoint::load_model(&model, &layout).unwrap();
+    let state = metadata.get("deepdist.state").cloned().unwrap_or_default();
+    assert!(state.starts_with("failed after epoch"), "{state}");
+    assert!(state.contains("No space left"), "{state}");
+
+    // With room again, the same driver runs the next job to the end.
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    let job = client
+        .submit(&small_job("room", "async", 1), "room.toml")
+        .await
+        .unwrap();
+    let summary = watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
 }

@@ -48,6 +48,9 @@ pub enum JobError {
     /// A model file could not be saved.
     #[error("cannot save the model: {0}")]
     Save(#[from] CheckpointError),
+    /// The driver's checkpoint could not be written.
+    #[error("cannot write the driver's checkpoint: {0}")]
+    CheckpointWrite(CheckpointError),
     /// The checkpoint to resume from does not fit the job.
     #[error("{0}")]
     CheckpointMismatch(String),

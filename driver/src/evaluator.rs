@@ -67,12 +67,12 @@ pub async fn evaluate_epochs(
             Work::Checkpoint(mut checkpoint) => {
                 if let Some(path) = shared.config.checkpoint.clone() {
                     checkpoint.evaluated = out.clone();
-                    let written = tokio::task::spawn_blocking(move || checkpoint.save(&path, stall)).await;
-                    match written {
-                        Ok(Ok(())) => tracing::debug!(job, "checkpoint written"),
-                        Ok(Err(e)) => tracing::error!(job, error = %e, "cannot write the checkpoint"),
-                        Err(e) => tracing::error!(job, error = %e, "checkpoint writer failed"),
-                    }
+                    // A checkpoint that cannot be written stops the job: going on
+                    // would promise a recovery that is not there.
+                    tokio::task::spawn_blocking(move || checkpoint.save(&path, stall))
+                        .await?
+                        .map_err(JobError::CheckpointWrite)?;
+                    tracing::debug!(job, "checkpoint written");
                 }
                 continue;
             }

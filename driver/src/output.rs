@@ -68,7 +68,8 @@ impl MetricsWriter {
     }
 }
 
-/// Saves a model as `path` (in the job's directory `dir`).
+/// Saves a model as `path` (in the job's directory `dir`), with the job and
+/// how it ended (`state`: done, cancelled, or why it failed) in its metadata.
 pub fn save_final_model(
     dir: &Path,
     path: &Path,
@@ -76,7 +77,7 @@ pub fn save_final_model(
     params: &[f32],
     spec: &JobSpec,
     job: u64,
-    version: u64,
+    state: &str,
 ) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
         path: dir.display().to_string(),
@@ -85,7 +86,7 @@ pub fn save_final_model(
     let metadata = HashMap::from([
         ("deepdist.job".to_string(), spec.to_toml()),
         ("deepdist.job_id".to_string(), job.to_string()),
-        ("deepdist.version".to_string(), version.to_string()),
+        ("deepdist.state".to_string(), state.to_string()),
         (
             "deepdist.layer_sizes".to_string(),
             format!(

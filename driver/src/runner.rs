@@ -68,7 +68,16 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         };
         tracing::info!(id, name = %spec.name, dir = %dir.display(), resumed = resume.is_some(), "job started");
         let result = run_job(&shared, id, &spec, &dir, started, resume, &mut stop).await;
-        shared.lock().run = None;
+        // However it ended, no executor keeps a task of it: each is told to
+        // drop what it holds and is free for the next job.
+        let sends = {
+            let mut state = shared.lock();
+            state.run = None;
+            dispatch::cancel_all(&mut state.executors, id)
+        };
+        for (outbox, frame) in sends {
+            outbox.offer(frame);
+        }
         let mut summary = summary(id, &spec.name, JobState::Done, Some(&dir));
         summary.elapsed_s = started.elapsed().as_secs_f64();
         match result {
@@ -250,7 +259,7 @@ async fn run_job(
         let (state, params) = run_stage(shared, ctx, params, resume.take(), stop).await?;
         if let StageKind::Rbm { layer } = stage.kind {
             let path = dir.join(format!("rbm{}.safetensors", layer + 1));
-            save_final_model(dir, &path, model.layout(), &params, spec, id, 0)?;
+            save_final_model(dir, &path, model.layout(), &params, spec, id, &state.to_string())?;
         }
         let finished_stage = state == JobState::Done;
         match stage.kind {
@@ -264,12 +273,23 @@ async fn run_job(
         }
     }
     drop(eval_tx);
-    let evaluated = evaluator.await??;
+    // The model is saved even when the evaluator failed (a full disk, an
+    // evaluation error): the training it holds is not thrown away, and its
+    // metadata says how the job ended.
+    let evaluated = evaluator.await?;
     if let Some((model, params)) = final_model {
+        let state = match &evaluated {
+            Ok(_) => state_at_end.to_string(),
+            Err(e) => {
+                let epochs = shared.lock().job_mut(id).map_or(0, |r| r.epochs_done);
+                format!("failed after epoch {epochs}: {e}")
+            }
+        };
         let path = dir.join("model.safetensors");
-        save_final_model(dir, &path, model.layout(), &params, spec, id, 0)?;
-        tracing::info!(id, path = %path.display(), "model saved");
+        save_final_model(dir, &path, model.layout(), &params, spec, id, &state)?;
+        tracing::info!(id, path = %path.display(), %state, "model saved");
     }
+    let evaluated = evaluated?;
     Ok(Outcome {
         state: state_at_end,
         epochs: evaluated.epochs,
@@ -482,6 +502,12 @@ async fn run_stage(
         }
         if cancelled {
             end_state = JobState::Cancelled;
+            break;
+        }
+        // The evaluator stopped on an error: no more metrics or checkpoints
+        // would be written, so training ends here and the error is reported.
+        if ctx.eval_tx.is_closed() {
+            end_state = JobState::Failed;
             break;
         }
         if finished {

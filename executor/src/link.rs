@@ -114,7 +114,7 @@ impl Link for TaskLink<'_> {
         if !self.link.send(&fetch) {
             return Err(LoopError::Abandoned);
         }
-        self.link.fetches.sent_on(connection);
+        self.link.fetches.sent_on((connection, self.task.job, self.task.stage));
         Ok(())
     }
 
@@ -152,7 +152,7 @@ impl Link for TaskLink<'_> {
                 }
             };
             let Some(p) = next else { break };
-            if !link.fetches.answered_on(p.connection) {
+            if !link.fetches.answered_on((p.connection, p.job, p.stage)) {
                 continue;
             }
             let current = p.job == job && p.stage == stage && p.version >= min_version;

@@ -1,7 +1,7 @@
 //! Kernel sandboxes for the fault suite: a memory cgroup to get an executor
-//! OOM-killed, and network namespaces joined by veth pairs whose traffic
-//! iptables can drop. Both need root; `create` says why when it cannot, so
-//! the test can skip with that reason.
+//! OOM-killed, network namespaces joined by veth pairs whose traffic
+//! iptables can drop, and a small tmpfs to fill. All need root; `create` says
+//! why when it cannot, and the test hands that to [`super::cannot_run`].
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -59,6 +59,47 @@ impl MemoryCgroup {
 impl Drop for MemoryCgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A tmpfs of a few pages, mounted on a temporary directory; unmounted when
+/// dropped.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `bytes`.
+    pub fn create(bytes: u64) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().display().to_string();
+        run(&["mount", "-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs", &path])?;
+        Ok(Self { dir })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills it with `name` until a write fails with ENOSPC.
+    pub fn fill(&self, name: &str) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.path().join(name)).unwrap();
+        let block = vec![0u8; 4096];
+        loop {
+            match file.write_all(&block).and_then(|()| file.sync_all()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => return,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = run(&["umount", "-l", &self.dir.path().display().to_string()]);
     }
 }
 
