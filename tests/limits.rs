@@ -164,3 +164,61 @@ async fn a_full_disk_under_the_checkpoint_stops_the_job_and_the_model_is_kept() 
     let summary = watch(&mut client, job, |_| {}).await;
     assert_eq!(summary.state, JobState::Done, "{summary:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_does_not_keep_executors_or_clients_out() {
+    let driver = TestDriver::start().await;
+    let addr: std::net::SocketAddr = driver.addr().parse().unwrap();
+    // 1,000 connections from another loopback address: half connect and
+    // stay silent in the handshake, half connect and leave at once.
+    let flooder: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut silent = Vec::new();
+    for i in 0..1000 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((flooder, 0).into()).unwrap();
+        // A plain (non-blocking) socket, so that a read below asks the kernel.
+        let stream = socket.connect(addr).await.unwrap().into_std().unwrap();
+        if i % 2 == 0 {
+            silent.push(stream);
+        }
+    }
+    // A client that sends a 2 MiB frame after its handshake is cut off...
+    let mut client = driver.client().await;
+    let huge = "#".repeat(2 << 20);
+    assert!(
+        client.submit(&huge, "huge.toml").await.is_err(),
+        "an oversized client frame"
+    );
+    // ...while an executor and a client from elsewhere get in and train.
+    let _late = support::start_executor(&driver.addr(), "late");
+    driver
+        .await_status("the late executor registered", |s| {
+            s.executors.iter().any(|e| e.name == "late")
+        })
+        .await;
+    let mut client = driver.client().await;
+    let job = client
+        .submit(&small_job("flood", "async", 1), "flood.toml")
+        .await
+        .unwrap();
+    let summary = watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+    // The driver refused most of the flood rather than holding it: the
+    // silent connections it admitted are still in their handshake (open),
+    // the others were closed at once.
+    let mut open = 0;
+    let mut buf = [0u8; 1];
+    for mut stream in &silent {
+        match std::io::Read::read(&mut stream, &mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open += 1,
+            _ => {}
+        }
+    }
+    let cap = deepdist_driver::MAX_HANDSHAKES_PER_ADDRESS as usize;
+    assert!(
+        open <= cap && open < silent.len() / 2,
+        "{open} of {} silent connections are held",
+        silent.len()
+    );
+    assert!(driver.status().rejected_connections >= 400, "{:?}", driver.status());
+}

@@ -6,6 +6,7 @@
 //! [`Driver::start`] takes a bound listener, so tests and local mode run it on
 //! `127.0.0.1:0` exactly as production does.
 
+mod admission;
 pub mod checkpoint;
 mod dispatch;
 mod divergence;
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS};
 use state::Shared;
 
 /// Copies of a model's parameters the driver may hold at once: the server's

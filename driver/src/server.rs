@@ -14,6 +14,7 @@ use deepdist_common::transport::{self, BoxRead, BoxWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::admission::{Admission, HandshakeSlot};
 use crate::error::JobError;
 use crate::outbox::Outbox;
 use crate::scheduler::{Failure, MAX_TASK_FAILURES};
@@ -21,11 +22,19 @@ use crate::state::{ExecutorEntry, JobRecord, Shared};
 
 /// Frames queued per connection before senders wait.
 const OUTBOX: usize = 64;
+/// Largest frame a client may send: job files and requests are small.
+const CLIENT_MAX_FRAME: usize = 1 << 20;
+
+/// How long the accept loop pauses after an accept error (out of file
+/// descriptors, say) before trying again, instead of spinning.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Longest a client connection may sit between requests.
 const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let admission = Admission::default();
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.changed() => return,
@@ -33,12 +42,21 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                        _ = stop.changed() => return,
+                    }
                     continue;
                 }
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: too many connections");
+            continue;
+        };
+        let Some(slot) = admission.admit(peer.ip()) else {
+            shared.rejected_connections.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, "connection refused: too many handshakes in progress");
             continue;
         };
         let shared = shared.clone();
@@ -55,7 +73,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
             let max = shared.config.max_frame;
             let mut reader = MessageReader::new(read, max);
             let mut writer = MessageWriter::new(write, max);
-            match serve(&shared, &mut reader, &mut writer, stop).await {
+            match serve(&shared, &mut reader, &mut writer, slot, stop).await {
                 Err(e @ ProtoError::Rejected(_)) => tracing::warn!(%peer, reason = %e, "peer refused"),
                 Err(e) => tracing::info!(%peer, reason = %e, "connection closed"),
                 Ok(()) => {}
@@ -69,6 +87,7 @@ async fn serve(
     shared: &Arc<Shared>,
     reader: &mut MessageReader<BoxRead>,
     writer: &mut MessageWriter<BoxWrite>,
+    slot: HandshakeSlot,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ProtoError> {
     let (role, name, cores) = match proto::accept_handshake(reader, writer, shared.config.secret.as_ref()).await {
@@ -78,13 +97,17 @@ async fn serve(
             return Err(e);
         }
     };
-    reader.set_max_frame(shared.config.max_frame);
+    drop(slot);
     match role {
         Role::Client => {
+            reader.set_max_frame(CLIENT_MAX_FRAME.min(shared.config.max_frame));
             writer.send(&Message::Welcome { id: 0, heartbeat_ms: 0 }).await?;
             serve_client(shared, reader, writer).await
         }
-        Role::Executor => serve_executor(shared, reader, writer, name, cores.max(1), stop).await,
+        Role::Executor => {
+            reader.set_max_frame(shared.config.max_frame);
+            serve_executor(shared, reader, writer, name, cores.max(1), stop).await
+        }
     }
 }
 
