@@ -69,6 +69,16 @@ pub struct SecretArg {
     pub secret_file: Option<PathBuf>,
 }
 
+/// The driver's choice of a secret without TLS beyond loopback.
+#[derive(Debug, Args)]
+pub struct PlaintextArg {
+    /// Accept a shared secret without TLS on a non-loopback address. The secret
+    /// then authenticates only the start of each connection: anyone on the
+    /// network path can read, inject or change frames afterwards.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+}
+
 /// The driver's TLS identity.
 #[derive(Debug, Args)]
 pub struct TlsServerArgs {
@@ -90,6 +100,8 @@ pub struct DriverArgs {
     pub secret: SecretArg,
     #[command(flatten)]
     pub tls: TlsServerArgs,
+    #[command(flatten)]
+    pub plaintext: PlaintextArg,
     #[command(flatten)]
     pub run: DriverSettings,
     /// Resume the job of the last checkpoint (`<runs-dir>/driver.checkpoint`)

@@ -215,3 +215,32 @@ fn the_cli_names_a_bad_secret_file_or_tls_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing-ca.pem"), "{err}");
 }
+
+#[test]
+fn a_secret_without_tls_beyond_loopback_is_refused_and_a_readable_secret_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "0123456789abcdef0123456789abcdef").unwrap();
+    let path = file.to_str().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = support::deepdist(&["driver", "--listen", "0.0.0.0:0", "--secret-file", path], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("without TLS") && stderr.contains("--insecure-plaintext"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("readable by other users"), "{stderr}");
+    // chmod 600: no warning.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let out = support::deepdist(&["driver", "--listen", "0.0.0.0:0", "--secret-file", path], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("readable by other users"), "{stderr}");
+}

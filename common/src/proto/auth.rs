@@ -82,6 +82,17 @@ impl Secret {
             path: path.display().to_string(),
             source,
         })?;
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "the secret file is readable by other users: chmod 600 it"
+                );
+            }
+        }
         Self::new(&bytes, &path.display().to_string())
     }
 
