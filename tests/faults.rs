@@ -444,3 +444,41 @@ async fn executors_in_network_namespaces_cut_off_by_iptables_then_healed() {
         Some(recovery),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_killed_with_jobs_queued_loses_none_and_reuses_no_id() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut driver = DriverProcess::start(runs.path(), "127.0.0.1:0", &[], &[]).await;
+    // No executors yet: everything stays queued.
+    let mut client = driver.client().await;
+    let mut ids = Vec::new();
+    for name in ["first", "second", "third"] {
+        ids.push(client.submit(&small_job(name, "async", 1), "q.toml").await.unwrap());
+    }
+    client.cancel(ids[1]).await.unwrap();
+    support::signal(driver.child.id().unwrap(), "KILL");
+    let _ = driver.child.wait().await;
+
+    let driver = DriverProcess::start(runs.path(), "127.0.0.1:0", &[], &[]).await;
+    let mut client = driver.client().await;
+    let status = client.status().await.unwrap();
+    let queued: Vec<u64> = status.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(
+        queued,
+        [ids[0], ids[1], ids[2]],
+        "every acknowledged job is back: {status:?}"
+    );
+    let fourth = client.submit(&small_job("fourth", "async", 1), "q.toml").await.unwrap();
+    assert!(fourth > ids[2], "no id is reused: {fourth} after {ids:?}");
+    let mut executor = support::spawn_executor_process(&driver.addr, "e");
+    let mut states = Vec::new();
+    for &id in [ids[0], ids[1], ids[2], fourth].iter() {
+        states.push(support::watch(&mut client, id, |_| {}).await.state);
+    }
+    assert_eq!(
+        states,
+        [JobState::Done, JobState::Cancelled, JobState::Done, JobState::Done],
+        "the cancel survived the crash too"
+    );
+    executor.kill().await.unwrap();
+}

@@ -12,6 +12,7 @@ mod dispatch;
 mod divergence;
 pub mod error;
 mod evaluator;
+pub mod journal;
 mod outbox;
 mod output;
 pub mod ps;
@@ -74,6 +75,8 @@ pub struct DriverConfig {
     pub tls: Option<TlsServer>,
     /// Where the running job is checkpointed (`None`: never).
     pub checkpoint: Option<PathBuf>,
+    /// The job journal (`None`: jobs live in memory only).
+    pub journal: Option<PathBuf>,
     /// Longest time between checkpoints within an epoch; every completed
     /// epoch is checkpointed as well.
     pub checkpoint_interval: Duration,
@@ -93,6 +96,7 @@ impl Default for DriverConfig {
             secret: None,
             tls: None,
             checkpoint: None,
+            journal: None,
             checkpoint_interval: Duration::from_secs(60),
         }
     }
@@ -134,7 +138,11 @@ impl Driver {
             }
             None => None,
         };
-        let shared = Arc::new(Shared::new(config, resume));
+        let journal = match &config.journal {
+            Some(path) => Some(journal::Journal::open(path).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(config, resume, journal));
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(server::accept_loop(listener, shared.clone(), stopped.clone())),

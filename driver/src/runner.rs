@@ -46,6 +46,7 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
             for s in cancelled {
+                record_end(&shared, s.job, s.state);
                 shared.emit(s.job, Message::JobEnded(s));
             }
             state.jobs.iter_mut().find(|j| j.state == JobState::Queued).map(|j| {
@@ -108,7 +109,17 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             job.summary = Some(summary.clone());
         }
         tracing::info!(id, state = %summary.state, accuracy = ?summary.final_accuracy, "job ended");
+        record_end(&shared, id, summary.state);
         shared.emit(id, Message::JobEnded(summary));
+    }
+}
+
+/// Journals a job's end. The end is already decided and its outputs
+/// written: failing to journal it only means a restarted driver runs the
+/// job again, so it is logged, not fatal.
+fn record_end(shared: &Shared, id: u64, state: JobState) {
+    if let Err(e) = shared.journal(&crate::journal::Entry::End { id, state }) {
+        tracing::error!(id, error = %e, "cannot journal the job's end: a restarted driver would run it again");
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use deepdist_common::job::{JobSpec, JobState, ModelLimit};
+use deepdist_common::job::{JobSpec, ModelLimit};
 use deepdist_common::proto::{self, Message, MessageReader, MessageWriter, ProtoError, Role};
 use deepdist_common::transport::{self, BoxRead, BoxWrite};
 use tokio::net::TcpListener;
@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::admission::{Admission, HandshakeSlot};
 use crate::error::JobError;
+use crate::journal::{Entry, JournalError};
 use crate::outbox::Outbox;
 use crate::scheduler::{Failure, MAX_TASK_FAILURES};
 use crate::state::{ExecutorEntry, JobRecord, Shared};
@@ -328,8 +329,11 @@ async fn serve_client(
         match msg {
             Message::Submit { spec, origin } => {
                 let reply = match admit(shared, &spec, &origin) {
-                    Ok(spec) => Message::Submitted {
-                        job: submit(shared, spec),
+                    Ok(spec) => match submit(shared, spec) {
+                        Ok(job) => Message::Submitted { job },
+                        Err(e) => Message::Reject {
+                            reason: format!("the job could not be recorded: {e}"),
+                        },
                     },
                     Err(e) => Message::Reject { reason: e.to_string() },
                 };
@@ -359,28 +363,20 @@ fn admit(shared: &Shared, text: &str, origin: &str) -> Result<JobSpec, deepdist_
     Ok(spec)
 }
 
-/// Queues a job and returns its id.
-fn submit(shared: &Shared, spec: JobSpec) -> u64 {
-    let mut state = shared.lock();
-    let id = state.jobs.last().map_or(1, |j| j.id + 1);
-    tracing::info!(id, name = %spec.name, "job queued");
-    state.jobs.push(JobRecord {
+/// Queues a job, durably when the driver keeps a journal, and returns its id.
+fn submit(shared: &Shared, spec: JobSpec) -> Result<u64, JournalError> {
+    let id = shared.next_job.fetch_add(1, Relaxed);
+    shared.journal(&Entry::Submit {
         id,
-        spec,
-        state: JobState::Queued,
-        stage: String::new(),
-        epochs_done: 0,
-        accuracy: None,
-        error: None,
-        warning: None,
-        cancel_requested: false,
-        summary: None,
-        resume: None,
-    });
+        spec: spec.to_toml(),
+    })?;
+    tracing::info!(id, name = %spec.name, "job queued");
+    let mut state = shared.lock();
+    state.jobs.push(JobRecord::queued(id, spec));
     forget_old_jobs(&mut state.jobs, KEEP_FINISHED_JOBS);
     drop(state);
     shared.wake.notify_one();
-    id
+    Ok(id)
 }
 
 /// Finished jobs the driver remembers for `status` and `watch`; older ones
@@ -411,8 +407,15 @@ fn cancel(shared: &Shared, job: u64) -> Message {
             reason: format!("job {job} is already {}", record.state),
         };
     }
-    record.cancel_requested = true;
     drop(state);
+    if let Err(e) = shared.journal(&Entry::Cancel(job)) {
+        return Message::Reject {
+            reason: format!("the cancel could not be recorded: {e}"),
+        };
+    }
+    if let Some(record) = shared.lock().job_mut(job) {
+        record.cancel_requested = true;
+    }
     shared.wake.notify_one();
     Message::Cancelled { job }
 }
@@ -458,21 +461,13 @@ async fn watch_job(shared: &Arc<Shared>, job: u64, writer: &mut MessageWriter<Bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deepdist_common::job::JobState;
 
     fn record(id: u64, state: JobState) -> JobRecord {
         let spec = JobSpec::from_toml("name = \"j\"", "t").unwrap();
         JobRecord {
-            id,
-            spec,
             state,
-            stage: String::new(),
-            epochs_done: 0,
-            accuracy: None,
-            error: None,
-            warning: None,
-            cancel_requested: false,
-            summary: None,
-            resume: None,
+            ..JobRecord::queued(id, spec)
         }
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::DriverConfig;
 use crate::checkpoint::JobCheckpoint;
+use crate::journal::{Entry, Journal, JournalError, Replayed};
 use crate::outbox::Outbox;
 use crate::ps::ParamServer;
 use crate::scheduler::Scheduler;
@@ -64,6 +65,25 @@ pub struct JobRecord {
     pub resume: Option<Box<JobCheckpoint>>,
 }
 
+impl JobRecord {
+    /// A job just queued.
+    pub fn queued(id: u64, spec: JobSpec) -> Self {
+        Self {
+            id,
+            spec,
+            state: JobState::Queued,
+            stage: String::new(),
+            epochs_done: 0,
+            accuracy: None,
+            error: None,
+            warning: None,
+            cancel_requested: false,
+            summary: None,
+            resume: None,
+        }
+    }
+}
+
 /// The job being trained right now.
 pub struct RunState {
     pub job: u64,
@@ -105,6 +125,10 @@ impl State {
 /// State shared by every task of the driver.
 pub struct Shared {
     pub config: DriverConfig,
+    /// Submits, cancels and ends, durable before they are acknowledged.
+    journal: Option<Mutex<Journal>>,
+    /// The next job id (never reused, across restarts with a journal).
+    pub next_job: AtomicU64,
     state: Mutex<State>,
     /// Wakes the job runner: a task ended, an executor came or went, a job was queued or cancelled.
     pub wake: Notify,
@@ -126,27 +150,47 @@ impl Shared {
     /// Fresh state for a driver with this configuration; with a job to
     /// resume, it is queued first and executor ids continue after the
     /// checkpoint's.
-    pub fn new(config: DriverConfig, resume: Option<(JobSpec, Box<JobCheckpoint>)>) -> Self {
+    pub fn new(
+        config: DriverConfig,
+        resume: Option<(JobSpec, Box<JobCheckpoint>)>,
+        journal: Option<(Journal, Replayed)>,
+    ) -> Self {
         let mut state = State::default();
         let mut next_executor = 1;
+        let mut next_job = 1;
         if let Some((spec, checkpoint)) = resume {
             next_executor = checkpoint.next_executor;
-            state.jobs.push(JobRecord {
-                id: checkpoint.job,
-                spec,
-                state: JobState::Queued,
-                stage: String::new(),
-                epochs_done: checkpoint.epochs_done,
-                accuracy: checkpoint.evaluated.final_accuracy,
-                error: None,
-                warning: None,
-                cancel_requested: false,
-                summary: None,
-                resume: Some(checkpoint),
-            });
+            next_job = checkpoint.job + 1;
+            let mut record = JobRecord::queued(checkpoint.job, spec);
+            record.epochs_done = checkpoint.epochs_done;
+            record.accuracy = checkpoint.evaluated.final_accuracy;
+            record.resume = Some(checkpoint);
+            state.jobs.push(record);
         }
+        let journal = journal.map(|(journal, replayed)| {
+            next_job = next_job.max(replayed.next_id);
+            for p in replayed.pending {
+                if state.jobs.iter().any(|j| j.id == p.id) {
+                    continue;
+                }
+                match JobSpec::from_toml(&p.spec, "the journal") {
+                    Ok(spec) => {
+                        let mut record = JobRecord::queued(p.id, spec);
+                        record.cancel_requested = p.cancelled;
+                        state.jobs.push(record);
+                    }
+                    Err(e) => tracing::error!(id = p.id, error = %e, "a journalled job no longer parses: dropped"),
+                }
+            }
+            if !state.jobs.is_empty() {
+                tracing::info!(jobs = state.jobs.len(), "jobs from the journal queued again");
+            }
+            Mutex::new(journal)
+        });
         Self {
             config,
+            journal,
+            next_job: AtomicU64::new(next_job),
             state: Mutex::new(state),
             wake: Notify::new(),
             events: broadcast::channel(1024).0,
@@ -157,6 +201,14 @@ impl Shared {
             duplicate_updates: AtomicU64::new(0),
             late_updates: AtomicU64::new(0),
             mnist: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Records `entry` in the journal, if there is one, before it is acknowledged.
+    pub fn journal(&self, entry: &Entry) -> Result<(), JournalError> {
+        match &self.journal {
+            Some(journal) => journal.lock().unwrap_or_else(|p| p.into_inner()).append(entry),
+            None => Ok(()),
         }
     }
 

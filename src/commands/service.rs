@@ -84,6 +84,7 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
             secret,
             tls,
             checkpoint: Some(checkpoint_path),
+            journal: Some(args.run.runs_dir.join(deepdist_driver::journal::FILE_NAME)),
             checkpoint_interval: Duration::from_secs(args.checkpoint_interval_s.max(1)),
             ..driver_config(&args.run)
         };
