@@ -16,8 +16,8 @@ use super::local::LocalCluster;
 pub enum Target<'a> {
     /// A fresh driver and executors in this process.
     Local {
-        /// The driver's settings.
-        config: DriverConfig,
+        /// The driver's settings (boxed: they dwarf the other variant).
+        config: Box<DriverConfig>,
         /// Executors to start.
         executors: usize,
         /// Compute threads of each.
@@ -44,7 +44,7 @@ pub async fn run_job(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<JobRu
             executors,
             cores,
         } => {
-            let cluster = LocalCluster::start(config, executors, cores).await?;
+            let cluster = LocalCluster::start(*config, executors, cores).await?;
             let addr = cluster.addr.clone();
             (Some(cluster), addr, &local)
         }

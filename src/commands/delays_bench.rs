@@ -151,7 +151,7 @@ pub fn run(args: DelaysBenchArgs) -> anyhow::Result<()> {
                 );
                 std::io::Write::flush(&mut std::io::stdout())?;
                 let target = Target::Local {
-                    config: driver_config(&run_dir),
+                    config: Box::new(driver_config(&run_dir)),
                     executors: 2,
                     cores: 1,
                 };

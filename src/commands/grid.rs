@@ -88,7 +88,7 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         data: args.data.clone(),
     };
     let runs = run_grid(&runtime, &base, &combos, &args, |(executors, cores)| Target::Local {
-        config: driver_config(&run_dir),
+        config: Box::new(driver_config(&run_dir)),
         executors,
         cores,
     })?;

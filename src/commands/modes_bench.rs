@@ -99,7 +99,7 @@ pub fn run(args: ModesBenchArgs) -> anyhow::Result<()> {
                 );
                 std::io::Write::flush(&mut std::io::stdout())?;
                 let target = Target::Local {
-                    config: driver_config(&run_dir),
+                    config: Box::new(driver_config(&run_dir)),
                     executors,
                     cores: (machine_cores() / executors).max(1),
                 };
