@@ -55,7 +55,7 @@ pub async fn evaluate_epochs(
     job: u64,
     spec: JobSpec,
     mut metrics: MetricsWriter,
-    mut rx: mpsc::UnboundedReceiver<Work>,
+    mut rx: mpsc::Receiver<Work>,
     target_hit: Arc<AtomicBool>,
     mut out: Evaluated,
 ) -> Result<Evaluated, JobError> {

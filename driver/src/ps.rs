@@ -18,11 +18,11 @@ use deepdist_common::job::Stage;
 use deepdist_common::mode::{RuleStats, ServerModel, ServerRule, Update};
 use deepdist_common::optim::OptimizerState;
 use deepdist_common::proto::{self, Message, Tensor};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Requests to the parameter server.
 enum Command {
-    Push(Incoming),
+    Push(Incoming, OwnedSemaphorePermit),
     Fetch {
         executor: u64,
         wait_for: u64,
@@ -89,10 +89,23 @@ pub struct ServerPlan {
     pub delay: u32,
 }
 
+/// Bytes of updates that may wait for the server thread at once. A push
+/// beyond it waits, and with it the reading of its executor's connection:
+/// executors that push faster than the server applies are slowed down
+/// instead of growing the driver's memory.
+pub const PUSH_QUEUE_BYTES: usize = 256 << 20;
+
 /// A handle to a running parameter server; dropping every handle stops it.
 #[derive(Clone)]
 pub struct ParamServer {
     tx: mpsc::Sender<Command>,
+    /// Room in the push queue, in KiB.
+    room: Arc<Semaphore>,
+}
+
+/// KiB of push queue room an update of `bytes` takes (never more than all).
+fn room_for(bytes: usize) -> u32 {
+    bytes.div_ceil(1024).clamp(1, PUSH_QUEUE_BYTES / 1024) as u32
 }
 
 impl ParamServer {
@@ -114,19 +127,26 @@ impl ParamServer {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the parameter server thread");
         }
-        Self { tx }
+        Self {
+            tx,
+            room: Arc::new(Semaphore::new(PUSH_QUEUE_BYTES / 1024)),
+        }
     }
 
     /// Queues an update from `executor` computed from `base_version` in
-    /// `epoch`, covering `samples` examples.
-    pub fn push(&self, executor: u64, base_version: u64, epoch: u32, samples: u32, values: Tensor) {
-        let _ = self.tx.send(Command::Push(Incoming {
+    /// `epoch`, covering `samples` examples; waits while the queue is full.
+    pub async fn push(&self, executor: u64, base_version: u64, epoch: u32, samples: u32, values: Tensor) {
+        let Ok(room) = self.room.clone().acquire_many_owned(room_for(values.0.len())).await else {
+            return;
+        };
+        let incoming = Incoming {
             executor,
             base_version,
             epoch,
             samples,
             values,
-        }));
+        };
+        let _ = self.tx.send(Command::Push(incoming, room));
     }
 
     /// The encoded `Params` frame, once the mode's rule lets `executor`'s
@@ -194,7 +214,10 @@ impl ServerThread {
         deepdist_common::cpu::flush_denormals();
         while let Ok(cmd) = rx.recv() {
             match cmd {
-                Command::Push(incoming) => {
+                Command::Push(incoming, room) => {
+                    // Off the queue: its room is free (the delay queue is
+                    // bounded by the job's `inject_delay`).
+                    drop(room);
                     self.delayed.push_back(incoming);
                     while self.delayed.len() > self.plan.delay as usize {
                         if let Some(next) = self.delayed.pop_front() {
@@ -366,15 +389,15 @@ mod tests {
     #[tokio::test]
     async fn async_pushes_are_single_steps_with_staleness() {
         let ps = start(vec![1.0, 1.0], 0.5, Mode::Async);
-        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0, 0.0]));
-        ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 2.0]));
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0, 0.0])).await;
+        ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 2.0])).await;
         let (version, values) = params_of(ps.fetch(1, 2).await.unwrap());
         assert_eq!(version, 2);
         assert_eq!(values, vec![0.5, 0.0]);
         let snap = ps.snapshot().await.unwrap();
         // The second push was computed from version 0 when 1 was current.
         assert_eq!((snap.version, snap.staleness_sum), (2, 1));
-        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0]));
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
         assert_eq!(ps.snapshot().await.unwrap().rejected, 1);
     }
 
@@ -386,13 +409,13 @@ mod tests {
             let ps = ps.clone();
             tokio::spawn(async move { ps.fetch(1, 1).await })
         };
-        ps.push(1, 0, 1, 1, Tensor::from_f32(&[2.0, 0.0]));
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[2.0, 0.0])).await;
         assert_eq!(ps.snapshot().await.unwrap().version, 0, "waits for member 2");
-        ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 4.0]));
+        ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 4.0])).await;
         let (version, values) = params_of(waiter.await.unwrap().unwrap());
         assert_eq!((version, values), (1, vec![-1.0, -2.0]));
         // A member leaving completes a round it was holding up.
-        ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0, 2.0]));
+        ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0, 2.0])).await;
         ps.set_members([1].into());
         let (version, values) = params_of(ps.fetch(1, 2).await.unwrap());
         assert_eq!((version, values), (2, vec![-3.0, -4.0]));
@@ -402,7 +425,7 @@ mod tests {
     async fn delayed_updates_are_applied_late_and_flushed_at_the_end() {
         let ps = start_with(vec![0.0], config(1.0), Mode::Async, 2);
         for _ in 0..3 {
-            ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0]));
+            ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
         }
         let snap = ps.snapshot().await.unwrap();
         assert_eq!((snap.version, snap.params[0]), (1, -1.0), "two updates still wait");
@@ -420,8 +443,8 @@ mod tests {
         };
         let ps = start_with(vec![0.0], averaged, Mode::Async, 0);
         // Steps to −1 (the average copies it), then to −3 (average: decay 1/11).
-        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0]));
-        ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0]));
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+        ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0])).await;
         let (_, fetched) = params_of(ps.fetch(1, 2).await.unwrap());
         assert_eq!(fetched, vec![-3.0], "executors train the parameters themselves");
         let checkpoint = ps.checkpoint().await.unwrap();

@@ -26,6 +26,9 @@ use crate::scheduler::Scheduler;
 use crate::stage_start::prepare_stage;
 use crate::state::{RunState, Shared};
 
+/// Epochs and checkpoints that may wait for the evaluator.
+const EVAL_QUEUE: usize = 4;
+
 /// The runner re-checks its job this often even without a wake-up.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -228,7 +231,9 @@ async fn run_job(
         source,
     })?;
     let target_hit = Arc::new(AtomicBool::new(false));
-    let (eval_tx, eval_rx) = mpsc::unbounded_channel();
+    // Bounded: each item holds a copy of the parameters; when evaluation
+    // falls behind, training waits for it rather than piling copies up.
+    let (eval_tx, eval_rx) = mpsc::channel(EVAL_QUEUE);
     let evaluator = tokio::spawn(evaluate_epochs(
         shared.clone(),
         id,
@@ -325,7 +330,7 @@ struct StageRun<'a> {
     started: Instant,
     training_started: Instant,
     target_hit: &'a AtomicBool,
-    eval_tx: &'a mpsc::UnboundedSender<Work>,
+    eval_tx: &'a mpsc::Sender<Work>,
 }
 
 /// Trains one stage to its end (or a cancel), from `resume` if given;
@@ -468,22 +473,25 @@ async fn run_stage(
                 snapshot.staleness_sum - last_staleness.1,
             );
             last_staleness = (snapshot.version, snapshot.staleness_sum);
-            let _ = ctx.eval_tx.send(Work::Epoch(Box::new(EvalItem {
-                stage: stage.name.clone(),
-                supervised: stage.kind == StageKind::Supervised,
-                model: ctx.model.clone(),
-                test: ctx.test.clone(),
-                epoch,
-                mean_staleness: staleness as f64 / updates.max(1) as f64,
-                snapshot,
-                elapsed_s: ctx.started.elapsed().as_secs_f64(),
-                train_s: ctx.training_started.elapsed().as_secs_f64(),
-                epoch_s: now.duration_since(last_epoch_end).as_secs_f64(),
-                stats,
-                reassigned,
-                executors,
-                partitions,
-            })));
+            let _ = ctx
+                .eval_tx
+                .send(Work::Epoch(Box::new(EvalItem {
+                    stage: stage.name.clone(),
+                    supervised: stage.kind == StageKind::Supervised,
+                    model: ctx.model.clone(),
+                    test: ctx.test.clone(),
+                    epoch,
+                    mean_staleness: staleness as f64 / updates.max(1) as f64,
+                    snapshot,
+                    elapsed_s: ctx.started.elapsed().as_secs_f64(),
+                    train_s: ctx.training_started.elapsed().as_secs_f64(),
+                    epoch_s: now.duration_since(last_epoch_end).as_secs_f64(),
+                    stats,
+                    reassigned,
+                    executors,
+                    partitions,
+                })))
+                .await;
             last_epoch_end = now;
         }
         if let Some((epochs_done, open)) = progress {
@@ -508,7 +516,7 @@ async fn run_stage(
                 optimizer: snapshot.optimizer.unwrap_or_default(),
                 evaluated: Default::default(),
             };
-            let _ = ctx.eval_tx.send(Work::Checkpoint(Box::new(checkpoint)));
+            let _ = ctx.eval_tx.send(Work::Checkpoint(Box::new(checkpoint))).await;
             last_checkpoint = Instant::now();
         }
         if cancelled {

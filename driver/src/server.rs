@@ -23,6 +23,9 @@ use crate::state::{ExecutorEntry, JobRecord, Shared};
 
 /// Frames queued per connection before senders wait.
 const OUTBOX: usize = 64;
+/// Fetches one executor may have waiting on the server at once.
+const MAX_FETCHES_WAITING: u32 = 16;
+
 /// Largest frame a client may send: job files and requests are small.
 const CLIENT_MAX_FRAME: usize = 1 << 20;
 
@@ -151,7 +154,7 @@ async fn serve_executor(
             let msg = reader
                 .recv_within(shared.config.heartbeat_timeout, "a message or heartbeat")
                 .await?;
-            handle_executor_message(shared, id, &tx, msg)?;
+            handle_executor_message(shared, id, &tx, msg).await?;
         }
     };
     let (result, driver_stopping) = tokio::select! {
@@ -188,7 +191,7 @@ fn remove_executor(shared: &Shared, id: u64) -> usize {
     lost
 }
 
-fn handle_executor_message(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: Message) -> Result<(), ProtoError> {
+async fn handle_executor_message(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: Message) -> Result<(), ProtoError> {
     if !matches!(msg, Message::Heartbeat) {
         if let Some(entry) = shared.lock().executors.get_mut(&id) {
             entry.last_heard = Instant::now();
@@ -213,6 +216,14 @@ fn handle_executor_message(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: Mess
             let run = state.run.as_ref().filter(|r| r.job == job && r.stage_index == stage);
             let ps = run.map(|r| r.ps.clone());
             if let (Some(ps), Some(entry)) = (ps, state.executors.get_mut(&id)) {
+                // An executor waits on one fetch, two across a stage boundary:
+                // more is a broken or hostile peer growing the waiting list.
+                if entry.fetches_waiting >= MAX_FETCHES_WAITING {
+                    return Err(ProtoError::Overrun {
+                        what: "parameter fetches",
+                        limit: MAX_FETCHES_WAITING,
+                    });
+                }
                 entry.fetches_waiting += 1;
                 drop(state);
                 let (tx, shared) = (tx.clone(), shared.clone());
@@ -229,18 +240,26 @@ fn handle_executor_message(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: Mess
             }
         }
         Message::Push(push) => {
-            let mut state = shared.lock();
-            let Some(run) = state.run.as_mut() else { return Ok(()) };
-            if !run.scheduler.is_current(&push.task, id) {
-                shared.late_updates.fetch_add(1, Relaxed);
-                tracing::debug!(id, task = ?push.task, seq = push.seq, "late update discarded");
-            } else if run.last_seq.get(&push.task).is_some_and(|&last| push.seq <= last) {
-                shared.duplicate_updates.fetch_add(1, Relaxed);
-                tracing::debug!(id, task = ?push.task, seq = push.seq, "repeated update discarded");
-            } else {
-                run.last_seq.insert(push.task, push.seq);
-                run.ps
-                    .push(id, push.base_version, push.task.epoch, push.samples, push.values);
+            let ps = {
+                let mut state = shared.lock();
+                let Some(run) = state.run.as_mut() else { return Ok(()) };
+                if !run.scheduler.is_current(&push.task, id) {
+                    shared.late_updates.fetch_add(1, Relaxed);
+                    tracing::debug!(id, task = ?push.task, seq = push.seq, "late update discarded");
+                    None
+                } else if run.last_seq.get(&push.task).is_some_and(|&last| push.seq <= last) {
+                    shared.duplicate_updates.fetch_add(1, Relaxed);
+                    tracing::debug!(id, task = ?push.task, seq = push.seq, "repeated update discarded");
+                    None
+                } else {
+                    run.last_seq.insert(push.task, push.seq);
+                    Some(run.ps.clone())
+                }
+            };
+            if let Some(ps) = ps {
+                // Waits (and stops reading this executor) while the queue is full.
+                ps.push(id, push.base_version, push.task.epoch, push.samples, push.values)
+                    .await;
             }
         }
         Message::TaskDone(report) => {

@@ -69,6 +69,14 @@ pub enum ProtoError {
     /// its lease: the connection is closed.
     #[error("the peer is stuck: not reading, or no progress on its task within the lease")]
     Stuck,
+    /// The peer asked for more at once than a peer may (fetches waiting).
+    #[error("the peer has more than {limit} {what} waiting")]
+    Overrun {
+        /// What it asked for.
+        what: &'static str,
+        /// How many may wait.
+        limit: u32,
+    },
 }
 
 /// Who is connecting to the driver.
