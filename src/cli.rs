@@ -314,6 +314,25 @@ pub enum BenchExperiment {
     /// Hogwild!: one executor's throughput with split minibatches, a locked
     /// shared copy and a lock-free one, on dense and sparse updates.
     Hogwild(HogwildBenchArgs),
+    /// Load on one parameter server: simulated executors speaking the real
+    /// protocol push updates of the real MLP's shape, without computing.
+    Ps(PsBenchArgs),
+}
+
+/// The parameter-server load test's options.
+#[derive(Debug, Args)]
+pub struct PsBenchArgs {
+    /// Simulated executor counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
+    pub executors: Vec<usize>,
+    /// Seconds of load per count.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Where the table and the driver's runs go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 /// The mode comparison's options.

@@ -23,6 +23,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchExperiment::Modes(args)) => return super::modes_bench::run(args),
         Some(BenchExperiment::Delays(args)) => return super::delays_bench::run(args),
         Some(BenchExperiment::Hogwild(args)) => return super::hogwild_bench::run(args),
+        Some(BenchExperiment::Ps(args)) => return super::ps_bench::run(args),
         None => {}
     }
     if cfg!(debug_assertions) {

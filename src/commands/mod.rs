@@ -12,6 +12,7 @@ pub mod local;
 pub mod modes_bench;
 pub mod modes_report;
 pub mod progress;
+pub mod ps_bench;
 pub mod service;
 pub mod train;
 

@@ -1,0 +1,263 @@
+//! `deepdist bench ps`: where one parameter server stops scaling. A real
+//! `deepdist driver` process runs an asynchronous job of the MLP 784-500-500-10;
+//! N simulated executors (tokio tasks in this process speaking the real
+//! protocol over loopback TCP) each take a task and then, as fast as they
+//! can, push an update of the model's full size and fetch the parameters,
+//! without computing anything. Per N: updates applied per second, the
+//! latency from a push to the parameters that include it, the driver's peak
+//! memory, and the accounting (every push applied or counted as discarded).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use deepdist_common::bench::median;
+use deepdist_common::client::Client;
+use deepdist_common::job::JobSpec;
+use deepdist_common::model::Model;
+use deepdist_common::proto::{self, Message, Push, TaskId, Tensor};
+use deepdist_common::transport::{self, BoxRead, BoxWrite, Credentials};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Barrier;
+
+use super::bench_job::write;
+use crate::cli::PsBenchArgs;
+
+/// The job the driver runs: the default MLP, one partition per executor,
+/// more epochs than any load lasts.
+fn load_job(executors: usize) -> String {
+    format!(
+        "name = \"ps-load\"\n[data]\npartitions = {executors}\n[model]\nhidden = [500, 500]\n\
+         [train]\nmode = \"async\"\nepochs = 1000\nn_push = 1\nn_fetch = 1\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n"
+    )
+}
+
+/// One executor count's figures.
+struct Row {
+    executors: usize,
+    pushes: u64,
+    applied: u64,
+    discarded: u64,
+    updates_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mb: f64,
+}
+
+/// Runs the load for every executor count and writes `ps.md` and `ps.csv`.
+pub fn run(args: PsBenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; load figures need `cargo run --release -- bench ps`");
+    }
+    anyhow::ensure!(
+        !args.executors.is_empty() && !args.executors.contains(&0) && args.seconds > 0.0,
+        "--executors and --seconds take positive numbers"
+    );
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let peak = super::bench::gemm_peak(super::bench_job::machine_cores());
+    let runtime = super::runtime()?;
+    let mut rows = Vec::new();
+    println!("| executors | updates/s | push → params p50 | p99 | driver peak RSS | pushes | applied | discarded |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &args.executors {
+        let row = runtime.block_on(one_load(n, &args))?;
+        println!("{}", table_row(&row));
+        rows.push(row);
+    }
+    let mut md = format!(
+        "One parameter server under load: simulated executors push updates of the MLP 784-500-500-10 \
+         ({} MB each) and fetch the parameters, {} s per row, release build, loopback TCP; this machine's \
+         f32 GEMM peak {peak:.0} GFLOP/s.\n\n",
+        mlp_len() * 4 / 1_000_000,
+        args.seconds
+    );
+    md.push_str(
+        "| executors | updates/s | push → params p50 | p99 | driver peak RSS | pushes | applied | discarded |\n",
+    );
+    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut csv = String::from("executors,updates_per_s,p50_ms,p99_ms,peak_rss_mb,pushes,applied,discarded\n");
+    for r in &rows {
+        md.push_str(&table_row(r));
+        md.push('\n');
+        csv.push_str(&format!(
+            "{},{:.1},{:.2},{:.2},{:.0},{},{},{}\n",
+            r.executors, r.updates_per_s, r.p50_ms, r.p99_ms, r.peak_rss_mb, r.pushes, r.applied, r.discarded
+        ));
+    }
+    write(&args.out.join("ps.md"), &md)?;
+    write(&args.out.join("ps.csv"), &csv)?;
+    Ok(())
+}
+
+fn table_row(r: &Row) -> String {
+    format!(
+        "| {} | {:.0} | {:.1} ms | {:.1} ms | {:.0} MB | {} | {} | {} |",
+        r.executors, r.updates_per_s, r.p50_ms, r.p99_ms, r.peak_rss_mb, r.pushes, r.applied, r.discarded
+    )
+}
+
+fn mlp_len() -> usize {
+    JobSpec::from_toml(&load_job(1), "load")
+        .ok()
+        .and_then(|s| s.build_mlp(784, 10).ok())
+        .map_or(0, |m| m.layout().len())
+}
+
+/// A `deepdist driver` child process and its address.
+struct DriverChild {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+async fn start_driver(runs: &Path, args: &PsBenchArgs) -> anyhow::Result<DriverChild> {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args([
+        "driver",
+        "--listen",
+        "127.0.0.1:0",
+        "--task-lease-s",
+        "3600",
+        "--runs-dir",
+    ])
+    .arg(runs)
+    .stdout(std::process::Stdio::piped())
+    // Its operator log (the simulated executors leaving, say) is kept
+    // beside its runs rather than mixed into the table.
+    .stderr(std::fs::File::create(runs.join("driver.log"))?)
+    .kill_on_drop(true);
+    if let Some(dir) = &args.data.data_dir {
+        cmd.arg("--data-dir").arg(dir);
+    }
+    let mut child = cmd.spawn().context("cannot start the driver")?;
+    let stdout = child.stdout.take().context("the driver's stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(rest) = line.strip_prefix("deepdist driver listening on ") {
+            let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok(DriverChild { child, addr });
+        }
+    }
+    anyhow::bail!("the driver exited before listening")
+}
+
+/// The driver's peak resident memory so far, from /proc (Linux).
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+async fn one_load(n: usize, args: &PsBenchArgs) -> anyhow::Result<Row> {
+    let runs = args.out.join("runs").join(format!("ps-{n}"));
+    std::fs::create_dir_all(&runs)?;
+    let mut driver = start_driver(&runs, args).await?;
+    let mut client = Client::connect(&driver.addr, &Credentials::default()).await?;
+    let job = client.submit(&load_job(n), "ps-load").await?;
+    let len = mlp_len();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Everyone has a task before the clock starts.
+    let ready = Arc::new(Barrier::new(n + 1));
+    let mut sims = Vec::new();
+    for i in 0..n {
+        let hello = Message::hello(proto::Role::Executor, format!("sim-{i}"), 1);
+        let dialed = transport::dial(&driver.addr, &Credentials::default(), hello, proto::DEFAULT_MAX_FRAME).await?;
+        let (ready, stop) = (ready.clone(), stop.clone());
+        sims.push(tokio::spawn(simulate(dialed.reader, dialed.writer, len, ready, stop)));
+    }
+    ready.wait().await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut pushes = 0;
+    let mut applied = 0;
+    let mut latencies = Vec::new();
+    for sim in sims {
+        let (sent, version, mut lat) = sim.await??;
+        pushes += sent;
+        applied = applied.max(version);
+        latencies.append(&mut lat);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = client.status().await?;
+    let _ = client.cancel(job).await;
+    let peak_rss_mb = driver.child.id().map_or(0.0, peak_rss_mb);
+    let _ = driver.child.kill().await;
+    latencies.sort_by(f64::total_cmp);
+    let p99 = latencies
+        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0);
+    Ok(Row {
+        executors: n,
+        pushes,
+        applied,
+        discarded: status.duplicate_updates_discarded + status.late_updates_discarded,
+        updates_per_s: applied as f64 / elapsed,
+        p50_ms: median(&mut latencies.clone()),
+        p99_ms: p99,
+        peak_rss_mb,
+    })
+}
+
+/// Frames from the driver until `Params` (answering other traffic on the way).
+async fn next_params(reader: &mut proto::MessageReader<BoxRead>) -> anyhow::Result<u64> {
+    loop {
+        match reader.recv().await?.context("the driver closed the connection")? {
+            Message::Params { version, .. } => return Ok(version),
+            Message::Heartbeat | Message::Partition { .. } | Message::Frozen { .. } => {}
+            other => anyhow::bail!("unexpected {} from the driver", other.kind()),
+        }
+    }
+}
+
+/// One simulated executor: waits for its task, then pushes zeros of the
+/// model's size and fetches, until told to stop. Returns the pushes sent,
+/// the last version seen and each push's latency (ms).
+async fn simulate(
+    mut reader: proto::MessageReader<BoxRead>,
+    mut writer: proto::MessageWriter<BoxWrite>,
+    len: usize,
+    ready: Arc<Barrier>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(u64, u64, Vec<f64>)> {
+    let task: TaskId = loop {
+        match reader.recv().await?.context("the driver closed the connection")? {
+            Message::Assign(spec) => break spec.id,
+            _ => continue,
+        }
+    };
+    ready.wait().await;
+    let values = Tensor::from_f32(&vec![0.0; len]);
+    let (mut seq, mut version, mut latencies) = (0u64, 0u64, Vec::new());
+    while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        let push = Message::Push(Push {
+            task,
+            seq,
+            base_version: version,
+            batches: 1,
+            samples: 128,
+            loss_sum: 0.5,
+            values: values.clone(),
+        });
+        writer.send(&push).await?;
+        writer
+            .send(&Message::Fetch {
+                job: task.job,
+                stage: task.stage,
+                wait_for: 0,
+            })
+            .await?;
+        version = next_params(&mut reader).await?;
+        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+        seq += 1;
+    }
+    Ok((seq, version, latencies))
+}
