@@ -192,8 +192,11 @@ fn temporaries(runs: &Path) -> usize {
     std::fs::read_dir(runs)
         .unwrap()
         .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            e.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(deepdist_common::atomic::TEMP_PREFIX)
+            })
         })
         .count()
 }
@@ -264,6 +267,7 @@ async fn driver_killed_then_recovered(case: RecoverCase<'_>) {
         "lines from before the crash survive: {before:?} vs {after:?}"
     );
     assert!(!checkpoint.exists(), "a finished job's checkpoint is removed");
+    assert_eq!(temporaries(runs.path()), 0, "what the killed write left is removed");
     let status = client.status().await.unwrap();
     a.kill().await.unwrap();
     b.kill().await.unwrap();

@@ -138,6 +138,19 @@ impl Driver {
             }
             None => None,
         };
+        // Temporary files of writes a killed driver never finished.
+        let resumed_dir = resume.as_ref().map(|(_, c)| c.output_dir.clone());
+        let dirs = [&config.checkpoint, &config.journal]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.parent().map(std::path::Path::to_path_buf))
+            .chain(resumed_dir);
+        for dir in dirs {
+            let removed = deepdist_common::atomic::remove_leftovers(&dir);
+            if removed > 0 {
+                tracing::info!(dir = %dir.display(), removed, "removed what interrupted writes left");
+            }
+        }
         let journal = match &config.journal {
             Some(path) => Some(journal::Journal::open(path).map_err(std::io::Error::other)?),
             None => None,
