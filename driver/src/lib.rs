@@ -8,10 +8,13 @@
 
 mod admission;
 pub mod checkpoint;
+mod client_conn;
 mod dispatch;
 mod divergence;
 pub mod error;
 mod evaluator;
+mod executor_conn;
+mod executor_messages;
 pub mod journal;
 mod outbox;
 mod output;
