@@ -16,6 +16,9 @@ pub enum ClientError {
     Refused(String),
 }
 
+/// Longest a watch waits for anything from the driver.
+const WATCH_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A connection to the driver in the client role.
 pub struct Client {
     reader: MessageReader<BoxRead>,
@@ -83,12 +86,18 @@ impl Client {
     pub async fn watch(&mut self, job: u64, mut on_progress: impl FnMut(Progress)) -> Result<JobSummary, ClientError> {
         self.writer.send(&Message::Watch { job }).await?;
         loop {
-            match self.reader.recv().await? {
-                Some(Message::Progress(p)) => on_progress(p),
-                Some(Message::JobEnded(summary)) => return Ok(summary),
-                Some(Message::Reject { reason }) => return Err(ClientError::Refused(reason)),
-                Some(other) => return Err(Self::unexpected("Progress or JobEnded", &other)),
-                None => return Err(ProtoError::Closed.into()),
+            // The driver heartbeats a quiet job every 10 s; a minute of
+            // silence is a driver that is gone or wedged.
+            match self
+                .reader
+                .recv_within(WATCH_SILENCE, "the driver's progress or heartbeat")
+                .await?
+            {
+                Message::Heartbeat => {}
+                Message::Progress(p) => on_progress(p),
+                Message::JobEnded(summary) => return Ok(summary),
+                Message::Reject { reason } => return Err(ClientError::Refused(reason)),
+                other => return Err(Self::unexpected("Progress or JobEnded", &other)),
             }
         }
     }

@@ -145,8 +145,20 @@ async fn watch_job(shared: &Arc<Shared>, job: u64, writer: &mut MessageWriter<Bo
     if let Some(summary) = ended {
         return writer.send(&Message::JobEnded(summary)).await;
     }
+    let mut idle = tokio::time::interval(WATCH_HEARTBEAT);
+    idle.reset();
     loop {
-        match events.recv().await {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            // A quiet job still shows the watcher is alive, and a watcher
+            // that left is found out on the write.
+            _ = idle.tick() => {
+                writer.send(&Message::Heartbeat).await?;
+                continue;
+            }
+        };
+        idle.reset();
+        match event {
             Ok(event) if event.job == job => {
                 let end = matches!(event.msg, Message::JobEnded(_));
                 writer.send(&event.msg).await?;
@@ -154,11 +166,21 @@ async fn watch_job(shared: &Arc<Shared>, job: u64, writer: &mut MessageWriter<Bo
                     return Ok(());
                 }
             }
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Ok(_) => {}
+            // Events were missed, the end perhaps among them: look it up.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                let ended = shared.lock().job_mut(job).and_then(|r| r.summary.clone());
+                if let Some(summary) = ended {
+                    return writer.send(&Message::JobEnded(summary)).await;
+                }
+            }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
         }
     }
 }
+
+/// How often a watched job that says nothing gets a heartbeat to its watcher.
+pub const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
