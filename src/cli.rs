@@ -104,7 +104,7 @@ pub struct DriverArgs {
     pub plaintext: PlaintextArg,
     #[command(flatten)]
     pub run: DriverSettings,
-    /// Resume the job of the last checkpoint (`<runs-dir>/driver.checkpoint`)
+    /// Resume the newest job checkpoint (`<runs-dir>/checkpoints/job-<id>.checkpoint`)
     /// after a crash; executors that reconnect carry it on.
     #[arg(long)]
     pub recover: bool,

@@ -212,10 +212,10 @@ async fn a_proxy_delays_cuts_and_stalls_the_executors() {
     .await;
 }
 
-/// Files a checkpoint write in progress leaves in `runs`.
-fn temporaries(runs: &Path) -> usize {
-    std::fs::read_dir(runs)
-        .unwrap()
+/// Files a checkpoint write in progress leaves in `dir`.
+fn temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
         .filter(|e| {
             e.as_ref().is_ok_and(|e| {
                 e.file_name()
@@ -249,12 +249,13 @@ async fn driver_killed_then_recovered(case: RecoverCase<'_>) {
     let mut a = support::spawn_executor_process(&addr, "a");
     let mut b = support::spawn_executor_process(&addr, "b");
     let job = driver.client().await.submit(&case.job, "f.toml").await.unwrap();
-    let checkpoint = runs.path().join(deepdist_driver::checkpoint::FILE_NAME);
+    let checkpoints = runs.path().join(deepdist_driver::checkpoint::DIR_NAME);
+    let checkpoint = deepdist_driver::checkpoint::file_for(&checkpoints, job);
     driver
         .await_status("the kill point and a checkpoint", |s| {
             s.jobs.iter().any(|j| j.id == job && (case.kill_when)(j))
                 && checkpoint.exists()
-                && (!during_write || temporaries(runs.path()) > 0)
+                && (!during_write || temporaries(&checkpoints) > 0)
         })
         .await;
     support::signal(driver.child.id().unwrap(), "KILL");
@@ -262,14 +263,14 @@ async fn driver_killed_then_recovered(case: RecoverCase<'_>) {
     let killed = Instant::now();
     if during_write {
         assert!(
-            temporaries(runs.path()) > 0,
+            temporaries(&checkpoints) > 0,
             "killed while a checkpoint was being written"
         );
     }
     let summary_dir = std::fs::read_dir(runs.path())
         .unwrap()
         .filter_map(Result::ok)
-        .find(|e| e.path().is_dir())
+        .find(|e| e.path().is_dir() && e.file_name() != deepdist_driver::checkpoint::DIR_NAME)
         .unwrap()
         .path();
     let before = metrics(summary_dir.to_str().unwrap());
@@ -292,7 +293,7 @@ async fn driver_killed_then_recovered(case: RecoverCase<'_>) {
         "lines from before the crash survive: {before:?} vs {after:?}"
     );
     assert!(!checkpoint.exists(), "a finished job's checkpoint is removed");
-    assert_eq!(temporaries(runs.path()), 0, "what the killed write left is removed");
+    assert_eq!(temporaries(&checkpoints), 0, "what the killed write left is removed");
     let status = client.status().await.unwrap();
     a.kill().await.unwrap();
     b.kill().await.unwrap();
@@ -348,7 +349,9 @@ fn recover_refuses_a_missing_corrupt_or_foreign_checkpoint() {
     };
     assert!(recover().contains("nothing to recover"), "{}", recover());
 
-    let path = runs.path().join(deepdist_driver::checkpoint::FILE_NAME);
+    let checkpoints = runs.path().join(deepdist_driver::checkpoint::DIR_NAME);
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    let path = deepdist_driver::checkpoint::file_for(&checkpoints, 1);
     std::fs::write(&path, b"{\"not\": \"a checkpoint\"}").unwrap();
     let err = recover();
     assert!(err.contains("is not a deepdist checkpoint"), "{err}");

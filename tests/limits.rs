@@ -125,7 +125,7 @@ async fn a_full_disk_under_the_checkpoint_stops_the_job_and_the_model_is_kept() 
     };
     disk.fill("filler");
     let driver = TestDriver::start_with(DriverConfig {
-        checkpoint: Some(disk.path().join("driver.checkpoint")),
+        checkpoint_dir: Some(disk.path().to_path_buf()),
         ..DriverConfig::default()
     })
     .await;

@@ -23,8 +23,33 @@ use crate::tally::{EpochAccum, Evaluated};
 /// The checkpoint file format; bumped whenever [`JobCheckpoint`] changes.
 pub const FORMAT: u32 = 1;
 
-/// The checkpoint file's name in the runs directory.
-pub const FILE_NAME: &str = "driver.checkpoint";
+/// The directory of checkpoints in the runs directory.
+pub const DIR_NAME: &str = "checkpoints";
+
+/// Job `job`'s checkpoint file in `dir`: one file per job, so that no job's
+/// checkpoint replaces another's.
+pub fn file_for(dir: &Path, job: u64) -> PathBuf {
+    dir.join(format!("job-{job}.checkpoint"))
+}
+
+/// The checkpoint of the newest job in `dir`, if there is one.
+pub fn newest(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name();
+            let job: u64 = name
+                .to_str()?
+                .strip_prefix("job-")?
+                .strip_suffix(".checkpoint")?
+                .parse()
+                .ok()?;
+            Some((job, e.path()))
+        })
+        .max_by_key(|(job, _)| *job)
+        .map(|(_, path)| path)
+}
 
 /// Fault injection for tests: milliseconds to stall a checkpoint write
 /// between its complete temporary file and the rename.
@@ -201,10 +226,23 @@ mod tests {
     }
 
     #[test]
+    fn each_job_has_its_own_file_and_the_newest_job_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(newest(dir.path()), None);
+        for job in [2, 10, 9] {
+            std::fs::write(file_for(dir.path(), job), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join("job-x.checkpoint"), b"x").unwrap();
+        assert_eq!(newest(dir.path()), Some(file_for(dir.path(), 10)));
+        assert_ne!(file_for(dir.path(), 1), file_for(dir.path(), 2));
+    }
+
+    #[test]
     fn saves_loads_and_refuses_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
+        let path = file_for(dir.path(), 3);
         sample().save(&path, None).unwrap();
+        assert_eq!(newest(dir.path()), Some(path.clone()));
         let back = JobCheckpoint::load(&path).unwrap();
         assert_eq!(
             (back.job, back.params, back.open[0].0.done.clone()),

@@ -65,7 +65,8 @@ pub async fn evaluate_epochs(
         let item = match work {
             Work::Epoch(item) => item,
             Work::Checkpoint(mut checkpoint) => {
-                if let Some(path) = shared.config.checkpoint.clone() {
+                if let Some(dir) = &shared.config.checkpoint_dir {
+                    let path = crate::checkpoint::file_for(dir, job);
                     // The metrics the checkpoint covers reach the disk before it does.
                     metrics.sync().map_err(|source| JobError::Output {
                         path: metrics.path().to_path_buf(),

@@ -76,8 +76,9 @@ pub struct DriverConfig {
     pub secret: Option<Secret>,
     /// When set, every connection is TLS with this identity.
     pub tls: Option<TlsServer>,
-    /// Where the running job is checkpointed (`None`: never).
-    pub checkpoint: Option<PathBuf>,
+    /// Where running jobs are checkpointed, one file per job
+    /// ([`checkpoint::file_for`]; `None`: never).
+    pub checkpoint_dir: Option<PathBuf>,
     /// The job journal (`None`: jobs live in memory only).
     pub journal: Option<PathBuf>,
     /// Longest time between checkpoints within an epoch; every completed
@@ -98,7 +99,7 @@ impl Default for DriverConfig {
             data_dir: deepdist_common::data::fetch::resolve_data_dir(None),
             secret: None,
             tls: None,
-            checkpoint: None,
+            checkpoint_dir: None,
             journal: None,
             checkpoint_interval: Duration::from_secs(60),
         }
@@ -143,10 +144,15 @@ impl Driver {
         };
         // Temporary files of writes a killed driver never finished.
         let resumed_dir = resume.as_ref().map(|(_, c)| c.output_dir.clone());
-        let dirs = [&config.checkpoint, &config.journal]
+        let journal_dir = config
+            .journal
+            .as_ref()
+            .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+        let dirs = config
+            .checkpoint_dir
+            .clone()
             .into_iter()
-            .flatten()
-            .filter_map(|p| p.parent().map(std::path::Path::to_path_buf))
+            .chain(journal_dir)
             .chain(resumed_dir);
         for dir in dirs {
             let removed = deepdist_common::atomic::remove_leftovers(&dir);

@@ -87,8 +87,9 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match result {
             Ok(outcome) => {
                 // The job is over: nothing is left to resume.
-                if let Some(path) = &shared.config.checkpoint {
-                    match std::fs::remove_file(path) {
+                if let Some(dir) = &shared.config.checkpoint_dir {
+                    let path = crate::checkpoint::file_for(dir, id);
+                    match std::fs::remove_file(&path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove the checkpoint"),
@@ -444,7 +445,7 @@ async fn run_stage(
             }
             // Progress is read before the parameters are, so every partition
             // it counts as done has its updates in them.
-            let checkpoint_due = shared.config.checkpoint.is_some()
+            let checkpoint_due = shared.config.checkpoint_dir.is_some()
                 && !cancelled
                 && (!completed.is_empty() || last_checkpoint.elapsed() >= shared.config.checkpoint_interval);
             let progress = checkpoint_due.then(|| {

@@ -54,13 +54,15 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
              --tls-cert and --tls-key, or pass --insecure-plaintext to accept that",
             args.listen
         );
-        let checkpoint_path = args.run.runs_dir.join(checkpoint::FILE_NAME);
+        let checkpoint_dir = args.run.runs_dir.join(checkpoint::DIR_NAME);
+        let newest = checkpoint::newest(&checkpoint_dir);
         let resume = if args.recover {
-            anyhow::ensure!(
-                checkpoint_path.exists(),
-                "no checkpoint at {}: nothing to recover (is --runs-dir the one the crashed driver used?)",
-                checkpoint_path.display()
-            );
+            let Some(checkpoint_path) = newest else {
+                anyhow::bail!(
+                    "no checkpoint in {}: nothing to recover (is --runs-dir the one the crashed driver used?)",
+                    checkpoint_dir.display()
+                );
+            };
             let c = JobCheckpoint::load(&checkpoint_path).context("cannot recover")?;
             println!(
                 "recovering job {} from {}: stage {}, {} epochs done",
@@ -71,11 +73,11 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
             );
             Some(c)
         } else {
-            if checkpoint_path.exists() {
+            if let Some(path) = newest {
                 tracing::warn!(
-                    path = %checkpoint_path.display(),
-                    "a checkpoint of an unfinished job is here: start with --recover to resume it; \
-                     the next job's checkpoint will replace it"
+                    path = %path.display(),
+                    "a checkpoint of an unfinished job is here: start with --recover to resume it \
+                     (it is kept; the job itself is queued again from the journal)"
                 );
             }
             None
@@ -83,7 +85,7 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
         let config = DriverConfig {
             secret,
             tls,
-            checkpoint: Some(checkpoint_path),
+            checkpoint_dir: Some(checkpoint_dir),
             journal: Some(args.run.runs_dir.join(deepdist_driver::journal::FILE_NAME)),
             checkpoint_interval: Duration::from_secs(args.checkpoint_interval_s.max(1)),
             ..driver_config(&args.run)
