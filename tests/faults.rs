@@ -17,7 +17,11 @@ use support::proxy::FaultProxy;
 use support::{DriverProcess, TestDriver, assert_stages_complete, metrics, small_dbn_job, small_job, start_executor};
 
 /// How far below the same job without a fault a scenario's accuracy may end.
-const TOLERANCE: f64 = 0.01;
+/// Two points, not one: these 6,000-example asynchronous jobs vary by about a
+/// point from run to run with no fault at all (the netns job's no-fault runs
+/// ended between 88.9% and 90.4% here, the OOM job's between 92.4% and
+/// 94.4%), and a one-point bar failed on that noise about one suite in five.
+const TOLERANCE: f64 = 0.02;
 
 /// Final accuracy of `job` with no fault: a fresh driver and two executors.
 async fn no_fault_accuracy(job: &str) -> f64 {

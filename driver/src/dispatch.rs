@@ -66,10 +66,10 @@ pub fn assign_idle(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut RunSt
         };
         e.task = Some(task);
         e.last_heard = Instant::now();
-        if let Some(frozen) = &run.frozen {
-            if run.frozen_sent.insert(eid) {
-                sends.push((e.tx.clone(), frozen.clone()));
-            }
+        if let Some(frozen) = &run.frozen
+            && run.frozen_sent.insert(eid)
+        {
+            sends.push((e.tx.clone(), frozen.clone()));
         }
         let hash = run.partition_frames[task.partition as usize].0;
         let assign = Message::Assign(TaskSpec {

@@ -37,12 +37,12 @@ impl LossWatch {
         if !loss.is_finite() {
             return Some(format!("training loss is {loss}"));
         }
-        if let Some(uniform) = classes.filter(|&c| c > 1).map(|c| (c as f64).ln()) {
-            if loss > uniform {
-                return Some(format!(
-                    "training loss {loss:.4} is worse than a uniform guess over the classes ({uniform:.4})"
-                ));
-            }
+        if let Some(uniform) = classes.filter(|&c| c > 1).map(|c| (c as f64).ln())
+            && loss > uniform
+        {
+            return Some(format!(
+                "training loss {loss:.4} is worse than a uniform guess over the classes ({uniform:.4})"
+            ));
         }
         let n = self.losses.len();
         if n > RISING_EPOCHS {

@@ -122,11 +122,12 @@ pub async fn evaluate_epochs(
         if item.supervised {
             out.epochs = item.epoch;
             out.final_accuracy = accuracy;
-            if let (Some(target), Some(acc)) = (spec.train.target_accuracy, accuracy) {
-                if out.time_to_target.is_none() && acc >= target {
-                    out.time_to_target = Some(line.train_s);
-                    target_hit.store(true, Ordering::Relaxed);
-                }
+            if let (Some(target), Some(acc)) = (spec.train.target_accuracy, accuracy)
+                && out.time_to_target.is_none()
+                && acc >= target
+            {
+                out.time_to_target = Some(line.train_s);
+                target_hit.store(true, Ordering::Relaxed);
             }
         }
         if let Some(record) = shared.lock().job_mut(job) {

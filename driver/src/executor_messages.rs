@@ -17,10 +17,10 @@ const MAX_FETCHES_WAITING: u32 = 16;
 
 /// Handles one message from executor `id`, whose outbox is `tx`.
 pub async fn handle(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: Message) -> Result<(), ProtoError> {
-    if !matches!(msg, Message::Heartbeat) {
-        if let Some(entry) = shared.lock().executors.get_mut(&id) {
-            entry.last_heard = Instant::now();
-        }
+    if !matches!(msg, Message::Heartbeat)
+        && let Some(entry) = shared.lock().executors.get_mut(&id)
+    {
+        entry.last_heard = Instant::now();
     }
     match msg {
         Message::Heartbeat => {}
@@ -143,11 +143,11 @@ fn task_done(shared: &Shared, id: u64, report: TaskReport) {
         }
         _ => false,
     };
-    if let Some(entry) = state.executors.get_mut(&id) {
-        if entry.task == Some(report.task) {
-            entry.task = None;
-            entry.tasks_done += u64::from(done);
-        }
+    if let Some(entry) = state.executors.get_mut(&id)
+        && entry.task == Some(report.task)
+    {
+        entry.task = None;
+        entry.tasks_done += u64::from(done);
     }
     drop(state);
     shared.wake.notify_one();
@@ -171,10 +171,10 @@ fn task_failed(shared: &Shared, id: u64, task: TaskId, reason: String, diverged:
             });
         }
     }
-    if let Some(entry) = state.executors.get_mut(&id) {
-        if entry.task == Some(task) {
-            entry.task = None;
-        }
+    if let Some(entry) = state.executors.get_mut(&id)
+        && entry.task == Some(task)
+    {
+        entry.task = None;
     }
     drop(state);
     shared.wake.notify_one();

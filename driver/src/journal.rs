@@ -69,6 +69,12 @@ pub enum JournalError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another driver holds the journal (the same runs directory).
+    #[error("{}: another driver is using this runs directory; give each driver its own --runs-dir", path.display())]
+    InUse {
+        /// The journal.
+        path: PathBuf,
+    },
     /// A line before the last does not parse: not a torn write, so refused
     /// rather than guessed at.
     #[error("{}: line {line} is not a journal entry ({message}); move the file away to start without it", path.display())]
@@ -87,6 +93,8 @@ pub enum JournalError {
 pub struct Journal {
     file: File,
     path: PathBuf,
+    /// Held (locked) while this driver runs: one driver per journal.
+    _lock: File,
 }
 
 impl Journal {
@@ -97,6 +105,20 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
+        let lock_path = path.with_extension("journal.lock");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let lock = File::create(&lock_path).map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::InUse {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -113,6 +135,7 @@ impl Journal {
             Self {
                 file,
                 path: path.to_path_buf(),
+                _lock: lock,
             },
             replayed,
         ))
@@ -235,6 +258,17 @@ mod tests {
         assert_eq!(text.lines().count(), 4, "{text}");
         let (_, again) = Journal::open(&path).unwrap();
         assert_eq!(again, replayed);
+    }
+
+    #[test]
+    fn one_driver_per_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let first = Journal::open(&path).unwrap();
+        let err = Journal::open(&path).unwrap_err();
+        assert!(matches!(err, JournalError::InUse { .. }), "{err}");
+        drop(first);
+        assert!(Journal::open(&path).is_ok(), "free again once the first is gone");
     }
 
     #[test]

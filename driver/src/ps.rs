@@ -277,7 +277,7 @@ impl ServerThread {
             }
         }
         let values = &incoming.values;
-        if values.len() != self.model.len() || values.0.len() % 4 != 0 {
+        if values.len() != self.model.len() || !values.0.len().is_multiple_of(4) {
             self.model.refuse();
             tracing::warn!(
                 executor = incoming.executor,

@@ -76,10 +76,10 @@ impl JobSpec {
             .mode
             .check(&self.train.mode_keys())
             .map_err(|e| invalid(&format!("train.{}", e.key), e.value, &e.allowed))?;
-        if let Some(t) = self.train.target_accuracy {
-            if !(t > 0.0 && t <= 1.0) {
-                return Err(invalid("train.target_accuracy", t.to_string(), "must be in (0, 1]"));
-            }
+        if let Some(t) = self.train.target_accuracy
+            && !(t > 0.0 && t <= 1.0)
+        {
+            return Err(invalid("train.target_accuracy", t.to_string(), "must be in (0, 1]"));
         }
         if self.train.stop_at_target && self.train.target_accuracy.is_none() {
             return Err(invalid(

@@ -296,14 +296,14 @@ impl OptimizerConfig {
             }
         };
         let eps = self.eps.unwrap_or(1e-8);
-        if let Some(decay) = self.lr_decay {
-            if !(decay > 0.0 && decay <= 1.0) {
-                return Err(OptimError::BadSetting {
-                    key: "lr_decay",
-                    value: decay.into(),
-                    allowed: "must be in (0, 1]",
-                });
-            }
+        if let Some(decay) = self.lr_decay
+            && !(decay > 0.0 && decay <= 1.0)
+        {
+            return Err(OptimError::BadSetting {
+                key: "lr_decay",
+                value: decay.into(),
+                allowed: "must be in (0, 1]",
+            });
         }
         let inner: Box<dyn Optimizer> = match self.kind {
             OptimizerKind::Sgd => {
