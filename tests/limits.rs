@@ -222,3 +222,62 @@ async fn a_flood_of_silent_connections_does_not_keep_executors_or_clients_out() 
     );
     assert!(driver.status().rejected_connections >= 400, "{:?}", driver.status());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_piling_up_fetches_is_cut_off_and_the_job_goes_on() {
+    let driver = TestDriver::start().await;
+    let hello = Message::hello(Role::Executor, "greedy", 1);
+    let mut greedy = transport::dial(&driver.addr(), &Credentials::default(), hello, proto::DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    driver
+        .await_status("the greedy executor registered", |s| s.executors.len() == 1)
+        .await;
+    let mut client = driver.client().await;
+    // Sync: a fetch waiting for a version no round reaches stays waiting.
+    let job = client.submit(&small_job("greedy", "sync", 1), "g.toml").await.unwrap();
+    let task = loop {
+        match greedy.reader.recv().await.unwrap() {
+            Some(Message::Assign(spec)) => break spec.id,
+            Some(_) => continue,
+            None => panic!("closed before a task"),
+        }
+    };
+    for _ in 0..40 {
+        let fetch = Message::Fetch {
+            job: task.job,
+            stage: task.stage,
+            wait_for: u64::MAX,
+        };
+        if greedy.writer.send(&fetch).await.is_err() {
+            break;
+        }
+    }
+    // It keeps heartbeating, so only the cap can end it: the driver closes
+    // the connection and reading ends.
+    let mut writer = greedy.writer;
+    let heartbeats = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if writer.send(&Message::Heartbeat).await.is_err() {
+                return;
+            }
+        }
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match greedy.reader.recv().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the greedy executor was not cut off");
+    heartbeats.abort();
+    let _healthy = support::start_executor(&driver.addr(), "healthy");
+    let summary = watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+    assert!(driver.status().executors.iter().all(|e| e.name != "greedy"));
+}
