@@ -32,11 +32,15 @@ pub fn check(keys: &ModeKeys) -> Result<(), KeyError> {
     }
 }
 
-/// The job's minibatch; a round every `sync_every` of them.
-pub fn shape(keys: &ModeKeys, batch: u32) -> Shape {
+/// A round every `sync_every` minibatches. Past `reference_executors`, each
+/// executor's minibatch shrinks by `reference / N` at the job's rate: a
+/// round then covers the examples it covers with the reference count, and
+/// the average of N noisier local trajectories matches the reference's two,
+/// so an epoch holds as many rounds of the same size whatever N is.
+pub fn shape(keys: &ModeKeys, batch: u32, peers: u32) -> Shape {
     let every = keys.sync_every.unwrap_or(DEFAULT_SYNC_EVERY);
     Shape {
-        batch: batch.max(1) as usize,
+        batch: super::minibatch_share(keys, batch, peers).0,
         rate_scale: 1.0,
         push_every: every,
         fetch_every: every,

@@ -33,9 +33,8 @@ pub const KEYS: &[&str] = &["n_push", "n_fetch", "inject_delay"];
 
 /// The minibatch, rate and windows of an executor when `peers` take part.
 pub fn shape(keys: &ModeKeys, batch: u32, peers: u32) -> Shape {
-    let share = (f64::from(keys.reference_executors) / f64::from(peers.max(1))).min(1.0);
     let given = batch.max(1) as usize;
-    let batch = ((given as f64 * share).round() as usize).clamp(1, given);
+    let (batch, share) = super::minibatch_share(keys, given as u32, peers);
     let window = |n: Option<u32>| ((f64::from(n.unwrap_or(1)) * share * share).floor() as u32).max(1);
     Shape {
         batch,

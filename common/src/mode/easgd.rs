@@ -48,11 +48,13 @@ pub fn check(keys: &ModeKeys) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// The job's minibatch; an elastic update every `tau` of them.
-pub fn shape(keys: &ModeKeys, batch: u32) -> Shape {
+/// An elastic update every `tau` minibatches. Past `reference_executors`,
+/// each executor's minibatch shrinks by `reference / N` at the job's rate,
+/// so each takes as many local steps per epoch as with the reference count.
+pub fn shape(keys: &ModeKeys, batch: u32, peers: u32) -> Shape {
     let tau = keys.tau.unwrap_or(DEFAULT_TAU);
     Shape {
-        batch: batch.max(1) as usize,
+        batch: super::minibatch_share(keys, batch, peers).0,
         rate_scale: 1.0,
         push_every: tau,
         fetch_every: tau,

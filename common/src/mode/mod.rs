@@ -102,8 +102,8 @@ impl Mode {
         match self {
             Mode::Async | Mode::Ssp => downpour::shape(keys, batch, peers),
             Mode::Sync => sync::shape(keys, batch, peers),
-            Mode::Average => average::shape(keys, batch),
-            Mode::Easgd => easgd::shape(keys, batch),
+            Mode::Average => average::shape(keys, batch, peers),
+            Mode::Easgd => easgd::shape(keys, batch, peers),
         }
     }
 
@@ -213,6 +213,15 @@ pub struct KeyError {
     pub value: String,
     /// What is allowed.
     pub allowed: String,
+}
+
+/// An executor's share of the job's minibatch when `peers` executors take
+/// part: the whole of it up to `reference_executors`, `reference / N` of it
+/// beyond (at least one example). Returns the minibatch and the share.
+pub fn minibatch_share(keys: &ModeKeys, batch: u32, peers: u32) -> (usize, f64) {
+    let share = (f64::from(keys.reference_executors) / f64::from(peers.max(1))).min(1.0);
+    let given = batch.max(1) as usize;
+    (((given as f64 * share).round() as usize).clamp(1, given), share)
 }
 
 /// How an executor runs one task: decided by the mode from the job and the
@@ -566,5 +575,23 @@ mod tests {
         }
         assert_ne!(blind.params(), model.params());
         assert_eq!((model.version(), model.staleness_sum()), (3, 2));
+    }
+
+    #[test]
+    fn the_local_sgd_modes_share_the_minibatch_but_keep_their_rate_and_rounds() {
+        let keys = ModeKeys {
+            sync_every: Some(8),
+            tau: Some(4),
+            ..ModeKeys::default()
+        };
+        for mode in [Mode::Average, Mode::Easgd] {
+            let two = mode.shape(&keys, 128, 2);
+            let sixteen = mode.shape(&keys, 128, 16);
+            assert_eq!(two.batch, 128, "{mode:?}: the job as given at the reference count");
+            assert_eq!(sixteen.batch, 16, "{mode:?}: 2/16 of it with 16 executors");
+            assert_eq!((sixteen.rate_scale, sixteen.push_every), (1.0, two.push_every));
+        }
+        assert_eq!(minibatch_share(&keys, 128, 1), (128, 1.0));
+        assert_eq!(minibatch_share(&keys, 3, 1000).0, 1, "never below one example");
     }
 }
