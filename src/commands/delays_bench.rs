@@ -17,7 +17,7 @@ use deepdist_common::optim::{OptimizerConfig, OptimizerKind};
 use plotters::prelude::*;
 
 use super::bench_job::{Target, run_job, write};
-use super::grid_report::{TAB10, plot_error};
+use super::grid_report::{TAB10, draw_legend, draw_line, plot_error};
 use super::service::driver_config;
 use crate::cli::{DelaysBenchArgs, DriverSettings};
 
@@ -283,22 +283,9 @@ fn plot(runs: &[DelayRun], path: &Path) -> anyhow::Result<()> {
             .iter()
             .filter_map(|&d| Some((x(d), cell(runs, label, d)?.0)))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(plot_error)?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-            .map_err(plot_error)?;
+        draw_line(&mut chart, points, color, label.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
     root.present().map_err(plot_error)
 }
 

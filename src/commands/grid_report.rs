@@ -185,22 +185,9 @@ pub fn plot(runs: &[GridRun], path: &Path) -> anyhow::Result<()> {
                 .filter(|r| &r.label() == label)
                 .filter_map(|r| Some((octave(r.partitions), r.time_to[panel]?)))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(format!("{label} (executors × cores)"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            chart
-                .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-                .map_err(plot_error)?;
+            draw_line(&mut chart, points, color, format!("{label} (executors × cores)"))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     }
     root.present().map_err(plot_error)?;
     Ok(())
@@ -208,6 +195,42 @@ pub fn plot(runs: &[GridRun], path: &Path) -> anyhow::Result<()> {
 
 pub fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("cannot draw the plot: {e}")
+}
+
+/// The benchmark reports' charts: `f64` on both axes, drawn as SVG.
+pub type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Draws one labelled series: a line with a dot at each point.
+pub fn draw_line(
+    chart: &mut Chart<'_, '_>,
+    points: Vec<(f64, f64)>,
+    color: RGBAColor,
+    label: String,
+) -> anyhow::Result<()> {
+    chart
+        .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+        .map_err(plot_error)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart
+        .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+        .map_err(plot_error)?;
+    Ok(())
+}
+
+/// Draws the legend of the series drawn so far, at `position`.
+pub fn draw_legend<'b>(chart: &mut Chart<'b, 'b>, position: SeriesLabelPosition) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use deepdist_common::bench::median;
 use plotters::prelude::*;
 
 use super::bench_job::write;
-use super::grid_report::{TAB10, percent, plot_error, seconds};
+use super::grid_report::{TAB10, draw_legend, draw_line, percent, plot_error, seconds};
 
 /// One run of one mode with some executors.
 #[derive(Debug, Clone, PartialEq)]
@@ -222,22 +222,9 @@ fn plot_executors(runs: &[ModeRun], path: &Path) -> anyhow::Result<()> {
                 ))
             })
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(plot_error)?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-            .map_err(plot_error)?;
+        draw_line(&mut chart, points, color, label.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
     root.present().map_err(plot_error)
 }
 
