@@ -10,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use deepdist_common::proto::{self, Message, MessageReader};
+use deepdist_common::proto::{self, FromClient, FromExecutor, Handshake, MessageReader, ToClient, ToExecutor};
 use proptest::prelude::*;
 
 struct Counting;
@@ -54,7 +54,7 @@ fn read_all(bytes: Vec<u8>, cap: usize) -> usize {
     runtime.block_on(async move {
         let mut reader = MessageReader::new(&bytes[..], cap);
         let mut frames = 0;
-        while let Ok(Some(_)) = reader.recv().await {
+        while let Ok(Some(_)) = reader.recv::<FromExecutor>().await {
             frames += 1;
         }
         frames
@@ -65,7 +65,7 @@ fn read_all(bytes: Vec<u8>, cap: usize) -> usize {
 /// length prefix: a small length, then a valid message's first bytes or
 /// noise.
 fn frame_like() -> impl Strategy<Value = Vec<u8>> {
-    let valid = proto::encode(&Message::hello(proto::Role::Executor, "p", 1)).unwrap();
+    let valid = proto::encode(&Handshake::hello(proto::Role::Executor, "p", 1)).unwrap();
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..2048),
         (proptest::collection::vec(any::<u8>(), 0..512), 0usize..64).prop_map(move |(noise, cut)| {
@@ -85,7 +85,13 @@ proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics_and_stays_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, peak) = peak_allocation(|| proto::decode(&bytes).is_ok());
+        let (_, peak) = peak_allocation(|| {
+            proto::decode::<Handshake>(&bytes).is_ok()
+                | proto::decode::<FromExecutor>(&bytes).is_ok()
+                | proto::decode::<ToExecutor>(&bytes).is_ok()
+                | proto::decode::<FromClient>(&bytes).is_ok()
+                | proto::decode::<ToClient>(&bytes).is_ok()
+        });
         prop_assert!(peak <= 4 * bytes.len() + SERDE_PREALLOCATION + 4096, "{peak} bytes for a {}-byte frame", bytes.len());
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use deepdist_common::client::ClientError;
 use deepdist_common::job::{JobSpec, JobState};
 use deepdist_common::model::Model;
-use deepdist_common::proto::{self, Message, Role};
+use deepdist_common::proto::{self, FromExecutor, Handshake, Role, ToExecutor};
 use deepdist_common::transport::{self, Credentials};
 use deepdist_driver::DriverConfig;
 use deepdist_executor::ExecutorConfig;
@@ -76,7 +76,7 @@ async fn an_executor_that_heartbeats_but_never_reads_loses_its_task_to_the_lease
     })
     .await;
     // Registers, then only heartbeats: it never reads its task.
-    let hello = Message::hello(Role::Executor, "wedged", 1);
+    let hello = Handshake::hello(Role::Executor, "wedged", 1);
     let wedged = transport::dial(&driver.addr(), &Credentials::default(), hello, proto::DEFAULT_MAX_FRAME)
         .await
         .unwrap();
@@ -85,7 +85,7 @@ async fn an_executor_that_heartbeats_but_never_reads_loses_its_task_to_the_lease
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            if writer.send(&Message::Heartbeat).await.is_err() {
+            if writer.send(&FromExecutor::Heartbeat).await.is_err() {
                 return;
             }
         }
@@ -226,7 +226,7 @@ async fn a_flood_of_silent_connections_does_not_keep_executors_or_clients_out() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_executor_piling_up_fetches_is_cut_off_and_the_job_goes_on() {
     let driver = TestDriver::start().await;
-    let hello = Message::hello(Role::Executor, "greedy", 1);
+    let hello = Handshake::hello(Role::Executor, "greedy", 1);
     let mut greedy = transport::dial(&driver.addr(), &Credentials::default(), hello, proto::DEFAULT_MAX_FRAME)
         .await
         .unwrap();
@@ -238,13 +238,13 @@ async fn an_executor_piling_up_fetches_is_cut_off_and_the_job_goes_on() {
     let job = client.submit(&small_job("greedy", "sync", 1), "g.toml").await.unwrap();
     let task = loop {
         match greedy.reader.recv().await.unwrap() {
-            Some(Message::Assign(spec)) => break spec.id,
+            Some(ToExecutor::Assign(spec)) => break spec.id,
             Some(_) => continue,
             None => panic!("closed before a task"),
         }
     };
     for _ in 0..40 {
-        let fetch = Message::Fetch {
+        let fetch = FromExecutor::Fetch {
             job: task.job,
             stage: task.stage,
             wait_for: u64::MAX,
@@ -260,14 +260,14 @@ async fn an_executor_piling_up_fetches_is_cut_off_and_the_job_goes_on() {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            if writer.send(&Message::Heartbeat).await.is_err() {
+            if writer.send(&FromExecutor::Heartbeat).await.is_err() {
                 return;
             }
         }
     });
     let closed = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            match greedy.reader.recv().await {
+            match greedy.reader.recv::<ToExecutor>().await {
                 Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => return,
             }

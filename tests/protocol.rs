@@ -3,7 +3,7 @@
 
 mod support;
 
-use deepdist_common::proto::{self, MAGIC, Message, PROTOCOL_VERSION, Role};
+use deepdist_common::proto::{self, FromClient, FromExecutor, Handshake, MAGIC, PROTOCOL_VERSION, Role, ToExecutor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -42,7 +42,7 @@ async fn bad_frames_are_rejected_and_the_driver_keeps_serving() {
     // Undecodable: a well-formed frame of garbage.
     send_raw(&addr, &frame(&[0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff]), false).await;
     // Wrong type: a valid message that is not a Hello.
-    send_raw(&addr, &frame(&proto::encode(&Message::Status).unwrap()), false).await;
+    send_raw(&addr, &frame(&proto::encode(&FromClient::Status).unwrap()), false).await;
 
     // Wrong magic and wrong version get an explicit reject saying why.
     for (magic, version, want) in [
@@ -53,7 +53,7 @@ async fn bad_frames_are_rejected_and_the_driver_keeps_serving() {
             format!("peer speaks {}", PROTOCOL_VERSION + 7),
         ),
     ] {
-        let hello = Message::Hello {
+        let hello = Handshake::Hello {
             magic,
             version,
             role: Role::Executor,
@@ -63,7 +63,7 @@ async fn bad_frames_are_rejected_and_the_driver_keeps_serving() {
         let reply = send_raw(&addr, &frame(&proto::encode(&hello).unwrap()), false).await;
         assert!(reply.len() > 4, "a reject frame came back");
         match proto::decode(&reply[4..]).unwrap() {
-            Message::Reject { reason } => {
+            Handshake::Reject { reason } => {
                 assert!(reason.contains(&want), "{reason}");
                 if version != PROTOCOL_VERSION {
                     assert!(
@@ -77,7 +77,7 @@ async fn bad_frames_are_rejected_and_the_driver_keeps_serving() {
     }
 
     // Garbage after a valid handshake, from an executor, closes only that connection.
-    let mut hello = frame(&proto::encode(&Message::hello(Role::Executor, "x", 1)).unwrap());
+    let mut hello = frame(&proto::encode(&Handshake::hello(Role::Executor, "x", 1)).unwrap());
     hello.extend_from_slice(&frame(&[0xff; 16]));
     send_raw(&addr, &hello, false).await;
 
@@ -104,18 +104,18 @@ async fn repeated_and_late_updates_are_discarded_and_counted() {
         .await
         .unwrap();
     // A hand-driven executor: takes the first task and replays its update.
-    let hello = Message::hello(Role::Executor, "replayer", 1);
+    let hello = Handshake::hello(Role::Executor, "replayer", 1);
     let mut conn = transport::dial(&addr, &Credentials::default(), hello, proto::DEFAULT_MAX_FRAME)
         .await
         .unwrap();
     let task = loop {
         match conn.reader.recv_within(support::PATIENCE, "a task").await.unwrap() {
-            Message::Assign(task) => break task.id,
+            ToExecutor::Assign(task) => break task.id,
             _ => continue,
         }
     };
     let push = |task, seq| {
-        Message::Push(Push {
+        FromExecutor::Push(Push {
             task,
             seq,
             base_version: 0,
@@ -151,7 +151,7 @@ async fn a_peer_that_stalls_inside_a_frame_is_dropped() {
     let mut stream = TcpStream::connect(driver.addr()).await.unwrap();
     stream
         .write_all(&frame(
-            &proto::encode(&Message::hello(Role::Executor, "slowloris", 1)).unwrap(),
+            &proto::encode(&Handshake::hello(Role::Executor, "slowloris", 1)).unwrap(),
         ))
         .await
         .unwrap();

@@ -6,7 +6,7 @@ mod support;
 
 use deepdist_common::client::Client;
 use deepdist_common::proto::auth::Secret;
-use deepdist_common::proto::{self, HANDSHAKE_MAX_FRAME, Message, Role};
+use deepdist_common::proto::{self, HANDSHAKE_MAX_FRAME, Handshake, Role};
 use deepdist_common::transport::{Credentials, TlsClient, TlsServer};
 use deepdist_driver::DriverConfig;
 use deepdist_executor::{ExecutorConfig, ExecutorError};
@@ -121,14 +121,17 @@ async fn frames_stay_small_until_the_peer_has_proved_the_secret() {
 
     // After a valid Hello, in place of the Answer: the same.
     let mut stream = TcpStream::connect(&addr).await.unwrap();
-    let hello = proto::encode(&Message::hello(Role::Executor, "probe", 1)).unwrap();
+    let hello = proto::encode(&Handshake::hello(Role::Executor, "probe", 1)).unwrap();
     stream.write_all(&header(hello.len())).await.unwrap();
     stream.write_all(&hello).await.unwrap();
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await.unwrap();
     let mut challenge = vec![0u8; u32::from_be_bytes(len) as usize];
     stream.read_exact(&mut challenge).await.unwrap();
-    assert!(matches!(proto::decode(&challenge).unwrap(), Message::Challenge { .. }));
+    assert!(matches!(
+        proto::decode(&challenge).unwrap(),
+        Handshake::Challenge { .. }
+    ));
     stream.write_all(&header(big)).await.unwrap();
     read_until_closed(&mut stream).await;
 

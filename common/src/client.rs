@@ -1,7 +1,8 @@
 //! A client of the driver: submit jobs, watch them, ask for status, cancel.
 
 use crate::proto::{
-    DEFAULT_MAX_FRAME, JobSummary, Message, MessageReader, MessageWriter, Progress, ProtoError, Role, StatusReport,
+    DEFAULT_MAX_FRAME, FromClient, Handshake, JobSummary, MessageReader, MessageWriter, Progress, ProtoError, Role,
+    StatusReport, ToClient, Wire,
 };
 use crate::transport::{self, BoxRead, BoxWrite, Credentials};
 
@@ -28,7 +29,7 @@ pub struct Client {
 impl Client {
     /// Connects and shakes hands, presenting `credentials` (TLS, secret).
     pub async fn connect(addr: &str, credentials: &Credentials) -> Result<Self, ClientError> {
-        let hello = Message::hello(Role::Client, "client", 0);
+        let hello = Handshake::hello(Role::Client, "client", 0);
         let dialed = transport::dial(addr, credentials, hello, DEFAULT_MAX_FRAME).await?;
         Ok(Self {
             reader: dialed.reader,
@@ -36,16 +37,16 @@ impl Client {
         })
     }
 
-    async fn request(&mut self, msg: Message) -> Result<Message, ClientError> {
+    async fn request(&mut self, msg: FromClient) -> Result<ToClient, ClientError> {
         self.writer.send(&msg).await?;
         match self.reader.recv().await? {
-            Some(Message::Reject { reason }) => Err(ClientError::Refused(reason)),
+            Some(ToClient::Reject { reason }) => Err(ClientError::Refused(reason)),
             Some(reply) => Ok(reply),
             None => Err(ProtoError::Closed.into()),
         }
     }
 
-    fn unexpected(expected: &'static str, got: &Message) -> ClientError {
+    fn unexpected(expected: &'static str, got: &ToClient) -> ClientError {
         ProtoError::Unexpected {
             expected,
             got: got.kind(),
@@ -56,35 +57,35 @@ impl Client {
     /// Submits a job file's text; returns the job id. An invalid job is
     /// refused with a message naming the key.
     pub async fn submit(&mut self, spec: &str, origin: &str) -> Result<u64, ClientError> {
-        let msg = Message::Submit {
+        let msg = FromClient::Submit {
             spec: spec.to_string(),
             origin: origin.to_string(),
         };
         match self.request(msg).await? {
-            Message::Submitted { job } => Ok(job),
+            ToClient::Submitted { job } => Ok(job),
             other => Err(Self::unexpected("Submitted", &other)),
         }
     }
 
     /// Executors and jobs.
     pub async fn status(&mut self) -> Result<StatusReport, ClientError> {
-        match self.request(Message::Status).await? {
-            Message::StatusReport(report) => Ok(report),
+        match self.request(FromClient::Status).await? {
+            ToClient::StatusReport(report) => Ok(report),
             other => Err(Self::unexpected("StatusReport", &other)),
         }
     }
 
     /// Cancels a job.
     pub async fn cancel(&mut self, job: u64) -> Result<(), ClientError> {
-        match self.request(Message::Cancel { job }).await? {
-            Message::Cancelled { .. } => Ok(()),
+        match self.request(FromClient::Cancel { job }).await? {
+            ToClient::Cancelled { .. } => Ok(()),
             other => Err(Self::unexpected("Cancelled", &other)),
         }
     }
 
     /// Streams a job's progress to `on_progress` until it ends.
     pub async fn watch(&mut self, job: u64, mut on_progress: impl FnMut(Progress)) -> Result<JobSummary, ClientError> {
-        self.writer.send(&Message::Watch { job }).await?;
+        self.writer.send(&FromClient::Watch { job }).await?;
         loop {
             // The driver heartbeats a quiet job every 10 s; a minute of
             // silence is a driver that is gone or wedged.
@@ -93,10 +94,10 @@ impl Client {
                 .recv_within(WATCH_SILENCE, "the driver's progress or heartbeat")
                 .await?
             {
-                Message::Heartbeat => {}
-                Message::Progress(p) => on_progress(p),
-                Message::JobEnded(summary) => return Ok(summary),
-                Message::Reject { reason } => return Err(ClientError::Refused(reason)),
+                ToClient::Heartbeat => {}
+                ToClient::Progress(p) => on_progress(p),
+                ToClient::JobEnded(summary) => return Ok(summary),
+                ToClient::Reject { reason } => return Err(ClientError::Refused(reason)),
                 other => return Err(Self::unexpected("Progress or JobEnded", &other)),
             }
         }

@@ -14,7 +14,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::proto::auth::Secret;
-use crate::proto::{HANDSHAKE_TIMEOUT, Message, MessageReader, MessageWriter, ProtoError};
+use crate::proto::{HANDSHAKE_TIMEOUT, Handshake, MessageReader, MessageWriter, ProtoError};
 
 /// The reading half of a connection, whatever carries it.
 pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -185,7 +185,7 @@ pub struct Dialed {
 pub async fn dial(
     addr: &str,
     credentials: &Credentials,
-    hello: Message,
+    hello: Handshake,
     max_frame: usize,
 ) -> Result<Dialed, ProtoError> {
     let (read, write) = connect(addr, credentials.tls.as_ref()).await?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use deepdist_common::job::{JobSpec, ModelLimit};
-use deepdist_common::proto::{Message, MessageReader, MessageWriter, ProtoError};
+use deepdist_common::proto::{FromClient, MessageReader, MessageWriter, ProtoError, ToClient};
 use deepdist_common::transport::{BoxRead, BoxWrite};
 
 use crate::journal::{Entry, JournalError};
@@ -23,34 +23,28 @@ pub async fn serve(
     loop {
         // A client that goes quiet (or trickles a frame) is dropped; the CLI
         // sends its requests at once.
-        let msg = match reader.recv_within(CLIENT_IDLE_TIMEOUT, "a client request").await {
+        let msg: FromClient = match reader.recv_within(CLIENT_IDLE_TIMEOUT, "a client request").await {
             Ok(msg) => msg,
             Err(ProtoError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         };
         match msg {
-            Message::Submit { spec, origin } => {
+            FromClient::Submit { spec, origin } => {
                 let reply = match admit(shared, &spec, &origin) {
                     Ok(spec) => match submit(shared, spec) {
-                        Ok(job) => Message::Submitted { job },
-                        Err(e) => Message::Reject {
+                        Ok(job) => ToClient::Submitted { job },
+                        Err(e) => ToClient::Reject {
                             reason: format!("the job could not be recorded: {e}"),
                         },
                     },
-                    Err(e) => Message::Reject { reason: e.to_string() },
+                    Err(e) => ToClient::Reject { reason: e.to_string() },
                 };
                 writer.send(&reply).await?;
             }
-            Message::Status => writer.send(&Message::StatusReport(shared.status())).await?,
-            Message::Cancel { job } => writer.send(&cancel(shared, job)).await?,
-            Message::Watch { job } => watch_job(shared, job, writer).await?,
-            Message::Heartbeat => {}
-            other => {
-                return Err(ProtoError::Unexpected {
-                    expected: "a client request",
-                    got: other.kind(),
-                });
-            }
+            FromClient::Status => writer.send(&ToClient::StatusReport(shared.status())).await?,
+            FromClient::Cancel { job } => writer.send(&cancel(shared, job)).await?,
+            FromClient::Watch { job } => watch_job(shared, job, writer).await?,
+            FromClient::Heartbeat => {}
         }
     }
 }
@@ -97,21 +91,21 @@ fn forget_old_jobs(jobs: &mut Vec<JobRecord>, keep: usize) {
     });
 }
 
-fn cancel(shared: &Shared, job: u64) -> Message {
+fn cancel(shared: &Shared, job: u64) -> ToClient {
     let mut state = shared.lock();
     let Some(record) = state.job_mut(job) else {
-        return Message::Reject {
+        return ToClient::Reject {
             reason: format!("no job {job}"),
         };
     };
     if record.state.is_final() {
-        return Message::Reject {
+        return ToClient::Reject {
             reason: format!("job {job} is already {}", record.state),
         };
     }
     drop(state);
     if let Err(e) = shared.journal(&Entry::Cancel(job)) {
-        return Message::Reject {
+        return ToClient::Reject {
             reason: format!("the cancel could not be recorded: {e}"),
         };
     }
@@ -119,7 +113,7 @@ fn cancel(shared: &Shared, job: u64) -> Message {
         record.cancel_requested = true;
     }
     shared.wake.notify_one();
-    Message::Cancelled { job }
+    ToClient::Cancelled { job }
 }
 
 /// Streams a job's progress until it ends.
@@ -135,7 +129,7 @@ async fn watch_job(shared: &Arc<Shared>, job: u64, writer: &mut MessageWriter<Bo
     let ended = match found {
         None => {
             return writer
-                .send(&Message::Reject {
+                .send(&ToClient::Reject {
                     reason: format!("no job {job}"),
                 })
                 .await;
@@ -143,7 +137,7 @@ async fn watch_job(shared: &Arc<Shared>, job: u64, writer: &mut MessageWriter<Bo
         Some(summary) => summary,
     };
     if let Some(summary) = ended {
-        return writer.send(&Message::JobEnded(summary)).await;
+        return writer.send(&ToClient::JobEnded(summary)).await;
     }
     let mut idle = tokio::time::interval(WATCH_HEARTBEAT);
     idle.reset();
@@ -153,14 +147,14 @@ async fn watch_job(shared: &Arc<Shared>, job: u64, writer: &mut MessageWriter<Bo
             // A quiet job still shows the watcher is alive, and a watcher
             // that left is found out on the write.
             _ = idle.tick() => {
-                writer.send(&Message::Heartbeat).await?;
+                writer.send(&ToClient::Heartbeat).await?;
                 continue;
             }
         };
         idle.reset();
         match event {
             Ok(event) if event.job == job => {
-                let end = matches!(event.msg, Message::JobEnded(_));
+                let end = matches!(event.msg, ToClient::JobEnded(_));
                 writer.send(&event.msg).await?;
                 if end {
                     return Ok(());
@@ -171,7 +165,7 @@ async fn watch_job(shared: &Arc<Shared>, job: u64, writer: &mut MessageWriter<Bo
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 let ended = shared.lock().job_mut(job).and_then(|r| r.summary.clone());
                 if let Some(summary) = ended {
-                    return writer.send(&Message::JobEnded(summary)).await;
+                    return writer.send(&ToClient::JobEnded(summary)).await;
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deepdist_common::job::JobSpec;
-use deepdist_common::proto::{self, Message, TaskSpec};
+use deepdist_common::proto::{self, TaskSpec, ToExecutor};
 
 use crate::outbox::Outbox;
 use crate::state::{ExecutorEntry, RunState};
@@ -20,7 +20,7 @@ pub fn cancel_all(executors: &mut BTreeMap<u64, ExecutorEntry>, job: u64) -> Vec
     let mut sends = Vec::new();
     for e in executors.values_mut() {
         e.task = None;
-        if let Ok(frame) = proto::encode(&Message::CancelTasks { job }) {
+        if let Ok(frame) = proto::encode(&ToExecutor::CancelTasks { job }) {
             sends.push((e.tx.clone(), frame));
         }
     }
@@ -72,7 +72,7 @@ pub fn assign_idle(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut RunSt
             sends.push((e.tx.clone(), frozen.clone()));
         }
         let hash = run.partition_frames[task.partition as usize].0;
-        let assign = Message::Assign(TaskSpec {
+        let assign = ToExecutor::Assign(TaskSpec {
             id: task,
             partition_hash: hash,
             spec: spec.clone(),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use deepdist_common::data::Dataset;
 use deepdist_common::job::JobSpec;
 use deepdist_common::model::{StageEval, StageModel};
-use deepdist_common::proto::{EpochMetrics, Message, Progress};
+use deepdist_common::proto::{EpochMetrics, Progress, ToClient};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::JobCheckpoint;
@@ -138,7 +138,7 @@ pub async fn evaluate_epochs(
                 record.accuracy = accuracy;
             }
         }
-        shared.emit(job, Message::Progress(Progress::Epoch(line)));
+        shared.emit(job, ToClient::Progress(Progress::Epoch(line)));
     }
     Ok(out)
 }

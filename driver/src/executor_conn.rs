@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use deepdist_common::proto::{self, Message, MessageReader, MessageWriter, ProtoError};
+use deepdist_common::proto::{self, FromExecutor, Handshake, MessageReader, MessageWriter, ProtoError, ToExecutor};
 use deepdist_common::transport::{BoxRead, BoxWrite};
 use tokio::sync::watch;
 
@@ -30,7 +30,7 @@ pub async fn serve(
     let id = shared.next_executor.fetch_add(1, Relaxed);
     let heartbeat = shared.config.heartbeat;
     writer
-        .send(&Message::Welcome {
+        .send(&Handshake::Welcome {
             id,
             heartbeat_ms: heartbeat.as_millis() as u64,
         })
@@ -52,10 +52,10 @@ pub async fn serve(
     tracing::info!(id, %name, cores, "executor registered");
     shared.wake.notify_one();
 
-    let outgoing = proto::pump(writer, &mut rx, heartbeat);
+    let outgoing = proto::pump::<ToExecutor, _>(writer, &mut rx, heartbeat);
     let incoming = async {
         loop {
-            let msg = reader
+            let msg: FromExecutor = reader
                 .recv_within(shared.config.heartbeat_timeout, "a message or heartbeat")
                 .await?;
             executor_messages::handle(shared, id, &tx, msg).await?;

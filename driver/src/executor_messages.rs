@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use deepdist_common::proto::{Message, ProtoError, Push, TaskId, TaskReport};
+use deepdist_common::proto::{FromExecutor, ProtoError, Push, TaskId, TaskReport};
 
 use crate::error::JobError;
 use crate::outbox::Outbox;
@@ -16,25 +16,19 @@ use crate::state::Shared;
 const MAX_FETCHES_WAITING: u32 = 16;
 
 /// Handles one message from executor `id`, whose outbox is `tx`.
-pub async fn handle(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: Message) -> Result<(), ProtoError> {
-    if !matches!(msg, Message::Heartbeat)
+pub async fn handle(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: FromExecutor) -> Result<(), ProtoError> {
+    if !matches!(msg, FromExecutor::Heartbeat)
         && let Some(entry) = shared.lock().executors.get_mut(&id)
     {
         entry.last_heard = Instant::now();
     }
     match msg {
-        Message::Heartbeat => {}
-        Message::NeedPartition { hash } => need_partition(shared, id, tx, hash),
-        Message::Fetch { job, stage, wait_for } => fetch(shared, id, tx, (job, stage), wait_for)?,
-        Message::Push(p) => push(shared, id, p).await,
-        Message::TaskDone(report) => task_done(shared, id, report),
-        Message::TaskFailed { task, reason, diverged } => task_failed(shared, id, task, reason, diverged),
-        other => {
-            return Err(ProtoError::Unexpected {
-                expected: "an executor message",
-                got: other.kind(),
-            });
-        }
+        FromExecutor::Heartbeat => {}
+        FromExecutor::NeedPartition { hash } => need_partition(shared, id, tx, hash),
+        FromExecutor::Fetch { job, stage, wait_for } => fetch(shared, id, tx, (job, stage), wait_for)?,
+        FromExecutor::Push(p) => push(shared, id, p).await,
+        FromExecutor::TaskDone(report) => task_done(shared, id, report),
+        FromExecutor::TaskFailed { task, reason, diverged } => task_failed(shared, id, task, reason, diverged),
     }
     Ok(())
 }
@@ -128,7 +122,7 @@ fn task_done(shared: &Shared, id: u64, report: TaskReport) {
             acc.tasks += 1;
             shared.emit(
                 report.task.job,
-                Message::Progress(deepdist_common::proto::Progress::Task {
+                deepdist_common::proto::ToClient::Progress(deepdist_common::proto::Progress::Task {
                     stage,
                     epoch: report.task.epoch,
                     done: acc.tasks,

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use deepdist_common::job::Stage;
 use deepdist_common::mode::{RuleStats, ServerModel, ServerRule, Update};
 use deepdist_common::optim::OptimizerState;
-use deepdist_common::proto::{self, Message, Tensor};
+use deepdist_common::proto::{self, Tensor, ToExecutor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Requests to the parameter server.
@@ -317,7 +317,7 @@ impl ServerThread {
         let frame = match &self.frame {
             Some((v, f)) if *v == version => f.clone(),
             _ => {
-                let msg = Message::Params {
+                let msg = ToExecutor::Params {
                     job: self.plan.job,
                     stage: self.plan.stage_index,
                     version,
@@ -381,7 +381,7 @@ mod tests {
 
     fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
         match proto::decode(&frame).unwrap() {
-            Message::Params { version, values, .. } => (version, values.to_vec().unwrap()),
+            ToExecutor::Params { version, values, .. } => (version, values.to_vec().unwrap()),
             other => panic!("{other:?}"),
         }
     }

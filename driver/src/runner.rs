@@ -13,7 +13,7 @@ use deepdist_common::data::{Dataset, Mnist};
 use deepdist_common::job::{JobSpec, JobState, Stage, StageKind};
 use deepdist_common::mode::ServerModel;
 use deepdist_common::model::StageModel;
-use deepdist_common::proto::{self, JobSummary, Message};
+use deepdist_common::proto::{self, JobSummary, ToClient, ToExecutor};
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::JobCheckpoint;
@@ -50,7 +50,7 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             for s in cancelled {
                 record_end(&shared, s.job, s.state);
-                shared.emit(s.job, Message::JobEnded(s));
+                shared.emit(s.job, ToClient::JobEnded(s));
             }
             state.jobs.iter_mut().find(|j| j.state == JobState::Queued).map(|j| {
                 j.state = JobState::Running;
@@ -114,7 +114,7 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         tracing::info!(id, state = %summary.state, accuracy = ?summary.final_accuracy, "job ended");
         record_end(&shared, id, summary.state);
-        shared.emit(id, Message::JobEnded(summary));
+        shared.emit(id, ToClient::JobEnded(summary));
     }
 }
 
@@ -198,7 +198,7 @@ async fn run_job(
     let parts = parts?;
     let mut frames = Vec::with_capacity(parts.len());
     for p in &parts {
-        let frame = proto::encode(&Message::Partition {
+        let frame = proto::encode(&ToExecutor::Partition {
             hash: p.content_hash(),
             bytes: p.encode(),
         })?;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use deepdist_common::proto::{self, Message, MessageReader, MessageWriter, ProtoError, Role};
+use deepdist_common::proto::{self, Handshake, MessageReader, MessageWriter, ProtoError, Role};
 use deepdist_common::transport::{self, BoxRead, BoxWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -93,7 +93,7 @@ async fn serve(
     match role {
         Role::Client => {
             reader.set_max_frame(CLIENT_MAX_FRAME.min(shared.config.max_frame));
-            writer.send(&Message::Welcome { id: 0, heartbeat_ms: 0 }).await?;
+            writer.send(&Handshake::Welcome { id: 0, heartbeat_ms: 0 }).await?;
             client_conn::serve(shared, reader, writer).await
         }
         Role::Executor => {

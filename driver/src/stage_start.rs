@@ -8,7 +8,7 @@ use bytes::Bytes;
 use deepdist_common::data::Dataset;
 use deepdist_common::job::{JobSpec, Stage, StageKind};
 use deepdist_common::model::StageModel;
-use deepdist_common::proto::{self, Message, Tensor};
+use deepdist_common::proto::{self, Tensor, ToExecutor};
 
 use crate::error::JobError;
 
@@ -56,7 +56,7 @@ pub async fn prepare_stage(
                     None
                 } else {
                     let layers = below.iter().map(|p| Tensor::from_f32(p)).collect();
-                    Some(proto::encode(&Message::Frozen {
+                    Some(proto::encode(&ToExecutor::Frozen {
                         job,
                         stage: index as u32,
                         layers,

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use deepdist_common::data::Mnist;
 use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::proto::{ExecutorInfo, JobInfo, JobSummary, Message, StatusReport, TaskId};
+use deepdist_common::proto::{ExecutorInfo, JobInfo, JobSummary, StatusReport, TaskId, ToClient};
 use tokio::sync::{Notify, broadcast};
 
 use crate::DriverConfig;
@@ -26,7 +26,7 @@ pub struct Event {
     /// The job it concerns.
     pub job: u64,
     /// What to forward.
-    pub msg: Message,
+    pub msg: ToClient,
 }
 
 /// A connected executor.
@@ -219,7 +219,7 @@ impl Shared {
     }
 
     /// Tells watchers of `job`.
-    pub fn emit(&self, job: u64, msg: Message) {
+    pub fn emit(&self, job: u64, msg: ToClient) {
         let _ = self.events.send(Event { job, msg });
     }
 

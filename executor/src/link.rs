@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deepdist_common::mode::{Link, LoopError, Work};
-use deepdist_common::proto::{self, Message, Push, TaskId, Tensor};
+use deepdist_common::proto::{self, FromExecutor, Push, TaskId, Tensor};
 use tokio::sync::mpsc as tmpsc;
 
 use crate::fetches::Fetches;
@@ -48,7 +48,7 @@ pub struct DriverLink {
 
 impl DriverLink {
     /// Sends a message; false if there is no connection to send it on.
-    pub fn send(&self, msg: &Message) -> bool {
+    pub fn send(&self, msg: &FromExecutor) -> bool {
         proto::encode(msg).is_ok_and(|frame| self.send_frame(frame))
     }
 
@@ -87,7 +87,7 @@ impl Link for TaskLink<'_> {
         if self.abandoned() {
             return Err(LoopError::Abandoned);
         }
-        let push = Message::Push(Push {
+        let push = FromExecutor::Push(Push {
             task: self.task,
             seq: self.seq,
             base_version,
@@ -106,7 +106,7 @@ impl Link for TaskLink<'_> {
 
     fn request(&mut self, wait_for: u64) -> Result<(), LoopError> {
         let connection = self.link.connection.load(Ordering::SeqCst);
-        let fetch = Message::Fetch {
+        let fetch = FromExecutor::Fetch {
             job: self.task.job,
             stage: self.task.stage,
             wait_for,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use deepdist_common::proto::{self, Message, ProtoError, Role, TaskSpec};
+use deepdist_common::proto::{self, FromExecutor, Handshake, ProtoError, Role, TaskSpec, ToExecutor};
 use deepdist_common::transport::{self, Dialed};
 use tokio::sync::mpsc;
 
@@ -27,7 +27,7 @@ pub async fn connect_and_serve(
     worker: &WorkerHandle,
     cache: &PartitionCache,
 ) -> Result<Ended, ProtoError> {
-    let hello = Message::hello(Role::Executor, &config.name, config.cores as u32);
+    let hello = Handshake::hello(Role::Executor, &config.name, config.cores as u32);
     let Dialed {
         mut reader,
         mut writer,
@@ -41,8 +41,8 @@ pub async fn connect_and_serve(
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOX);
     worker.connect(tx.clone());
-    let outgoing = proto::pump(&mut writer, &mut rx, heartbeat);
-    let send = |msg: Message| {
+    let outgoing = proto::pump::<FromExecutor, _>(&mut writer, &mut rx, heartbeat);
+    let send = |msg: FromExecutor| {
         let tx = tx.clone();
         async move {
             if let Ok(frame) = proto::encode(&msg) {
@@ -57,19 +57,19 @@ pub async fn connect_and_serve(
                 .recv_within(silence, "a message or heartbeat from the driver")
                 .await?
             {
-                Message::Heartbeat => {}
-                Message::Assign(task) => match cache.get(task.partition_hash) {
+                ToExecutor::Heartbeat => {}
+                ToExecutor::Assign(task) => match cache.get(task.partition_hash) {
                     Some(data) => worker.submit(WorkItem { task, data }),
                     None => {
                         let hash = task.partition_hash;
                         let first = !waiting.contains_key(&hash);
                         waiting.entry(hash).or_default().push(task);
                         if first {
-                            send(Message::NeedPartition { hash }).await;
+                            send(FromExecutor::NeedPartition { hash }).await;
                         }
                     }
                 },
-                Message::Partition { hash, bytes } => {
+                ToExecutor::Partition { hash, bytes } => {
                     let cache = cache.clone();
                     let decoded = tokio::task::spawn_blocking(move || cache.insert_encoded(hash, &bytes))
                         .await
@@ -86,7 +86,7 @@ pub async fn connect_and_serve(
                         Err(reason) => {
                             tracing::error!(%reason, "bad partition from the driver");
                             for task in waiting.remove(&hash).unwrap_or_default() {
-                                send(Message::TaskFailed {
+                                send(FromExecutor::TaskFailed {
                                     task: task.id,
                                     reason: reason.clone(),
                                     diverged: false,
@@ -96,26 +96,20 @@ pub async fn connect_and_serve(
                         }
                     }
                 }
-                Message::Params {
+                ToExecutor::Params {
                     job,
                     stage,
                     version,
                     values,
                 } => worker.params(job, stage, version, values),
-                Message::Frozen { job, stage, layers } => {
+                ToExecutor::Frozen { job, stage, layers } => {
                     let layers = layers.iter().map(|t| t.to_vec()).collect::<Result<Vec<_>, _>>()?;
                     worker.frozen(job, stage, layers);
                 }
-                Message::CancelTasks { job } => {
+                ToExecutor::CancelTasks { job } => {
                     tracing::info!(job, "tasks cancelled by the driver");
                     waiting.clear();
                     worker.abandon_tasks();
-                }
-                other => {
-                    return Err(ProtoError::Unexpected {
-                        expected: "a driver message",
-                        got: other.kind(),
-                    });
                 }
             }
         }

@@ -16,7 +16,7 @@ use deepdist_common::data::Dataset;
 use deepdist_common::job::{ModelLimit, Stage, StageKind};
 use deepdist_common::mode::{Compute, ExecutorLoop, LoopError, TaskPlan};
 use deepdist_common::model::{GradientEngine, Mlp, Model, Rbm, StageModel};
-use deepdist_common::proto::{Message, TaskReport, TaskSpec, Tensor};
+use deepdist_common::proto::{FromExecutor, TaskReport, TaskSpec, Tensor};
 use deepdist_common::train::Minibatches;
 use tokio::sync::mpsc as tmpsc;
 
@@ -162,8 +162,8 @@ fn caught<T>(task: impl FnOnce() -> Result<T, LoopError>) -> Result<T, LoopError
 }
 
 /// A failed task's message for the driver.
-fn failure(task: deepdist_common::proto::TaskId, e: &LoopError) -> Message {
-    Message::TaskFailed {
+fn failure(task: deepdist_common::proto::TaskId, e: &LoopError) -> FromExecutor {
+    FromExecutor::TaskFailed {
         task,
         reason: e.to_string(),
         diverged: matches!(e, LoopError::Diverged { .. }),
@@ -209,7 +209,7 @@ impl Worker {
             }
             match outcome {
                 Ok(report) => {
-                    self.link.send(&Message::TaskDone(report));
+                    self.link.send(&FromExecutor::TaskDone(report));
                 }
                 Err(LoopError::Abandoned) => tracing::debug!(?task, "task abandoned"),
                 Err(e) => {
@@ -366,7 +366,7 @@ mod tests {
             attempt: 1,
         };
         let failure = failure(task, &LoopError::Panicked("x".into()));
-        assert!(matches!(failure, Message::TaskFailed { diverged: false, .. }));
+        assert!(matches!(failure, FromExecutor::TaskFailed { diverged: false, .. }));
         assert_eq!(pool.install(|| rayon::join(|| 2, || 3)), (2, 3));
     }
 }

@@ -17,7 +17,7 @@ use deepdist_common::bench::median;
 use deepdist_common::client::Client;
 use deepdist_common::job::JobSpec;
 use deepdist_common::model::Model;
-use deepdist_common::proto::{self, Message, Push, TaskId, Tensor};
+use deepdist_common::proto::{self, FromExecutor, Handshake, Push, TaskId, Tensor, ToExecutor};
 use deepdist_common::transport::{self, BoxRead, BoxWrite, Credentials};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Barrier;
@@ -166,7 +166,7 @@ async fn one_load(n: usize, args: &PsBenchArgs) -> anyhow::Result<Row> {
     let ready = Arc::new(Barrier::new(n + 1));
     let mut sims = Vec::new();
     for i in 0..n {
-        let hello = Message::hello(proto::Role::Executor, format!("sim-{i}"), 1);
+        let hello = Handshake::hello(proto::Role::Executor, format!("sim-{i}"), 1);
         let dialed = transport::dial(&driver.addr, &Credentials::default(), hello, proto::DEFAULT_MAX_FRAME).await?;
         let (ready, stop) = (ready.clone(), stop.clone());
         sims.push(tokio::spawn(simulate(dialed.reader, dialed.writer, len, ready, stop)));
@@ -210,9 +210,9 @@ async fn one_load(n: usize, args: &PsBenchArgs) -> anyhow::Result<Row> {
 async fn next_params(reader: &mut proto::MessageReader<BoxRead>) -> anyhow::Result<u64> {
     loop {
         match reader.recv().await?.context("the driver closed the connection")? {
-            Message::Params { version, .. } => return Ok(version),
-            Message::Heartbeat | Message::Partition { .. } | Message::Frozen { .. } => {}
-            other => anyhow::bail!("unexpected {} from the driver", other.kind()),
+            ToExecutor::Params { version, .. } => return Ok(version),
+            ToExecutor::Heartbeat | ToExecutor::Partition { .. } | ToExecutor::Frozen { .. } => {}
+            other => anyhow::bail!("unexpected {} from the driver", proto::Wire::kind(&other)),
         }
     }
 }
@@ -229,7 +229,7 @@ async fn simulate(
 ) -> anyhow::Result<(u64, u64, Vec<f64>)> {
     let task: TaskId = loop {
         match reader.recv().await?.context("the driver closed the connection")? {
-            Message::Assign(spec) => break spec.id,
+            ToExecutor::Assign(spec) => break spec.id,
             _ => continue,
         }
     };
@@ -238,7 +238,7 @@ async fn simulate(
     let (mut seq, mut version, mut latencies) = (0u64, 0u64, Vec::new());
     while !stop.load(Ordering::Relaxed) {
         let sent = Instant::now();
-        let push = Message::Push(Push {
+        let push = FromExecutor::Push(Push {
             task,
             seq,
             base_version: version,
@@ -249,7 +249,7 @@ async fn simulate(
         });
         writer.send(&push).await?;
         writer
-            .send(&Message::Fetch {
+            .send(&FromExecutor::Fetch {
                 job: task.job,
                 stage: task.stage,
                 wait_for: 0,

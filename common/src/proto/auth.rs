@@ -2,7 +2,7 @@
 //! challenge-response, so that neither side ever sends the secret and each
 //! proves it holds it.
 //!
-//! After the connecting side's `Hello` the driver sends [`Message::Challenge`]
+//! After the connecting side's `Hello` the driver sends [`Handshake::Challenge`]
 //! with a fresh nonce; the peer answers with its own nonce and
 //! `HMAC(secret, "deepdist client" ‖ driver nonce ‖ peer nonce)`; the driver
 //! checks it and proves itself with `HMAC(secret, "deepdist driver" ‖ peer
@@ -17,7 +17,7 @@ use std::path::Path;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{Message, ProtoError};
+use super::{Handshake, ProtoError, Wire};
 
 /// Random bytes each side contributes to a handshake.
 pub type Nonce = [u8; 32];
@@ -146,14 +146,14 @@ impl DriverChallenge {
     }
 
     /// The `Challenge` message.
-    pub fn message(&self) -> Message {
-        Message::Challenge { nonce: self.nonce }
+    pub fn message(&self) -> Handshake {
+        Handshake::Challenge { nonce: self.nonce }
     }
 
     /// Checks the peer's `Answer`; on success returns the driver's own proof
     /// to send back.
-    pub fn check(&self, secret: &Secret, answer: &Message) -> Result<Message, ProtoError> {
-        let Message::Answer { nonce, proof } = answer else {
+    pub fn check(&self, secret: &Secret, answer: &Handshake) -> Result<Handshake, ProtoError> {
+        let Handshake::Answer { nonce, proof } = answer else {
             return Err(ProtoError::Unexpected {
                 expected: "Answer",
                 got: answer.kind(),
@@ -164,7 +164,7 @@ impl DriverChallenge {
                 "authentication failed: the peer does not hold this driver's shared secret".into(),
             ));
         }
-        Ok(Message::Proof {
+        Ok(Handshake::Proof {
             proof: secret.prove(DRIVER_LABEL, nonce, &self.nonce),
         })
     }
@@ -186,21 +186,21 @@ impl PeerAnswer {
     }
 
     /// The `Answer` message.
-    pub fn message(&self, secret: &Secret) -> Message {
-        Message::Answer {
+    pub fn message(&self, secret: &Secret) -> Handshake {
+        Handshake::Answer {
             nonce: self.nonce,
             proof: secret.prove(CLIENT_LABEL, &self.driver_nonce, &self.nonce),
         }
     }
 
     /// Checks the driver's `Proof`.
-    pub fn check(&self, secret: &Secret, proof: &Message) -> Result<(), ProtoError> {
+    pub fn check(&self, secret: &Secret, proof: &Handshake) -> Result<(), ProtoError> {
         match proof {
-            Message::Proof { proof } if secret.verify(DRIVER_LABEL, &self.nonce, &self.driver_nonce, proof) => Ok(()),
-            Message::Proof { .. } => Err(ProtoError::Rejected(
+            Handshake::Proof { proof } if secret.verify(DRIVER_LABEL, &self.nonce, &self.driver_nonce, proof) => Ok(()),
+            Handshake::Proof { .. } => Err(ProtoError::Rejected(
                 "the driver failed to prove the shared secret: it holds a different one".into(),
             )),
-            Message::Reject { reason } => Err(ProtoError::Rejected(reason.clone())),
+            Handshake::Reject { reason } => Err(ProtoError::Rejected(reason.clone())),
             other => Err(ProtoError::Unexpected {
                 expected: "Proof",
                 got: other.kind(),
@@ -221,7 +221,7 @@ mod tests {
     fn matching_secrets_authenticate_both_ways() {
         let s = secret("correct horse battery staple");
         let challenge = DriverChallenge::new().unwrap();
-        let Message::Challenge { nonce } = challenge.message() else {
+        let Handshake::Challenge { nonce } = challenge.message() else {
             panic!()
         };
         let answer = PeerAnswer::new(nonce).unwrap();
@@ -233,7 +233,7 @@ mod tests {
     fn a_wrong_secret_fails_on_either_side() {
         let (driver, peer) = (secret("the driver's secret!"), secret("someone else's secret"));
         let challenge = DriverChallenge::new().unwrap();
-        let Message::Challenge { nonce } = challenge.message() else {
+        let Handshake::Challenge { nonce } = challenge.message() else {
             panic!()
         };
         let answer = PeerAnswer::new(nonce).unwrap();
@@ -249,15 +249,15 @@ mod tests {
     fn a_proof_does_not_replay_across_roles_or_handshakes() {
         let s = secret("correct horse battery staple");
         let challenge = DriverChallenge::new().unwrap();
-        let Message::Challenge { nonce } = challenge.message() else {
+        let Handshake::Challenge { nonce } = challenge.message() else {
             panic!()
         };
         let answer = PeerAnswer::new(nonce).unwrap();
-        let Message::Answer { proof, .. } = answer.message(&s) else {
+        let Handshake::Answer { proof, .. } = answer.message(&s) else {
             panic!()
         };
         // The peer's own proof, sent back as the driver's, is refused.
-        assert!(answer.check(&s, &Message::Proof { proof: proof.clone() }).is_err());
+        assert!(answer.check(&s, &Handshake::Proof { proof: proof.clone() }).is_err());
         // An answer recorded for one challenge fails against the next.
         let next = DriverChallenge::new().unwrap();
         assert!(next.check(&s, &answer.message(&s)).is_err());

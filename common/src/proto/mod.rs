@@ -1,27 +1,30 @@
 //! The wire protocol between driver, executors and clients.
 //!
-//! Every frame is a 4-byte big-endian length followed by that many bytes of a
-//! postcard-encoded [`Message`] (tokio-util's `LengthDelimitedCodec`, with an
-//! explicit maximum checked before any buffer is grown). Tensors travel as raw
-//! little-endian `f32` bytes. The first frame each way is the handshake:
-//! [`Message::Hello`] with magic, protocol version and role, answered by
-//! [`Message::Welcome`] or an explicit [`Message::Reject`].
+//! Every frame is a 4-byte big-endian length followed by that many bytes
+//! (tokio-util's `LengthDelimitedCodec`, with an explicit maximum checked
+//! before any buffer is grown): a postcard header and a raw bulk part
+//! ([`frame`]). Each direction of each role has its own message type
+//! ([`messages`]). The first frames each way are the [`Handshake`]: `Hello`
+//! with magic, protocol version and role, answered by `Welcome` or an
+//! explicit `Reject`.
 
 pub mod auth;
+mod frame;
+mod messages;
 mod payload;
 mod wire;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+pub use frame::*;
+pub use messages::*;
 pub use payload::*;
 pub use wire::*;
 
 /// First bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DDST";
 /// Bumped on every incompatible change; peers must match exactly.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Default cap on one frame (a whole partition travels in one frame).
 pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
 /// Cap on every frame until the handshake is done, so an unauthenticated
@@ -79,245 +82,12 @@ pub enum ProtoError {
     },
 }
 
-/// Who is connecting to the driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    /// Computes gradients.
-    Executor,
-    /// Submits jobs and asks for status.
-    Client,
-}
-
-/// Every message of the protocol.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Message {
-    /// Handshake, first frame from the connecting side.
-    Hello {
-        /// Must be [`MAGIC`].
-        magic: [u8; 4],
-        /// Must equal [`PROTOCOL_VERSION`].
-        version: u32,
-        /// Executor or client.
-        role: Role,
-        /// A name for logs and status.
-        name: String,
-        /// Cores an executor computes with (0 for clients).
-        cores: u32,
-    },
-    /// Handshake accepted.
-    Welcome {
-        /// The id given to this executor (0 for clients).
-        id: u64,
-        /// How often the driver expects a heartbeat, in milliseconds.
-        heartbeat_ms: u64,
-    },
-    /// Handshake or request refused, with the reason.
-    Reject {
-        /// Why.
-        reason: String,
-    },
-    /// Liveness, both ways.
-    Heartbeat,
-    /// Driver → executor: run this task.
-    Assign(TaskSpec),
-    /// Driver → executor: a partition's encoded bytes.
-    Partition {
-        /// Its content hash.
-        hash: u128,
-        /// The encoding of [`crate::data::Partition`].
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
-    },
-    /// Driver → executor: parameters.
-    Params {
-        /// The job.
-        job: u64,
-        /// The stage.
-        stage: u32,
-        /// Their version (updates applied).
-        version: u64,
-        /// The values.
-        values: Tensor,
-    },
-    /// Driver → executor: the trained RBMs below a pre-training stage, which
-    /// executors pass their partitions through to get the stage's input.
-    Frozen {
-        /// The job.
-        job: u64,
-        /// The stage these layers feed.
-        stage: u32,
-        /// Parameters of RBM 0, 1, … in order.
-        layers: Vec<Tensor>,
-    },
-    /// Driver → executor: abandon the tasks of this job.
-    CancelTasks {
-        /// The job.
-        job: u64,
-    },
-    /// Executor → driver: send me this partition.
-    NeedPartition {
-        /// Its content hash.
-        hash: u128,
-    },
-    /// Executor → driver: send the parameters.
-    Fetch {
-        /// The job.
-        job: u64,
-        /// The stage.
-        stage: u32,
-        /// What the answer waits for, by mode: a version (`sync`, `average`
-        /// wait for the next step), the sender's clock (`ssp`); 0 is now.
-        wait_for: u64,
-    },
-    /// Executor → driver: an update.
-    Push(Push),
-    /// Executor → driver: a task completed.
-    TaskDone(TaskReport),
-    /// Executor → driver: a task could not run.
-    TaskFailed {
-        /// The task.
-        task: TaskId,
-        /// Why.
-        reason: String,
-        /// Training diverged: retrying elsewhere cannot help.
-        diverged: bool,
-    },
-    /// Client → driver: queue this job (TOML text).
-    Submit {
-        /// The job file's text.
-        spec: String,
-        /// Where it came from, for error messages.
-        origin: String,
-    },
-    /// Driver → client: the job was queued.
-    Submitted {
-        /// Its id.
-        job: u64,
-    },
-    /// Client → driver: describe executors and jobs.
-    Status,
-    /// Driver → client: the description.
-    StatusReport(StatusReport),
-    /// Client → driver: cancel a job.
-    Cancel {
-        /// The job.
-        job: u64,
-    },
-    /// Driver → client: the job is (being) cancelled.
-    Cancelled {
-        /// The job.
-        job: u64,
-    },
-    /// Client → driver: stream this job's progress until it ends.
-    Watch {
-        /// The job.
-        job: u64,
-    },
-    /// Driver → client: progress.
-    Progress(Progress),
-    /// Driver → client: the job ended.
-    JobEnded(JobSummary),
-    /// Driver → peer, after `Hello` when the driver has a shared secret:
-    /// prove you hold it (see [`auth`]).
-    Challenge {
-        /// The driver's fresh nonce.
-        nonce: auth::Nonce,
-    },
-    /// Peer → driver: the proof.
-    Answer {
-        /// The peer's fresh nonce.
-        nonce: auth::Nonce,
-        /// HMAC of both nonces under the shared secret.
-        #[serde(with = "serde_bytes")]
-        proof: Vec<u8>,
-    },
-    /// Driver → peer: the driver's own proof, before `Welcome`.
-    Proof {
-        /// HMAC of both nonces under the shared secret.
-        #[serde(with = "serde_bytes")]
-        proof: Vec<u8>,
-    },
-}
-
-impl Message {
-    /// The message's kind, for logs and errors.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Message::Hello { .. } => "Hello",
-            Message::Welcome { .. } => "Welcome",
-            Message::Reject { .. } => "Reject",
-            Message::Heartbeat => "Heartbeat",
-            Message::Assign(_) => "Assign",
-            Message::Partition { .. } => "Partition",
-            Message::Params { .. } => "Params",
-            Message::Frozen { .. } => "Frozen",
-            Message::CancelTasks { .. } => "CancelTasks",
-            Message::NeedPartition { .. } => "NeedPartition",
-            Message::Fetch { .. } => "Fetch",
-            Message::Push(_) => "Push",
-            Message::TaskDone(_) => "TaskDone",
-            Message::TaskFailed { .. } => "TaskFailed",
-            Message::Submit { .. } => "Submit",
-            Message::Submitted { .. } => "Submitted",
-            Message::Status => "Status",
-            Message::StatusReport(_) => "StatusReport",
-            Message::Cancel { .. } => "Cancel",
-            Message::Cancelled { .. } => "Cancelled",
-            Message::Watch { .. } => "Watch",
-            Message::Progress(_) => "Progress",
-            Message::JobEnded(_) => "JobEnded",
-            Message::Challenge { .. } => "Challenge",
-            Message::Answer { .. } => "Answer",
-            Message::Proof { .. } => "Proof",
-        }
-    }
-
-    /// A `Hello` from this build.
-    pub fn hello(role: Role, name: impl Into<String>, cores: u32) -> Self {
-        Message::Hello {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            role,
-            name: name.into(),
-            cores,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn messages_round_trip() {
-        let msg = Message::Params {
-            job: 3,
-            stage: 0,
-            version: 9,
-            values: Tensor::from_f32(&[1.5, -2.0]),
-        };
-        assert_eq!(decode(&encode(&msg).unwrap()).unwrap(), msg);
-        assert_eq!(Tensor::from_f32(&[1.5, -2.0]).to_vec().unwrap(), vec![1.5, -2.0]);
-    }
-
-    #[test]
-    fn tensors_can_be_appended_to_an_encoded_message() {
-        let values: Vec<f32> = (0..300).map(|i| i as f32 - 7.5).collect();
-        let params = Message::Params {
-            job: 2,
-            stage: 1,
-            version: 700,
-            values: Tensor::default(),
-        };
-        let frame = encode_with_tensor(&params, &values).unwrap();
-        let want = Message::Params {
-            job: 2,
-            stage: 1,
-            version: 700,
-            values: Tensor::from_f32(&values),
-        };
-        assert_eq!(frame, encode(&want).unwrap());
-        let push = Message::Push(Push {
+    fn push(values: Tensor) -> FromExecutor {
+        FromExecutor::Push(Push {
             task: TaskId {
                 job: 1,
                 stage: 0,
@@ -330,13 +100,82 @@ mod tests {
             batches: 4,
             samples: 512,
             loss_sum: 1.25,
+            values,
+        })
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let msg = ToExecutor::Params {
+            job: 3,
+            stage: 0,
+            version: 9,
+            values: Tensor::from_f32(&[1.5, -2.0]),
+        };
+        assert_eq!(decode::<ToExecutor>(&encode(&msg).unwrap()).unwrap(), msg);
+        assert_eq!(Tensor::from_f32(&[1.5, -2.0]).to_vec().unwrap(), vec![1.5, -2.0]);
+        let part = ToExecutor::Partition {
+            hash: 7,
+            bytes: vec![1, 2, 3],
+        };
+        assert_eq!(decode::<ToExecutor>(&encode(&part).unwrap()).unwrap(), part);
+        let status = FromClient::Status;
+        assert_eq!(decode::<FromClient>(&encode(&status).unwrap()).unwrap(), status);
+    }
+
+    #[test]
+    fn tensors_can_be_appended_to_an_encoded_message() {
+        let values: Vec<f32> = (0..300).map(|i| i as f32 - 7.5).collect();
+        let params = ToExecutor::Params {
+            job: 2,
+            stage: 1,
+            version: 700,
             values: Tensor::default(),
-        });
-        let Message::Push(p) = decode(&encode_with_tensor(&push, &values).unwrap()).unwrap() else {
+        };
+        let frame = encode_with_tensor(&params, &values).unwrap();
+        let want = ToExecutor::Params {
+            job: 2,
+            stage: 1,
+            version: 700,
+            values: Tensor::from_f32(&values),
+        };
+        assert_eq!(frame, encode(&want).unwrap());
+        let FromExecutor::Push(p) = decode(&encode_with_tensor(&push(Tensor::default()), &values).unwrap()).unwrap()
+        else {
             panic!("not a push")
         };
         assert_eq!(p.values.to_vec().unwrap(), values);
-        assert!(encode_with_tensor(&Message::Status, &values).is_err());
+        assert!(encode_with_tensor(&FromClient::Status, &values).is_err());
+        assert!(
+            encode_with_tensor(&want, &values).is_err(),
+            "a filled bulk field is not replaced"
+        );
+    }
+
+    #[test]
+    fn frames_are_checked_on_decode() {
+        let frame = encode(&push(Tensor::from_f32(&[1.0; 8]))).unwrap();
+        // A header length beyond the frame.
+        let mut long = frame.to_vec();
+        long[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode::<FromExecutor>(&long).is_err());
+        // Bulk bytes after a kind that carries none.
+        let mut extra = encode(&FromExecutor::Heartbeat).unwrap().to_vec();
+        extra.extend_from_slice(&[0; 8]);
+        let err = decode::<FromExecutor>(&extra).unwrap_err().to_string();
+        assert!(err.contains("carries none"), "{err}");
+        // A header longer than its message.
+        let mut padded = encode(&FromClient::Status).unwrap().to_vec();
+        padded[..4].copy_from_slice(&2u32.to_le_bytes());
+        padded.push(0);
+        assert!(decode::<FromClient>(&padded).is_err());
+        // Another role's message does not decode as this role's.
+        let submit = encode(&FromClient::Submit {
+            spec: "x".repeat(40),
+            origin: "o".into(),
+        })
+        .unwrap();
+        assert!(decode::<FromExecutor>(&submit).is_err());
     }
 
     #[test]
@@ -346,7 +185,7 @@ mod tests {
             crate::job::JobSpec::from_toml(text, "d").unwrap(),
             crate::job::JobSpec::from_toml("name = \"m\"", "m").unwrap(),
         ] {
-            let msg = Message::Assign(TaskSpec {
+            let msg = ToExecutor::Assign(TaskSpec {
                 id: TaskId {
                     job: 1,
                     stage: 0,
@@ -358,14 +197,14 @@ mod tests {
                 spec,
                 peers: 2,
             });
-            assert_eq!(decode(&encode(&msg).unwrap()).unwrap(), msg);
+            assert_eq!(decode::<ToExecutor>(&encode(&msg).unwrap()).unwrap(), msg);
         }
     }
 
     #[test]
     fn garbage_does_not_decode() {
-        assert!(decode(&[0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert!(decode(&[]).is_err());
+        assert!(decode::<Handshake>(&[0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode::<Handshake>(&[]).is_err());
     }
 
     #[test]
@@ -376,8 +215,8 @@ mod tests {
 
     #[test]
     fn hello_checks_magic_and_version() {
-        assert!(check_hello(&Message::hello(Role::Client, "c", 0)).is_ok());
-        let wrong = Message::Hello {
+        assert!(check_hello(&Handshake::hello(Role::Client, "c", 0)).is_ok());
+        let wrong = Handshake::Hello {
             magic: MAGIC,
             version: PROTOCOL_VERSION + 1,
             role: Role::Executor,
@@ -387,7 +226,7 @@ mod tests {
         let err = check_hello(&wrong).unwrap_err().to_string();
         assert!(err.contains(&format!("peer speaks {}", PROTOCOL_VERSION + 1)), "{err}");
         assert!(err.contains(&format!("this driver speaks {PROTOCOL_VERSION}")), "{err}");
-        let bad_magic = Message::Hello {
+        let bad_magic = Handshake::Hello {
             magic: *b"HTTP",
             version: PROTOCOL_VERSION,
             role: Role::Executor,
@@ -395,7 +234,7 @@ mod tests {
             cores: 1,
         };
         assert!(check_hello(&bad_magic).is_err());
-        assert!(check_hello(&Message::Status).is_err());
+        assert!(check_hello(&Handshake::Reject { reason: "x".into() }).is_err());
     }
 
     #[tokio::test]
@@ -404,18 +243,18 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let mut reader = MessageReader::new(server, 1024);
         client.write_all(&0xFFFF_FFFFu32.to_be_bytes()).await.unwrap();
-        assert!(matches!(reader.recv().await, Err(ProtoError::Io(_))));
+        assert!(matches!(reader.recv::<Handshake>().await, Err(ProtoError::Io(_))));
 
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let mut reader = MessageReader::new(server, 1024);
         client.write_all(&100u32.to_be_bytes()).await.unwrap();
         client.write_all(&[1, 2, 3]).await.unwrap();
         drop(client);
-        assert!(matches!(reader.recv().await, Err(ProtoError::Io(_))));
+        assert!(matches!(reader.recv::<Handshake>().await, Err(ProtoError::Io(_))));
 
         let (client, server) = tokio::io::duplex(1 << 16);
         let mut reader = MessageReader::new(server, 1024);
         drop(client);
-        assert!(matches!(reader.recv().await, Ok(None)));
+        assert!(matches!(reader.recv::<Handshake>().await, Ok(None)));
     }
 }

@@ -120,7 +120,8 @@ pub struct Push {
     pub samples: u32,
     /// Sum of the minibatches' mean losses.
     pub loss_sum: f32,
-    /// The update's values.
+    /// The update's values (the frame's bulk payload).
+    #[serde(skip)]
     pub values: Tensor,
 }
 
@@ -262,7 +263,7 @@ pub struct JobInfo {
     pub warning: Option<String>,
 }
 
-/// The driver's answer to [`Message::Status`].
+/// The driver's answer to [`super::FromClient::Status`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// Connected executors.

@@ -1,5 +1,5 @@
-//! Frames on the socket: encoding, the length-delimited reader, the direct
-//! writer, the heartbeat pump and the handshake.
+//! Frames on the socket: the length-delimited reader, the direct writer,
+//! the heartbeat pump and the handshake.
 
 use std::time::Duration;
 
@@ -9,66 +9,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::auth::{DriverChallenge, PeerAnswer, SECRET_ENV, Secret};
-use super::{HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT, MAGIC, Message, PROTOCOL_VERSION, ProtoError, Role};
-
-/// Encodes a message as one frame's payload, into a buffer sized up front
-/// (a growing buffer would copy a large tensor several times over).
-pub fn encode(msg: &Message) -> Result<Bytes, ProtoError> {
-    let bulk = match msg {
-        Message::Push(p) => p.values.0.len(),
-        Message::Params { values, .. } => values.0.len(),
-        Message::Partition { bytes, .. } => bytes.len(),
-        _ => 0,
-    };
-    postcard::to_extend(msg, Vec::with_capacity(bulk + 256))
-        .map(Bytes::from)
-        .map_err(|e| ProtoError::Encode(e.to_string()))
-}
-
-/// Encodes a message whose last field is an empty [`Tensor`] (`Push`,
-/// `Params`) as if that tensor held `values`, copying the values once
-/// instead of building the tensor and then copying it into the frame.
-pub fn encode_with_tensor(msg: &Message, values: &[f32]) -> Result<Bytes, ProtoError> {
-    let empty = match msg {
-        Message::Push(p) => p.values.is_empty(),
-        Message::Params { values, .. } => values.is_empty(),
-        _ => false,
-    };
-    if !empty || cfg!(target_endian = "big") {
-        return Err(ProtoError::Encode(format!(
-            "{} cannot take a tensor this way",
-            msg.kind()
-        )));
-    }
-    let bytes: &[u8] = bytemuck::cast_slice(values);
-    let mut out = postcard::to_extend(msg, Vec::with_capacity(bytes.len() + 256))
-        .map_err(|e| ProtoError::Encode(e.to_string()))?;
-    // postcard ends the message with the empty tensor's length, a varint 0;
-    // replace it with the real length and the raw bytes.
-    if out.pop() != Some(0) {
-        return Err(ProtoError::Encode("unexpected encoding of an empty tensor".into()));
-    }
-    let mut len = bytes.len() as u64;
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(bytes);
-    Ok(Bytes::from(out))
-}
-
-/// Decodes one frame's payload.
-pub fn decode(frame: &[u8]) -> Result<Message, ProtoError> {
-    postcard::from_bytes(frame).map_err(|e| ProtoError::Decode {
-        len: frame.len(),
-        reason: e.to_string(),
-    })
-}
+use super::{
+    Beat, HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT, Handshake, MAGIC, PROTOCOL_VERSION, ProtoError, Role, Wire, decode,
+    encode,
+};
 
 /// The framing codec with this maximum frame length.
 pub fn codec(max_frame: usize) -> LengthDelimitedCodec {
@@ -101,7 +45,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
 
     /// The next message; `Ok(None)` on a clean end of stream between frames
     /// (end of stream inside a frame is an error).
-    pub async fn recv(&mut self) -> Result<Option<Message>, ProtoError> {
+    pub async fn recv<M: Wire>(&mut self) -> Result<Option<M>, ProtoError> {
         match self.inner.next().await {
             None => Ok(None),
             Some(frame) => decode(&frame?).map(Some),
@@ -109,7 +53,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     }
 
     /// The next message within `limit`; end of stream is [`ProtoError::Closed`].
-    pub async fn recv_within(&mut self, limit: Duration, what: &'static str) -> Result<Message, ProtoError> {
+    pub async fn recv_within<M: Wire>(&mut self, limit: Duration, what: &'static str) -> Result<M, ProtoError> {
         match tokio::time::timeout(limit, self.recv()).await {
             Err(_) => Err(ProtoError::Timeout(limit, what)),
             Ok(result) => result?.ok_or(ProtoError::Closed),
@@ -135,7 +79,7 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
     }
 
     /// Sends one message.
-    pub async fn send(&mut self, msg: &Message) -> Result<(), ProtoError> {
+    pub async fn send<M: Wire>(&mut self, msg: &M) -> Result<(), ProtoError> {
         self.send_frame(encode(msg)?).await
     }
 
@@ -159,12 +103,13 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
 
 /// Sends every frame queued on `outbox`, and a heartbeat whenever
 /// `heartbeat` passes, until the outbox closes or the connection fails.
-pub async fn pump<W: AsyncWrite + Unpin>(
+/// The heartbeat is `M`'s, the type the receiving side reads.
+pub async fn pump<M: Beat, W: AsyncWrite + Unpin>(
     writer: &mut MessageWriter<W>,
     outbox: &mut tokio::sync::mpsc::Receiver<Bytes>,
     heartbeat: Duration,
 ) -> Result<(), ProtoError> {
-    let beat = encode(&Message::Heartbeat)?;
+    let beat = encode(&M::heartbeat())?;
     let mut ticker = tokio::time::interval(heartbeat);
     loop {
         let frame = tokio::select! {
@@ -176,9 +121,9 @@ pub async fn pump<W: AsyncWrite + Unpin>(
 }
 
 /// Checks a `Hello` against this build: magic and exact version.
-pub fn check_hello(msg: &Message) -> Result<(Role, String, u32), ProtoError> {
+pub fn check_hello(msg: &Handshake) -> Result<(Role, String, u32), ProtoError> {
     match msg {
-        Message::Hello {
+        Handshake::Hello {
             magic,
             version,
             role,
@@ -212,7 +157,7 @@ pub fn check_hello(msg: &Message) -> Result<(Role, String, u32), ProtoError> {
 pub async fn handshake<R, W>(
     reader: &mut MessageReader<R>,
     writer: &mut MessageWriter<W>,
-    hello: Message,
+    hello: Handshake,
     secret: Option<&Secret>,
 ) -> Result<(u64, Duration), ProtoError>
 where
@@ -223,8 +168,8 @@ where
     reader.set_max_frame(HANDSHAKE_MAX_FRAME);
     let exchange = async {
         writer.send(&hello).await?;
-        let mut reply = reader.recv().await?.ok_or(ProtoError::Closed)?;
-        if let Message::Challenge { nonce } = reply {
+        let mut reply: Handshake = reader.recv().await?.ok_or(ProtoError::Closed)?;
+        if let Handshake::Challenge { nonce } = reply {
             let secret = secret.ok_or_else(|| {
                 ProtoError::Rejected(format!(
                     "the driver requires a shared secret: pass --secret-file or set {SECRET_ENV}"
@@ -234,14 +179,14 @@ where
             writer.send(&answer.message(secret)).await?;
             answer.check(secret, &reader.recv().await?.ok_or(ProtoError::Closed)?)?;
             reply = reader.recv().await?.ok_or(ProtoError::Closed)?;
-        } else if secret.is_some() && matches!(reply, Message::Welcome { .. }) {
+        } else if secret.is_some() && matches!(reply, Handshake::Welcome { .. }) {
             return Err(ProtoError::Rejected(
                 "the driver did not ask for the shared secret (it runs without one); refusing to trust it".into(),
             ));
         }
         match reply {
-            Message::Welcome { id, heartbeat_ms } => Ok((id, Duration::from_millis(heartbeat_ms))),
-            Message::Reject { reason } => Err(ProtoError::Rejected(reason)),
+            Handshake::Welcome { id, heartbeat_ms } => Ok((id, Duration::from_millis(heartbeat_ms))),
+            Handshake::Reject { reason } => Err(ProtoError::Rejected(reason)),
             other => Err(ProtoError::Unexpected {
                 expected: "Welcome",
                 got: other.kind(),
@@ -288,7 +233,7 @@ where
         if let Some(secret) = secret {
             let challenge = DriverChallenge::new()?;
             writer.send(&challenge.message()).await?;
-            let answer = reader.recv().await?.ok_or(ProtoError::Closed)?;
+            let answer: Handshake = reader.recv().await?.ok_or(ProtoError::Closed)?;
             let proof = challenge.check(secret, &answer)?;
             writer.send(&proof).await?;
         }
@@ -299,7 +244,7 @@ where
         Err(_) => Err(ProtoError::Timeout(HANDSHAKE_TIMEOUT, "the handshake")),
     };
     if let Err(e @ (ProtoError::Rejected(_) | ProtoError::Unexpected { .. })) = &result {
-        let _ = writer.send(&Message::Reject { reason: e.to_string() }).await;
+        let _ = writer.send(&Handshake::Reject { reason: e.to_string() }).await;
     }
     result
 }

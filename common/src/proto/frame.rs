@@ -1,0 +1,100 @@
+//! One frame's payload: an explicit header and a bulk part.
+//!
+//! ```text
+//! [u32 LE: header length H][H bytes: postcard header][rest: bulk bytes]
+//! ```
+//!
+//! The header is the message with its bulk field (if its kind has one, see
+//! [`Wire::bulk_mut`]) left empty; the bulk part is that field's raw bytes
+//! (tensors as little-endian `f32`). Decoding checks that the header length
+//! fits the frame, that the header decodes to exactly its bytes, and that
+//! bulk bytes come only with a kind that has a bulk field.
+
+use bytes::Bytes;
+
+use super::ProtoError;
+use super::messages::Wire;
+
+const HEADER_LEN: usize = 4;
+
+/// Encodes a message as one frame's payload, into a buffer sized up front
+/// (a growing buffer would copy a large tensor several times over).
+pub fn encode<M: Wire>(msg: &M) -> Result<Bytes, ProtoError> {
+    // The bulk field is skipped by serde, so the message itself is the header.
+    assemble(msg, msg.bulk().unwrap_or_default())
+}
+
+/// Encodes a message whose bulk field is empty as if that field held
+/// `values`, copying the values once instead of building the tensor and
+/// then copying it into the frame.
+pub fn encode_with_tensor<M: Wire>(msg: &M, values: &[f32]) -> Result<Bytes, ProtoError> {
+    encode_with_bulk(msg, tensor_bytes(values).as_ref())
+}
+
+/// Encodes a message whose bulk field is empty with `bulk` as that field.
+pub fn encode_with_bulk<M: Wire>(msg: &M, bulk: &[u8]) -> Result<Bytes, ProtoError> {
+    match msg.bulk() {
+        Some([]) => assemble(msg, bulk),
+        Some(_) => Err(ProtoError::Encode(format!(
+            "{} already holds its bulk field",
+            msg.kind()
+        ))),
+        None => Err(ProtoError::Encode(format!("{} has no bulk field", msg.kind()))),
+    }
+}
+
+fn assemble<M: Wire>(header: &M, bulk: &[u8]) -> Result<Bytes, ProtoError> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 256 + bulk.len());
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    let mut out = postcard::to_extend(header, out).map_err(|e| ProtoError::Encode(e.to_string()))?;
+    let len = u32::try_from(out.len() - HEADER_LEN)
+        .map_err(|_| ProtoError::Encode(format!("a {} header over 4 GiB", header.kind())))?;
+    out[..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(bulk);
+    Ok(Bytes::from(out))
+}
+
+/// Decodes one frame's payload as a message of type `M`.
+pub fn decode<M: Wire>(frame: &[u8]) -> Result<M, ProtoError> {
+    let bad = |reason: String| ProtoError::Decode {
+        len: frame.len(),
+        reason,
+    };
+    let (len, rest) = frame
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or_else(|| bad("shorter than a frame header".into()))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > rest.len() {
+        return Err(bad(format!("header of {len} bytes in {} bytes", rest.len())));
+    }
+    let (header, bulk) = rest.split_at(len);
+    let (mut msg, left) = postcard::take_from_bytes::<M>(header).map_err(|e| bad(e.to_string()))?;
+    if !left.is_empty() {
+        return Err(bad(format!(
+            "{} bytes left over in a {} header",
+            left.len(),
+            msg.kind()
+        )));
+    }
+    match msg.bulk_mut() {
+        Some(field) => field.extend_from_slice(bulk),
+        None if bulk.is_empty() => {}
+        None => {
+            return Err(bad(format!(
+                "{} bulk bytes after a {}, which carries none",
+                bulk.len(),
+                msg.kind()
+            )));
+        }
+    }
+    Ok(msg)
+}
+
+/// The wire bytes of `values`: borrowed on a little-endian machine.
+fn tensor_bytes(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(values))
+    } else {
+        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
