@@ -246,7 +246,7 @@ struct RecoverCase<'a> {
 async fn driver_killed_then_recovered(case: RecoverCase<'_>) {
     let (scenario, during_write) = (case.scenario, case.during_write);
     let runs = tempfile::tempdir().unwrap();
-    let stall = [(deepdist_driver::checkpoint::STALL_ENV, "1500")];
+    let stall = [(deepdist_driver::fault::CHECKPOINT_STALL_ENV, "1500")];
     let env: &[(&str, &str)] = if during_write { &stall } else { &[] };
     let mut driver = DriverProcess::start(runs.path(), "127.0.0.1:0", &[], env).await;
     let addr = driver.addr.clone();

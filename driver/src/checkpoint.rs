@@ -51,10 +51,6 @@ pub fn newest(dir: &Path) -> Option<PathBuf> {
         .map(|(_, path)| path)
 }
 
-/// Fault injection for tests: milliseconds to stall a checkpoint write
-/// between its complete temporary file and the rename.
-pub const STALL_ENV: &str = "DEEPDIST_FAULT_CHECKPOINT_STALL_MS";
-
 /// A running job as of one moment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobCheckpoint {
@@ -151,14 +147,6 @@ impl JobCheckpoint {
         }
         Ok(())
     }
-}
-
-/// The stall configured by [`STALL_ENV`], if any.
-pub fn stall_from_env() -> Option<Duration> {
-    std::env::var(STALL_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
 }
 
 /// The instant `seconds` ago (now, if `seconds` is not a valid duration or

@@ -59,7 +59,7 @@ pub async fn evaluate_epochs(
     target_hit: Arc<AtomicBool>,
     mut out: Evaluated,
 ) -> Result<Evaluated, JobError> {
-    let stall = crate::checkpoint::stall_from_env();
+    let stall = crate::fault::checkpoint_stall();
     let mut losses = LossWatch::default();
     while let Some(work) = rx.recv().await {
         let item = match work {

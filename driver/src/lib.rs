@@ -15,6 +15,7 @@ pub mod error;
 mod evaluator;
 mod executor_conn;
 mod executor_messages;
+pub mod fault;
 pub mod journal;
 mod outbox;
 mod output;
