@@ -72,12 +72,12 @@ pub fn assign_idle(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut RunSt
             sends.push((e.tx.clone(), frozen.clone()));
         }
         let hash = run.partition_frames[task.partition as usize].0;
-        let assign = ToExecutor::Assign(TaskSpec {
+        let assign = ToExecutor::Assign(Box::new(TaskSpec {
             id: task,
             partition_hash: hash,
             spec: spec.clone(),
             peers,
-        });
+        }));
         if let Ok(frame) = proto::encode(&assign) {
             sends.push((e.tx.clone(), frame));
         }

@@ -2,8 +2,8 @@
 //! server rule ([`ServerRule`]) on every update, on a thread of its own so
 //! the network tasks never wait on arithmetic.
 //!
-//! It knows no mode itself: it decodes updates, switches the rate (and,
-//! where the mode keeps it at the server, the momentum) at each epoch,
+//! It knows no mode itself: it decodes updates, moves the optimizer's
+//! schedule to each update's epoch,
 //! delays updates for experiments (`train.inject_delay`), answers fetches
 //! once the rule says they are ready, and takes snapshots. Encoded `Params`
 //! frames are cached per version, so executors fetching the same version
@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use bytes::Bytes;
-use deepdist_common::job::Stage;
 use deepdist_common::mode::{RuleStats, ServerModel, ServerRule, Update};
 use deepdist_common::optim::OptimizerState;
 use deepdist_common::proto::{self, Tensor, ToExecutor};
@@ -81,10 +80,6 @@ pub struct ServerPlan {
     pub job: u64,
     /// The stage's index.
     pub stage_index: u32,
-    /// The stage: its rate (and momentum) schedule.
-    pub stage: Stage,
-    /// Whether the server's optimizer follows the stage's momentum schedule.
-    pub momentum: bool,
     /// Updates are applied this many updates late (0: at once).
     pub delay: u32,
 }
@@ -118,7 +113,6 @@ impl ParamServer {
             plan,
             model,
             rule,
-            epoch: 0,
             waiting: Vec::new(),
             frame: None,
             delayed: VecDeque::new(),
@@ -203,7 +197,6 @@ struct ServerThread {
     rule: Box<dyn ServerRule>,
     /// Where unaligned update bytes are decoded.
     scratch: Vec<f32>,
-    epoch: u32,
     waiting: Vec<Waiting>,
     frame: Option<(u64, Bytes)>,
     delayed: VecDeque<Incoming>,
@@ -268,14 +261,7 @@ impl ServerThread {
     }
 
     fn apply(&mut self, incoming: Incoming) {
-        if incoming.epoch != self.epoch {
-            self.epoch = incoming.epoch;
-            let (stage, optimizer) = (&self.plan.stage, self.model.optimizer_mut());
-            optimizer.set_lr(stage.optimizer.lr_at(incoming.epoch));
-            if self.plan.momentum {
-                optimizer.set_momentum(stage.momentum_at(incoming.epoch));
-            }
-        }
+        self.model.optimizer_mut().begin_epoch(incoming.epoch);
         let values = &incoming.values;
         if values.len() != self.model.len() || !values.0.len().is_multiple_of(4) {
             self.model.refuse();
@@ -359,20 +345,10 @@ mod tests {
     }
 
     fn start_with(params: Vec<f32>, optimizer: OptimizerConfig, mode: Mode, delay: u32) -> ParamServer {
-        let stage = Stage {
-            name: "train".into(),
-            kind: deepdist_common::job::StageKind::Supervised,
-            epochs: 1,
-            batch_size: 1,
-            optimizer,
-            final_momentum: None,
-        };
         let built = mode.server_optimizer(&optimizer).build(params.len()).unwrap();
         let plan = ServerPlan {
             job: 1,
             stage_index: 0,
-            stage,
-            momentum: mode.server_momentum(),
             delay,
         };
         let rule = mode.server_rule(&ModeKeys::default());

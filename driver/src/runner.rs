@@ -376,8 +376,6 @@ async fn run_stage(
     let plan = ServerPlan {
         job: id,
         stage_index: ctx.index,
-        stage: stage.clone(),
-        momentum: mode.server_momentum(),
         delay: spec.train.inject_delay.unwrap_or(0),
     };
     let mut model = ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum);

@@ -59,11 +59,11 @@ pub async fn connect_and_serve(
             {
                 ToExecutor::Heartbeat => {}
                 ToExecutor::Assign(task) => match cache.get(task.partition_hash) {
-                    Some(data) => worker.submit(WorkItem { task, data }),
+                    Some(data) => worker.submit(WorkItem { task: *task, data }),
                     None => {
                         let hash = task.partition_hash;
                         let first = !waiting.contains_key(&hash);
-                        waiting.entry(hash).or_default().push(task);
+                        waiting.entry(hash).or_default().push(*task);
                         if first {
                             send(FromExecutor::NeedPartition { hash }).await;
                         }

@@ -244,8 +244,8 @@ impl Worker {
         let shape = mode.shape(&keys, stage.batch_size, item.task.peers);
         let plan = TaskPlan {
             epoch: task.epoch,
-            lr: stage.optimizer.lr_at(task.epoch),
-            momentum: stage.momentum_at(task.epoch),
+            lr: stage.optimizer.schedule().lr_at(task.epoch),
+            momentum: stage.optimizer.schedule().momentum_at(task.epoch),
             peers: item.task.peers,
             shape,
         };

@@ -44,7 +44,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     );
     let mut train_time = 0.0;
     for epoch in 1..=args.epochs {
-        trainer.optimizer_mut().set_lr(config.lr_at(epoch as u32));
+        trainer.optimizer_mut().begin_epoch(epoch as u32);
         let stats = trainer.epoch(&mut params, &mnist.train)?;
         train_time += stats.elapsed_s;
         let eval = mlp.evaluate(&params, &mnist.test)?;

@@ -386,7 +386,8 @@ momentum = 0.9
         let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["rbm1", "rbm2", "finetune"]);
         assert_eq!(stages[1].kind, StageKind::Rbm { layer: 1 });
-        assert_eq!((stages[0].momentum_at(1), stages[0].momentum_at(2)), (0.5, 0.9));
+        let schedule = stages[0].optimizer.schedule();
+        assert_eq!((schedule.momentum_at(1), schedule.momentum_at(2)), (0.5, 0.9));
         assert_eq!(spec.build_mlp(784, 10).unwrap().activation(), Activation::Sigmoid);
         assert_eq!(spec.build_dbn(784, 10).unwrap().depth(), 2);
         let no_pretraining = text.replace("epochs = 3", "epochs = 0");

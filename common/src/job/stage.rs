@@ -28,20 +28,8 @@ pub struct Stage {
     pub epochs: u32,
     /// Minibatch size.
     pub batch_size: u32,
-    /// Optimizer (its momentum is the initial one).
+    /// Optimizer, with its schedule.
     pub optimizer: OptimizerConfig,
-    /// Momentum after `momentum_epochs` epochs, if it changes.
-    pub final_momentum: Option<(u32, f32)>,
-}
-
-impl Stage {
-    /// The momentum of `epoch` (from 1).
-    pub fn momentum_at(&self, epoch: u32) -> f32 {
-        match self.final_momentum {
-            Some((after, m)) if epoch > after => m,
-            _ => self.optimizer.momentum.unwrap_or(0.0),
-        }
-    }
 }
 
 impl JobSpec {
@@ -70,7 +58,6 @@ impl JobSpec {
             epochs: self.train.epochs,
             batch_size: self.train.batch_size,
             optimizer: self.optimizer,
-            final_momentum: None,
         };
         let mut stages = Vec::new();
         if self.model.kind == ModelKind::Dbn {
@@ -86,9 +73,9 @@ impl JobSpec {
                             lr: p.lr,
                             weight_decay: p.weight_decay,
                             momentum: Some(p.momentum),
+                            final_momentum: Some((p.momentum_epochs, p.final_momentum)),
                             ..OptimizerConfig::default()
                         },
-                        final_momentum: Some((p.momentum_epochs, p.final_momentum)),
                     });
                 }
             }

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::{CHUNK, Common, OptimError, Optimizer, OptimizerState, check_lengths, positive};
+use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, positive};
 
 /// AdaGrad, or RMSProp when built with [`AdaGrad::forgetting`].
 #[derive(Debug, Clone)]
@@ -18,7 +18,6 @@ pub struct AdaGrad {
     /// RMSProp's ρ; `None` for AdaGrad's plain sum.
     rho: Option<f32>,
     sum_sq: Vec<f32>,
-    steps: u64,
 }
 
 impl AdaGrad {
@@ -31,7 +30,6 @@ impl AdaGrad {
             eps,
             rho: None,
             sum_sq: vec![0.0; len],
-            steps: 0,
         })
     }
 
@@ -54,12 +52,12 @@ impl AdaGrad {
 impl Optimizer for AdaGrad {
     fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
         check_lengths(self.sum_sq.len(), params, grad)?;
-        let lr = self.common.rate(staleness, self.steps);
+        let lr = self.common.rate(staleness);
         let (c, eps) = (self.common, self.eps);
         // (keep, add, correction): G ← keep·G + add·g², read as G / correction.
         let (keep, add, correction) = match self.rho {
             None => (1.0, 1.0, 1.0),
-            Some(rho) => (rho, 1.0 - rho, 1.0 - rho.powf((self.steps + 1) as f32)),
+            Some(rho) => (rho, 1.0 - rho, 1.0 - rho.powf((self.common.steps() + 1) as f32)),
         };
         (
             params.par_chunks_mut(CHUNK),
@@ -75,28 +73,24 @@ impl Optimizer for AdaGrad {
                     *w -= eta * g;
                 }
             });
-        self.steps += 1;
+        self.common.tick();
         Ok(())
     }
 
-    fn steps(&self) -> u64 {
-        self.steps
+    fn common(&self) -> &Common {
+        &self.common
     }
 
-    fn set_lr(&mut self, lr: f32) {
-        self.common.lr = lr;
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 
-    fn state(&self) -> OptimizerState {
-        OptimizerState {
-            steps: self.steps,
-            buffers: vec![self.sum_sq.clone()],
-        }
+    fn buffers(&self) -> Vec<&Vec<f32>> {
+        vec![&self.sum_sq]
     }
 
-    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError> {
-        self.steps = state.unpack(&mut [&mut self.sum_sq])?;
-        Ok(())
+    fn buffers_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        vec![&mut self.sum_sq]
     }
 }
 
@@ -105,10 +99,7 @@ mod tests {
     use super::*;
 
     fn lr(lr: f32) -> Common {
-        Common {
-            lr,
-            ..Common::default()
-        }
+        Common::with_lr(lr)
     }
 
     #[test]

@@ -23,7 +23,7 @@
 
 use rayon::prelude::*;
 
-use super::{CHUNK, Common, OptimError, Optimizer, OptimizerState, check_lengths, positive};
+use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, positive};
 
 /// AdaRevision.
 #[derive(Debug, Clone)]
@@ -36,7 +36,6 @@ pub struct AdaRevision {
     z_max: Vec<f32>,
     /// `history[k % len]` is the gradient sum after `k` steps; the newest is `z`.
     history: Vec<Vec<f32>>,
-    steps: u64,
 }
 
 impl AdaRevision {
@@ -51,7 +50,6 @@ impl AdaRevision {
             z_max: vec![0.0; len],
             // Slots for the sums after steps t − max_staleness ..= t, plus t + 1.
             history: vec![vec![0.0; len]; max_staleness + 2],
-            steps: 0,
         })
     }
 
@@ -63,12 +61,12 @@ impl AdaRevision {
 impl Optimizer for AdaRevision {
     fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
         check_lengths(self.z_prime.len(), params, grad)?;
-        let lr = self.common.rate(staleness, self.steps);
+        let lr = self.common.rate(staleness);
         // Delays past what is remembered (or before the first step) count as
         // the oldest remembered.
-        let delay = staleness.min(self.steps).min(self.history.len() as u64 - 2);
-        let (now, read) = (self.slot(self.steps), self.slot(self.steps - delay));
-        let next = self.slot(self.steps + 1);
+        let delay = staleness.min(self.common.steps()).min(self.history.len() as u64 - 2);
+        let (now, read) = (self.slot(self.common.steps()), self.slot(self.common.steps() - delay));
+        let next = self.slot(self.common.steps() + 1);
         // The next slot is the oldest one, which this step overwrites; take it
         // out so `z`, `z_read` and the new sum can be borrowed together.
         let mut new_z = std::mem::take(&mut self.history[next]);
@@ -97,32 +95,28 @@ impl Optimizer for AdaRevision {
                 }
             });
         self.history[next] = new_z;
-        self.steps += 1;
+        self.common.tick();
         Ok(())
     }
 
-    fn steps(&self) -> u64 {
-        self.steps
+    fn common(&self) -> &Common {
+        &self.common
     }
 
-    fn set_lr(&mut self, lr: f32) {
-        self.common.lr = lr;
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 
-    fn state(&self) -> OptimizerState {
-        let mut buffers = vec![self.z_prime.clone(), self.z_max.clone()];
-        buffers.extend(self.history.iter().cloned());
-        OptimizerState {
-            steps: self.steps,
-            buffers,
-        }
+    fn buffers(&self) -> Vec<&Vec<f32>> {
+        let mut buffers = vec![&self.z_prime, &self.z_max];
+        buffers.extend(self.history.iter());
+        buffers
     }
 
-    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError> {
-        let mut into: Vec<&mut Vec<f32>> = vec![&mut self.z_prime, &mut self.z_max];
-        into.extend(self.history.iter_mut());
-        self.steps = state.unpack(&mut into)?;
-        Ok(())
+    fn buffers_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        let mut buffers = vec![&mut self.z_prime, &mut self.z_max];
+        buffers.extend(self.history.iter_mut());
+        buffers
     }
 }
 
@@ -132,10 +126,7 @@ mod tests {
     use crate::optim::AdaGrad;
 
     fn common(lr: f32) -> Common {
-        Common {
-            lr,
-            ..Common::default()
-        }
+        Common::with_lr(lr)
     }
 
     #[test]

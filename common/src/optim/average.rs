@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::{CHUNK, OptimError, Optimizer, OptimizerState};
+use super::{CHUNK, Common, OptimError, Optimizer};
 
 /// An optimizer that also keeps `avg ← d·avg + (1 − d)·w` after each step.
 pub struct Averaged {
@@ -63,14 +63,6 @@ impl Optimizer for Averaged {
         Ok(())
     }
 
-    fn steps(&self) -> u64 {
-        self.inner.steps()
-    }
-
-    fn set_lr(&mut self, lr: f32) {
-        self.inner.set_lr(lr);
-    }
-
     fn wants_base(&self) -> bool {
         self.inner.wants_base()
     }
@@ -82,33 +74,29 @@ impl Optimizer for Averaged {
         Ok(())
     }
 
-    fn set_momentum(&mut self, momentum: f32) {
-        self.inner.set_momentum(momentum);
-    }
-
     fn average(&self) -> Option<&[f32]> {
         (self.inner.steps() > 0).then_some(self.avg.as_slice())
     }
 
-    /// The inner optimizer's state with the average as one more buffer, last.
-    fn state(&self) -> OptimizerState {
-        let mut state = self.inner.state();
-        state.buffers.push(self.avg.clone());
-        state
+    fn common(&self) -> &Common {
+        self.inner.common()
     }
 
-    fn restore(&mut self, mut state: OptimizerState) -> Result<(), OptimError> {
-        match state.buffers.pop() {
-            Some(avg) if avg.len() == self.avg.len() => {
-                self.inner.restore(state)?;
-                self.avg = avg;
-                Ok(())
-            }
-            _ => Err(OptimError::BadState(format!(
-                "no average of {} values at the end of the buffers",
-                self.avg.len()
-            ))),
-        }
+    fn common_mut(&mut self) -> &mut Common {
+        self.inner.common_mut()
+    }
+
+    /// The inner optimizer's buffers with the average as one more, last.
+    fn buffers(&self) -> Vec<&Vec<f32>> {
+        let mut buffers = self.inner.buffers();
+        buffers.push(&self.avg);
+        buffers
+    }
+
+    fn buffers_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        let mut buffers = self.inner.buffers_mut();
+        buffers.push(&mut self.avg);
+        buffers
     }
 }
 

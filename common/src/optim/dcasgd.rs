@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use super::{CHUNK, Common, OptimError, Optimizer, OptimizerState, check_lengths, non_negative};
+use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, non_negative};
 
 /// DC-ASGD.
 #[derive(Debug, Clone)]
@@ -27,7 +27,6 @@ pub struct DcAsgd {
     lambda: f32,
     /// Moving average of the squared gradients.
     mean_square: Vec<f32>,
-    steps: u64,
 }
 
 /// The weight of the past in the mean square.
@@ -44,7 +43,6 @@ impl DcAsgd {
             common,
             lambda,
             mean_square: vec![0.0; len],
-            steps: 0,
         })
     }
 }
@@ -64,7 +62,7 @@ impl Optimizer for DcAsgd {
         let len = self.mean_square.len();
         check_lengths(len, params, grad)?;
         check_lengths(len, base, grad)?;
-        let lr = self.common.rate(staleness, self.steps);
+        let lr = self.common.rate(staleness);
         let (c, lambda) = (self.common, self.lambda);
         (
             params.par_chunks_mut(CHUNK),
@@ -81,28 +79,24 @@ impl Optimizer for DcAsgd {
                     *w -= lr * (g + l * g * g * (*w - b));
                 }
             });
-        self.steps += 1;
+        self.common.tick();
         Ok(())
     }
 
-    fn steps(&self) -> u64 {
-        self.steps
+    fn common(&self) -> &Common {
+        &self.common
     }
 
-    fn set_lr(&mut self, lr: f32) {
-        self.common.lr = lr;
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 
-    fn state(&self) -> OptimizerState {
-        OptimizerState {
-            steps: self.steps,
-            buffers: vec![self.mean_square.clone()],
-        }
+    fn buffers(&self) -> Vec<&Vec<f32>> {
+        vec![&self.mean_square]
     }
 
-    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError> {
-        self.steps = state.unpack(&mut [&mut self.mean_square])?;
-        Ok(())
+    fn buffers_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        vec![&mut self.mean_square]
     }
 }
 
@@ -111,11 +105,7 @@ mod tests {
     use super::*;
 
     fn dc(lambda: f32) -> DcAsgd {
-        let common = Common {
-            lr: 0.5,
-            ..Common::default()
-        };
-        DcAsgd::new(common, lambda, 1).unwrap()
+        DcAsgd::new(Common::with_lr(0.5), lambda, 1).unwrap()
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod adagrad;
 pub mod adarevision;
 pub mod average;
 pub mod dcasgd;
+pub mod schedule;
 pub mod sgd;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ pub use adagrad::AdaGrad;
 pub use adarevision::AdaRevision;
 pub use average::Averaged;
 pub use dcasgd::DcAsgd;
+pub use schedule::Schedule;
 pub use sgd::Sgd;
 
 /// Values per parallel task in a descent step: the step is memory-bound, so
@@ -56,19 +58,34 @@ pub enum OptimError {
     },
 }
 
-/// A descent rule applied by the parameter server.
+/// A descent rule applied by the parameter server. Each rule holds a
+/// [`Common`] (its schedule, epoch and step count) and names its buffers;
+/// the bookkeeping built on those is shared here.
 pub trait Optimizer: Send {
     /// Applies one update computed `staleness` steps ago.
     fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError>;
 
+    /// The schedule, epoch and step count.
+    fn common(&self) -> &Common;
+
+    /// [`Optimizer::common`], to change.
+    fn common_mut(&mut self) -> &mut Common;
+
+    /// The per-parameter buffers (velocity, sums of squares, ...), in a fixed order.
+    fn buffers(&self) -> Vec<&Vec<f32>>;
+
+    /// [`Optimizer::buffers`], to restore.
+    fn buffers_mut(&mut self) -> Vec<&mut Vec<f32>>;
+
     /// Steps applied so far.
-    fn steps(&self) -> u64;
+    fn steps(&self) -> u64 {
+        self.common().steps
+    }
 
-    /// Changes the base learning rate (for schedules).
-    fn set_lr(&mut self, lr: f32);
-
-    /// Changes the momentum (for schedules); only SGD has one.
-    fn set_momentum(&mut self, _momentum: f32) {}
+    /// Moves to epoch `epoch` (from 1) of the schedule: its rate and momentum.
+    fn begin_epoch(&mut self, epoch: u32) {
+        self.common_mut().epoch = epoch;
+    }
 
     /// The moving average of the parameters, when this optimizer keeps one
     /// (see [`Averaged`]): what is evaluated and saved instead of the
@@ -91,11 +108,20 @@ pub trait Optimizer: Send {
     }
 
     /// The state a checkpoint needs to continue exactly where this left off.
-    fn state(&self) -> OptimizerState;
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            steps: self.steps(),
+            buffers: self.buffers().into_iter().cloned().collect(),
+        }
+    }
 
     /// Takes back a state from [`Optimizer::state`] of an optimizer built
     /// the same way; refused if its shape differs.
-    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError>;
+    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError> {
+        let steps = state.unpack(&mut self.buffers_mut())?;
+        self.common_mut().steps = steps;
+        Ok(())
+    }
 }
 
 /// An optimizer's internal state: its step count and its per-parameter
@@ -126,53 +152,72 @@ impl OptimizerState {
     }
 }
 
-/// The learning-rate part shared by every optimizer.
+/// What every optimizer keeps besides its buffers: the schedule, weight
+/// decay, the epoch it is in and the steps applied.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Common {
-    /// Base learning rate.
-    pub lr: f32,
+    /// The learning-rate and momentum schedule.
+    pub schedule: Schedule,
     /// L2 weight decay: `λ·w` is added to every gradient.
     pub weight_decay: f32,
-    /// Divide the learning rate by `max(1, staleness)`.
-    pub staleness_scaled: bool,
-    /// Steps over which the rate ramps up linearly to `lr` (0: none).
-    pub warmup_steps: u32,
+    /// The schedule's epoch, from 1.
+    epoch: u32,
+    /// Steps applied.
+    steps: u64,
 }
 
 impl Default for Common {
     fn default() -> Self {
-        Self {
-            lr: 0.01,
-            weight_decay: 0.0,
-            staleness_scaled: false,
-            warmup_steps: 0,
-        }
+        Self::new(Schedule::default(), 0.0)
     }
 }
 
 impl Common {
+    /// A fresh optimizer's bookkeeping: epoch 1, no steps.
+    pub fn new(schedule: Schedule, weight_decay: f32) -> Self {
+        Self {
+            schedule,
+            weight_decay,
+            epoch: 1,
+            steps: 0,
+        }
+    }
+
+    /// A constant rate `lr`: no decay, warm-up, momentum or weight decay.
+    pub fn with_lr(lr: f32) -> Self {
+        Self::new(
+            Schedule {
+                lr,
+                ..Schedule::default()
+            },
+            0.0,
+        )
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), OptimError> {
-        positive("lr", self.lr)?;
+        positive("lr", self.schedule.lr)?;
         non_negative("weight_decay", self.weight_decay)
     }
 
-    /// The learning rate for step `step` (from 0) with an update of this
-    /// staleness.
-    pub fn rate(&self, staleness: u64, step: u64) -> f32 {
-        // An adaptive rule's first steps move every coordinate by about `lr`
-        // whatever its gradient (AdaGrad's first step is `lr·sign(g)`); the
-        // ramp keeps them from undoing pre-trained weights.
-        let lr = if step < u64::from(self.warmup_steps) {
-            self.lr * (step + 1) as f32 / self.warmup_steps as f32
-        } else {
-            self.lr
-        };
-        if self.staleness_scaled {
-            lr / staleness.max(1) as f32
-        } else {
-            lr
-        }
+    /// The rate for the next step, for an update of this staleness.
+    pub fn rate(&self, staleness: u64) -> f32 {
+        self.schedule.rate(self.epoch, self.steps, staleness)
+    }
+
+    /// The momentum for the next step.
+    pub fn momentum(&self) -> f32 {
+        self.schedule.momentum_at(self.epoch)
+    }
+
+    /// Steps applied so far (from 0, before the step being taken).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Counts a step taken.
+    pub(crate) fn tick(&mut self) {
+        self.steps += 1;
     }
 
     /// The gradient with weight decay folded in.
@@ -233,6 +278,10 @@ pub struct OptimizerConfig {
     /// per step, in `[0, 1)`; evaluation and the saved model use the
     /// average (default: none).
     pub average: Option<f32>,
+    /// `(after, m)`: momentum `m` from epoch `after + 1` on (RBM pre-training
+    /// sets it from `[pretrain]`; not a key of `[optimizer]`).
+    #[serde(skip)]
+    pub final_momentum: Option<(u32, f32)>,
 }
 
 impl Default for OptimizerConfig {
@@ -251,24 +300,27 @@ impl Default for OptimizerConfig {
             lr_decay: None,
             warmup_steps: None,
             average: None,
+            final_momentum: None,
         }
     }
 }
 
 impl OptimizerConfig {
-    /// The shared learning-rate settings.
-    pub fn common(&self) -> Common {
-        Common {
+    /// The learning-rate and momentum schedule.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
             lr: self.lr,
-            weight_decay: self.weight_decay,
-            staleness_scaled: self.staleness_scaled,
+            lr_decay: self.lr_decay.unwrap_or(1.0),
             warmup_steps: self.warmup_steps.unwrap_or(0),
+            staleness_scaled: self.staleness_scaled,
+            momentum: self.momentum.unwrap_or(0.0),
+            final_momentum: self.final_momentum,
         }
     }
 
-    /// The learning rate of epoch `epoch` (from 1) under `lr_decay`.
-    pub fn lr_at(&self, epoch: u32) -> f32 {
-        self.lr * self.lr_decay.unwrap_or(1.0).powi(epoch.saturating_sub(1) as i32)
+    /// A fresh optimizer's bookkeeping for these settings.
+    pub fn common(&self) -> Common {
+        Common::new(self.schedule(), self.weight_decay)
     }
 
     /// The same settings with SGD's momentum removed (for a server applying
@@ -277,6 +329,7 @@ impl OptimizerConfig {
         Self {
             momentum: None,
             nesterov: None,
+            final_momentum: None,
             ..*self
         }
     }
@@ -311,8 +364,7 @@ impl OptimizerConfig {
                 not_for("rho", self.rho.is_some())?;
                 not_for("max_staleness", self.max_staleness.is_some())?;
                 not_for("lambda", self.lambda.is_some())?;
-                let momentum = self.momentum.unwrap_or(0.0);
-                Box::new(Sgd::new(self.common(), momentum, self.nesterov.unwrap_or(false), len)?)
+                Box::new(Sgd::new(self.common(), self.nesterov.unwrap_or(false), len)?)
             }
             OptimizerKind::Adagrad => {
                 not_for("momentum", self.momentum.is_some())?;
@@ -395,34 +447,6 @@ pub(crate) fn check_lengths(expected: usize, params: &[f32], grad: &[f32]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn staleness_scaling_divides_the_rate() {
-        let c = Common {
-            lr: 0.6,
-            staleness_scaled: true,
-            ..Common::default()
-        };
-        assert_eq!(c.rate(0, 0), 0.6);
-        assert_eq!(c.rate(1, 0), 0.6);
-        assert!((c.rate(3, 0) - 0.2).abs() < 1e-7);
-        let fixed = Common {
-            lr: 0.6,
-            ..Common::default()
-        };
-        assert_eq!(fixed.rate(3, 0), 0.6);
-    }
-
-    #[test]
-    fn warmup_ramps_the_rate_up_then_holds_it() {
-        let c = Common {
-            lr: 0.8,
-            warmup_steps: 4,
-            ..Common::default()
-        };
-        let rates: Vec<f32> = (0..6).map(|step| c.rate(0, step)).collect();
-        assert_eq!(rates, [0.2, 0.4, 0.6, 0.8, 0.8, 0.8]);
-    }
 
     #[test]
     fn a_restored_optimizer_continues_exactly() {
@@ -520,7 +544,7 @@ mod tests {
             lr_decay: Some(0.5),
             ..base
         };
-        assert_eq!((decaying.lr_at(1), decaying.lr_at(3)), (0.4, 0.1));
+        assert_eq!((decaying.schedule().lr_at(1), decaying.schedule().lr_at(3)), (0.4, 0.1));
         let wrong = OptimizerConfig {
             kind: OptimizerKind::Adagrad,
             momentum: Some(0.9),

@@ -4,29 +4,28 @@
 
 use rayon::prelude::*;
 
-use super::{CHUNK, Common, OptimError, Optimizer, OptimizerState, check_lengths};
+use super::{CHUNK, Common, OptimError, Optimizer, check_lengths};
 
 /// SGD with momentum.
 #[derive(Debug, Clone)]
 pub struct Sgd {
     common: Common,
-    momentum: f32,
     nesterov: bool,
     velocity: Vec<f32>,
-    steps: u64,
 }
 
 impl Sgd {
-    /// SGD for `len` parameters.
-    pub fn new(common: Common, momentum: f32, nesterov: bool, len: usize) -> Result<Self, OptimError> {
+    /// SGD for `len` parameters, with the momentum of `common`'s schedule.
+    pub fn new(common: Common, nesterov: bool, len: usize) -> Result<Self, OptimError> {
         common.validate()?;
-        check_momentum(momentum)?;
+        check_momentum(common.schedule.momentum)?;
+        if let Some((_, m)) = common.schedule.final_momentum {
+            check_momentum(m)?;
+        }
         Ok(Self {
             common,
-            momentum,
             nesterov,
             velocity: vec![0.0; len],
-            steps: 0,
         })
     }
 }
@@ -56,8 +55,8 @@ fn check_momentum(momentum: f32) -> Result<(), OptimError> {
 impl Optimizer for Sgd {
     fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
         check_lengths(self.velocity.len(), params, grad)?;
-        let lr = self.common.rate(staleness, self.steps);
-        let (c, mu, nesterov) = (self.common, self.momentum, self.nesterov);
+        let lr = self.common.rate(staleness);
+        let (c, mu, nesterov) = (self.common, self.common.momentum(), self.nesterov);
         (
             params.par_chunks_mut(CHUNK),
             grad.par_chunks(CHUNK),
@@ -74,34 +73,24 @@ impl Optimizer for Sgd {
                     *w -= lr * direction(g, v, mu, nesterov);
                 }
             });
-        self.steps += 1;
+        self.common.tick();
         Ok(())
     }
 
-    fn steps(&self) -> u64 {
-        self.steps
+    fn common(&self) -> &Common {
+        &self.common
     }
 
-    fn set_lr(&mut self, lr: f32) {
-        self.common.lr = lr;
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 
-    fn set_momentum(&mut self, momentum: f32) {
-        if check_momentum(momentum).is_ok() {
-            self.momentum = momentum;
-        }
+    fn buffers(&self) -> Vec<&Vec<f32>> {
+        vec![&self.velocity]
     }
 
-    fn state(&self) -> OptimizerState {
-        OptimizerState {
-            steps: self.steps,
-            buffers: vec![self.velocity.clone()],
-        }
-    }
-
-    fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError> {
-        self.steps = state.unpack(&mut [&mut self.velocity])?;
-        Ok(())
+    fn buffers_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        vec![&mut self.velocity]
     }
 }
 
@@ -110,16 +99,21 @@ mod tests {
     use super::*;
 
     fn common(lr: f32, wd: f32) -> Common {
-        Common {
+        with_momentum(lr, wd, 0.0)
+    }
+
+    fn with_momentum(lr: f32, wd: f32, momentum: f32) -> Common {
+        let schedule = crate::optim::Schedule {
             lr,
-            weight_decay: wd,
-            ..Common::default()
-        }
+            momentum,
+            ..Default::default()
+        };
+        Common::new(schedule, wd)
     }
 
     #[test]
     fn plain_step_with_weight_decay() {
-        let mut opt = Sgd::new(common(0.1, 0.5), 0.0, false, 2).unwrap();
+        let mut opt = Sgd::new(common(0.1, 0.5), false, 2).unwrap();
         let mut w = vec![1.0, -2.0];
         opt.step(&mut w, &[0.2, 0.4], 0).unwrap();
         // w − 0.1·(g + 0.5·w): 1 − 0.1·0.7 = 0.93; −2 − 0.1·(0.4 − 1) = −1.94.
@@ -128,7 +122,7 @@ mod tests {
 
     #[test]
     fn momentum_accumulates_by_hand() {
-        let mut opt = Sgd::new(common(0.1, 0.0), 0.9, false, 1).unwrap();
+        let mut opt = Sgd::new(with_momentum(0.1, 0.0, 0.9), false, 1).unwrap();
         let mut w = vec![0.0];
         opt.step(&mut w, &[1.0], 0).unwrap(); // v = 1, w = −0.1
         opt.step(&mut w, &[1.0], 0).unwrap(); // v = 1.9, w = −0.29
@@ -137,7 +131,7 @@ mod tests {
 
     #[test]
     fn nesterov_looks_ahead_by_hand() {
-        let mut opt = Sgd::new(common(0.1, 0.0), 0.9, true, 1).unwrap();
+        let mut opt = Sgd::new(with_momentum(0.1, 0.0, 0.9), true, 1).unwrap();
         let mut w = vec![0.0];
         opt.step(&mut w, &[1.0], 0).unwrap(); // v = 1, w −= 0.1·(1 + 0.9) → −0.19
         opt.step(&mut w, &[1.0], 0).unwrap(); // v = 1.9, w −= 0.1·(1 + 1.71) → −0.461
@@ -147,8 +141,8 @@ mod tests {
     #[test]
     fn stale_updates_take_smaller_steps_when_scaled() {
         let mut c = common(0.4, 0.0);
-        c.staleness_scaled = true;
-        let mut opt = Sgd::new(c, 0.0, false, 1).unwrap();
+        c.schedule.staleness_scaled = true;
+        let mut opt = Sgd::new(c, false, 1).unwrap();
         let mut w = vec![0.0];
         opt.step(&mut w, &[1.0], 4).unwrap();
         assert!((w[0] + 0.1).abs() < 1e-7);
@@ -156,7 +150,7 @@ mod tests {
 
     #[test]
     fn rejects_momentum_out_of_range() {
-        assert!(Sgd::new(common(0.1, 0.0), 1.0, false, 1).is_err());
-        assert!(Sgd::new(common(0.0, 0.0), 0.5, false, 1).is_err());
+        assert!(Sgd::new(with_momentum(0.1, 0.0, 1.0), false, 1).is_err());
+        assert!(Sgd::new(with_momentum(0.0, 0.0, 0.5), false, 1).is_err());
     }
 }

@@ -203,7 +203,7 @@ pub enum ToExecutor {
     /// Liveness.
     Heartbeat,
     /// Run this task.
-    Assign(TaskSpec),
+    Assign(Box<TaskSpec>),
     /// A partition's encoded bytes (the bulk payload).
     Partition {
         /// Its content hash.

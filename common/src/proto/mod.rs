@@ -185,7 +185,7 @@ mod tests {
             crate::job::JobSpec::from_toml(text, "d").unwrap(),
             crate::job::JobSpec::from_toml("name = \"m\"", "m").unwrap(),
         ] {
-            let msg = ToExecutor::Assign(TaskSpec {
+            let msg = ToExecutor::Assign(Box::new(TaskSpec {
                 id: TaskId {
                     job: 1,
                     stage: 0,
@@ -196,7 +196,7 @@ mod tests {
                 partition_hash: 7,
                 spec,
                 peers: 2,
-            });
+            }));
             assert_eq!(decode::<ToExecutor>(&encode(&msg).unwrap()).unwrap(), msg);
         }
     }
