@@ -63,11 +63,23 @@ async fn check_and_report(
             "{scenario}: versions never fall: {pair:?}"
         );
     }
+    // Nothing lost, nothing applied twice: every update the driver received
+    // was accepted or discarded (repeated, late) once, and every finished
+    // task's executor sent exactly the updates accepted for it.
+    assert!(status.updates_accepted > 0, "{scenario}: {status:?}");
+    assert_eq!(
+        status.updates_received,
+        status.updates_accepted + status.duplicate_updates_discarded + status.late_updates_discarded,
+        "{scenario}: {status:?}"
+    );
+    assert_eq!(status.task_push_mismatches, 0, "{scenario}: {status:?}");
     let lost: u64 = lines.iter().map(|l| l["reassigned"].as_u64().unwrap()).sum();
     println!(
-        "FAULT | {scenario} | yes | {:.2}% ({:.2}% without) | {lost} | {} | {} | {} |",
+        "FAULT | {scenario} | yes | {:.2}% ({:.2}% without) | {lost} | {} / {} | {} | {} | {} |",
         accuracy * 100.0,
         baseline * 100.0,
+        status.updates_accepted,
+        status.updates_received,
         status.duplicate_updates_discarded,
         status.late_updates_discarded,
         recovery.map_or("—".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),

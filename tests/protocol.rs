@@ -135,6 +135,8 @@ async fn repeated_and_late_updates_are_discarded_and_counted() {
             s.duplicate_updates_discarded == 1 && s.late_updates_discarded == 1
         })
         .await;
+    let status = driver.status();
+    assert_eq!((status.updates_received, status.updates_accepted), (3, 1), "{status:?}");
 
     // The job still completes with real executors once the replayer leaves.
     drop(conn);

@@ -89,19 +89,29 @@ fn fetch(
 /// holds the task (late) or it was applied already (repeated).
 async fn push(shared: &Shared, id: u64, push: Push) {
     let ps = {
+        // Counted under the lock, as status reads the counters under it:
+        // received is always accepted + repeated + late.
         let mut state = shared.lock();
-        let Some(run) = state.run.as_mut() else { return };
+        shared.updates_received.fetch_add(1, Relaxed);
+        let Some(run) = state.run.as_mut() else {
+            // No job to apply it to: it is late.
+            shared.late_updates.fetch_add(1, Relaxed);
+            return;
+        };
         if !run.scheduler.is_current(&push.task, id) {
             shared.late_updates.fetch_add(1, Relaxed);
             tracing::debug!(id, task = ?push.task, seq = push.seq, "late update discarded");
             return;
         }
-        if run.last_seq.get(&push.task).is_some_and(|&last| push.seq <= last) {
+        let log = run.pushes.entry(push.task).or_default();
+        if log.accepted > 0 && push.seq <= log.last_seq {
             shared.duplicate_updates.fetch_add(1, Relaxed);
             tracing::debug!(id, task = ?push.task, seq = push.seq, "repeated update discarded");
             return;
         }
-        run.last_seq.insert(push.task, push.seq);
+        log.last_seq = push.seq;
+        log.accepted += 1;
+        shared.updates_accepted.fetch_add(1, Relaxed);
         run.ps.clone()
     };
     // Waits (and stops reading this executor) while the server's queue is full.
@@ -132,7 +142,11 @@ fn task_done(shared: &Shared, id: u64, report: TaskReport) {
             acc.samples += report.samples;
             acc.batches += report.batches;
             acc.loss_sum += report.loss_sum;
-            run.last_seq.remove(&report.task);
+            let accepted = run.pushes.remove(&report.task).unwrap_or_default().accepted;
+            if accepted != report.pushes {
+                shared.push_mismatches.fetch_add(1, Relaxed);
+                tracing::warn!(id, task = ?report.task, sent = report.pushes, accepted, "a task's updates do not add up");
+            }
             true
         }
         _ => false,

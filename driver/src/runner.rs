@@ -393,7 +393,7 @@ async fn run_stage(
         frozen_sent: Default::default(),
         ps: ps.clone(),
         epochs: accums,
-        last_seq: Default::default(),
+        pushes: Default::default(),
         fatal: None,
     });
     tracing::info!(id, stage = %stage.name, epochs = stage.epochs, "stage started");

@@ -100,11 +100,21 @@ pub struct RunState {
     pub frozen_sent: HashSet<u64>,
     pub ps: ParamServer,
     pub epochs: HashMap<u32, crate::tally::EpochAccum>,
-    /// Highest push sequence applied per task, so a repeated push is not applied twice.
-    pub last_seq: HashMap<TaskId, u64>,
+    /// The updates accepted per task attempt, so a repeated push is not
+    /// applied twice and a finished task's count can be checked.
+    pub pushes: HashMap<TaskId, PushLog>,
     /// Why the job cannot go on (training diverged, a task failed too
     /// often), once an executor's report showed it.
     pub fatal: Option<crate::error::JobError>,
+}
+
+/// The updates accepted from one task attempt.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PushLog {
+    /// The highest sequence number accepted.
+    pub last_seq: u64,
+    /// How many were accepted.
+    pub accepted: u64,
 }
 
 /// Everything behind the mutex.
@@ -143,6 +153,12 @@ pub struct Shared {
     /// Updates for a task attempt the sender no longer holds (it was declared
     /// lost, or the task was reassigned or finished).
     pub late_updates: AtomicU64,
+    /// Updates received from executors (see [`StatusReport::updates_received`]).
+    pub updates_received: AtomicU64,
+    /// Updates handed to a parameter server.
+    pub updates_accepted: AtomicU64,
+    /// Finished tasks whose reported update count differs from the accepted one.
+    pub push_mismatches: AtomicU64,
     pub mnist: tokio::sync::OnceCell<Arc<Mnist>>,
 }
 
@@ -200,6 +216,9 @@ impl Shared {
             leases_expired: AtomicU64::new(0),
             duplicate_updates: AtomicU64::new(0),
             late_updates: AtomicU64::new(0),
+            updates_received: AtomicU64::new(0),
+            updates_accepted: AtomicU64::new(0),
+            push_mismatches: AtomicU64::new(0),
             mnist: tokio::sync::OnceCell::new(),
         }
     }
@@ -259,6 +278,9 @@ impl Shared {
             leases_expired: self.leases_expired.load(Relaxed),
             duplicate_updates_discarded: self.duplicate_updates.load(Relaxed),
             late_updates_discarded: self.late_updates.load(Relaxed),
+            updates_received: self.updates_received.load(Relaxed),
+            updates_accepted: self.updates_accepted.load(Relaxed),
+            task_push_mismatches: self.push_mismatches.load(Relaxed),
         }
     }
 

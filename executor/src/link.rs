@@ -77,6 +77,11 @@ pub struct TaskLink<'a> {
 }
 
 impl TaskLink<'_> {
+    /// Updates pushed so far.
+    pub fn pushes(&self) -> u64 {
+        self.seq
+    }
+
     fn abandoned(&self) -> bool {
         self.generation != self.link.generation.load(Ordering::SeqCst)
     }

@@ -286,6 +286,7 @@ impl Worker {
             batches: u64::from(work.batches),
             loss_sum: f64::from(work.loss_sum),
             compute_s: started.elapsed().as_secs_f64(),
+            pushes: link.pushes(),
         })
     }
 

@@ -84,12 +84,16 @@ pub fn status(args: DriverAddr) -> anyhow::Result<()> {
             );
         }
         println!(
-            "\nexecutors lost: {}   task leases expired: {}   connections rejected: {}   updates discarded: {} repeated, {} late",
+            "\nexecutors lost: {}   task leases expired: {}   connections rejected: {}\n\
+             updates received: {}   accepted: {}   discarded: {} repeated, {} late   tasks whose updates do not add up: {}",
             report.executors_lost,
             report.leases_expired,
             report.rejected_connections,
+            report.updates_received,
+            report.updates_accepted,
             report.duplicate_updates_discarded,
-            report.late_updates_discarded
+            report.late_updates_discarded,
+            report.task_push_mismatches
         );
         Ok(())
     })

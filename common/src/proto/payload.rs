@@ -138,6 +138,9 @@ pub struct TaskReport {
     pub loss_sum: f64,
     /// Seconds spent computing gradients.
     pub compute_s: f64,
+    /// Updates sent for this task attempt, all of them before this report
+    /// on the same connection: the driver checks it accepted as many.
+    pub pushes: u64,
 }
 
 /// One evaluation of a job: a line of `metrics.jsonl`.
@@ -283,4 +286,12 @@ pub struct StatusReport {
     /// Updates discarded because their sender no longer held the task
     /// attempt (declared lost, or the task was reassigned or done).
     pub late_updates_discarded: u64,
+    /// Updates received; each is accepted (handed to the parameter server)
+    /// or discarded as repeated or late, so this is always their sum.
+    pub updates_received: u64,
+    /// Updates handed to the parameter server.
+    pub updates_accepted: u64,
+    /// Tasks whose executor reported a number of updates sent other than
+    /// the number accepted for them (0 unless an update was lost or doubled).
+    pub task_push_mismatches: u64,
 }
