@@ -40,6 +40,66 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Run a driver and executors in this process over loopback TCP, submit a job, show its progress.
     Local(LocalArgs),
+    /// Score a saved model: accuracy, loss, per-class accuracy, confusion matrix.
+    Eval(EvalArgs),
+    /// Predict with a saved model: class and class probabilities per example, as CSV.
+    Predict(PredictArgs),
+}
+
+/// `deepdist eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model (a job's `model.safetensors`).
+    pub model: PathBuf,
+    /// The test data's format (default: the model's job's).
+    #[arg(long, value_enum)]
+    pub data_format: Option<FormatArg>,
+    /// The test data's path (default: the model's job's).
+    #[arg(long, value_name = "PATH")]
+    pub data_path: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// `deepdist predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The model (a job's `model.safetensors`).
+    pub model: PathBuf,
+    /// Examples: a `.csv` of features (no label column), a `.npy`, or an IDX images file.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Where the predictions go (CSV: `predicted,p0,p1,…`).
+    #[arg(long, value_name = "FILE", default_value = "predictions.csv")]
+    pub out: PathBuf,
+}
+
+/// A dataset format, as the job key `data.format` names it.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// MNIST, built in.
+    Mnist,
+    /// A directory of IDX files under MNIST's names.
+    Idx,
+    /// train.csv and test.csv in a directory.
+    Csv,
+    /// NumPy arrays in a directory, or one .npz file.
+    Npy,
+}
+
+impl From<FormatArg> for deepdist_common::job::DataFormat {
+    fn from(f: FormatArg) -> Self {
+        use deepdist_common::job::DataFormat;
+        match f {
+            FormatArg::Mnist => DataFormat::Mnist,
+            FormatArg::Idx => DataFormat::Idx,
+            FormatArg::Csv => DataFormat::Csv,
+            FormatArg::Npy => DataFormat::Npy,
+        }
+    }
 }
 
 /// The driver to talk to.
@@ -203,6 +263,23 @@ pub enum DataCommand {
         /// The dataset.
         #[arg(value_enum, default_value_t = DatasetName::Mnist)]
         dataset: DatasetName,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Describe a dataset before training on it: shapes, classes, examples per class, feature range.
+    Inspect {
+        /// Its format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Mnist)]
+        format: FormatArg,
+        /// Its path (the directory, or an .npz file).
+        #[arg(long, value_name = "PATH")]
+        path: Option<String>,
+        /// CSV: whether the first row is a header (default: detected).
+        #[arg(long)]
+        header: Option<bool>,
+        /// CSV: the label column's name.
+        #[arg(long, value_name = "NAME")]
+        label_column: Option<String>,
         #[command(flatten)]
         data: DataDirArg,
     },

@@ -26,5 +26,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Status(args) => commands::client::status(args),
         cli::Command::Cancel(args) => commands::client::cancel(args),
         cli::Command::Local(args) => commands::local::run(args),
+        cli::Command::Eval(args) => commands::eval::run(args),
+        cli::Command::Predict(args) => commands::predict::run(args),
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use deepdist_common::checkpoint::CheckpointError;
-use deepdist_common::data::{MnistError, PartitionError};
+use deepdist_common::data::{DataError, MnistError, PartitionError};
 use deepdist_common::model::ModelError;
 use deepdist_common::optim::OptimError;
 use deepdist_common::proto::ProtoError;
@@ -12,9 +12,15 @@ use deepdist_common::proto::ProtoError;
 /// What stopped a job.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// The dataset could not be loaded.
+    /// MNIST could not be loaded.
     #[error("cannot load the dataset: {0}")]
     Data(#[from] MnistError),
+    /// The job's own dataset could not be loaded, or does not fit its settings.
+    #[error("cannot load the dataset: {0}")]
+    Files(#[from] DataError),
+    /// The model does not fit the limits once the data's shape is known.
+    #[error(transparent)]
+    Job(#[from] deepdist_common::job::JobError),
     /// The dataset could not be cut into the job's partitions.
     #[error("cannot partition the dataset: {0}")]
     Partition(#[from] PartitionError),

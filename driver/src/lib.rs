@@ -16,6 +16,7 @@ mod evaluator;
 mod executor_conn;
 mod executor_messages;
 pub mod fault;
+mod job_data;
 pub mod journal;
 mod outbox;
 mod output;

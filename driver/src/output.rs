@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use deepdist_common::checkpoint::{CheckpointError, save_model};
+use deepdist_common::checkpoint::{CheckpointError, JOB_KEY, save_model};
+use deepdist_common::data::load::Standardizer;
 use deepdist_common::job::JobSpec;
 use deepdist_common::model::Layout;
 use deepdist_common::proto::EpochMetrics;
@@ -74,25 +75,41 @@ impl MetricsWriter {
     }
 }
 
-/// Saves a model as `path` (in the job's directory `dir`), with the job and
-/// how it ended (`state`: done, cancelled, or why it failed) in its metadata.
+/// What a saved model's metadata says of where it came from.
+pub struct Provenance<'a> {
+    /// The job.
+    pub spec: &'a JobSpec,
+    /// Its id.
+    pub job: u64,
+    /// How it ended: done, cancelled, or why it failed.
+    pub state: String,
+    /// How its features were standardized, so new data can be scaled alike.
+    pub standardizer: Option<&'a Standardizer>,
+}
+
+/// Saves a model as `path` (in the job's directory `dir`), with its
+/// [`Provenance`] in its metadata.
 pub fn save_final_model(
     dir: &Path,
     path: &Path,
     layout: &Layout,
     params: &[f32],
-    spec: &JobSpec,
-    job: u64,
-    state: &str,
+    about: &Provenance<'_>,
 ) -> Result<PathBuf, CheckpointError> {
+    let Provenance {
+        spec,
+        job,
+        state,
+        standardizer,
+    } = about;
     std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
         path: dir.display().to_string(),
         source,
     })?;
-    let metadata = HashMap::from([
-        ("deepdist.job".to_string(), spec.to_toml()),
+    let mut metadata = HashMap::from([
+        (JOB_KEY.to_string(), spec.to_toml()),
         ("deepdist.job_id".to_string(), job.to_string()),
-        ("deepdist.state".to_string(), state.to_string()),
+        ("deepdist.state".to_string(), state.clone()),
         (
             "deepdist.layer_sizes".to_string(),
             format!(
@@ -101,6 +118,10 @@ pub fn save_final_model(
             ),
         ),
     ]);
+    if let Some(s) = standardizer {
+        let json = serde_json::to_string(s).map_err(|e| CheckpointError::Format(e.to_string()))?;
+        metadata.insert(deepdist_common::checkpoint::STANDARDIZER_KEY.to_string(), json);
+    }
     save_model(path, layout, params, metadata)?;
     Ok(path.to_path_buf())
 }

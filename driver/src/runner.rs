@@ -7,12 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deepdist_common::data::fetch::FetchOptions;
-use deepdist_common::data::partition::split;
-use deepdist_common::data::{Dataset, Mnist};
-use deepdist_common::job::{JobSpec, JobState, Stage, StageKind};
+use deepdist_common::data::Dataset;
+use deepdist_common::job::{JobSpec, JobState, ModelLimit, Stage, StageKind};
 use deepdist_common::mode::ServerModel;
-use deepdist_common::model::StageModel;
+use deepdist_common::model::{StageEval, StageModel};
 use deepdist_common::proto::{self, JobSummary, ToClient, ToExecutor};
 use tokio::sync::{mpsc, watch};
 
@@ -20,7 +18,7 @@ use crate::checkpoint::JobCheckpoint;
 use crate::dispatch;
 use crate::error::JobError;
 use crate::evaluator::{EvalItem, Work, evaluate_epochs};
-use crate::output::{MetricsWriter, save_final_model};
+use crate::output::{MetricsWriter, Provenance, save_final_model};
 use crate::ps::{ParamServer, Resumed, ServerPlan};
 use crate::scheduler::Scheduler;
 use crate::stage_start::prepare_stage;
@@ -98,6 +96,7 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 summary.state = outcome.state;
                 summary.epochs = outcome.epochs;
                 summary.final_accuracy = outcome.final_accuracy;
+                summary.test_accuracy = outcome.test_accuracy;
                 summary.time_to_target = outcome.time_to_target;
             }
             Err(e) => {
@@ -134,6 +133,7 @@ fn summary(job: u64, name: &str, state: JobState, dir: Option<&std::path::Path>)
         state,
         epochs: 0,
         final_accuracy: None,
+        test_accuracy: None,
         elapsed_s: 0.0,
         time_to_target: None,
         output_dir: dir.map(|d| d.display().to_string()).unwrap_or_default(),
@@ -147,20 +147,8 @@ struct Outcome {
     state: JobState,
     epochs: u32,
     final_accuracy: Option<f64>,
+    test_accuracy: Option<f64>,
     time_to_target: Option<f64>,
-}
-
-async fn load_mnist(shared: &Shared) -> Result<Arc<Mnist>, JobError> {
-    let dir = shared.config.data_dir.clone();
-    shared
-        .mnist
-        .get_or_try_init(|| async move {
-            Ok::<_, JobError>(Arc::new(
-                tokio::task::spawn_blocking(move || Mnist::load(&FetchOptions::new(dir))).await??,
-            ))
-        })
-        .await
-        .cloned()
 }
 
 async fn run_job(
@@ -172,30 +160,14 @@ async fn run_job(
     resume: Option<Box<JobCheckpoint>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Outcome, JobError> {
-    let mnist = load_mnist(shared).await?;
-    let (parts, train, test) = {
-        let spec = spec.clone();
-        let mnist = mnist.clone();
-        tokio::task::spawn_blocking(move || {
-            let train = Arc::new(match spec.data.train_examples {
-                Some(n) => mnist.train.head(n as usize),
-                None => mnist.train.clone(),
-            });
-            let test = Arc::new(match spec.data.test_examples {
-                Some(n) => mnist.test.head(n as usize),
-                None => mnist.test.clone(),
-            });
-            let parts = split(
-                &train,
-                spec.data.partitions as usize,
-                spec.train.seed,
-                spec.data.shuffle,
-            );
-            (parts, train, test)
-        })
-        .await?
-    };
-    let parts = parts?;
+    let data = crate::job_data::load_for(shared, spec).await?;
+    let (dim, classes) = (data.dim, data.classes);
+    // The model's size was checked at submit against the least the data can
+    // be; now its shape is known.
+    let limit = ModelLimit::new(shared.config.max_frame, shared.config.max_model_bytes);
+    spec.check_size("the job", dim, classes, &limit)?;
+    let (train, parts, test, held_test) = (data.train, data.partitions, data.eval, data.held_test);
+    let standardizer = data.standardizer;
     let mut frames = Vec::with_capacity(parts.len());
     for p in &parts {
         let frame = proto::encode(&ToExecutor::Partition {
@@ -213,7 +185,6 @@ async fn run_job(
     }
     drop(parts);
     let frames = Arc::new(frames);
-    let (dim, classes) = (mnist.train.dim(), mnist.train.classes());
     let hashes: Vec<u128> = frames.iter().map(|(h, _)| *h).collect();
     let stages = spec.stages();
     if let Some(c) = &resume {
@@ -276,7 +247,13 @@ async fn run_job(
         let (state, params) = run_stage(shared, ctx, params, resume.take(), stop).await?;
         if let StageKind::Rbm { layer } = stage.kind {
             let path = dir.join(format!("rbm{}.safetensors", layer + 1));
-            save_final_model(dir, &path, model.layout(), &params, spec, id, &state.to_string())?;
+            let about = Provenance {
+                spec,
+                job: id,
+                state: state.to_string(),
+                standardizer: standardizer.as_ref(),
+            };
+            save_final_model(dir, &path, model.layout(), &params, &about)?;
         }
         let finished_stage = state == JobState::Done;
         match stage.kind {
@@ -294,6 +271,7 @@ async fn run_job(
     // evaluation error): the training it holds is not thrown away, and its
     // metadata says how the job ended.
     let evaluated = evaluator.await?;
+    let mut test_accuracy = None;
     if let Some((model, params)) = final_model {
         let state = match &evaluated {
             Ok(_) => state_at_end.to_string(),
@@ -303,14 +281,28 @@ async fn run_job(
             }
         };
         let path = dir.join("model.safetensors");
-        save_final_model(dir, &path, model.layout(), &params, spec, id, &state)?;
+        let about = Provenance {
+            spec,
+            job: id,
+            state: state.clone(),
+            standardizer: standardizer.as_ref(),
+        };
+        save_final_model(dir, &path, model.layout(), &params, &about)?;
         tracing::info!(id, path = %path.display(), %state, "model saved");
+        if let Some(test) = held_test.filter(|_| state_at_end == JobState::Done) {
+            let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test)).await??;
+            if let StageEval::Supervised(e) = eval {
+                tracing::info!(id, accuracy = e.accuracy, "test set scored once, at the end");
+                test_accuracy = Some(f64::from(e.accuracy));
+            }
+        }
     }
     let evaluated = evaluated?;
     Ok(Outcome {
         state: state_at_end,
         epochs: evaluated.epochs,
         final_accuracy: evaluated.final_accuracy,
+        test_accuracy,
         time_to_target: evaluated.time_to_target,
     })
 }

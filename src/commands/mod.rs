@@ -5,14 +5,17 @@ pub mod bench_job;
 pub mod client;
 pub mod data;
 pub mod delays_bench;
+pub mod eval;
 pub mod grid;
 pub mod grid_report;
 pub mod hogwild_bench;
 pub mod local;
 pub mod modes_bench;
 pub mod modes_report;
+pub mod predict;
 pub mod progress;
 pub mod ps_bench;
+pub mod saved_model;
 pub mod service;
 pub mod train;
 

@@ -106,12 +106,21 @@ impl ProgressView {
     pub fn finish(self, summary: &JobSummary) {
         self.bar.finish_and_clear();
         println!("\njob {} ({}) {}", summary.job, summary.name, summary.state);
-        if let Some(acc) = summary.final_accuracy {
-            println!(
+        match (summary.final_accuracy, summary.test_accuracy) {
+            (Some(acc), None) => println!(
                 "  final test accuracy  {:.2}% after {} epochs",
                 100.0 * acc,
                 summary.epochs
-            );
+            ),
+            (Some(acc), Some(test)) => {
+                println!(
+                    "  validation accuracy  {:.2}% after {} epochs",
+                    100.0 * acc,
+                    summary.epochs
+                );
+                println!("  test accuracy        {:.2}% (scored once, at the end)", 100.0 * test);
+            }
+            (None, _) => {}
         }
         println!("  wall time            {:.1} s", summary.elapsed_s);
         if let Some(t) = summary.time_to_target {

@@ -64,6 +64,11 @@ pub enum CheckpointError {
     },
 }
 
+/// Metadata keys of a saved model.
+pub const JOB_KEY: &str = "deepdist.job";
+/// The standardization statistics (JSON), when the job standardized its features.
+pub const STANDARDIZER_KEY: &str = "deepdist.standardize";
+
 /// Writes `params` as a safetensors file with one tensor per layout entry.
 pub fn save_model(
     path: &Path,
@@ -97,6 +102,25 @@ pub fn save_model(
         path: path.display().to_string(),
         source,
     })
+}
+
+/// A saved model's metadata, and the shape of each of its tensors by name.
+pub type ModelInfo = (HashMap<String, String>, HashMap<String, Vec<usize>>);
+
+/// A saved model's [`ModelInfo`], read before knowing its layout.
+pub fn model_info(path: &Path) -> Result<ModelInfo, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| CheckpointError::Format(format!("{}: not a safetensors model: {e}", path.display())))?;
+    let shapes = meta
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| (name, info.shape.clone()))
+        .collect();
+    Ok((meta.metadata().clone().unwrap_or_default(), shapes))
 }
 
 /// Reads a model saved by [`save_model`] back into a flat vector in layout

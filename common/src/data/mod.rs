@@ -4,6 +4,7 @@
 pub mod dataset;
 pub mod fetch;
 pub mod idx;
+pub mod load;
 pub mod md5sum;
 pub mod mnist;
 mod mnist_files;
@@ -12,5 +13,6 @@ pub mod partition;
 pub use dataset::{Dataset, DatasetError};
 pub use fetch::{FetchError, FetchOptions};
 pub use idx::{IdxArray, IdxError};
+pub use load::DataError;
 pub use mnist::{Mnist, MnistError};
 pub use partition::{Partition, PartitionError};

@@ -1,12 +1,14 @@
 //! Job definitions: TOML files users submit, parsed strictly (unknown keys
 //! refused) and validated with errors that name the key and what is allowed.
 
+mod data;
 mod size;
 mod stage;
 mod validate;
 
 use serde::{Deserialize, Serialize};
 
+pub use data::{DataFormat, DataSpec, LabelColumn, Scale};
 pub use size::{ModelLimit, default_model_bytes};
 pub use stage::{Stage, StageKind};
 
@@ -38,15 +40,6 @@ pub enum JobError {
         /// What is allowed.
         allowed: String,
     },
-}
-
-/// Datasets a job can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetKind {
-    /// MNIST digits.
-    #[default]
-    Mnist,
 }
 
 /// Where a job's state is.
@@ -82,34 +75,6 @@ impl std::fmt::Display for JobState {
             JobState::Cancelled => "cancelled",
         };
         f.write_str(s)
-    }
-}
-
-/// `[data]`: the dataset and how it is cut.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataSpec {
-    /// The dataset (`mnist`).
-    pub dataset: DatasetKind,
-    /// Partitions the training set is cut into (1–4096; more than executors is normal).
-    pub partitions: u32,
-    /// Shuffle examples before partitioning.
-    pub shuffle: bool,
-    /// Use only the first N training examples (quick experiments).
-    pub train_examples: Option<u32>,
-    /// Evaluate on only the first N test examples.
-    pub test_examples: Option<u32>,
-}
-
-impl Default for DataSpec {
-    fn default() -> Self {
-        Self {
-            dataset: DatasetKind::Mnist,
-            partitions: 8,
-            shuffle: true,
-            train_examples: None,
-            test_examples: None,
-        }
     }
 }
 

@@ -66,10 +66,14 @@ fn stack_params(sizes: &[u64]) -> u64 {
 }
 
 impl JobSpec {
-    /// The input width and classes of the job's dataset.
+    /// The input width and classes of the job's dataset, as far as they are
+    /// known before its files are read: MNIST's exactly; for a user's files,
+    /// the least they can be (one feature, two classes), so that the hidden
+    /// layers alone are checked at submit and the rest once the data is read.
     pub fn data_shape(&self) -> (usize, usize) {
-        match self.data.dataset {
-            super::DatasetKind::Mnist => (mnist::IMAGE_DIM, mnist::CLASSES),
+        match self.data.format {
+            super::DataFormat::Mnist => (mnist::IMAGE_DIM, mnist::CLASSES),
+            _ => (1, 2),
         }
     }
 

@@ -1,11 +1,86 @@
 //! Range checks of a parsed job, with errors naming the key and what is
 //! allowed.
 
-use super::{JobError, JobSpec, ModelKind};
+use super::{DataFormat, JobError, JobSpec, ModelKind};
 use crate::model::Activation;
 use crate::optim::OptimError;
 
 impl JobSpec {
+    /// Checks `[data]`: keys that belong to the format, sizes in range.
+    fn validate_data(&self, origin: &str) -> Result<(), JobError> {
+        let d = &self.data;
+        let invalid = |key: &str, value: String, allowed: String| JobError::Invalid {
+            origin: origin.to_string(),
+            key: format!("data.{key}"),
+            value,
+            allowed,
+        };
+        let format = d.format.name();
+        let mnist = d.format == DataFormat::Mnist;
+        let (max_train, max_test) = if mnist { (60_000, 10_000) } else { (u32::MAX, u32::MAX) };
+        if let Some(n) = d.train_examples
+            && !(d.partitions..=max_train).contains(&n)
+        {
+            let allowed = format!("must be between {} and {max_train}", d.partitions);
+            return Err(invalid("train_examples", n.to_string(), allowed));
+        }
+        if let Some(n) = d.test_examples
+            && !(1..=max_test).contains(&n)
+        {
+            return Err(invalid(
+                "test_examples",
+                n.to_string(),
+                format!("must be between 1 and {max_test}"),
+            ));
+        }
+        match (&d.path, mnist) {
+            (Some(p), true) => {
+                let allowed = "MNIST is built in (found under --data-dir or fetched): set `format` to idx, csv or npy for files of your own";
+                return Err(invalid("path", format!("{p:?}"), allowed.into()));
+            }
+            (None, false) => {
+                let allowed = format!("format = \"{format}\" needs the path of its files");
+                return Err(invalid("path", "nothing".into(), allowed));
+            }
+            _ => {}
+        }
+        let csv_only = [
+            ("header", d.header.is_some()),
+            ("label_column", d.label_column.is_some()),
+        ];
+        for (key, given) in csv_only {
+            if given && d.format != DataFormat::Csv {
+                return Err(invalid(
+                    key,
+                    "a value".into(),
+                    format!("only for format = \"csv\", not \"{format}\""),
+                ));
+            }
+        }
+        for (key, given) in [("classes", d.classes.is_some()), ("scale", d.scale.is_some())] {
+            if given && mnist {
+                return Err(invalid(
+                    key,
+                    "a value".into(),
+                    "MNIST's classes and scaling are fixed".into(),
+                ));
+            }
+        }
+        if let Some(c) = d.classes
+            && !(2..=256).contains(&c)
+        {
+            return Err(invalid("classes", c.to_string(), "must be between 2 and 256".into()));
+        }
+        if d.validation == Some(0) {
+            return Err(invalid(
+                "validation",
+                "0".into(),
+                "must be at least 1 (or left out)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every range; the first violation is reported.
     pub fn validate(&self, origin: &str) -> Result<(), JobError> {
         let invalid = |key: &str, value: String, allowed: &str| JobError::Invalid {
@@ -35,12 +110,7 @@ impl JobSpec {
             }
         };
         in_range("data.partitions", self.data.partitions.into(), 1, 4096)?;
-        if let Some(n) = self.data.train_examples {
-            in_range("data.train_examples", n.into(), self.data.partitions.into(), 60_000)?;
-        }
-        if let Some(n) = self.data.test_examples {
-            in_range("data.test_examples", n.into(), 1, 10_000)?;
-        }
+        self.validate_data(origin)?;
         in_range("model.hidden (number of layers)", self.model.hidden.len() as u64, 0, 16)?;
         for (i, &h) in self.model.hidden.iter().enumerate() {
             in_range(&format!("model.hidden[{i}]"), h as u64, 1, 65_536)?;

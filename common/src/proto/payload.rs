@@ -213,8 +213,12 @@ pub struct JobSummary {
     pub state: JobState,
     /// Epochs evaluated.
     pub epochs: u32,
-    /// Test accuracy after the last epoch.
+    /// Accuracy after the last epoch, on the evaluation set (the test set,
+    /// or the validation examples when the job holds some out).
     pub final_accuracy: Option<f64>,
+    /// With `data.validation`: the final model's accuracy on the test set,
+    /// scored once at the end.
+    pub test_accuracy: Option<f64>,
     /// Seconds the job ran.
     pub elapsed_s: f64,
     /// Training seconds to the first epoch evaluated at or above the job's
