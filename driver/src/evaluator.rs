@@ -103,6 +103,7 @@ pub async fn evaluate_epochs(
             train_s: item.train_s,
             train_loss,
             test_accuracy: accuracy,
+            validation: spec.data.validation.is_some(),
             test_loss: loss,
             reconstruction_error: reconstruction,
             samples_per_s: item.stats.samples as f64 / item.epoch_s.max(1e-9),

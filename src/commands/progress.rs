@@ -16,6 +16,7 @@ pub struct ProgressView {
 /// What an epoch line reports: accuracy for supervised stages, reconstruction for RBMs.
 fn quality(m: &EpochMetrics) -> String {
     match (m.test_accuracy, m.reconstruction_error) {
+        (Some(a), _) if m.validation => format!("validation accuracy {:.2}%", 100.0 * a),
         (Some(a), _) => format!("test accuracy {:.2}%", 100.0 * a),
         (None, Some(r)) => format!("reconstruction error {r:.2}"),
         (None, None) => String::new(),

@@ -158,8 +158,12 @@ pub struct EpochMetrics {
     pub train_s: f64,
     /// Mean training loss over the epoch's minibatches.
     pub train_loss: f64,
-    /// Test-set accuracy after the epoch (supervised stages).
+    /// Accuracy after the epoch (supervised stages), on the test set or,
+    /// with `validation`, on the held-out validation examples.
     pub test_accuracy: Option<f64>,
+    /// The accuracy and loss are the validation examples' (`data.validation`).
+    #[serde(default)]
+    pub validation: bool,
     /// Test-set loss after the epoch (supervised stages).
     pub test_loss: Option<f64>,
     /// Mean squared reconstruction error on the test set (RBM stages).
