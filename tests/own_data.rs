@@ -342,3 +342,56 @@ async fn a_defective_file_fails_its_job_naming_the_file_and_the_defect() {
     .await;
     assert_trained(&summary, 0.9);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_read_a_shared_directory_themselves_and_check_what_they_read() {
+    let driver = TestDriver::start().await;
+    let csv = tempfile::tempdir().unwrap();
+    write_csv(csv.path());
+    let data = format!(
+        "format = \"csv\"\npath = {:?}\nlabel_column = \"class\"\nshared = true",
+        csv.path()
+    );
+    let summary = train(&driver, "shared", &data).await;
+    assert_trained(&summary, 0.9);
+
+    // An executor whose view of the shared path differs (another host's
+    // stale copy: here a mount namespace binds other files over the path)
+    // reads partitions that do not hash to the driver's: its tasks fail
+    // with that reason rather than training on the wrong data.
+    let scenario = "shared data that differs on one host";
+    let unshare = std::process::Command::new("unshare").args(["--mount", "true"]).status();
+    if !unshare.is_ok_and(|s| s.success()) {
+        support::cannot_run(scenario, "`unshare --mount` is not allowed here (it needs root)");
+        return;
+    }
+    let other = tempfile::tempdir().unwrap();
+    write_csv(other.path());
+    let mut text = std::fs::read_to_string(other.path().join("train.csv")).unwrap();
+    text = text.replacen(",0,", ",1,", 1);
+    std::fs::write(other.path().join("train.csv"), text).unwrap();
+    let bind = format!(
+        "mount --bind {} {} && exec \"$0\" \"$@\"",
+        other.path().display(),
+        csv.path().display()
+    );
+    let prefix: Vec<String> = ["unshare", "--mount", "--propagation", "private", "sh", "-c", &bind]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let _stale = support::spawn_executor_process_in(&prefix, &driver.addr(), "stale");
+    driver
+        .await_status("the stale executor registered", |s| {
+            s.executors.iter().any(|e| e.name == "stale")
+        })
+        .await;
+    let mut client = driver.client().await;
+    let id = client.submit(&job("stale", &data), "stale.toml").await.unwrap();
+    let summary = support::watch(&mut client, id, |_| {}).await;
+    assert_eq!(summary.state, JobState::Failed, "{summary:?}");
+    let error = summary.error.unwrap_or_default();
+    assert!(
+        error.contains("the shared data differs between this host and the driver's"),
+        "{error}"
+    );
+}

@@ -18,6 +18,9 @@ pub enum JobError {
     /// The job's own dataset could not be loaded, or does not fit its settings.
     #[error("cannot load the dataset: {0}")]
     Files(#[from] DataError),
+    /// The data could not be cut as the job says.
+    #[error("cannot cut the dataset: {0}")]
+    Cut(#[from] deepdist_common::data::cut::CutError),
     /// The model does not fit the limits once the data's shape is known.
     #[error(transparent)]
     Job(#[from] deepdist_common::job::JobError),

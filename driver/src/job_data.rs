@@ -1,17 +1,13 @@
-//! A job's data: MNIST from the driver's cache or the user's files, cut to
-//! `train_examples`/`test_examples`, with `validation` examples held out,
-//! and partitioned.
+//! A job's data: MNIST from the driver's cache or the user's files, cut
+//! ([`deepdist_common::data::cut`]) into partitions and evaluation sets.
 
 use std::sync::Arc;
 
+use deepdist_common::data::cut::cut;
 use deepdist_common::data::fetch::FetchOptions;
 use deepdist_common::data::load::{self, Standardizer};
-use deepdist_common::data::partition::split;
-use deepdist_common::data::{DataError, Dataset, Mnist, Partition};
+use deepdist_common::data::{Dataset, Mnist, Partition};
 use deepdist_common::job::{DataFormat, JobSpec};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::JobError;
 use crate::state::Shared;
@@ -51,54 +47,16 @@ pub async fn load_for(shared: &Shared, spec: &JobSpec) -> Result<JobData, JobErr
         }
     };
     let spec = spec.clone();
-    let mut data = tokio::task::spawn_blocking(move || cut(&spec, &train, &test)).await??;
-    data.standardizer = standardizer;
-    Ok(data)
-}
-
-fn cut(spec: &JobSpec, train: &Dataset, test: &Dataset) -> Result<JobData, JobError> {
-    let d = &spec.data;
-    let train = d
-        .train_examples
-        .map_or_else(|| train.clone(), |n| train.head(n as usize));
-    let test = d.test_examples.map_or_else(|| test.clone(), |n| test.head(n as usize));
-    let (train, eval, held_test) = match d.validation {
-        None => (train, Arc::new(test), None),
-        Some(n) => {
-            let (train, validation) = hold_out(&train, n as usize, d.partitions as usize, spec.train.seed)?;
-            (train, Arc::new(validation), Some(Arc::new(test)))
-        }
-    };
-    let partitions = split(&train, d.partitions as usize, spec.train.seed, d.shuffle)?;
+    let cut = tokio::task::spawn_blocking(move || cut(&spec.data, spec.train.seed, &train, &test)).await??;
     Ok(JobData {
-        partitions,
-        dim: train.dim(),
-        classes: train.classes(),
-        train: Arc::new(train),
-        standardizer: None,
-        eval,
-        held_test,
+        dim: cut.train.dim(),
+        classes: cut.train.classes(),
+        train: Arc::new(cut.train),
+        partitions: cut.partitions,
+        eval: Arc::new(cut.eval),
+        held_test: cut.held_test.map(Arc::new),
+        standardizer,
     })
-}
-
-/// Splits `n` examples, chosen by `seed`, off `train`; at least `partitions`
-/// must remain.
-fn hold_out(train: &Dataset, n: usize, partitions: usize, seed: u64) -> Result<(Dataset, Dataset), DataError> {
-    if n + partitions > train.len() {
-        return Err(DataError::Setting(format!(
-            "data.validation = {n} leaves {} of {} training examples for {partitions} partitions",
-            train.len().saturating_sub(n),
-            train.len()
-        )));
-    }
-    let mut rows: Vec<usize> = (0..train.len()).collect();
-    // A stream of its own, so the held-out examples do not depend on how
-    // the partitions are shuffled.
-    rows.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7661_6c69_6461_7465));
-    let (held, kept) = rows.split_at(n);
-    let mut kept = kept.to_vec();
-    kept.sort_unstable();
-    Ok((train.select(&kept), train.select(held)))
 }
 
 async fn load_mnist(shared: &Shared) -> Result<Arc<Mnist>, JobError> {
@@ -112,24 +70,4 @@ async fn load_mnist(shared: &Shared) -> Result<Arc<Mnist>, JobError> {
         })
         .await
         .cloned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ndarray::Array2;
-
-    #[test]
-    fn validation_is_held_out_by_seed() {
-        let x = Array2::from_shape_fn((10, 1), |(i, _)| i as f32);
-        let data = Dataset::new(x, (0..10).map(|i| (i % 2) as u8).collect(), 2).unwrap();
-        let (train, held) = hold_out(&data, 3, 2, 7).unwrap();
-        assert_eq!((train.len(), held.len()), (7, 3));
-        let mut all: Vec<f32> = train.features().iter().chain(held.features().iter()).copied().collect();
-        all.sort_by(f32::total_cmp);
-        assert_eq!(all, (0..10).map(|i| i as f32).collect::<Vec<_>>());
-        assert_eq!(hold_out(&data, 3, 2, 7).unwrap().1, held);
-        let err = hold_out(&data, 9, 2, 7).unwrap_err().to_string();
-        assert!(err.contains("data.validation = 9 leaves 1 of 10"), "{err}");
-    }
 }

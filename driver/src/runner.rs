@@ -170,10 +170,18 @@ async fn run_job(
     let standardizer = data.standardizer;
     let mut frames = Vec::with_capacity(parts.len());
     for p in &parts {
-        let frame = proto::encode(&ToExecutor::Partition {
-            hash: p.content_hash(),
-            bytes: p.encode(),
-        })?;
+        // On a shared filesystem executors read their partitions themselves.
+        let frame = if spec.data.shared {
+            proto::encode(&ToExecutor::PartitionAt {
+                hash: p.content_hash(),
+                partition: p.id,
+            })?
+        } else {
+            proto::encode(&ToExecutor::Partition {
+                hash: p.content_hash(),
+                bytes: p.encode(),
+            })?
+        };
         if frame.len() > shared.config.max_frame {
             return Err(JobError::PartitionTooLarge {
                 partition: p.id,

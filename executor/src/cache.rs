@@ -70,7 +70,25 @@ impl PartitionCache {
             return Err(format!("partition bytes hash to {actual:032x}, expected {hash:032x}"));
         }
         let partition = Partition::decode(bytes).map_err(|e| e.to_string())?;
-        let data = Arc::new(partition.data);
+        Ok(self.insert(hash, partition.data))
+    }
+
+    /// Caches a partition read here (from a shared filesystem), if it is
+    /// the one the driver cut: its content hash must be `hash`.
+    pub fn insert_read(&self, hash: u128, partition: Partition) -> Result<Arc<Dataset>, String> {
+        if partition.content_hash() != hash {
+            return Err(format!(
+                "partition {} as read here hashes to {:032x}, the driver's to {hash:032x}: \
+                 the shared data differs between this host and the driver's",
+                partition.id,
+                partition.content_hash()
+            ));
+        }
+        Ok(self.insert(hash, partition.data))
+    }
+
+    fn insert(&self, hash: u128, data: Dataset) -> Arc<Dataset> {
+        let data = Arc::new(data);
         let mut entries = self.entries();
         entries.clock += 1;
         let now = entries.clock;
@@ -91,7 +109,7 @@ impl PartitionCache {
                 tracing::debug!(hash = format!("{oldest:032x}"), "partition dropped from the cache");
             }
         }
-        Ok(data)
+        data
     }
 }
 

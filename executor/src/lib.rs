@@ -7,6 +7,7 @@ pub mod compute;
 mod fetches;
 mod link;
 mod session;
+mod shared_data;
 mod worker;
 
 use deepdist_common::transport::Credentials;

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::ExecutorConfig;
 use crate::cache::PartitionCache;
+use crate::shared_data::SharedCuts;
 use crate::worker::{WorkItem, WorkerHandle};
 
 /// Messages queued for the driver before senders wait.
@@ -52,6 +53,7 @@ pub async fn connect_and_serve(
     };
     let incoming = async {
         let mut waiting: HashMap<u128, Vec<TaskSpec>> = HashMap::new();
+        let mut shared = SharedCuts::default();
         loop {
             match reader
                 .recv_within(silence, "a message or heartbeat from the driver")
@@ -74,27 +76,24 @@ pub async fn connect_and_serve(
                     let decoded = tokio::task::spawn_blocking(move || cache.insert_encoded(hash, &bytes))
                         .await
                         .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    match decoded {
-                        Ok(data) => {
-                            for task in waiting.remove(&hash).unwrap_or_default() {
-                                worker.submit(WorkItem {
-                                    task,
-                                    data: data.clone(),
-                                });
-                            }
-                        }
-                        Err(reason) => {
-                            tracing::error!(%reason, "bad partition from the driver");
-                            for task in waiting.remove(&hash).unwrap_or_default() {
-                                send(FromExecutor::TaskFailed {
-                                    task: task.id,
-                                    reason: reason.clone(),
-                                    diverged: false,
-                                })
-                                .await;
-                            }
-                        }
-                    }
+                    let tasks = waiting.remove(&hash).unwrap_or_default();
+                    hand_on(decoded, tasks, worker, &send).await;
+                }
+                ToExecutor::PartitionAt { hash, partition } => {
+                    let tasks = waiting.remove(&hash).unwrap_or_default();
+                    let Some(first) = tasks.first() else { continue };
+                    let (job, spec, cache) = (first.id.job, first.spec.clone(), cache.clone());
+                    let mut memo = std::mem::take(&mut shared);
+                    let (read, memo) = tokio::task::spawn_blocking(move || {
+                        let read = memo
+                            .partition(job, &spec, partition)
+                            .and_then(|p| cache.insert_read(hash, p));
+                        (read, memo)
+                    })
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    shared = memo;
+                    hand_on(read, tasks, worker, &send).await;
                 }
                 ToExecutor::Params {
                     job,
@@ -122,5 +121,36 @@ pub async fn connect_and_serve(
     match result {
         Ok(()) | Err(ProtoError::Closed) => Ok(Ended::Served),
         Err(e) => Err(e),
+    }
+}
+
+/// Starts the tasks that waited for a partition, or fails them with why it
+/// could not be had.
+async fn hand_on<F: std::future::Future<Output = ()>>(
+    partition: Result<std::sync::Arc<deepdist_common::data::Dataset>, String>,
+    tasks: Vec<TaskSpec>,
+    worker: &WorkerHandle,
+    send: &impl Fn(FromExecutor) -> F,
+) {
+    match partition {
+        Ok(data) => {
+            for task in tasks {
+                worker.submit(WorkItem {
+                    task,
+                    data: data.clone(),
+                });
+            }
+        }
+        Err(reason) => {
+            tracing::error!(%reason, "partition unavailable");
+            for task in tasks {
+                send(FromExecutor::TaskFailed {
+                    task: task.id,
+                    reason: reason.clone(),
+                    diverged: false,
+                })
+                .await;
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Datasets: the IDX file format, MNIST (find, fetch, verify) and RDD-like
 //! partitions.
 
+pub mod cut;
 pub mod dataset;
 pub mod fetch;
 pub mod idx;
@@ -9,6 +10,7 @@ pub mod md5sum;
 pub mod mnist;
 mod mnist_files;
 pub mod partition;
+pub mod spec;
 
 pub use dataset::{Dataset, DatasetError};
 pub use fetch::{FetchError, FetchOptions};

@@ -1,14 +1,13 @@
 //! Job definitions: TOML files users submit, parsed strictly (unknown keys
 //! refused) and validated with errors that name the key and what is allowed.
 
-mod data;
 mod size;
 mod stage;
 mod validate;
 
 use serde::{Deserialize, Serialize};
 
-pub use data::{DataFormat, DataSpec, LabelColumn, Scale};
+pub use crate::data::spec::{DataFormat, DataSpec, LabelColumn, Scale};
 pub use size::{ModelLimit, default_model_bytes};
 pub use stage::{Stage, StageKind};
 
@@ -416,6 +415,36 @@ momentum = 0.9
                 "epochs = 2",
                 "epochs = 2\nreference_executors = 0",
                 "`train.reference_executors` = 0",
+            ),
+            (
+                "partitions = 4",
+                "partitions = 4\npath = \"/d\"",
+                "`data.path` = \"/d\": MNIST is built in",
+            ),
+            (
+                "partitions = 4",
+                "partitions = 4\nformat = \"csv\"",
+                "format = \"csv\" needs the path",
+            ),
+            (
+                "partitions = 4",
+                "partitions = 4\nformat = \"npy\"\npath = \"/d\"\nheader = true",
+                "`data.header` = a value: only for format = \"csv\"",
+            ),
+            (
+                "partitions = 4",
+                "partitions = 4\nshared = true",
+                "`data.shared` = true",
+            ),
+            (
+                "partitions = 4",
+                "partitions = 4\nformat = \"csv\"\npath = \"/d\"\nclasses = 300",
+                "`data.classes` = 300: must be between 2 and 256",
+            ),
+            (
+                "partitions = 4",
+                "partitions = 4\nformat = \"tfrecord\"",
+                "unknown variant `tfrecord`",
             ),
         ];
         for (from, to, want) in cases {

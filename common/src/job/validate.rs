@@ -71,6 +71,10 @@ impl JobSpec {
         {
             return Err(invalid("classes", c.to_string(), "must be between 2 and 256".into()));
         }
+        if d.shared && mnist {
+            let allowed = "MNIST is found or fetched by the driver; `shared` is for files of your own".into();
+            return Err(invalid("shared", "true".into(), allowed));
+        }
         if d.validation == Some(0) {
             return Err(invalid(
                 "validation",

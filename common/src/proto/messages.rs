@@ -212,6 +212,14 @@ pub enum ToExecutor {
         #[serde(skip)]
         bytes: Vec<u8>,
     },
+    /// Read partition `partition` of the task's job from its shared
+    /// `data.path` (`data.shared`); it must hash to `hash`.
+    PartitionAt {
+        /// Its content hash, as the driver cut it.
+        hash: u128,
+        /// Its position among the job's partitions.
+        partition: u32,
+    },
     /// Parameters; their values are the bulk payload.
     Params {
         /// The job.
@@ -247,6 +255,7 @@ impl Wire for ToExecutor {
             ToExecutor::Heartbeat => "Heartbeat",
             ToExecutor::Assign(_) => "Assign",
             ToExecutor::Partition { .. } => "Partition",
+            ToExecutor::PartitionAt { .. } => "PartitionAt",
             ToExecutor::Params { .. } => "Params",
             ToExecutor::Frozen { .. } => "Frozen",
             ToExecutor::CancelTasks { .. } => "CancelTasks",

@@ -184,7 +184,19 @@ mod tests {
         for spec in [
             crate::job::JobSpec::from_toml(text, "d").unwrap(),
             crate::job::JobSpec::from_toml("name = \"m\"", "m").unwrap(),
+            crate::job::JobSpec::from_toml(
+                "name = \"c\"\n[data]\nformat = \"csv\"\npath = \"/d\"\nlabel_column = 2",
+                "c",
+            )
+            .unwrap(),
+            crate::job::JobSpec::from_toml(
+                "name = \"c\"\n[data]\nformat = \"csv\"\npath = \"/d\"\nlabel_column = \"y\"\nshared = true",
+                "c",
+            )
+            .unwrap(),
         ] {
+            // TOML and postcard both carry it: the journal keeps TOML.
+            assert_eq!(crate::job::JobSpec::from_toml(&spec.to_toml(), "again").unwrap(), spec);
             let msg = ToExecutor::Assign(Box::new(TaskSpec {
                 id: TaskId {
                     job: 1,

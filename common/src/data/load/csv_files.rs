@@ -9,7 +9,7 @@ use std::path::Path;
 use ndarray::Array2;
 
 use super::{DataError, Format, Table, read_file};
-use crate::job::{DataSpec, LabelColumn};
+use crate::data::spec::{DataSpec, LabelColumn};
 
 /// The CSV reader.
 pub struct CsvFiles;

@@ -11,7 +11,7 @@ use ndarray::Array2;
 use super::{DataError, Format, Table, read_file};
 use crate::data::idx::{self, IdxArray};
 use crate::data::md5sum::md5_hex;
-use crate::job::DataSpec;
+use crate::data::spec::DataSpec;
 
 /// The IDX directory reader.
 pub struct IdxDir;

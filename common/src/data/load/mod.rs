@@ -17,7 +17,7 @@ use ndarray::Array2;
 
 use super::dataset::Dataset;
 use super::idx::IdxError;
-use crate::job::{DataFormat, DataSpec, Scale};
+use crate::data::spec::{DataFormat, DataSpec, Scale};
 
 pub use scale::Standardizer;
 

@@ -11,7 +11,7 @@ use ndarray::{Array2, ArrayD, IxDyn};
 use ndarray_npy::{NpzReader, ReadNpyError, ReadNpyExt, ReadNpzError, ReadableElement};
 
 use super::{DataError, Format, Table, read_file};
-use crate::job::DataSpec;
+use crate::data::spec::DataSpec;
 
 /// The NumPy reader.
 pub struct NpyFiles;

@@ -125,6 +125,10 @@ pub struct DataSpec {
     pub train_examples: Option<u32>,
     /// Evaluate on only the first N test examples.
     pub test_examples: Option<u32>,
+    /// The files are on a filesystem every host mounts (NFS, Lustre):
+    /// executors read their partitions from `path` themselves and check
+    /// them against the driver's content hash, instead of receiving them.
+    pub shared: bool,
 }
 
 impl Default for DataSpec {
@@ -141,6 +145,7 @@ impl Default for DataSpec {
             shuffle: true,
             train_examples: None,
             test_examples: None,
+            shared: false,
         }
     }
 }

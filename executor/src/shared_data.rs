@@ -1,0 +1,40 @@
+//! Partitions read from a filesystem every host mounts (`data.shared`): the
+//! executor loads the job's files and cuts them exactly as the driver did
+//! (same settings, same seed), and hands on the partition asked for; the
+//! cache then checks it against the driver's content hash.
+
+use std::sync::Arc;
+
+use deepdist_common::data::Partition;
+use deepdist_common::data::cut::cut;
+use deepdist_common::data::load;
+use deepdist_common::job::JobSpec;
+
+/// The partitions of the last job read, so that each of its partitions
+/// does not load the files again.
+#[derive(Default)]
+pub struct SharedCuts {
+    last: Option<(u64, Arc<Vec<Partition>>)>,
+}
+
+impl SharedCuts {
+    /// Partition `index` of job `job` (defined by `spec`), read from its shared path.
+    pub fn partition(&mut self, job: u64, spec: &JobSpec, index: u32) -> Result<Partition, String> {
+        let parts = match &self.last {
+            Some((j, parts)) if *j == job => parts.clone(),
+            _ => {
+                let path = spec.data.path.as_deref().unwrap_or_default();
+                tracing::info!(job, path, "reading the job's data from the shared filesystem");
+                let loaded = load::load(&spec.data, None).map_err(|e| e.to_string())?;
+                let cut = cut(&spec.data, spec.train.seed, &loaded.train, &loaded.test).map_err(|e| e.to_string())?;
+                let parts = Arc::new(cut.partitions);
+                self.last = Some((job, parts.clone()));
+                parts
+            }
+        };
+        parts
+            .get(index as usize)
+            .cloned()
+            .ok_or_else(|| format!("the shared data has {} partitions, not {}", parts.len(), index + 1))
+    }
+}
