@@ -122,6 +122,11 @@ fn write_npz(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// `[data]` keys for the CSV set in `dir`, and more.
+fn csv_data(dir: &Path, more: &str) -> String {
+    format!("format = \"csv\"\npath = {dir:?}\nlabel_column = \"class\"{more}")
+}
+
 fn job(name: &str, data: &str) -> String {
     format!(
         r#"name = "{name}"
@@ -186,12 +191,7 @@ async fn each_format_trains_and_eval_agrees_with_the_job() {
     write_idx(idx.path());
     let npz = write_npz(npy.path());
     let cases = [
-        (
-            "csv3",
-            format!("format = \"csv\"\npath = {:?}\nlabel_column = \"class\"", csv.path()),
-            3,
-            20,
-        ),
+        ("csv3", csv_data(csv.path(), ""), 3, 20),
         ("idx4", format!("format = \"idx\"\npath = {:?}", idx.path()), 4, 64),
         (
             "npz2",
@@ -219,10 +219,7 @@ async fn validation_is_held_out_and_the_test_set_scored_once_at_the_end() {
     let driver = TestDriver::start().await;
     let csv = tempfile::tempdir().unwrap();
     write_csv(csv.path());
-    let data = format!(
-        "format = \"csv\"\npath = {:?}\nlabel_column = \"class\"\nvalidation = 300",
-        csv.path()
-    );
+    let data = csv_data(csv.path(), "\nvalidation = 300");
     let summary = train(&driver, "held", &data).await;
     assert_trained(&summary, 0.9);
     let test = summary.test_accuracy.expect("the test set scored at the end");
@@ -302,7 +299,7 @@ async fn a_defective_file_fails_its_job_naming_the_file_and_the_defect() {
     let cases = [
         (
             "ragged",
-            format!("format = \"csv\"\npath = {:?}\nlabel_column = \"class\"", csv.path()),
+            csv_data(csv.path(), ""),
             "train.csv: line 1802: 3 fields where the first row has 21",
         ),
         (
@@ -334,12 +331,7 @@ async fn a_defective_file_fails_its_job_naming_the_file_and_the_defect() {
     // The driver goes on: a good job after the bad ones trains.
     let good = tempfile::tempdir().unwrap();
     write_csv(good.path());
-    let summary = train(
-        &driver,
-        "after",
-        &format!("format = \"csv\"\npath = {:?}\nlabel_column = \"class\"", good.path()),
-    )
-    .await;
+    let summary = train(&driver, "after", &csv_data(good.path(), "")).await;
     assert_trained(&summary, 0.9);
 }
 
@@ -348,10 +340,7 @@ async fn executors_read_a_shared_directory_themselves_and_check_what_they_read()
     let driver = TestDriver::start().await;
     let csv = tempfile::tempdir().unwrap();
     write_csv(csv.path());
-    let data = format!(
-        "format = \"csv\"\npath = {:?}\nlabel_column = \"class\"\nshared = true",
-        csv.path()
-    );
+    let data = csv_data(csv.path(), "\nshared = true");
     let summary = train(&driver, "shared", &data).await;
     assert_trained(&summary, 0.9);
 

@@ -168,6 +168,13 @@ async fn run_job(
     spec.check_size("the job", dim, classes, &limit)?;
     let (train, parts, test, held_test) = (data.train, data.partitions, data.eval, data.held_test);
     let standardizer = data.standardizer;
+    // What every saved model of the job records of where it came from.
+    let provenance = |state: String| Provenance {
+        spec,
+        job: id,
+        state,
+        standardizer: standardizer.as_ref(),
+    };
     let mut frames = Vec::with_capacity(parts.len());
     for p in &parts {
         // On a shared filesystem executors read their partitions themselves.
@@ -255,13 +262,7 @@ async fn run_job(
         let (state, params) = run_stage(shared, ctx, params, resume.take(), stop).await?;
         if let StageKind::Rbm { layer } = stage.kind {
             let path = dir.join(format!("rbm{}.safetensors", layer + 1));
-            let about = Provenance {
-                spec,
-                job: id,
-                state: state.to_string(),
-                standardizer: standardizer.as_ref(),
-            };
-            save_final_model(dir, &path, model.layout(), &params, &about)?;
+            save_final_model(dir, &path, model.layout(), &params, &provenance(state.to_string()))?;
         }
         let finished_stage = state == JobState::Done;
         match stage.kind {
@@ -289,13 +290,7 @@ async fn run_job(
             }
         };
         let path = dir.join("model.safetensors");
-        let about = Provenance {
-            spec,
-            job: id,
-            state: state.clone(),
-            standardizer: standardizer.as_ref(),
-        };
-        save_final_model(dir, &path, model.layout(), &params, &about)?;
+        save_final_model(dir, &path, model.layout(), &params, &provenance(state.clone()))?;
         tracing::info!(id, path = %path.display(), %state, "model saved");
         if let Some(test) = held_test.filter(|_| state_at_end == JobState::Done) {
             let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test)).await??;
