@@ -197,6 +197,12 @@ pub struct DriverSettings {
     /// disconnected.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub task_lease_s: u64,
+    /// Serve the status and job metrics as JSON (`/api/status`,
+    /// `/api/jobs/ID/metrics`) and Prometheus's `/metrics` over HTTP here,
+    /// e.g. 127.0.0.1:4040 (beyond loopback: needs --secret-file, sent as a
+    /// bearer token).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http: Option<String>,
     #[command(flatten)]
     pub data: DataDirArg,
 }

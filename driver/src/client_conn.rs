@@ -91,7 +91,7 @@ fn forget_old_jobs(jobs: &mut Vec<JobRecord>, keep: usize) {
     });
 }
 
-fn cancel(shared: &Shared, job: u64) -> ToClient {
+pub(crate) fn cancel(shared: &Shared, job: u64) -> ToClient {
     let mut state = shared.lock();
     let Some(record) = state.job_mut(job) else {
         return ToClient::Reject {

@@ -89,6 +89,7 @@ pub async fn serve(
 fn remove_executor(shared: &Shared, id: u64) -> usize {
     let mut state = shared.lock();
     state.executors.remove(&id);
+    shared.staleness.forget(id);
     let lost = state.run.as_mut().map_or(0, |run| run.scheduler.lose(id));
     drop(state);
     shared.wake.notify_one();

@@ -15,6 +15,8 @@ pub mod error;
 mod evaluator;
 mod executor_conn;
 mod executor_messages;
+mod http;
+pub use http::HttpError;
 pub mod fault;
 mod job_data;
 pub mod journal;
@@ -25,6 +27,7 @@ mod runner;
 pub mod scheduler;
 mod server;
 mod stage_start;
+mod staleness;
 mod state;
 mod tally;
 
@@ -184,6 +187,15 @@ impl Driver {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Serves the status, each job's metrics and Prometheus's `/metrics`
+    /// over HTTP on `listener` (see the `http` module for who may read and
+    /// cancel); returns the address.
+    pub fn serve_http(&mut self, listener: TcpListener) -> Result<SocketAddr, HttpError> {
+        let (addr, task) = http::start(listener, self.shared.clone(), self.stop.subscribe())?;
+        self.tasks.push(task);
+        Ok(addr)
     }
 
     /// Executors and jobs right now.

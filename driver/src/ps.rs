@@ -82,6 +82,8 @@ pub struct ServerPlan {
     pub stage_index: u32,
     /// Updates are applied this many updates late (0: at once).
     pub delay: u32,
+    /// Where each update's staleness is recorded, per executor.
+    pub staleness: Arc<crate::staleness::StalenessLog>,
 }
 
 /// Bytes of updates that may wait for the server thread at once. A push
@@ -278,6 +280,8 @@ impl ServerThread {
             self.model.refuse();
             return;
         }
+        let staleness = self.model.version().saturating_sub(incoming.base_version);
+        self.plan.staleness.record(incoming.executor, staleness);
         let update = Update {
             from: incoming.executor,
             base_version: incoming.base_version,
@@ -350,6 +354,7 @@ mod tests {
             job: 1,
             stage_index: 0,
             delay,
+            staleness: Default::default(),
         };
         let rule = mode.server_rule(&ModeKeys::default());
         ParamServer::start(plan, ServerModel::new(params, built, 0, 0), rule)

@@ -69,6 +69,9 @@ pub async fn run_jobs(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             None => shared.output_dir(id, &spec.name),
         };
         tracing::info!(id, name = %spec.name, dir = %dir.display(), resumed = resume.is_some(), "job started");
+        if let Some(job) = shared.lock().job_mut(id) {
+            job.output_dir = Some(dir.clone());
+        }
         let result = run_job(&shared, id, &spec, &dir, started, resume, &mut stop).await;
         // However it ended, no executor keeps a task of it: each is told to
         // drop what it holds and is free for the next job.
@@ -372,6 +375,7 @@ async fn run_stage(
         job: id,
         stage_index: ctx.index,
         delay: spec.train.inject_delay.unwrap_or(0),
+        staleness: shared.staleness.clone(),
     };
     let mut model = ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum);
     // Versions a delayed update may have been computed at: the injected

@@ -63,6 +63,8 @@ pub struct JobRecord {
     pub summary: Option<JobSummary>,
     /// The checkpoint to resume this job from (`driver --recover`).
     pub resume: Option<Box<JobCheckpoint>>,
+    /// Where its outputs go, once it has started.
+    pub output_dir: Option<PathBuf>,
 }
 
 impl JobRecord {
@@ -80,6 +82,7 @@ impl JobRecord {
             cancel_requested: false,
             summary: None,
             resume: None,
+            output_dir: None,
         }
     }
 }
@@ -153,6 +156,8 @@ pub struct Shared {
     /// Updates for a task attempt the sender no longer holds (it was declared
     /// lost, or the task was reassigned or finished).
     pub late_updates: AtomicU64,
+    /// The staleness of every update, per executor.
+    pub staleness: Arc<crate::staleness::StalenessLog>,
     /// Updates received from executors (see [`StatusReport::updates_received`]).
     pub updates_received: AtomicU64,
     /// Updates handed to a parameter server.
@@ -216,6 +221,7 @@ impl Shared {
             leases_expired: AtomicU64::new(0),
             duplicate_updates: AtomicU64::new(0),
             late_updates: AtomicU64::new(0),
+            staleness: Default::default(),
             updates_received: AtomicU64::new(0),
             updates_accepted: AtomicU64::new(0),
             push_mismatches: AtomicU64::new(0),
@@ -256,6 +262,7 @@ impl Shared {
                     cores: e.cores,
                     task: e.task,
                     tasks_done: e.tasks_done,
+                    staleness: self.staleness.of(id).buckets.to_vec(),
                 })
                 .collect(),
             jobs: state

@@ -126,6 +126,7 @@ pub fn run(args: DelaysBenchArgs) -> anyhow::Result<()> {
         heartbeat_timeout_s: 10,
         max_model_mb: None,
         task_lease_s: 60,
+        http: None,
         data: args.data.clone(),
     };
     let runtime = super::runtime()?;

@@ -85,6 +85,7 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         heartbeat_timeout_s: 10,
         max_model_mb: None,
         task_lease_s: 60,
+        http: None,
         data: args.data.clone(),
     };
     let runs = run_grid(&runtime, &base, &combos, &args, |(executors, cores)| Target::Local {

@@ -32,7 +32,11 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     let per_executor = args.cores_per_executor.unwrap_or((cores / args.executors).max(1));
     let config = driver_config(&args.run);
     super::runtime()?.block_on(async move {
-        let cluster = LocalCluster::start(config, args.executors, per_executor).await?;
+        let mut cluster = LocalCluster::start(config, args.executors, per_executor).await?;
+        if let Some(http) = &args.run.http {
+            let addr = serve_http(&mut cluster.driver, http).await?;
+            println!("status and metrics on http://{addr}/api/status and http://{addr}/metrics");
+        }
         let addr = cluster.addr.clone();
         println!(
             "local mode: driver on {addr}, {} executors × {per_executor} cores, job {}",
@@ -58,6 +62,15 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         anyhow::ensure!(summary.state == JobState::Done, "job {job} ended {}", summary.state);
         Ok(())
     })
+}
+
+/// Starts `driver`'s HTTP side on `addr`.
+pub async fn serve_http(driver: &mut Driver, addr: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for HTTP"))?;
+    Ok(driver.serve_http(listener)?)
 }
 
 /// A driver and executors in this process, over loopback TCP.

@@ -90,8 +90,12 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
             checkpoint_interval: Duration::from_secs(args.checkpoint_interval_s.max(1)),
             ..driver_config(&args.run)
         };
-        let driver = Driver::start_resuming(listener, config, resume)?;
+        let mut driver = Driver::start_resuming(listener, config, resume)?;
         println!("deepdist driver listening on {} (Ctrl-C to stop)", driver.addr());
+        if let Some(http) = &args.run.http {
+            let addr = super::local::serve_http(&mut driver, http).await?;
+            println!("status and metrics on http://{addr}/api/status and http://{addr}/metrics");
+        }
         tokio::signal::ctrl_c().await?;
         println!("stopping");
         driver.shutdown().await;

@@ -108,6 +108,19 @@ impl Secret {
         }
     }
 
+    /// Whether `candidate` is this secret (as trimmed when read), compared
+    /// in constant time (HMAC of a fixed label under each, then a verify).
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let label = b"deepdist bearer token";
+        let Ok(mut theirs) = <Hmac<Sha256> as Mac>::new_from_slice(candidate) else {
+            return false;
+        };
+        theirs.update(label);
+        let mut ours = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
+        ours.update(label);
+        ours.verify_slice(&theirs.finalize().into_bytes()).is_ok()
+    }
+
     fn mac(&self, label: &[u8], first: &Nonce, second: &Nonce) -> Hmac<Sha256> {
         // HMAC takes keys of any length; this cannot fail.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());

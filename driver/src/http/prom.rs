@@ -1,0 +1,190 @@
+//! `/metrics`: the driver's counters in Prometheus's format, read at each
+//! scrape (prometheus-client's `Collector`). Names follow Prometheus's
+//! conventions: a `deepdist_` prefix, base units, `_total` counters, and no
+//! label with more than a handful of values.
+
+use deepdist_common::job::JobState;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::staleness::BOUNDS;
+use crate::state::Shared;
+
+/// The OpenMetrics content type, which Prometheus asks for first.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Prometheus's classic text format, for everyone else (promtool included).
+pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The scrape in OpenMetrics.
+pub fn render(shared: &std::sync::Arc<Shared>) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(shared.clone())));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// The same in the classic text format: a counter's `HELP` and `TYPE` name
+/// its `_total` series, and OpenMetrics' `UNIT` and `EOF` lines go.
+pub fn classic(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(&name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+struct Scrape(std::sync::Arc<Shared>);
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrape(..)")
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.status();
+        let c = |e: &mut DescriptorEncoder, n, h, v| counter(e, n, h, v);
+        c(
+            &mut e,
+            "deepdist_updates_received",
+            "Updates received from executors.",
+            s.updates_received,
+        )?;
+        c(
+            &mut e,
+            "deepdist_updates_applied",
+            "Updates handed to a parameter server.",
+            s.updates_accepted,
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "deepdist_updates_discarded",
+                "Updates discarded: repeated (already applied) or late (the sender no longer held the task).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, v) in [
+                ("repeated", s.duplicate_updates_discarded),
+                ("late", s.late_updates_discarded),
+            ] {
+                let labels = [("reason", reason)];
+                ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        c(
+            &mut e,
+            "deepdist_executors_lost",
+            "Executors lost (disconnected or silent).",
+            s.executors_lost,
+        )?;
+        c(
+            &mut e,
+            "deepdist_task_leases_expired",
+            "Tasks taken back from executors that made no progress.",
+            s.leases_expired,
+        )?;
+        c(
+            &mut e,
+            "deepdist_connections_rejected",
+            "Connections closed for a bad frame or handshake.",
+            s.rejected_connections,
+        )?;
+        c(
+            &mut e,
+            "deepdist_tasks_push_mismatched",
+            "Finished tasks whose reported update count differs from the accepted one.",
+            s.task_push_mismatches,
+        )?;
+        gauge(
+            &mut e,
+            "deepdist_executors",
+            "Executors connected.",
+            s.executors.len() as f64,
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "deepdist_jobs",
+                "Jobs known to the driver, by state.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for state in [
+                JobState::Queued,
+                JobState::Running,
+                JobState::Done,
+                JobState::Failed,
+                JobState::Cancelled,
+            ] {
+                let n = s.jobs.iter().filter(|j| j.state == state).count();
+                let name = state.to_string();
+                let labels = [("state", name.as_str())];
+                ConstGauge::new(n as f64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(job) = s.jobs.iter().rev().find(|j| j.state == JobState::Running) {
+            gauge(
+                &mut e,
+                "deepdist_job_epochs_done",
+                "Epochs of the running job's current stage evaluated.",
+                f64::from(job.epochs_done),
+            )?;
+            if let Some(a) = job.accuracy {
+                gauge(
+                    &mut e,
+                    "deepdist_job_accuracy_ratio",
+                    "The running job's latest evaluated accuracy (0–1).",
+                    a,
+                )?;
+            }
+        }
+        let total = self.0.staleness.total();
+        let buckets: Vec<(f64, u64)> = BOUNDS
+            .iter()
+            .map(|&b| b as f64)
+            .chain([f64::INFINITY])
+            .zip(total.buckets)
+            .collect();
+        let histogram = e.encode_descriptor(
+            "deepdist_update_staleness",
+            "Staleness of updates at the parameter server: versions applied since the parameters they were computed from.",
+            None,
+            MetricType::Histogram,
+        )?;
+        let mut histogram = histogram;
+        histogram.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            total.sum as f64,
+            total.count,
+            &buckets,
+            None,
+        )
+    }
+}

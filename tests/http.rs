@@ -1,0 +1,192 @@
+//! The driver's HTTP side over real TCP: the status and job metrics as
+//! JSON, `/metrics` checked by Prometheus's own `promtool`, counters that
+//! move as a job trains, and who may read and cancel.
+
+mod support;
+
+use std::time::Duration;
+
+use deepdist_common::client::Client;
+use deepdist_common::job::JobState;
+use deepdist_common::proto::auth::Secret;
+use deepdist_common::transport::Credentials;
+use deepdist_driver::DriverConfig;
+use support::{TestDriver, small_job};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.1 request; (status code, body).
+async fn request(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let port = addr.port();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (code, dechunk(&body))
+}
+
+/// The body of a chunked response, or the body as it is.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    if out.is_empty() { body.to_string() } else { out }
+}
+
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_metrics_and_prometheus_over_http() {
+    let mut driver = TestDriver::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = driver.driver.serve_http(listener).unwrap();
+    let (code, before) = request(http, "GET", "/metrics", None).await;
+    assert_eq!(code, 200, "{before}");
+    assert_eq!(counter(&before, "deepdist_updates_applied_total"), 0);
+
+    let _a = support::start_executor(&driver.addr(), "a");
+    let _b = support::start_executor(&driver.addr(), "b");
+    let mut client = driver.client().await;
+    let job = client.submit(&small_job("web", "async", 2), "web.toml").await.unwrap();
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+
+    let (code, after) = request(http, "GET", "/metrics", None).await;
+    assert_eq!(code, 200);
+    let applied = counter(&after, "deepdist_updates_applied_total");
+    assert!(applied > 0, "{after}");
+    assert_eq!(counter(&after, "deepdist_updates_received_total"), applied);
+    assert_eq!(counter(&after, "deepdist_update_staleness_count"), applied, "{after}");
+    assert!(after.contains("deepdist_jobs{state=\"done\"} 1"), "{after}");
+    check_with_promtool(&after);
+
+    let (code, status) = request(http, "GET", "/api/status", None).await;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let executors = status["executors"].as_array().unwrap();
+    assert_eq!(executors.len(), 2, "{status}");
+    let seen: u64 = executors
+        .iter()
+        .map(|e| {
+            e["staleness"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(
+        seen, applied,
+        "every applied update is in some executor's staleness histogram"
+    );
+    assert_eq!(status["jobs"][0]["state"], "done");
+
+    let (code, metrics) = request(http, "GET", &format!("/api/jobs/{job}/metrics"), None).await;
+    assert_eq!(code, 200);
+    let lines: Vec<serde_json::Value> = serde_json::from_str(&metrics).unwrap();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1]["test_accuracy"].as_f64().unwrap() > 0.5, "{metrics}");
+    assert_eq!(request(http, "GET", "/api/jobs/99/metrics", None).await.0, 404);
+    // A finished job cannot be cancelled; the refusal says so.
+    let (code, body) = request(http, "POST", &format!("/api/jobs/{job}/cancel"), None).await;
+    assert_eq!(code, 409, "{body}");
+}
+
+/// `promtool check metrics` reads the scrape from stdin; under `CI=true` it must be there.
+fn check_with_promtool(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        support::cannot_run(
+            "promtool check metrics",
+            "promtool is not installed (Debian package prometheus)",
+        );
+        return;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_every_request_needs_the_secret() {
+    // Without a secret the driver refuses to serve beyond loopback.
+    let mut open = TestDriver::start().await;
+    let wide = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let err = open.driver.serve_http(wide).unwrap_err().to_string();
+    assert!(err.contains("no shared secret"), "{err}");
+
+    let secret_text = "the driver's shared secret";
+    let secret = Secret::new(secret_text.as_bytes(), "test").unwrap();
+    let mut driver = TestDriver::start_with(DriverConfig {
+        secret: Some(secret.clone()),
+        ..DriverConfig::default()
+    })
+    .await;
+    let wide = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let http = driver.driver.serve_http(wide).unwrap();
+    assert_eq!(request(http, "GET", "/api/status", None).await.0, 401);
+    assert_eq!(request(http, "GET", "/metrics", Some("a wrong secret!!")).await.0, 401);
+    assert_eq!(request(http, "GET", "/api/status", Some(secret_text)).await.0, 200);
+
+    let credentials = Credentials {
+        secret: Some(secret),
+        ..Credentials::default()
+    };
+    let mut client = Client::connect(&driver.addr(), &credentials).await.unwrap();
+    let job = client.submit(&small_job("queued", "async", 2), "q.toml").await.unwrap();
+    let path = format!("/api/jobs/{job}/cancel");
+    assert_eq!(
+        request(http, "POST", &path, None).await.0,
+        401,
+        "an unauthenticated cancel"
+    );
+    assert_eq!(
+        driver.status().jobs[0].state,
+        JobState::Running,
+        "still there, waiting for executors"
+    );
+    let (code, body) = request(http, "POST", &path, Some(secret_text)).await;
+    assert_eq!(code, 200, "{body}");
+    let summary = tokio::time::timeout(Duration::from_secs(60), client.watch(job, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.state, JobState::Cancelled);
+}
