@@ -190,3 +190,71 @@ async fn beyond_loopback_every_request_needs_the_secret() {
         .unwrap();
     assert_eq!(summary.state, JobState::Cancelled);
 }
+
+/// The page in a real headless browser (Debian's chromium): after a job,
+/// its accuracy curve has a point per epoch and the executor table a row
+/// per executor; a screenshot goes to the test's output directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_job_and_its_executors_in_a_browser() {
+    let Some(browser) = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        support::cannot_run(
+            "the status page in a browser",
+            "chromium is not installed (Debian package chromium)",
+        );
+        return;
+    };
+    let mut driver = TestDriver::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = driver.driver.serve_http(listener).unwrap();
+    let _a = support::start_executor(&driver.addr(), "a");
+    let _b = support::start_executor(&driver.addr(), "b");
+    let mut client = driver.client().await;
+    let job = client
+        .submit(&small_job("page", "async", 3), "page.toml")
+        .await
+        .unwrap();
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+
+    let url = format!("http://{http}/");
+    let headless = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=5000",
+    ];
+    let dom = tokio::process::Command::new(browser)
+        .args(headless)
+        .args(["--dump-dom", &url])
+        .output()
+        .await
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let points = dom
+        .split("id=\"accuracy\"")
+        .nth(1)
+        .and_then(|s| s.split("points=\"").nth(1))
+        .and_then(|s| s.split('"').next())
+        .map_or(0, |p| p.split_whitespace().count());
+    assert_eq!(points, 3, "an accuracy point per epoch:\n{dom}");
+    assert_eq!(dom.matches("class=\"executor\"").count(), 2, "{dom}");
+    assert!(dom.contains("page") && dom.contains("done"), "the job's row: {dom}");
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let out = tokio::process::Command::new(browser)
+        .args(headless)
+        .args([
+            "--window-size=1000,900",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -262,6 +262,7 @@ impl Shared {
                     cores: e.cores,
                     task: e.task,
                     tasks_done: e.tasks_done,
+                    idle_ms: e.last_heard.elapsed().as_millis() as u64,
                     staleness: self.staleness.of(id).buckets.to_vec(),
                 })
                 .collect(),

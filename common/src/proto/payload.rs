@@ -249,6 +249,9 @@ pub struct ExecutorInfo {
     pub task: Option<TaskId>,
     /// Tasks completed.
     pub tasks_done: u64,
+    /// Milliseconds since its last message other than a heartbeat (a
+    /// push, a fetch, a report): how long it has shown no progress.
+    pub idle_ms: u64,
     /// Its updates by staleness at the parameter server: how many had
     /// 0, 1, 2, ≤4, ≤8, ≤16, ≤32, ≤64 and more.
     pub staleness: Vec<u64>,

@@ -62,6 +62,7 @@ pub fn start(
     }
     let app = App { shared, guarded };
     let router = Router::new()
+        .route("/", get(page))
         .route("/api/status", get(status))
         .route("/api/jobs/{id}/metrics", get(job_metrics))
         .route("/api/jobs/{id}/cancel", post(cancel))
@@ -101,6 +102,15 @@ fn refused() -> Response {
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
         "this needs the driver's shared secret: Authorization: Bearer <secret>\n",
+    )
+        .into_response()
+}
+
+/// The page: everything it needs is in it (no network fetch but the driver's own API).
+async fn page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("page.html"),
     )
         .into_response()
 }
