@@ -78,6 +78,22 @@ async fn status_metrics_and_prometheus_over_http() {
     assert_eq!(counter(&after, "deepdist_updates_received_total"), applied);
     assert_eq!(counter(&after, "deepdist_update_staleness_count"), applied, "{after}");
     assert!(after.contains("deepdist_jobs{state=\"done\"} 1"), "{after}");
+    assert_eq!(counter(&after, "deepdist_push_duration_seconds_count"), applied);
+    assert!(counter(&after, "deepdist_fetch_duration_seconds_count") > 0, "{after}");
+    assert_eq!(
+        counter(&after, "deepdist_evaluation_duration_seconds_count"),
+        2,
+        "an evaluation per epoch"
+    );
+    // Every update crossed the wire: at least its values' bytes came in.
+    let params = (784 * 32 + 32 + 32 * 10 + 10) as u64 * 4;
+    assert!(
+        counter(&after, "deepdist_executor_received_bytes_total") >= applied * params,
+        "{after}"
+    );
+    assert!(
+        counter(&after, "deepdist_executor_sent_bytes_total") > counter(&before, "deepdist_executor_sent_bytes_total")
+    );
     check_with_promtool(&after);
 
     let (code, status) = request(http, "GET", "/api/status", None).await;

@@ -75,16 +75,20 @@ pub async fn evaluate_epochs(
                     checkpoint.evaluated = out.clone();
                     // A checkpoint that cannot be written stops the job: going on
                     // would promise a recovery that is not there.
+                    let started = std::time::Instant::now();
                     tokio::task::spawn_blocking(move || checkpoint.save(&path, stall))
                         .await?
                         .map_err(JobError::CheckpointWrite)?;
+                    shared.timings.checkpoint.observe(started.elapsed().as_secs_f64());
                     tracing::debug!(job, "checkpoint written");
                 }
                 continue;
             }
         };
         let (model, test, params) = (item.model.clone(), item.test.clone(), item.snapshot.params.clone());
+        let started = std::time::Instant::now();
         let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test)).await??;
+        shared.timings.evaluation.observe(started.elapsed().as_secs_f64());
         let (accuracy, loss, reconstruction) = match eval {
             StageEval::Supervised(e) => (Some(f64::from(e.accuracy)), Some(f64::from(e.loss)), None),
             StageEval::Reconstruction(r) => (None, None, Some(f64::from(r))),

@@ -72,8 +72,10 @@ fn fetch(
     entry.fetches_waiting += 1;
     drop(state);
     let (tx, shared) = (tx.clone(), shared.clone());
+    let asked = Instant::now();
     tokio::spawn(async move {
         let frame = ps.fetch(id, wait_for).await;
+        shared.timings.fetch.observe(asked.elapsed().as_secs_f64());
         if let Some(entry) = shared.lock().executors.get_mut(&id) {
             entry.fetches_waiting = entry.fetches_waiting.saturating_sub(1);
             entry.last_heard = Instant::now();
@@ -115,8 +117,10 @@ async fn push(shared: &Shared, id: u64, push: Push) {
         run.ps.clone()
     };
     // Waits (and stops reading this executor) while the server's queue is full.
+    let arrived = Instant::now();
     ps.push(id, push.base_version, push.task.epoch, push.samples, push.values)
         .await;
+    shared.timings.push.observe(arrived.elapsed().as_secs_f64());
 }
 
 /// Records a finished task: its epoch's tally, progress for watchers, and

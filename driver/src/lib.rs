@@ -30,6 +30,7 @@ mod stage_start;
 mod staleness;
 mod state;
 mod tally;
+mod timings;
 
 use deepdist_common::proto::auth::Secret;
 use deepdist_common::transport::TlsServer;

@@ -98,6 +98,8 @@ async fn serve(
         }
         Role::Executor => {
             reader.set_max_frame(shared.config.max_frame);
+            reader.count_into(shared.timings.bytes_in.clone());
+            writer.count_into(shared.timings.bytes_out.clone());
             executor_conn::serve(shared, reader, writer, name, cores.max(1), stop).await
         }
     }

@@ -156,6 +156,8 @@ pub struct Shared {
     /// Updates for a task attempt the sender no longer holds (it was declared
     /// lost, or the task was reassigned or finished).
     pub late_updates: AtomicU64,
+    /// Durations and traffic, for `/metrics`.
+    pub timings: crate::timings::Timings,
     /// The staleness of every update, per executor.
     pub staleness: Arc<crate::staleness::StalenessLog>,
     /// Updates received from executors (see [`StatusReport::updates_received`]).
@@ -222,6 +224,7 @@ impl Shared {
             duplicate_updates: AtomicU64::new(0),
             late_updates: AtomicU64::new(0),
             staleness: Default::default(),
+            timings: Default::default(),
             updates_received: AtomicU64::new(0),
             updates_accepted: AtomicU64::new(0),
             push_mismatches: AtomicU64::new(0),

@@ -1,6 +1,8 @@
 //! Frames on the socket: the length-delimited reader, the direct writer,
 //! the heartbeat pump and the handshake.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +24,7 @@ pub fn codec(max_frame: usize) -> LengthDelimitedCodec {
 /// The reading half of a connection.
 pub struct MessageReader<R> {
     inner: FramedRead<R, LengthDelimitedCodec>,
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl<R: AsyncRead + Unpin> MessageReader<R> {
@@ -29,7 +32,13 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     pub fn new(reader: R, max_frame: usize) -> Self {
         Self {
             inner: FramedRead::new(reader, codec(max_frame)),
+            counter: None,
         }
+    }
+
+    /// Adds the bytes of every frame read from now on to `counter`.
+    pub fn count_into(&mut self, counter: Arc<AtomicU64>) {
+        self.counter = Some(counter);
     }
 
     /// The largest frame accepted now.
@@ -48,7 +57,13 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     pub async fn recv<M: Wire>(&mut self) -> Result<Option<M>, ProtoError> {
         match self.inner.next().await {
             None => Ok(None),
-            Some(frame) => decode(&frame?).map(Some),
+            Some(frame) => {
+                let frame = frame?;
+                if let Some(c) = &self.counter {
+                    c.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+                }
+                decode(&frame).map(Some)
+            }
         }
     }
 
@@ -67,6 +82,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
 pub struct MessageWriter<W> {
     inner: W,
     max_frame: usize,
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl<W: AsyncWrite + Unpin> MessageWriter<W> {
@@ -75,7 +91,13 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         Self {
             inner: writer,
             max_frame,
+            counter: None,
         }
+    }
+
+    /// Adds the bytes of every frame written from now on to `counter`.
+    pub fn count_into(&mut self, counter: Arc<AtomicU64>) {
+        self.counter = Some(counter);
     }
 
     /// Sends one message.
@@ -95,8 +117,12 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
             )));
         }
         let header = (frame.len() as u32).to_be_bytes();
+        let len = frame.len() as u64 + 4;
         let mut chained = (&header[..]).chain(frame);
         self.inner.write_all_buf(&mut chained).await?;
+        if let Some(c) = &self.counter {
+            c.fetch_add(len, Ordering::Relaxed);
+        }
         Ok(())
     }
 }

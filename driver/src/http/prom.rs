@@ -9,7 +9,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::staleness::BOUNDS;
 use crate::state::Shared;
@@ -165,6 +165,34 @@ impl Collector for Scrape {
                     a,
                 )?;
             }
+        }
+        let t = &self.0.timings;
+        for (name, help, h) in [
+            (
+                "deepdist_push_duration",
+                "From a push's arrival to its place in the parameter server's queue.",
+                &t.push,
+            ),
+            (
+                "deepdist_fetch_duration",
+                "From a parameter fetch's arrival to its answer.",
+                &t.fetch,
+            ),
+            ("deepdist_evaluation_duration", "Evaluating one epoch.", &t.evaluation),
+            (
+                "deepdist_checkpoint_duration",
+                "Writing one job checkpoint.",
+                &t.checkpoint,
+            ),
+        ] {
+            h.encode(e.encode_descriptor(name, help, Some(&Unit::Seconds), h.metric_type())?)?;
+        }
+        for (name, help, v) in [
+            ("deepdist_executor_received", "Bytes read from executors.", &t.bytes_in),
+            ("deepdist_executor_sent", "Bytes written to executors.", &t.bytes_out),
+        ] {
+            let c = ConstCounter::new(v.load(std::sync::atomic::Ordering::Relaxed));
+            c.encode(e.encode_descriptor(name, help, Some(&Unit::Bytes), c.metric_type())?)?;
         }
         let total = self.0.staleness.total();
         let buckets: Vec<(f64, u64)> = BOUNDS
