@@ -274,3 +274,32 @@ async fn the_page_shows_the_job_and_its_executors_in_a_browser() {
         .unwrap();
     assert!(shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A driver with a TLS certificate serves HTTPS only, with that certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_http_side_is_https() {
+    use deepdist_common::transport::{self, TlsClient, TlsServer};
+    let signed = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = signed.cert.der().clone();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(signed.key_pair.serialize_der().into());
+    let mut driver = TestDriver::start_with(DriverConfig {
+        tls: Some(TlsServer::new(vec![cert.clone()], key).unwrap()),
+        ..DriverConfig::default()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = driver.driver.serve_http(listener).unwrap();
+    // Plain HTTP gets no HTTP answer.
+    assert_eq!(request(http, "GET", "/api/status", None).await.0, 0);
+    let ca = TlsClient::new(vec![cert]).unwrap();
+    let (mut read, mut write) = transport::connect(&http.to_string(), Some(&ca)).await.unwrap();
+    write
+        .write_all(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = read.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"executors\""), "{text}");
+}

@@ -83,6 +83,15 @@ impl TlsServer {
         })
     }
 
+    /// Completes the server side of a TLS handshake on an accepted stream,
+    /// within the handshake deadline.
+    pub async fn handshake(&self, stream: TcpStream) -> Result<tokio_rustls::server::TlsStream<TcpStream>, ProtoError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream))
+            .await
+            .map_err(|_| ProtoError::Timeout(HANDSHAKE_TIMEOUT, "the TLS handshake"))?
+            .map_err(|e| ProtoError::Rejected(format!("TLS handshake failed: {e}")))
+    }
+
     /// From PEM files (`--tls-cert`, `--tls-key`).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let certs = read_certs(cert, "a certificate")?;
@@ -207,11 +216,7 @@ pub async fn accept(stream: TcpStream, tls: Option<&TlsServer>) -> Result<(BoxRe
         let (read, write) = stream.into_split();
         return Ok((Box::new(read), Box::new(write)));
     };
-    let tls_stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream))
-        .await
-        .map_err(|_| ProtoError::Timeout(HANDSHAKE_TIMEOUT, "the TLS handshake"))?
-        .map_err(|e| ProtoError::Rejected(format!("TLS handshake failed: {e}")))?;
-    Ok(split(tls_stream))
+    Ok(split(tls.handshake(stream).await?))
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 //!
 //! Access: on loopback, reading needs nothing; beyond loopback the driver
 //! must have a shared secret, and every request must carry it as a bearer
-//! token. Cancelling needs the token whenever the driver has a secret.
+//! token. Cancelling needs the token whenever the driver has a secret. A
+//! driver with a TLS certificate serves HTTPS only, with that certificate.
 
 mod prom;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,11 +31,6 @@ pub enum HttpError {
          (requests then need `Authorization: Bearer <secret>`), or listen on 127.0.0.1"
     )]
     NoSecret(SocketAddr),
-    /// Beyond loopback with TLS on the driver's port, plain HTTP would leak the token.
-    #[error(
-        "--http {0} is beyond this machine and the driver uses TLS, which the HTTP side does not serve yet: listen on 127.0.0.1 and tunnel"
-    )]
-    NoTls(SocketAddr),
     /// The address could not be listened on.
     #[error("cannot serve HTTP: {0}")]
     Io(#[from] std::io::Error),
@@ -57,9 +54,8 @@ pub fn start(
     if guarded && shared.config.secret.is_none() {
         return Err(HttpError::NoSecret(addr));
     }
-    if guarded && shared.config.tls.is_some() {
-        return Err(HttpError::NoTls(addr));
-    }
+    let tls = shared.config.tls.clone();
+    let app_tls = tls.is_some();
     let app = App { shared, guarded };
     let router = Router::new()
         .route("/", get(page))
@@ -68,15 +64,26 @@ pub fn start(
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/metrics", get(metrics))
         .with_state(app);
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "the HTTP server stopped");
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    // With the driver's certificate, HTTPS only.
+    let task = match tls {
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls)?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(error = %e, "the HTTPS server stopped");
+                }
+            })
         }
-    });
-    tracing::info!(%addr, "HTTP status and metrics listening");
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "the HTTP server stopped");
+            }
+        }),
+    };
+    tracing::info!(%addr, https = app_tls, "HTTP status and metrics listening");
     Ok((addr, task))
 }
 
