@@ -79,6 +79,7 @@ async fn status_metrics_and_prometheus_over_http() {
     assert_eq!(counter(&after, "deepdist_update_staleness_count"), applied, "{after}");
     assert!(after.contains("deepdist_jobs{state=\"done\"} 1"), "{after}");
     assert_eq!(counter(&after, "deepdist_push_duration_seconds_count"), applied);
+    assert_eq!(counter(&after, "deepdist_tasks_reassigned_total"), 0);
     assert!(counter(&after, "deepdist_fetch_duration_seconds_count") > 0, "{after}");
     assert_eq!(
         counter(&after, "deepdist_evaluation_duration_seconds_count"),

@@ -24,6 +24,7 @@ pub async fn serve(
     reader: &mut MessageReader<BoxRead>,
     writer: &mut MessageWriter<BoxWrite>,
     name: String,
+    host: std::net::IpAddr,
     cores: u32,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProtoError> {
@@ -44,8 +45,12 @@ pub async fn serve(
             tx: tx.clone(),
             task: None,
             last_heard: Instant::now(),
+            last_message: Instant::now(),
             fetches_waiting: 0,
             tasks_done: 0,
+            host: host.to_string(),
+            samples: 0,
+            compute_s: 0.0,
             cached: Default::default(),
         },
     );
@@ -91,6 +96,7 @@ fn remove_executor(shared: &Shared, id: u64) -> usize {
     state.executors.remove(&id);
     shared.staleness.forget(id);
     let lost = state.run.as_mut().map_or(0, |run| run.scheduler.lose(id));
+    shared.tasks_reassigned.fetch_add(lost as u64, Relaxed);
     drop(state);
     shared.wake.notify_one();
     lost

@@ -17,10 +17,12 @@ const MAX_FETCHES_WAITING: u32 = 16;
 
 /// Handles one message from executor `id`, whose outbox is `tx`.
 pub async fn handle(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: FromExecutor) -> Result<(), ProtoError> {
-    if !matches!(msg, FromExecutor::Heartbeat)
-        && let Some(entry) = shared.lock().executors.get_mut(&id)
-    {
-        entry.last_heard = Instant::now();
+    if let Some(entry) = shared.lock().executors.get_mut(&id) {
+        let now = Instant::now();
+        entry.last_message = now;
+        if !matches!(msg, FromExecutor::Heartbeat) {
+            entry.last_heard = now;
+        }
     }
     match msg {
         FromExecutor::Heartbeat => {}
@@ -160,6 +162,8 @@ fn task_done(shared: &Shared, id: u64, report: TaskReport) {
     {
         entry.task = None;
         entry.tasks_done += u64::from(done);
+        entry.samples += report.samples;
+        entry.compute_s += report.compute_s;
     }
     drop(state);
     shared.wake.notify_one();

@@ -65,7 +65,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
             let max = shared.config.max_frame;
             let mut reader = MessageReader::new(read, max);
             let mut writer = MessageWriter::new(write, max);
-            match serve(&shared, &mut reader, &mut writer, slot, stop).await {
+            match serve(&shared, &mut reader, &mut writer, slot, peer, stop).await {
                 Err(e @ ProtoError::Rejected(_)) => tracing::warn!(%peer, reason = %e, "peer refused"),
                 Err(e) => tracing::info!(%peer, reason = %e, "connection closed"),
                 Ok(()) => {}
@@ -80,6 +80,7 @@ async fn serve(
     reader: &mut MessageReader<BoxRead>,
     writer: &mut MessageWriter<BoxWrite>,
     slot: HandshakeSlot,
+    peer: std::net::SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ProtoError> {
     let (role, name, cores) = match proto::accept_handshake(reader, writer, shared.config.secret.as_ref()).await {
@@ -100,7 +101,7 @@ async fn serve(
             reader.set_max_frame(shared.config.max_frame);
             reader.count_into(shared.timings.bytes_in.clone());
             writer.count_into(shared.timings.bytes_out.clone());
-            executor_conn::serve(shared, reader, writer, name, cores.max(1), stop).await
+            executor_conn::serve(shared, reader, writer, name, peer.ip(), cores.max(1), stop).await
         }
     }
 }

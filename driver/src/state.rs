@@ -39,10 +39,17 @@ pub struct ExecutorEntry {
     /// When it last showed progress on its task (any message but a
     /// heartbeat), or was given it.
     pub last_heard: Instant,
+    /// When anything last came from it, heartbeats included.
+    pub last_message: Instant,
     /// Its fetches the server has not answered yet: while it waits on the
     /// driver, its task's lease does not run out.
     pub fetches_waiting: u32,
     pub tasks_done: u64,
+    /// Where it connects from.
+    pub host: String,
+    /// Examples trained and seconds computing, over its finished tasks.
+    pub samples: u64,
+    pub compute_s: f64,
     /// Partition hashes it has been sent.
     pub cached: HashSet<u128>,
 }
@@ -151,6 +158,8 @@ pub struct Shared {
     pub executors_lost: AtomicU64,
     /// Tasks taken back from executors that held them without progress.
     pub leases_expired: AtomicU64,
+    /// Tasks given back by executors that were lost (or lost their lease).
+    pub tasks_reassigned: AtomicU64,
     /// Updates received again (same task attempt, sequence already applied).
     pub duplicate_updates: AtomicU64,
     /// Updates for a task attempt the sender no longer holds (it was declared
@@ -221,6 +230,7 @@ impl Shared {
             rejected_connections: AtomicU64::new(0),
             executors_lost: AtomicU64::new(0),
             leases_expired: AtomicU64::new(0),
+            tasks_reassigned: AtomicU64::new(0),
             duplicate_updates: AtomicU64::new(0),
             late_updates: AtomicU64::new(0),
             staleness: Default::default(),
@@ -265,7 +275,14 @@ impl Shared {
                     cores: e.cores,
                     task: e.task,
                     tasks_done: e.tasks_done,
+                    host: e.host.clone(),
+                    samples_per_s: if e.compute_s > 0.0 {
+                        e.samples as f64 / e.compute_s
+                    } else {
+                        0.0
+                    },
                     idle_ms: e.last_heard.elapsed().as_millis() as u64,
+                    heartbeat_age_ms: e.last_message.elapsed().as_millis() as u64,
                     staleness: self.staleness.of(id).buckets.to_vec(),
                 })
                 .collect(),
@@ -287,6 +304,7 @@ impl Shared {
             rejected_connections: self.rejected_connections.load(Relaxed),
             executors_lost: self.executors_lost.load(Relaxed),
             leases_expired: self.leases_expired.load(Relaxed),
+            tasks_reassigned: self.tasks_reassigned.load(Relaxed),
             duplicate_updates_discarded: self.duplicate_updates.load(Relaxed),
             late_updates_discarded: self.late_updates.load(Relaxed),
             updates_received: self.updates_received.load(Relaxed),

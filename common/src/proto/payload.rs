@@ -249,9 +249,15 @@ pub struct ExecutorInfo {
     pub task: Option<TaskId>,
     /// Tasks completed.
     pub tasks_done: u64,
+    /// The address it connects from.
+    pub host: String,
+    /// Examples per second of computing, over its finished tasks.
+    pub samples_per_s: f64,
     /// Milliseconds since its last message other than a heartbeat (a
     /// push, a fetch, a report): how long it has shown no progress.
     pub idle_ms: u64,
+    /// Milliseconds since anything came from it, heartbeats included.
+    pub heartbeat_age_ms: u64,
     /// Its updates by staleness at the parameter server: how many had
     /// 0, 1, 2, ≤4, ≤8, ≤16, ≤32, ≤64 and more.
     pub staleness: Vec<u64>,
@@ -294,6 +300,8 @@ pub struct StatusReport {
     /// Tasks taken back from executors that held them past the task lease
     /// without progress (those executors are disconnected).
     pub leases_expired: u64,
+    /// Tasks given back to the scheduler by executors that were lost.
+    pub tasks_reassigned: u64,
     /// Updates discarded because the same (task attempt, sequence) was
     /// already applied: each update is applied at most once.
     pub duplicate_updates_discarded: u64,

@@ -114,6 +114,12 @@ impl Collector for Scrape {
         )?;
         c(
             &mut e,
+            "deepdist_tasks_reassigned",
+            "Tasks given back by executors that were lost.",
+            s.tasks_reassigned,
+        )?;
+        c(
+            &mut e,
             "deepdist_connections_rejected",
             "Connections closed for a bad frame or handshake.",
             s.rejected_connections,
