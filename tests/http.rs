@@ -304,3 +304,83 @@ async fn with_a_certificate_the_http_side_is_https() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"executors\""), "{text}");
 }
+
+/// A real Prometheus server (Debian's `prometheus`) scrapes the driver while
+/// a job trains: the target is up and the scraped counter is the driver's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_server_scrapes_the_driver() {
+    if std::process::Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        support::cannot_run(
+            "a Prometheus scrape",
+            "prometheus is not installed (Debian package prometheus)",
+        );
+        return;
+    }
+    let mut driver = TestDriver::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = driver.driver.serve_http(listener).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: deepdist\n    static_configs:\n      - targets: ['{http}']\n"
+        ),
+    )
+    .unwrap();
+    // A free port for Prometheus's own API.
+    let api = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut server = tokio::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address={api}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let _a = support::start_executor(&driver.addr(), "a");
+    let mut client = driver.client().await;
+    let job = client
+        .submit(&small_job("scraped", "async", 2), "s.toml")
+        .await
+        .unwrap();
+    let summary = support::watch(&mut client, job, |_| {}).await;
+    assert_eq!(summary.state, JobState::Done, "{summary:?}");
+    let applied = driver.status().updates_accepted;
+
+    // Wait (bounded) for a scrape after the job: Prometheus's value equals the driver's.
+    let query = "/api/v1/query?query=deepdist_updates_applied_total";
+    let start = std::time::Instant::now();
+    let seen = loop {
+        let (code, body) = request(api, "GET", query, None).await;
+        let value = (code == 200)
+            .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .flatten()
+            .and_then(|v| {
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+            });
+        if value == Some(applied) {
+            break value;
+        }
+        assert!(
+            start.elapsed() < support::PATIENCE,
+            "Prometheus never scraped {applied}: last {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(seen, Some(applied));
+    let (_, targets) = request(api, "GET", "/api/v1/targets", None).await;
+    assert!(targets.contains("\"health\":\"up\""), "{targets}");
+    let _ = server.kill().await;
+}
