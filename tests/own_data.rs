@@ -122,6 +122,28 @@ fn write_npz(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// One dataset of each format, each in a directory of its own.
+struct Sets {
+    csv: tempfile::TempDir,
+    idx: tempfile::TempDir,
+    npy: tempfile::TempDir,
+    npz: std::path::PathBuf,
+}
+
+impl Sets {
+    fn write() -> Self {
+        let (csv, idx, npy) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        write_csv(csv.path());
+        write_idx(idx.path());
+        let npz = write_npz(npy.path());
+        Self { csv, idx, npy, npz }
+    }
+}
+
 /// `[data]` keys for the CSV set in `dir`, and more.
 fn csv_data(dir: &Path, more: &str) -> String {
     format!("format = \"csv\"\npath = {dir:?}\nlabel_column = \"class\"{more}")
@@ -182,14 +204,12 @@ fn assert_agrees(report: &serde_json::Value, accuracy: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_format_trains_and_eval_agrees_with_the_job() {
     let driver = TestDriver::start().await;
-    let (csv, idx, npy) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    write_csv(csv.path());
-    write_idx(idx.path());
-    let npz = write_npz(npy.path());
+    let Sets {
+        csv,
+        idx,
+        npy: _npy,
+        npz,
+    } = Sets::write();
     let cases = [
         ("csv3", csv_data(csv.path(), ""), 3, 20),
         ("idx4", format!("format = \"idx\"\npath = {:?}", idx.path()), 4, 64),
@@ -280,21 +300,19 @@ async fn predict_and_inspect_work_on_the_results() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_defective_file_fails_its_job_naming_the_file_and_the_defect() {
     let driver = TestDriver::start().await;
-    let (csv, idx, npy) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    write_csv(csv.path());
+    let Sets {
+        csv,
+        idx,
+        npy: _npy,
+        npz,
+    } = Sets::write();
     let mut text = std::fs::read_to_string(csv.path().join("train.csv")).unwrap();
     text.push_str("1,2,3\n");
     std::fs::write(csv.path().join("train.csv"), text).unwrap();
-    write_idx(idx.path());
     let labels = idx.path().join("t10k-labels-idx1-ubyte");
     let mut bytes = std::fs::read(&labels).unwrap();
     bytes.truncate(bytes.len() - 5);
     std::fs::write(&labels, bytes).unwrap();
-    let npz = write_npz(npy.path());
     std::fs::write(&npz, b"PK\x03\x04 not a zip").unwrap();
     let cases = [
         (
