@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use deepdist_common::model::Activation;
 
+mod model_args;
+pub use model_args::{EvalArgs, FormatArg, PredictArgs};
+
 /// Train deep networks (MLPs, Deep Belief Networks) on every core, and across
 /// machines through a parameter server.
 #[derive(Debug, Parser)]
@@ -44,62 +47,6 @@ pub enum Command {
     Eval(EvalArgs),
     /// Predict with a saved model: class and class probabilities per example, as CSV.
     Predict(PredictArgs),
-}
-
-/// `deepdist eval`.
-#[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// The model (a job's `model.safetensors`).
-    pub model: PathBuf,
-    /// The test data's format (default: the model's job's).
-    #[arg(long, value_enum)]
-    pub data_format: Option<FormatArg>,
-    /// The test data's path (default: the model's job's).
-    #[arg(long, value_name = "PATH")]
-    pub data_path: Option<String>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub data: DataDirArg,
-}
-
-/// `deepdist predict`.
-#[derive(Debug, Args)]
-pub struct PredictArgs {
-    /// The model (a job's `model.safetensors`).
-    pub model: PathBuf,
-    /// Examples: a `.csv` of features (no label column), a `.npy`, or an IDX images file.
-    #[arg(long, value_name = "FILE")]
-    pub input: PathBuf,
-    /// Where the predictions go (CSV: `predicted,p0,p1,…`).
-    #[arg(long, value_name = "FILE", default_value = "predictions.csv")]
-    pub out: PathBuf,
-}
-
-/// A dataset format, as the job key `data.format` names it.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum FormatArg {
-    /// MNIST, built in.
-    Mnist,
-    /// A directory of IDX files under MNIST's names.
-    Idx,
-    /// train.csv and test.csv in a directory.
-    Csv,
-    /// NumPy arrays in a directory, or one .npz file.
-    Npy,
-}
-
-impl From<FormatArg> for deepdist_common::job::DataFormat {
-    fn from(f: FormatArg) -> Self {
-        use deepdist_common::job::DataFormat;
-        match f {
-            FormatArg::Mnist => DataFormat::Mnist,
-            FormatArg::Idx => DataFormat::Idx,
-            FormatArg::Csv => DataFormat::Csv,
-            FormatArg::Npy => DataFormat::Npy,
-        }
-    }
 }
 
 /// The driver to talk to.
