@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use deepdist_common::model::Activation;
 
+mod launch_args;
 mod model_args;
+pub use launch_args::LaunchArgs;
 pub use model_args::{EvalArgs, FormatArg, PredictArgs};
 
 /// Train deep networks (MLPs, Deep Belief Networks) on every core, and across
@@ -43,6 +45,10 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Run a driver and executors in this process over loopback TCP, submit a job, show its progress.
     Local(LocalArgs),
+    /// Run a job on a cluster: every rank of srun, sbatch, mpirun or a
+    /// Kubernetes Indexed Job runs this and takes its role from the
+    /// environment; with --hosts, over ssh; otherwise as `local`.
+    Launch(LaunchArgs),
     /// Score a saved model: accuracy, loss, per-class accuracy, confusion matrix.
     Eval(EvalArgs),
     /// Predict with a saved model: class and class probabilities per example, as CSV.
@@ -68,16 +74,17 @@ pub struct DriverAddr {
 }
 
 /// Shared-secret authentication between driver, executors and clients.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SecretArg {
     /// File holding the shared secret (at least 16 bytes) every peer must prove in the
-    /// handshake. Default: $DEEPDIST_SECRET if set, else no authentication.
+    /// handshake (`-`: standard input). Default: $DEEPDIST_SECRET if set, else no
+    /// authentication.
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
 }
 
 /// The driver's choice of a secret without TLS beyond loopback.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PlaintextArg {
     /// Accept a shared secret without TLS on a non-loopback address. The secret
     /// then authenticates only the start of each connection: anyone on the
@@ -87,7 +94,7 @@ pub struct PlaintextArg {
 }
 
 /// The driver's TLS identity.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TlsServerArgs {
     /// PEM certificate chain of the driver; with --tls-key, every connection is TLS.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -98,7 +105,7 @@ pub struct TlsServerArgs {
 }
 
 /// Driver options.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DriverArgs {
     /// Address to listen on, for executors and clients.
     #[arg(long, default_value = "127.0.0.1:7077", value_name = "ADDR")]
@@ -123,7 +130,7 @@ pub struct DriverArgs {
 
 /// Driver settings shared by `driver`, `local` and the benchmarks: where it
 /// reads data and writes outputs, heartbeats and leases, model limits.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DriverSettings {
     /// Directory for job outputs (`<dir>/<id>-<name>/metrics.jsonl`, `model.safetensors`).
     #[arg(long, default_value = "runs", value_name = "DIR")]
@@ -170,6 +177,30 @@ pub struct ExecutorArgs {
     /// machine's memory); larger tasks are refused.
     #[arg(long, value_name = "MIB")]
     pub max_model_mb: Option<u64>,
+    /// Read the driver's address from this file (written by `deepdist launch
+    /// --rendezvous`) before every connection attempt, instead of --driver.
+    #[arg(long, value_name = "PATH")]
+    pub rendezvous: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunMembership,
+}
+
+/// An executor that belongs to one run, as `deepdist launch` starts them.
+#[derive(Debug, Clone, Args)]
+pub struct RunMembership {
+    /// Exit when the driver ends the run, with its job's status (0 done,
+    /// 1 failed or cancelled), and give up when the driver stays out of
+    /// reach; without it, an executor serves its driver until stopped.
+    #[arg(long)]
+    pub exit_with_run: bool,
+    /// With --exit-with-run: seconds to wait for the driver at the start
+    /// (ranks start in any order).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub join_timeout_s: u64,
+    /// With --exit-with-run: seconds to try to reconnect after the
+    /// connection is lost before the driver is taken for dead.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub rejoin_timeout_s: u64,
 }
 
 /// Submit options.

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod launch;
 
 use clap::Parser;
 
@@ -26,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Status(args) => commands::client::status(args),
         cli::Command::Cancel(args) => commands::client::cancel(args),
         cli::Command::Local(args) => commands::local::run(args),
+        cli::Command::Launch(args) => launch::run(args),
         cli::Command::Eval(args) => commands::eval::run(args),
         cli::Command::Predict(args) => commands::predict::run(args),
     }

@@ -22,5 +22,6 @@ pub mod mode;
 pub mod model;
 pub mod optim;
 pub mod proto;
+pub mod rendezvous;
 pub mod train;
 pub mod transport;

@@ -56,6 +56,14 @@ pub async fn serve(
     );
     tracing::info!(id, %name, cores, "executor registered");
     shared.wake.notify_one();
+    if let Some(state) = *shared
+        .run_over
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        && let Ok(frame) = proto::encode(&ToExecutor::RunOver { state })
+    {
+        tx.offer(frame);
+    }
 
     let outgoing = proto::pump::<ToExecutor, _>(writer, &mut rx, heartbeat);
     let incoming = async {
@@ -99,5 +107,6 @@ fn remove_executor(shared: &Shared, id: u64) -> usize {
     shared.tasks_reassigned.fetch_add(lost as u64, Relaxed);
     drop(state);
     shared.wake.notify_one();
+    shared.executor_left.notify_waiters();
     lost
 }

@@ -39,7 +39,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deepdist_common::job::JobSpec;
+use deepdist_common::job::{JobSpec, JobState};
 use deepdist_common::proto::{DEFAULT_MAX_FRAME, StatusReport};
 
 use checkpoint::JobCheckpoint;
@@ -202,6 +202,36 @@ impl Driver {
     /// Executors and jobs right now.
     pub fn status(&self) -> StatusReport {
         self.shared.status()
+    }
+
+    /// Tells every executor, and any that registers from now on, that the
+    /// run is over and its job ended `state` (they exit instead of
+    /// reconnecting), then waits up to `within` for them to leave. Returns
+    /// how many were still connected at the deadline.
+    pub async fn end_run(&self, state: JobState, within: Duration) -> usize {
+        *self
+            .shared
+            .run_over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(state);
+        if let Ok(frame) = deepdist_common::proto::encode(&deepdist_common::proto::ToExecutor::RunOver { state }) {
+            for executor in self.shared.lock().executors.values() {
+                executor.tx.offer(frame.clone());
+            }
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = self.shared.executor_left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            let connected = self.shared.lock().executors.len();
+            if connected == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, left).await.is_err() {
+                return connected;
+            }
+        }
     }
 
     /// Stops accepting, stops the job runner and waits for both.

@@ -176,6 +176,11 @@ pub struct Shared {
     /// Finished tasks whose reported update count differs from the accepted one.
     pub push_mismatches: AtomicU64,
     pub mnist: tokio::sync::OnceCell<Arc<Mnist>>,
+    /// Set once [`crate::Driver::end_run`] has told executors the run is
+    /// over; one that registers later is told at once.
+    pub run_over: Mutex<Option<deepdist_common::job::JobState>>,
+    /// Wakes whoever waits for executors to leave.
+    pub executor_left: Notify,
 }
 
 impl Shared {
@@ -239,6 +244,8 @@ impl Shared {
             updates_accepted: AtomicU64::new(0),
             push_mismatches: AtomicU64::new(0),
             mnist: tokio::sync::OnceCell::new(),
+            run_over: Mutex::new(None),
+            executor_left: Notify::new(),
         }
     }
 

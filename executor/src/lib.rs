@@ -11,9 +11,10 @@ mod shared_data;
 mod worker;
 
 use deepdist_common::transport::Credentials;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use deepdist_common::job::ModelLimit;
+use deepdist_common::job::{JobState, ModelLimit};
 use deepdist_common::proto::{DEFAULT_MAX_FRAME, ProtoError};
 use tokio::sync::watch;
 
@@ -29,6 +30,13 @@ pub const EXECUTOR_COPIES: u64 = 6;
 pub struct ExecutorConfig {
     /// The driver's address, `host:port`.
     pub driver: String,
+    /// A rendezvous file holding the driver's address, read again before
+    /// every connection attempt (so a file left by an earlier run is soon
+    /// replaced); overrides `driver`.
+    pub rendezvous: Option<PathBuf>,
+    /// Exit when the run is over instead of serving the driver for ever
+    /// (`deepdist launch`, `executor --exit-with-run`).
+    pub patience: Option<Patience>,
     /// Threads that compute gradients.
     pub cores: usize,
     /// A name for the driver's status and logs.
@@ -51,6 +59,8 @@ impl Default for ExecutorConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             driver: "127.0.0.1:7077".into(),
+            rendezvous: None,
+            patience: None,
             cores,
             name: format!("executor-{}", std::process::id()),
             max_frame: DEFAULT_MAX_FRAME,
@@ -62,6 +72,26 @@ impl Default for ExecutorConfig {
     }
 }
 
+/// How long an executor that belongs to one run waits for its driver
+/// before it gives up and exits with an error.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    /// From the start until the first connection (ranks start in any order).
+    pub join: Duration,
+    /// From a lost connection until the next one: past it, the driver is
+    /// taken for dead and the run for over.
+    pub rejoin: Duration,
+}
+
+/// How an executor's run ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// It was asked to stop.
+    Stopped,
+    /// The driver said the run is over; its job ended in this state.
+    RunOver(JobState),
+}
+
 /// Why an executor stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
@@ -69,11 +99,22 @@ pub enum ExecutorError {
     /// retrying cannot help.
     #[error("the driver refused this executor: {0}")]
     Refused(String),
+    /// With [`Patience`]: the driver could not be reached in time.
+    #[error("no driver at {driver} for {waited_s} s ({last}): giving up")]
+    DriverGone {
+        /// Where it was looked for.
+        driver: String,
+        /// Seconds waited.
+        waited_s: u64,
+        /// The last attempt's error.
+        last: String,
+    },
 }
 
-/// Runs an executor until `shutdown` turns true, reconnecting whenever the
-/// connection is lost.
-pub async fn run(config: ExecutorConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), ExecutorError> {
+/// Runs an executor until `shutdown` turns true or, with
+/// [`ExecutorConfig::patience`], until the driver ends the run; reconnects
+/// whenever the connection is lost.
+pub async fn run(config: ExecutorConfig, mut shutdown: watch::Receiver<bool>) -> Result<Finish, ExecutorError> {
     let worker = worker::spawn(
         config.cores,
         config.request_timeout,
@@ -81,34 +122,72 @@ pub async fn run(config: ExecutorConfig, mut shutdown: watch::Receiver<bool>) ->
     );
     let cache = cache::PartitionCache::default();
     let mut backoff = Duration::from_millis(100);
+    // Since when the driver has been out of reach, and how long that may last.
+    let mut unreachable = (Instant::now(), config.patience.map(|p| p.join));
     loop {
         if *shutdown.borrow() {
-            return Ok(());
+            return Ok(Finish::Stopped);
         }
-        let outcome = tokio::select! {
-            r = session::connect_and_serve(&config, &worker, &cache) => r,
-            _ = shutdown.changed() => return Ok(()),
+        let (driver, outcome) = match driver_address(&config) {
+            Ok(driver) => {
+                let mut registered = false;
+                let outcome = tokio::select! {
+                    r = session::connect_and_serve(&config, &driver, &worker, &cache, &mut registered) => r,
+                    _ = shutdown.changed() => return Ok(Finish::Stopped),
+                };
+                if registered {
+                    unreachable = (Instant::now(), config.patience.map(|p| p.rejoin));
+                }
+                (driver, outcome)
+            }
+            Err(e) => (
+                config.driver.clone(),
+                Err(ProtoError::Io(std::io::Error::other(e.to_string()))),
+            ),
         };
         worker.abandon_tasks();
         // A driver stopping together with this executor (local mode, the end of
         // a launch) closes the connection first: that is not worth a warning.
         if *shutdown.borrow() {
-            return Ok(());
+            return Ok(Finish::Stopped);
         }
-        match outcome {
+        let error = match outcome {
+            Ok(session::Ended::RunOver(state)) => {
+                tracing::info!(%driver, %state, "the driver ended the run");
+                return Ok(Finish::RunOver(state));
+            }
             Ok(session::Ended::Served) => {
-                tracing::warn!(driver = %config.driver, "connection to the driver ended; reconnecting");
+                tracing::warn!(%driver, "connection to the driver ended; reconnecting");
                 backoff = Duration::from_millis(100);
+                "the connection ended".to_string()
             }
             Err(ProtoError::Rejected(reason)) => return Err(ExecutorError::Refused(reason)),
             Err(e) => {
-                tracing::warn!(driver = %config.driver, error = %e, retry_in = ?backoff, "cannot reach the driver")
+                tracing::warn!(%driver, error = %e, retry_in = ?backoff, "cannot reach the driver");
+                e.to_string()
             }
+        };
+        if let (since, Some(limit)) = unreachable
+            && since.elapsed() >= limit
+        {
+            return Err(ExecutorError::DriverGone {
+                driver,
+                waited_s: since.elapsed().as_secs(),
+                last: error,
+            });
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => return Ok(Finish::Stopped),
         }
         backoff = (backoff * 2).min(config.max_backoff);
+    }
+}
+
+/// Where to dial now: the rendezvous file's address, else the configured one.
+fn driver_address(config: &ExecutorConfig) -> Result<String, deepdist_common::rendezvous::RendezvousError> {
+    match &config.rendezvous {
+        Some(path) => deepdist_common::rendezvous::read(path),
+        None => Ok(config.driver.clone()),
     }
 }

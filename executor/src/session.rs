@@ -21,12 +21,18 @@ const OUTBOX: usize = 64;
 pub enum Ended {
     /// The driver closed it.
     Served,
+    /// The driver ended the run; its job ended in this state.
+    RunOver(deepdist_common::job::JobState),
 }
 
+/// Dials `driver` and serves it until the connection ends; `registered`
+/// turns true once the driver has welcomed this executor.
 pub async fn connect_and_serve(
     config: &ExecutorConfig,
+    driver: &str,
     worker: &WorkerHandle,
     cache: &PartitionCache,
+    registered: &mut bool,
 ) -> Result<Ended, ProtoError> {
     let hello = Handshake::hello(Role::Executor, &config.name, config.cores as u32);
     let Dialed {
@@ -34,8 +40,9 @@ pub async fn connect_and_serve(
         mut writer,
         id,
         heartbeat,
-    } = transport::dial(&config.driver, &config.credentials, hello, config.max_frame).await?;
-    tracing::info!(id, driver = %config.driver, "registered with the driver");
+    } = transport::dial(driver, &config.credentials, hello, config.max_frame).await?;
+    *registered = true;
+    tracing::info!(id, %driver, "registered with the driver");
     let heartbeat = heartbeat.max(Duration::from_millis(50));
     // The driver beats as often as it asks us to; ten missed beats mean it is gone.
     let silence = (heartbeat * 10).max(Duration::from_secs(5));
@@ -110,16 +117,18 @@ pub async fn connect_and_serve(
                     waiting.clear();
                     worker.abandon_tasks();
                 }
+                ToExecutor::RunOver { state } => return Ok(Some(state)),
             }
         }
     };
-    let result: Result<(), ProtoError> = tokio::select! {
-        r = outgoing => r,
+    let result: Result<Option<_>, ProtoError> = tokio::select! {
+        r = outgoing => r.map(|()| None),
         r = incoming => r,
     };
     worker.disconnect();
     match result {
-        Ok(()) | Err(ProtoError::Closed) => Ok(Ended::Served),
+        Ok(Some(state)) => Ok(Ended::RunOver(state)),
+        Ok(None) | Err(ProtoError::Closed) => Ok(Ended::Served),
         Err(e) => Err(e),
     }
 }

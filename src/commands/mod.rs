@@ -50,3 +50,13 @@ pub fn load_mnist(arg: &DataDirArg) -> anyhow::Result<Mnist> {
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
+
+/// Resolves on Ctrl-C or SIGTERM (how Slurm, Kubernetes and `kill` stop a task).
+pub async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -173,7 +173,7 @@ pub fn start_executor_with(
     config: ExecutorConfig,
 ) -> (
     TestExecutor,
-    tokio::task::JoinHandle<Result<(), deepdist_executor::ExecutorError>>,
+    tokio::task::JoinHandle<Result<deepdist_executor::Finish, deepdist_executor::ExecutorError>>,
 ) {
     let (stop, stopped) = watch::channel(false);
     let handle = tokio::spawn(deepdist_executor::run(config, stopped));

@@ -247,6 +247,13 @@ pub enum ToExecutor {
         /// The job.
         job: u64,
     },
+    /// The run this executor joined is over (`deepdist launch`, or an
+    /// executor started with `--exit-with-run`): exit with the job's state
+    /// instead of reconnecting.
+    RunOver {
+        /// How the run's job ended.
+        state: crate::job::JobState,
+    },
 }
 
 impl Wire for ToExecutor {
@@ -259,6 +266,7 @@ impl Wire for ToExecutor {
             ToExecutor::Params { .. } => "Params",
             ToExecutor::Frozen { .. } => "Frozen",
             ToExecutor::CancelTasks { .. } => "CancelTasks",
+            ToExecutor::RunOver { .. } => "RunOver",
         }
     }
 
