@@ -3,35 +3,54 @@
 
 mod support;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use support::{cannot_run, data_dir, small_job};
+
+/// Runs `mpirun -np RANKS deepdist launch job.toml --port 0 --rendezvous
+/// RENDEZVOUS` in `dir`; `None` (after `cannot_run`) without mpirun.
+fn mpirun_launch(dir: &Path, ranks: usize, rendezvous: &Path) -> Option<Output> {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        cannot_run("mpirun launch", "mpirun is not installed (apt-get install openmpi-bin)");
+        return None;
+    }
+    let out = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string()])
+        .arg(env!("CARGO_BIN_EXE_deepdist"))
+        .args(["launch", "job.toml", "--port", "0", "--rendezvous"])
+        .arg(rendezvous)
+        .current_dir(dir)
+        .env("DEEPDIST_DATA", data_dir())
+        .output()
+        .unwrap();
+    Some(out)
+}
 
 /// `mpirun -np 3 deepdist launch` with a rendezvous file: rank 0 drives,
 /// ranks 1 and 2 find it through the file, the job completes, every rank
 /// exits 0, and the file is gone afterwards.
 #[test]
 fn mpirun_ranks_run_a_job_through_a_rendezvous_file() {
-    if Command::new("mpirun").arg("--version").output().is_err() {
-        return cannot_run("mpirun launch", "mpirun is not installed (apt-get install openmpi-bin)");
-    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("job.toml"), small_job("launch-mpirun", "async", 3)).unwrap();
     let rendezvous = dir.path().join("driver.addr");
-    let out = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
-        .arg(env!("CARGO_BIN_EXE_deepdist"))
-        .args(["launch", "job.toml", "--port", "0", "--rendezvous"])
-        .arg(&rendezvous)
-        .current_dir(dir.path())
-        .env("DEEPDIST_DATA", data_dir())
-        .output()
-        .unwrap();
+    let Some(out) = mpirun_launch(dir.path(), 3, &rendezvous) else {
+        return;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "mpirun failed: {}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "mpirun failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
     assert!(stdout.contains("Open MPI rank 0 of 3: the driver"), "{stdout}");
-    assert_eq!(stdout.matches("the run is over: its job is done").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches("the run is over: its job is done").count(),
+        2,
+        "{stdout}"
+    );
     assert!(stdout.contains("2 executors registered"), "{stdout}");
     assert!(stdout.contains("job 1 (launch-mpirun) done"), "{stdout}");
     assert!(!rendezvous.exists(), "the rendezvous file is removed at the end");
@@ -41,25 +60,20 @@ fn mpirun_ranks_run_a_job_through_a_rendezvous_file() {
 /// (the data path does not exist) fails, and so does each rank.
 #[test]
 fn a_failed_job_fails_every_rank() {
-    if Command::new("mpirun").arg("--version").output().is_err() {
-        return cannot_run("mpirun launch", "mpirun is not installed (apt-get install openmpi-bin)");
-    }
     let dir = tempfile::tempdir().unwrap();
     let job = small_job("launch-fails", "async", 2).replace(
         "[data]\n",
         "[data]\nformat = \"csv\"\npath = \"/nonexistent/deepdist-data\"\n",
     );
     std::fs::write(dir.path().join("job.toml"), job).unwrap();
-    let out = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .arg(env!("CARGO_BIN_EXE_deepdist"))
-        .args(["launch", "job.toml", "--port", "0", "--rendezvous", "driver.addr"])
-        .current_dir(dir.path())
-        .env("DEEPDIST_DATA", data_dir())
-        .output()
-        .unwrap();
+    let Some(out) = mpirun_launch(dir.path(), 2, &dir.path().join("driver.addr")) else {
+        return;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stdout}\n{stderr}");
-    assert!(stderr.contains("the run is over: its job ended failed"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the run is over: its job ended failed"),
+        "{stdout}\n{stderr}"
+    );
 }

@@ -34,7 +34,7 @@ pub trait Manager: Sync {
 }
 
 /// The managers, innermost launcher first.
-pub const MANAGERS: &[&dyn Manager] = &[&OpenMpi, &Pmi, &Slurm, &Kubernetes];
+pub const MANAGERS: &[&dyn Manager] = &[&OPEN_MPI, &PMI, &Slurm, &Kubernetes];
 
 /// The first manager's placement, or `None` outside any.
 pub fn detect(env: Env) -> anyhow::Result<Option<Placement>> {
@@ -100,30 +100,37 @@ impl Manager for Slurm {
     }
 }
 
-/// Open MPI's `mpirun`.
-pub struct OpenMpi;
-
-impl Manager for OpenMpi {
-    fn detect(&self, env: Env) -> anyhow::Result<Option<Placement>> {
-        let Some(rank) = number(env, "OMPI_COMM_WORLD_RANK")? else {
-            return Ok(None);
-        };
-        let mut placement = ranked("Open MPI", rank, number(env, "OMPI_COMM_WORLD_SIZE")?)?;
-        placement.tasks_here = number(env, "OMPI_COMM_WORLD_LOCAL_SIZE")?;
-        Ok(Some(placement))
-    }
+/// An MPI launcher: its rank, size and ranks-on-this-node variables.
+pub struct Mpi {
+    name: &'static str,
+    rank: &'static str,
+    size: &'static str,
+    local_size: &'static str,
 }
 
-/// MPICH's and Intel MPI's Hydra (`mpiexec`), and other PMI launchers.
-pub struct Pmi;
+/// Open MPI's `mpirun`.
+pub const OPEN_MPI: Mpi = Mpi {
+    name: "Open MPI",
+    rank: "OMPI_COMM_WORLD_RANK",
+    size: "OMPI_COMM_WORLD_SIZE",
+    local_size: "OMPI_COMM_WORLD_LOCAL_SIZE",
+};
 
-impl Manager for Pmi {
+/// MPICH's and Intel MPI's Hydra (`mpiexec`), and other PMI launchers.
+pub const PMI: Mpi = Mpi {
+    name: "PMI",
+    rank: "PMI_RANK",
+    size: "PMI_SIZE",
+    local_size: "MPI_LOCALNRANKS",
+};
+
+impl Manager for Mpi {
     fn detect(&self, env: Env) -> anyhow::Result<Option<Placement>> {
-        let Some(rank) = number(env, "PMI_RANK")? else {
+        let Some(rank) = number(env, self.rank)? else {
             return Ok(None);
         };
-        let mut placement = ranked("PMI", rank, number(env, "PMI_SIZE")?)?;
-        placement.tasks_here = number(env, "MPI_LOCALNRANKS")?;
+        let mut placement = ranked(self.name, rank, number(env, self.size)?)?;
+        placement.tasks_here = number(env, self.local_size)?;
         Ok(Some(placement))
     }
 }
