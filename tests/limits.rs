@@ -247,6 +247,22 @@ async fn an_executor_piling_up_fetches_is_cut_off_and_the_job_goes_on() {
     let mut greedy = transport::dial(&driver.addr(), &Credentials::default(), hello, proto::DEFAULT_MAX_FRAME)
         .await
         .unwrap();
+    // It heartbeats from the start, so only the fetch cap can end it (the
+    // driver drops an executor silent for a second, and a loaded machine can
+    // take that long to assign the first task).
+    let writer = std::sync::Arc::new(tokio::sync::Mutex::new(greedy.writer));
+    let heartbeats = tokio::spawn({
+        let writer = writer.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                if writer.lock().await.send(&FromExecutor::Heartbeat).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
     driver
         .await_status("the greedy executor registered", |s| s.executors.len() == 1)
         .await;
@@ -266,22 +282,11 @@ async fn an_executor_piling_up_fetches_is_cut_off_and_the_job_goes_on() {
             stage: task.stage,
             wait_for: u64::MAX,
         };
-        if greedy.writer.send(&fetch).await.is_err() {
+        if writer.lock().await.send(&fetch).await.is_err() {
             break;
         }
     }
-    // It keeps heartbeating, so only the cap can end it: the driver closes
-    // the connection and reading ends.
-    let mut writer = greedy.writer;
-    let heartbeats = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tick.tick().await;
-            if writer.send(&FromExecutor::Heartbeat).await.is_err() {
-                return;
-            }
-        }
-    });
+    // The driver closes the connection and reading ends.
     let closed = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match greedy.reader.recv::<ToExecutor>().await {
