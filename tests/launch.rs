@@ -77,3 +77,90 @@ fn a_failed_job_fails_every_rank() {
         "{stdout}\n{stderr}"
     );
 }
+
+/// Whether the one-node Slurm cluster `.ci/slurm-up` starts answers with a
+/// usable node; says why not through `cannot_run`.
+fn slurm_is_up(scenario: &str) -> bool {
+    let up = Command::new("sinfo")
+        .args(["-h", "-N", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|state| ["idle", "mixed", "allocated"].contains(&state.trim_end_matches('*')))
+        });
+    if !up {
+        cannot_run(
+            scenario,
+            "no Slurm node is up (apt-get install slurm-wlm munge, then run .ci/slurm-up as root)",
+        );
+    }
+    up
+}
+
+/// A port nothing listens on now, for a driver rank that must use a known
+/// port (Slurm's executors dial the first node at --port).
+fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `srun -n 3 deepdist launch`: Slurm's task 0 drives, tasks 1 and 2 find it
+/// on the step's first node, and srun's status (0 only if every task exits
+/// 0) says the job is done.
+#[test]
+fn srun_tasks_run_a_job_from_slurms_node_list() {
+    if !slurm_is_up("srun launch") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.toml"), small_job("launch-srun", "async", 3)).unwrap();
+    let out = Command::new("srun")
+        .args(["-n", "3", "--overcommit", "--kill-on-bad-exit=0"])
+        .arg(env!("CARGO_BIN_EXE_deepdist"))
+        .args(["launch", "job.toml", "--port", &spare_port().to_string()])
+        .current_dir(dir.path())
+        .env("DEEPDIST_DATA", data_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "srun failed: {}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("Slurm rank 0 of 3: the driver"), "{stdout}");
+    assert_eq!(stdout.matches("Slurm rank").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("the run is over: its job is done").count(), 2, "{stdout}");
+    assert!(stdout.contains("job 1 (launch-srun) done"), "{stdout}");
+}
+
+/// The shipped batch script under `sbatch --wait`: the batch job's status is
+/// the deepdist job's, and its output file tells the story.
+#[test]
+fn the_shipped_sbatch_script_runs_a_job() {
+    if !slurm_is_up("sbatch launch") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.toml"), small_job("launch-sbatch", "async", 2)).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/slurm/deepdist.sbatch");
+    let out = Command::new("sbatch")
+        .args(["--wait", "--overcommit", "--ntasks=3", "--output=batch.out"])
+        .arg(&script)
+        .args(["job.toml", "--port", &spare_port().to_string()])
+        .current_dir(dir.path())
+        .env("DEEPDIST", env!("CARGO_BIN_EXE_deepdist"))
+        .env("DEEPDIST_DATA", data_dir())
+        .output()
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("batch.out")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "sbatch failed: {}\n{}\n{log}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("job 1 (launch-sbatch) done"), "{log}");
+    assert_eq!(log.matches("the run is over: its job is done").count(), 2, "{log}");
+}
