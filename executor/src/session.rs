@@ -127,7 +127,11 @@ pub async fn connect_and_serve(
     };
     worker.disconnect();
     match result {
-        Ok(Some(state)) => Ok(Ended::RunOver(state)),
+        Ok(Some(state)) => {
+            // Leave cleanly: the driver then logs a departure, not a loss.
+            let _ = writer.close().await;
+            Ok(Ended::RunOver(state))
+        }
         Ok(None) | Err(ProtoError::Closed) => Ok(Ended::Served),
         Err(e) => Err(e),
     }

@@ -125,6 +125,14 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         }
         Ok(())
     }
+
+    /// Ends this side of the connection (with TLS, a `close_notify`), so the
+    /// peer reads a clean end rather than a broken connection.
+    pub async fn close(&mut self) -> Result<(), ProtoError> {
+        use tokio::io::AsyncWriteExt;
+        self.inner.shutdown().await?;
+        Ok(())
+    }
 }
 
 /// Sends every frame queued on `outbox`, and a heartbeat whenever
