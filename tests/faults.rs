@@ -437,7 +437,7 @@ async fn executor_killed_by_an_out_of_memory_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executors_in_network_namespaces_cut_off_by_iptables_then_healed() {
     let scenario = "netns + veth, iptables drops an executor, heals";
-    let lab = match support::sandbox::NetLab::create(2) {
+    let lab = match support::sandbox::NetLab::create(213, 2) {
         Ok(lab) => lab,
         Err(why) => return support::cannot_run(scenario, &why),
     };
@@ -445,13 +445,13 @@ async fn executors_in_network_namespaces_cut_off_by_iptables_then_healed() {
     let in_driver_ns = support::sandbox::NetLab::exec_in(&lab.driver_ns());
     let mut driver = DriverProcess::start_in(&in_driver_ns, runs.path(), "0.0.0.0:0", &[], &[]).await;
     let port = driver.addr.rsplit(':').next().unwrap().to_string();
-    driver.addr = format!("10.213.0.2:{port}");
+    driver.addr = format!("{}:{port}", lab.driver_ip_from(0));
     let mut executors = Vec::new();
     for i in 1..=2 {
         let prefix = support::sandbox::NetLab::exec_in(&lab.executor_ns(i));
         executors.push(support::spawn_executor_process_in(
             &prefix,
-            &format!("10.213.{i}.1:{port}"),
+            &format!("{}:{port}", lab.driver_ip_from(i)),
             &format!("ns{i}"),
         ));
     }

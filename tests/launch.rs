@@ -131,7 +131,11 @@ fn srun_tasks_run_a_job_from_slurms_node_list() {
     assert!(out.status.success(), "srun failed: {}\n{stdout}\n{stderr}", out.status);
     assert!(stdout.contains("Slurm rank 0 of 3: the driver"), "{stdout}");
     assert_eq!(stdout.matches("Slurm rank").count(), 3, "{stdout}");
-    assert_eq!(stdout.matches("the run is over: its job is done").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches("the run is over: its job is done").count(),
+        2,
+        "{stdout}"
+    );
     assert!(stdout.contains("job 1 (launch-srun) done"), "{stdout}");
 }
 
@@ -163,4 +167,85 @@ fn the_shipped_sbatch_script_runs_a_job() {
     );
     assert!(log.contains("job 1 (launch-sbatch) done"), "{log}");
     assert_eq!(log.matches("the run is over: its job is done").count(), 2, "{log}");
+}
+
+/// `deepdist launch --hosts`: the driver in one network namespace, two
+/// "hosts" in two others, each running the real sshd; the launch reaches
+/// them with the real ssh client and its own config, passes on TLS and the
+/// shared secret (on ssh's stdin), prefixes their output with the host,
+/// and every executor exits when the job is done.
+#[test]
+fn ssh_hosts_in_their_own_namespaces_run_a_job() {
+    let scenario = "ssh --hosts launch";
+    let lab = match support::sandbox::NetLab::create(214, 2) {
+        Ok(lab) => lab,
+        Err(why) => return cannot_run(scenario, &why),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemons = Vec::new();
+    for i in 1..=2 {
+        match support::sandbox::Sshd::start(&lab.executor_ns(i), &lab.executor_ip(i), &format!("lab{i}"), dir.path()) {
+            Ok(sshd) => daemons.push(sshd),
+            Err(why) => return cannot_run(scenario, &why),
+        }
+    }
+    std::fs::write(dir.path().join("job.toml"), small_job("launch-ssh", "async", 3)).unwrap();
+    std::fs::write(dir.path().join("hosts.txt"), "# the lab\nlab1 slots=1\nlab2 slots=1\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a secret for the lab").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // One certificate for every address the executors and the launch dial.
+    let names = vec![
+        lab.driver_ip_from(1),
+        lab.driver_ip_from(2),
+        "127.0.0.1".into(),
+        "localhost".into(),
+    ];
+    let signed = rcgen::generate_simple_self_signed(names).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), signed.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), signed.key_pair.serialize_pem()).unwrap();
+    let ssh_command = format!("ssh -F {}", dir.path().join("ssh_config").display());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.driver_ns()])
+        .arg(env!("CARGO_BIN_EXE_deepdist"))
+        .args([
+            "launch",
+            "job.toml",
+            "--hosts",
+            "hosts.txt",
+            "--port",
+            "0",
+            "--secret-file",
+            "secret",
+        ])
+        .args(["--tls-cert", "cert.pem", "--tls-key", "key.pem", "--tls-ca", "cert.pem"])
+        .args(["--ssh-command", &ssh_command])
+        .current_dir(dir.path())
+        .env("DEEPDIST_DATA", data_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "launch failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("2 executors over ssh"), "{stdout}");
+    assert!(stdout.contains("job 1 (launch-ssh) done"), "{stdout}");
+    // Told the run is over, executors close their TLS sessions cleanly.
+    assert!(!stderr.contains("executor lost"), "{stderr}");
+    for host in ["lab1", "lab2"] {
+        assert!(
+            stdout.contains(&format!("[{host}] executor exited")),
+            "{host} did not exit by itself:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains(&format!("[{host}] deepdist executor: the run is over: its job is done"))
+                || stdout
+                    .lines()
+                    .any(|l| l.starts_with(&format!("[{host}]")) && l.contains("the run is over")),
+            "{host}'s executor did not hear the run end:\n{stdout}\n{stderr}"
+        );
+    }
 }

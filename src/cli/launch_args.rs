@@ -29,8 +29,8 @@ pub struct LaunchArgs {
     pub rendezvous: Option<PathBuf>,
     /// The host name or address executors reach the driver's rank by, as
     /// written to the rendezvous file or given to --hosts executors.
-    /// Default: with --hosts, this machine's address on the route to the
-    /// first host; else this machine's host name.
+    /// Default: with --hosts, this machine's address on the route to each
+    /// host; else this machine's host name.
     #[arg(long, value_name = "HOST")]
     pub advertise: Option<String>,
     /// Start the driver here and one executor per line of this file

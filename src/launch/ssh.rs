@@ -59,21 +59,24 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
     let hosts = parse_hosts(&text, &path.display().to_string())?;
     let ssh: Vec<String> = args.ssh_command.split_whitespace().map(String::from).collect();
     anyhow::ensure!(!ssh.is_empty(), "--ssh-command is empty");
-    let advertise = match &args.advertise {
-        Some(host) => host.clone(),
-        None => route_address(&ssh, &hosts[0].name)
-            .await
-            .unwrap_or_else(super::this_host),
-    };
+    // Each host dials the driver at this machine's address on the route to
+    // it: a driver on several networks (a login node) is reached on each.
+    let mut advertised = Vec::new();
+    for host in &hosts {
+        advertised.push(match &args.advertise {
+            Some(name) => name.clone(),
+            None => route_address(&ssh, &host.name).await.unwrap_or_else(super::this_host),
+        });
+    }
     println!("deepdist launch: the driver here, {} executors over ssh", hosts.len());
-    let run = RunHost::start(&args, &advertise).await?;
-    let driver = join_host_port(&advertise, run.port());
+    let run = RunHost::start(&args, &advertised[0]).await?;
     let secret = match &args.secret.secret_file {
         Some(file) => Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?),
         None => std::env::var_os(deepdist_common::proto::auth::SECRET_ENV).map(|v| v.into_encoded_bytes()),
     };
     let mut sessions = JoinSet::new();
-    for host in &hosts {
+    for (host, advertise) in hosts.iter().zip(&advertised) {
+        let driver = join_host_port(advertise, run.port());
         let child = start_executor(&args, &ssh, host, &driver, secret.as_deref()).await?;
         sessions.spawn(follow(host.name.clone(), child));
     }
@@ -135,6 +138,10 @@ async fn start_executor(
         remote.extend(["--secret-file".into(), "-".into()]);
     }
     if let Some(ca) = &args.tls_ca {
+        // The remote shell starts in the home directory: a relative path
+        // would name another file there. The same absolute path is what a
+        // shared filesystem or an identical install gives every host.
+        let ca = std::path::absolute(ca).with_context(|| format!("cannot resolve {}", ca.display()))?;
         remote.extend(["--tls-ca".into(), ca.display().to_string()]);
     }
     let command = remote.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");

@@ -121,17 +121,20 @@ fn run(args: &[&str]) -> Result<(), String> {
 }
 
 /// A driver namespace joined by veth pairs to this (root) namespace and to
-/// one namespace per executor. Addresses: the root side is 10.213.0.1 and
-/// reaches the driver at 10.213.0.2; executor `i` (from 1) reaches it at
-/// 10.213.i.1. Deleted when dropped.
+/// one namespace per executor, in the network 10.`net`.0.0/16 (one per test
+/// binary that uses a lab, so two binaries never route the same addresses).
+/// Addresses: the root side is 10.`net`.0.1 and reaches the driver at
+/// 10.`net`.0.2; executor `i` (from 1) is 10.`net`.i.2 and reaches the
+/// driver at 10.`net`.i.1. Deleted when dropped.
 pub struct NetLab {
     tag: String,
+    net: u8,
     executors: usize,
 }
 
 impl NetLab {
-    /// Builds the namespaces and links.
-    pub fn create(executors: usize) -> Result<Self, String> {
+    /// Builds the namespaces and links in 10.`net`.0.0/16.
+    pub fn create(net: u8, executors: usize) -> Result<Self, String> {
         for tool in ["ip", "iptables"] {
             if Command::new(tool).arg("-V").output().is_err() {
                 return Err(format!("`{tool}` is not installed (apt-get install iproute2 iptables)"));
@@ -139,20 +142,31 @@ impl NetLab {
         }
         let lab = Self {
             tag: format!("dd{}", std::process::id() % 10_000_000),
+            net,
             executors,
         };
         run(&["ip", "netns", "add", &lab.driver_ns()])?;
-        lab.link(None, "10.213.0.1", "10.213.0.2")?;
+        lab.link(None, &lab.ip(0, 1), &lab.driver_ip_from(0))?;
         for i in 1..=executors {
             run(&["ip", "netns", "add", &lab.executor_ns(i)])?;
-            let subnet = format!("10.213.{i}");
-            lab.link(
-                Some(&lab.executor_ns(i)),
-                &format!("{subnet}.2"),
-                &format!("{subnet}.1"),
-            )?;
+            lab.link(Some(&lab.executor_ns(i)), &lab.executor_ip(i), &lab.driver_ip_from(i))?;
         }
         Ok(lab)
+    }
+
+    fn ip(&self, subnet: usize, host: u8) -> String {
+        format!("10.{}.{subnet}.{host}", self.net)
+    }
+
+    /// The driver's address as executor `i` reaches it (0: as this, the
+    /// root, namespace reaches it).
+    pub fn driver_ip_from(&self, i: usize) -> String {
+        if i == 0 { self.ip(0, 2) } else { self.ip(i, 1) }
+    }
+
+    /// Executor `i`'s own address (from 1), as the driver reaches it.
+    pub fn executor_ip(&self, i: usize) -> String {
+        self.ip(i, 2)
     }
 
     /// The driver's namespace.
@@ -229,5 +243,98 @@ impl Drop for NetLab {
         for i in 1..=self.executors {
             let _ = run(&["ip", "netns", "del", &self.executor_ns(i)]);
         }
+    }
+}
+
+/// OpenSSH's sshd in a network namespace, on its own host key, letting in
+/// one client key it generated; an ssh config names it `alias`. Killed
+/// when dropped.
+pub struct Sshd {
+    child: std::process::Child,
+}
+
+impl Sshd {
+    /// Starts sshd in `ns` on `ip:22` with keys and config in `dir`, and
+    /// appends a `Host alias` entry for it to `dir/ssh_config`. Returns once
+    /// sshd says it listens.
+    pub fn start(ns: &str, ip: &str, alias: &str, dir: &std::path::Path) -> Result<Self, String> {
+        use std::io::BufRead;
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or("sshd is not installed (apt-get install openssh-server)")?;
+        for tool in ["ssh", "ssh-keygen"] {
+            if Command::new(tool).arg("-V").output().is_err() {
+                return Err(format!("`{tool}` is not installed (apt-get install openssh-client)"));
+            }
+        }
+        let keys = dir.join(alias);
+        std::fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
+        for key in ["host_key", "client_key"] {
+            let path = keys.join(key);
+            if !path.exists() {
+                run(&[
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-f",
+                    &path.display().to_string(),
+                ])?;
+            }
+        }
+        std::fs::copy(keys.join("client_key.pub"), keys.join("authorized_keys")).map_err(|e| e.to_string())?;
+        let config = keys.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress {ip}:22\nHostKey {keys}/host_key\nAuthorizedKeysFile {keys}/authorized_keys\n\
+                 PidFile {keys}/sshd.pid\nStrictModes no\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n",
+                keys = keys.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        // sshd insists on its privilege-separation directory.
+        std::fs::create_dir_all("/run/sshd").map_err(|e| format!("cannot create /run/sshd: {e}"))?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, sshd, "-D", "-e", "-f"])
+            .arg(&config)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start sshd: {e}"))?;
+        let stderr = child.stderr.take().ok_or("sshd has no stderr")?;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut said = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("Server listening") => break,
+                Some(Ok(line)) => said.push_str(&line),
+                _ => {
+                    let _ = child.kill();
+                    return Err(format!("sshd did not start: {said}"));
+                }
+            }
+        }
+        // Keep draining sshd's log so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let entry = format!(
+            "Host {alias}\n  HostName {ip}\n  User root\n  IdentityFile {keys}/client_key\n  \
+             StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+            keys = keys.display()
+        );
+        let mut text = std::fs::read_to_string(dir.join("ssh_config")).unwrap_or_default();
+        text.push_str(&entry);
+        std::fs::write(dir.join("ssh_config"), text).map_err(|e| e.to_string())?;
+        Ok(Self { child })
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
