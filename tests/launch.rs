@@ -8,6 +8,19 @@ use std::process::{Command, Output};
 
 use support::{cannot_run, data_dir, small_job};
 
+/// The stdout and stderr of a launcher's run that must have succeeded;
+/// panics with both, and `what` failed, otherwise.
+fn succeeded(what: &str, out: &Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
 /// Runs `mpirun -np RANKS deepdist launch job.toml --port 0 --rendezvous
 /// RENDEZVOUS` in `dir`; `None` (after `cannot_run`) without mpirun.
 fn mpirun_launch(dir: &Path, ranks: usize, rendezvous: &Path) -> Option<Output> {
@@ -38,13 +51,7 @@ fn mpirun_ranks_run_a_job_through_a_rendezvous_file() {
     let Some(out) = mpirun_launch(dir.path(), 3, &rendezvous) else {
         return;
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "mpirun failed: {}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (stdout, _) = succeeded("mpirun", &out);
     assert!(stdout.contains("Open MPI rank 0 of 3: the driver"), "{stdout}");
     assert_eq!(
         stdout.matches("the run is over: its job is done").count(),
@@ -126,9 +133,7 @@ fn srun_tasks_run_a_job_from_slurms_node_list() {
         .env("DEEPDIST_DATA", data_dir())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "srun failed: {}\n{stdout}\n{stderr}", out.status);
+    let (stdout, _) = succeeded("srun", &out);
     assert!(stdout.contains("Slurm rank 0 of 3: the driver"), "{stdout}");
     assert_eq!(stdout.matches("Slurm rank").count(), 3, "{stdout}");
     assert_eq!(
@@ -224,13 +229,7 @@ fn ssh_hosts_in_their_own_namespaces_run_a_job() {
         .env("DEEPDIST_DATA", data_dir())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "launch failed: {}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (stdout, stderr) = succeeded("launch", &out);
     assert!(stdout.contains("2 executors over ssh"), "{stdout}");
     assert!(stdout.contains("job 1 (launch-ssh) done"), "{stdout}");
     // Told the run is over, executors close their TLS sessions cleanly.
@@ -241,10 +240,9 @@ fn ssh_hosts_in_their_own_namespaces_run_a_job() {
             "{host} did not exit by itself:\n{stdout}\n{stderr}"
         );
         assert!(
-            stdout.contains(&format!("[{host}] deepdist executor: the run is over: its job is done"))
-                || stdout
-                    .lines()
-                    .any(|l| l.starts_with(&format!("[{host}]")) && l.contains("the run is over")),
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("[{host}]")) && l.contains("the run is over")),
             "{host}'s executor did not hear the run end:\n{stdout}\n{stderr}"
         );
     }
