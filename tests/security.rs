@@ -236,14 +236,15 @@ fn a_secret_without_tls_beyond_loopback_is_refused_and_a_readable_secret_file_is
         stderr.contains("without TLS") && stderr.contains("--insecure-plaintext"),
         "{stderr}"
     );
-    assert!(stderr.contains("readable by other users"), "{stderr}");
-    // chmod 600: no warning.
-    {
+    assert!(stderr.contains("readable by every user"), "{stderr}");
+    // chmod 600, or 640 (a group share, as a Kubernetes Secret for the
+    // pod's fsGroup): no warning.
+    for mode in [0o600, 0o640] {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = support::deepdist(&["driver", "--listen", "0.0.0.0:0", "--secret-file", path], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(!stderr.contains("readable by every user"), "{mode:o}: {stderr}");
     }
-    let out = support::deepdist(&["driver", "--listen", "0.0.0.0:0", "--secret-file", path], &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(!stderr.contains("readable by other users"), "{stderr}");
 }

@@ -71,6 +71,12 @@ pub struct LaunchArgs {
     /// driver's rank died) instead of submitting the job file's.
     #[arg(long)]
     pub recover: bool,
+    /// For a manager that may run this command again after a crash
+    /// (Kubernetes pod retries, Slurm's --requeue): resume the job an
+    /// earlier run left unfinished in --runs-dir, if any, else submit the
+    /// job file's.
+    #[arg(long, conflicts_with = "recover")]
+    pub restartable: bool,
     /// Longest seconds between checkpoints within an epoch.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub checkpoint_interval_s: u64,

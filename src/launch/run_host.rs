@@ -9,7 +9,7 @@ use anyhow::Context;
 use deepdist_common::client::Client;
 use deepdist_common::job::JobState;
 use deepdist_common::transport::Credentials;
-use deepdist_driver::Driver;
+use deepdist_driver::{Driver, checkpoint};
 
 use crate::cli::{DriverArgs, LaunchArgs};
 use crate::commands::client::{credentials_from, read_job};
@@ -36,13 +36,14 @@ impl RunHost {
             Some(addr) => port_of(addr)?,
             None => args.port,
         };
+        let checkpoints = args.run.runs_dir.join(checkpoint::DIR_NAME);
         let driver_args = DriverArgs {
             listen: join_host_port(&args.bind, port),
             secret: args.secret.clone(),
             tls: args.tls.clone(),
             plaintext: args.plaintext.clone(),
             run: args.run.clone(),
-            recover: args.recover,
+            recover: args.recover || (args.restartable && checkpoint::newest(&checkpoints).is_some()),
             checkpoint_interval_s: args.checkpoint_interval_s,
         };
         let driver = start_driver(driver_args).await?;
@@ -94,10 +95,10 @@ impl RunHost {
             .into_iter()
             .filter(|j| !j.state.is_final())
             .collect();
-        let job = match (args.recover, unfinished.first()) {
+        let job = match (args.recover || args.restartable, unfinished.first()) {
             (true, Some(resumed)) => {
                 println!(
-                    "following job {} ({}), resumed from its checkpoint",
+                    "following job {} ({}), which an earlier run left unfinished",
                     resumed.id, resumed.name
                 );
                 resumed.id

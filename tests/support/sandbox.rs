@@ -141,7 +141,8 @@ impl NetLab {
             }
         }
         let lab = Self {
-            tag: format!("dd{}", std::process::id() % 10_000_000),
+            // Unique per test binary and lab; short enough for interface names.
+            tag: format!("d{net}p{}", std::process::id() % 1_000_000),
             net,
             executors,
         };
@@ -217,6 +218,21 @@ impl NetLab {
         ["ip", "netns", "exec", ns].map(String::from).to_vec()
     }
 
+    /// Makes `name` resolve to the driver in every namespace of the lab (to
+    /// the driver's address as each one reaches it), as a headless Service
+    /// names a pod: `ip netns exec` mounts /etc/netns/NS/hosts over /etc/hosts.
+    pub fn name_driver(&self, name: &str) -> Result<(), String> {
+        for i in 0..=self.executors {
+            let ns = if i == 0 { self.driver_ns() } else { self.executor_ns(i) };
+            let dir = format!("/etc/netns/{ns}");
+            let hosts = format!("127.0.0.1 localhost\n{} {name}\n", self.driver_ip_from(i));
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(format!("{dir}/hosts"), hosts))
+                .map_err(|e| format!("cannot write {dir}/hosts: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Drops every packet in and out of executor `i`'s namespace.
     pub fn cut(&self, i: usize) -> Result<(), String> {
         self.iptables(i, "-A")
@@ -240,8 +256,10 @@ impl Drop for NetLab {
     fn drop(&mut self) {
         // Deleting a namespace deletes the veth ends inside it, and so the pairs.
         let _ = run(&["ip", "netns", "del", &self.driver_ns()]);
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.driver_ns()));
         for i in 1..=self.executors {
             let _ = run(&["ip", "netns", "del", &self.executor_ns(i)]);
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.executor_ns(i)));
         }
     }
 }

@@ -85,11 +85,13 @@ impl Secret {
         #[cfg(unix)]
         if let Ok(meta) = std::fs::metadata(path) {
             use std::os::unix::fs::PermissionsExt;
-            if meta.permissions().mode() & 0o077 != 0 {
+            // Group-readable is a deliberate share (a Kubernetes Secret mounted
+            // for the pod's fsGroup); readable by everyone is a leak.
+            if meta.permissions().mode() & 0o007 != 0 {
                 tracing::warn!(
                     path = %path.display(),
                     mode = format!("{:o}", meta.permissions().mode() & 0o777),
-                    "the secret file is readable by other users: chmod 600 it"
+                    "the secret file is readable by every user: chmod 600 it (640 to share it with its group)"
                 );
             }
         }
