@@ -128,6 +128,28 @@ async fn an_executor_that_disappears_has_its_partitions_reassigned() {
     assert!(reassigned >= 1, "the lost executor's task was reassigned: {lines:?}");
 }
 
+/// An idle executor that shuts down (as every executor does when told the
+/// run is over) left; it was not lost: the count stays for faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_executor_that_shuts_down_is_not_counted_lost() {
+    let driver = TestDriver::start().await;
+    let (leaving, handle) = support::start_executor_with(deepdist_executor::ExecutorConfig {
+        driver: driver.addr(),
+        cores: 1,
+        name: "leaving".into(),
+        ..deepdist_executor::ExecutorConfig::default()
+    });
+    driver
+        .await_status("the executor to register", |s| s.executors.len() == 1)
+        .await;
+    drop(leaving);
+    handle.await.unwrap().unwrap();
+    let status = driver
+        .await_status("the executor to be gone", |s| s.executors.is_empty())
+        .await;
+    assert_eq!(status.executors_lost, 0, "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_job_is_refused_naming_the_key() {
     let driver = TestDriver::start().await;

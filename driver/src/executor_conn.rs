@@ -85,14 +85,20 @@ pub async fn serve(
         tracing::debug!(id, "executor connection closed: the driver is stopping");
         return result;
     }
-    shared.executors_lost.fetch_add(1, Relaxed);
     // A connection closed cleanly with nothing in hand is an executor shutting
-    // down (as `deepdist local` does at the end); anything else costs work or
-    // signals a fault, and is what operators need to see.
+    // down (as `deepdist local` does at the end, and executors told the run is
+    // over); anything else costs work or signals a fault: that is what the
+    // count of lost executors and operators' warnings are for.
     match &result {
         Err(ProtoError::Closed) if lost == 0 => tracing::info!(id, "executor disconnected"),
-        Err(e) => tracing::warn!(id, tasks_reassigned = lost, error = %e, "executor lost"),
-        Ok(()) => tracing::warn!(id, tasks_reassigned = lost, "executor lost"),
+        Err(e) => {
+            shared.executors_lost.fetch_add(1, Relaxed);
+            tracing::warn!(id, tasks_reassigned = lost, error = %e, "executor lost")
+        }
+        Ok(()) => {
+            shared.executors_lost.fetch_add(1, Relaxed);
+            tracing::warn!(id, tasks_reassigned = lost, "executor lost")
+        }
     }
     result
 }
