@@ -103,7 +103,7 @@ impl Collector for Scrape {
         c(
             &mut e,
             "deepdist_executors_lost",
-            "Executors lost (disconnected or silent).",
+            "Executors lost: dropped, silent, or gone with work in hand (not those that left cleanly).",
             s.executors_lost,
         )?;
         c(
