@@ -320,6 +320,15 @@ impl Pods {
     }
 }
 
+/// Polls `cond` every 20 ms until it holds; fails if that takes more than
+/// [`support::PATIENCE`] from `since`.
+fn poll_until(what: &str, since: std::time::Instant, mut cond: impl FnMut() -> bool) {
+    while !cond() {
+        assert!(since.elapsed() < support::PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A pod's end: its status, stdout and stderr.
 fn ended(child: Child) -> (std::process::ExitStatus, String, String) {
     let out = child.wait_with_output().unwrap();
@@ -387,7 +396,6 @@ fn a_killed_driver_pod_ends_every_pod_and_the_job_applied_again_resumes() {
     let mut running = pods.start_all();
     // Every completed epoch is checkpointed: kill once the first one is.
     let checkpoints = pods.claim().join("checkpoints");
-    let start = std::time::Instant::now();
     let checkpointed = || {
         let names = std::fs::read_dir(&checkpoints).into_iter().flatten().flatten();
         // Written to a temporary name, then renamed: only the final name counts.
@@ -395,17 +403,13 @@ fn a_killed_driver_pod_ends_every_pod_and_the_job_applied_again_resumes() {
             .into_iter()
             .any(|e| e.file_name().to_string_lossy().ends_with(".checkpoint"))
     };
-    while !checkpointed() {
+    let start = std::time::Instant::now();
+    poll_until("the first checkpoint", start, || {
         if let Ok(Some(status)) = running[0].try_wait() {
             panic!("the driver's pod ended before its first checkpoint: {status}");
         }
-        assert!(
-            start.elapsed() < support::PATIENCE,
-            "no checkpoint in {}",
-            checkpoints.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        checkpointed()
+    });
     running[0].kill().unwrap();
     let mut running = running.into_iter();
     let (status, _, _) = ended(running.next().unwrap());
@@ -414,13 +418,9 @@ fn a_killed_driver_pod_ends_every_pod_and_the_job_applied_again_resumes() {
     // timeout (5 s) is what ends them.
     let killed = std::time::Instant::now();
     for (index, mut pod) in running.enumerate() {
-        while pod.try_wait().unwrap().is_none() {
-            if killed.elapsed() > support::PATIENCE {
-                let _ = pod.kill();
-                panic!("pod {} outlived the driver by {:?}", index + 1, support::PATIENCE);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        poll_until(&format!("pod {} to exit without its driver", index + 1), killed, || {
+            pod.try_wait().unwrap().is_some()
+        });
         let (status, stdout, stderr) = ended(pod);
         assert!(
             !status.success(),
