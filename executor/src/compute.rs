@@ -1,7 +1,9 @@
 //! How an executor's cores compute: the two [`Compute`]s a mode's loop runs on.
 //!
 //! - [`SplitBatch`] (the default): each minibatch is split across the cores
-//!   by the [`GradientEngine`]; local steps follow one another.
+//!   by the [`GradientEngine`]; local steps follow one another. In an
+//!   executor group ([`crate::group`]) the minibatch is first split across
+//!   the group's processes, and each process splits its rows across its cores.
 //! - [`Hogwild`] (`train.hogwild`, Niu et al. 2011): the cores train one
 //!   shared copy of the parameters at once, each on its own minibatches,
 //!   without locks. The copy is a vector of atomics read and written with
@@ -19,7 +21,10 @@ use deepdist_common::data::Dataset;
 use deepdist_common::mode::{Compute, LocalSteps, LoopError, Work};
 use deepdist_common::model::{GradientEngine, Model};
 use deepdist_common::train::{Batch, Minibatches, check_loss};
+use ndarray::s;
 use rayon::prelude::*;
+
+use crate::group::Group;
 
 /// A task's minibatches through one engine that splits each across the cores.
 pub struct SplitBatch<'a, M: Model> {
@@ -28,6 +33,15 @@ pub struct SplitBatch<'a, M: Model> {
     batches: Minibatches,
     batch: Batch,
     step: usize,
+    group: Option<Shared<'a>>,
+}
+
+/// A group's share of the work, and the running sum `accumulate` keeps
+/// (the engine's own sum covers only this process's rows).
+struct Shared<'a> {
+    group: &'a mut dyn Group,
+    sum: Vec<f32>,
+    fresh: bool,
 }
 
 impl<'a, M: Model> SplitBatch<'a, M> {
@@ -40,6 +54,38 @@ impl<'a, M: Model> SplitBatch<'a, M> {
             batches,
             batch,
             step: 0,
+            group: None,
+        }
+    }
+
+    /// The same, each minibatch shared with the other ranks of `group`.
+    pub fn grouped(
+        engine: &'a mut GradientEngine<M>,
+        data: &'a Dataset,
+        batches: Minibatches,
+        group: &'a mut dyn Group,
+    ) -> Self {
+        let len = engine.model().layout().len();
+        Self {
+            group: Some(Shared {
+                group,
+                sum: vec![0.0; len],
+                fresh: true,
+            }),
+            ..Self::new(engine, data, batches)
+        }
+    }
+
+    /// The current minibatch's mean loss and gradient at `params`: this
+    /// process's alone, or combined with its group's.
+    fn gradient(&mut self, params: &[f32]) -> Result<(f32, &[f32]), LoopError> {
+        match &mut self.group {
+            Some(shared) => group_gradient(self.engine, &self.batch, &mut *shared.group, params),
+            None => {
+                let supervised = self.engine.model().classes().is_some();
+                let (x, labels) = (self.batch.x(), self.batch.labels(supervised));
+                Ok(self.engine.gradient(params, x, labels)?)
+            }
         }
     }
 
@@ -74,32 +120,63 @@ impl<M: Model> Compute for SplitBatch<'_, M> {
         if !self.next() {
             return Ok(Work::default());
         }
-        let supervised = self.engine.model().classes().is_some();
-        let loss = self
-            .engine
-            .accumulate(params, self.batch.x(), self.batch.labels(supervised))?;
+        let loss = match &mut self.group {
+            Some(shared) => {
+                let (loss, grad) = group_gradient(self.engine, &self.batch, &mut *shared.group, params)?;
+                if shared.fresh {
+                    shared.sum.copy_from_slice(grad);
+                } else {
+                    shared.sum.iter_mut().zip(grad).for_each(|(s, g)| *s += g);
+                }
+                shared.fresh = false;
+                loss
+            }
+            None => {
+                let supervised = self.engine.model().classes().is_some();
+                self.engine
+                    .accumulate(params, self.batch.x(), self.batch.labels(supervised))?
+            }
+        };
         self.checked(loss)
     }
 
     fn take(&mut self) -> &[f32] {
-        self.engine.take()
+        match &mut self.group {
+            Some(shared) => {
+                shared.fresh = true;
+                &shared.sum
+            }
+            None => self.engine.take(),
+        }
     }
 
     fn local_steps(&mut self, params: &mut [f32], steps: &mut LocalSteps, n: usize) -> Result<Work, LoopError> {
         let mut work = Work::default();
-        let supervised = self.engine.model().classes().is_some();
         for _ in 0..n {
             if !self.next() {
                 break;
             }
-            let (loss, grad) = self
-                .engine
-                .gradient(params, self.batch.x(), self.batch.labels(supervised))?;
+            let (loss, grad) = self.gradient(params)?;
             steps.step(params, grad);
             work.add(self.checked(loss)?);
         }
         Ok(work)
     }
+}
+
+/// A minibatch's gradient computed by a group: the leader's rows here,
+/// the others' on the other ranks, combined by the group.
+fn group_gradient<'g, M: Model>(
+    engine: &mut GradientEngine<M>,
+    batch: &Batch,
+    group: &'g mut dyn Group,
+    params: &[f32],
+) -> Result<(f32, &'g [f32]), LoopError> {
+    let supervised = engine.model().classes().is_some();
+    let (x, labels) = (batch.x(), batch.labels(supervised));
+    let own = group.share(params, x, labels)?;
+    let (loss, grad) = engine.gradient(params, x.slice(s![..own, ..]), &labels[..own.min(labels.len())])?;
+    group.combine(loss, grad)
 }
 
 /// One parameter vector shared by the threads of a Hogwild! executor.
@@ -369,6 +446,102 @@ mod tests {
                 );
                 assert!(params.iter().all(|p| p.is_finite()));
             }
+        });
+    }
+
+    /// A group whose other rank is a second engine in this process: the
+    /// split and the weighting, without MPI.
+    struct Loopback {
+        other: GradientEngine<Mlp>,
+        params: Vec<f32>,
+        rest: (Vec<f32>, Vec<u8>, usize),
+        rows: usize,
+        combined: Vec<f32>,
+    }
+
+    impl Group for Loopback {
+        fn ranks(&self) -> usize {
+            2
+        }
+        fn cores(&self) -> usize {
+            2
+        }
+        fn setup(&mut self, _: &crate::group::Setup) -> Result<(), LoopError> {
+            Ok(())
+        }
+        fn share(
+            &mut self,
+            params: &[f32],
+            x: ndarray::ArrayView2<'_, f32>,
+            labels: &[u8],
+        ) -> Result<usize, LoopError> {
+            let (rows, dim) = x.dim();
+            let theirs = crate::group::rows_of(rows, 2, 1);
+            self.params = params.to_vec();
+            self.rest = (
+                x.slice(s![theirs.clone(), ..]).iter().copied().collect(),
+                labels[theirs.clone()].to_vec(),
+                dim,
+            );
+            self.rows = rows;
+            Ok(crate::group::rows_of(rows, 2, 0).len())
+        }
+        fn combine(&mut self, loss: f32, gradient: &[f32]) -> Result<(f32, &[f32]), LoopError> {
+            let (x, y, dim) = &self.rest;
+            let view = ndarray::ArrayView2::from_shape((y.len(), *dim), x).unwrap();
+            let (their_loss, theirs) = self.other.gradient(&self.params, view, y)?;
+            let w = y.len() as f32 / self.rows as f32;
+            self.combined = gradient
+                .iter()
+                .zip(theirs)
+                .map(|(a, b)| a * (1.0 - w) + b * w)
+                .collect();
+            Ok((loss * (1.0 - w) + their_loss * w, &self.combined))
+        }
+    }
+
+    #[test]
+    fn a_group_computes_the_same_steps_and_sums_as_one_process() {
+        let (data, mlp) = (data(), Mlp::new(&[6, 5, 3], Activation::Tanh).unwrap());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        pool.install(|| {
+            // Minibatches of 5 split 3 + 2: the weights must follow the rows.
+            let run = |grouped: bool| {
+                let mut engine = GradientEngine::new(mlp.clone(), 5, 1);
+                let mut group = Loopback {
+                    other: GradientEngine::new(mlp.clone(), 5, 1),
+                    params: Vec::new(),
+                    rest: (Vec::new(), Vec::new(), 0),
+                    rows: 0,
+                    combined: Vec::new(),
+                };
+                let batches = || Minibatches::seeded(data.len(), 5, 7);
+                let mut params = mlp.init(3);
+                let mut local = steps(params.len());
+                let mut compute = if grouped {
+                    SplitBatch::grouped(&mut engine, &data, batches(), &mut group)
+                } else {
+                    SplitBatch::new(&mut engine, &data, batches())
+                };
+                let (first, last, _) = train(&mut compute, &mut params, &mut local);
+                let mut compute = if grouped {
+                    SplitBatch::grouped(&mut engine, &data, batches(), &mut group)
+                } else {
+                    SplitBatch::new(&mut engine, &data, batches())
+                };
+                let mut sum_loss = 0.0;
+                for _ in 0..3 {
+                    sum_loss += compute.accumulate(&params).unwrap().loss_sum;
+                }
+                (params, first, last, sum_loss, compute.take().to_vec())
+            };
+            let (alone, grouped) = (run(false), run(true));
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+            assert!(close(&alone.0, &grouped.0), "local steps differ");
+            assert!((alone.1 - grouped.1).abs() < 1e-4 && (alone.2 - grouped.2).abs() < 1e-4);
+            assert!((alone.3 - grouped.3).abs() < 1e-4, "{} vs {}", alone.3, grouped.3);
+            assert!(close(&alone.4, &grouped.4), "accumulated gradients differ");
+            assert!(alone.4.iter().any(|g| *g != 0.0));
         });
     }
 }

@@ -5,7 +5,10 @@
 mod cache;
 pub mod compute;
 mod fetches;
+pub mod group;
 mod link;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod session;
 mod shared_data;
 mod worker;
@@ -114,12 +117,40 @@ pub enum ExecutorError {
 /// Runs an executor until `shutdown` turns true or, with
 /// [`ExecutorConfig::patience`], until the driver ends the run; reconnects
 /// whenever the connection is lost.
-pub async fn run(config: ExecutorConfig, mut shutdown: watch::Receiver<bool>) -> Result<Finish, ExecutorError> {
+pub async fn run(config: ExecutorConfig, shutdown: watch::Receiver<bool>) -> Result<Finish, ExecutorError> {
     let worker = worker::spawn(
         config.cores,
         config.request_timeout,
         ModelLimit::new(config.max_frame, config.max_model_bytes),
+        None,
     );
+    serve(config, worker, shutdown).await
+}
+
+/// [`run`] as the leader of an executor `group`: `config.cores` are this
+/// process's own; the driver is told the group's.
+pub async fn run_group(
+    mut config: ExecutorConfig,
+    group: Box<dyn group::Group>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Finish, ExecutorError> {
+    let total = group.cores();
+    let worker = worker::spawn(
+        config.cores,
+        config.request_timeout,
+        ModelLimit::new(config.max_frame, config.max_model_bytes),
+        Some(group),
+    );
+    config.cores = total;
+    serve(config, worker, shutdown).await
+}
+
+/// Serves the driver with `worker` until shutdown or the end of the run.
+async fn serve(
+    config: ExecutorConfig,
+    worker: WorkerHandle,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Finish, ExecutorError> {
     let cache = cache::PartitionCache::default();
     let mut backoff = Duration::from_millis(100);
     // Since when the driver has been out of reach, and how long that may last.

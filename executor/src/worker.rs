@@ -22,6 +22,7 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::compute::{Hogwild, SplitBatch};
 use crate::fetches::Fetches;
+use crate::group::{Group, Setup};
 use crate::link::{DriverLink, Outbox, ParamsMsg};
 
 /// A task with its partition's data.
@@ -93,8 +94,14 @@ impl WorkerHandle {
     }
 }
 
-/// Starts the worker thread with `cores` compute threads.
-pub fn spawn(cores: usize, request_timeout: Duration, limit: ModelLimit) -> WorkerHandle {
+/// Starts the worker thread with `cores` compute threads, sharing every
+/// minibatch with `group` if it leads one.
+pub fn spawn(
+    cores: usize,
+    request_timeout: Duration,
+    limit: ModelLimit,
+    group: Option<Box<dyn Group>>,
+) -> WorkerHandle {
     let (work_tx, work_rx) = mpsc::channel();
     let (params_tx, params_rx) = mpsc::channel();
     let handle = WorkerHandle {
@@ -122,6 +129,7 @@ pub fn spawn(cores: usize, request_timeout: Duration, limit: ModelLimit) -> Work
         rbm_engine: None,
         mode_loop: None,
         inputs: HashMap::new(),
+        group,
     };
     let spawned = std::thread::Builder::new()
         .name("deepdist-worker".into())
@@ -186,6 +194,8 @@ struct Worker {
     /// Pre-training inputs: partitions passed through the frozen layers, by
     /// (partition hash, stage), for the current job.
     inputs: HashMap<(u128, u32), Arc<Dataset>>,
+    /// The other ranks of this executor's group, if it leads one.
+    group: Option<Box<dyn Group>>,
 }
 
 impl Worker {
@@ -259,22 +269,46 @@ impl Worker {
         let seed = spec.train.seed ^ u64::from(task.partition);
         let order_seed = spec.train.seed ^ (u64::from(task.epoch) << 32) ^ u64::from(task.partition);
         let batches = Minibatches::seeded(data.len(), shape.batch, order_seed);
-        let hogwild = spec.train.hogwild;
+        let mut hogwild = spec.train.hogwild;
+        if let Some(group) = &mut self.group {
+            group.setup(&Setup {
+                spec: spec.clone(),
+                stage: task.stage,
+                dim,
+                classes,
+                batch: shape.batch,
+                seed: spec.train.seed,
+            })?;
+            if hogwild {
+                tracing::warn!("an executor group splits each minibatch across its ranks: train.hogwild is ignored");
+                hogwild = false;
+            }
+        }
         let mut link = self.link.for_task(task, generation);
         let work = match model {
             StageModel::Mlp(m) => {
                 let mut engine = reuse(self.mlp_engine.take(), key, &m, seed);
-                let work = train(&mut engine, &data, batches, hogwild, seed, |c| {
-                    mode_loop.run_task(&plan, c, &mut link)
-                });
+                let work = train(
+                    &mut engine,
+                    &data,
+                    batches,
+                    (hogwild, self.group.as_deref_mut()),
+                    seed,
+                    |c| mode_loop.run_task(&plan, c, &mut link),
+                );
                 self.mlp_engine = Some((key, engine));
                 work
             }
             StageModel::Rbm(r) => {
                 let mut engine = reuse(self.rbm_engine.take(), key, &r, seed);
-                let work = train(&mut engine, &data, batches, hogwild, seed, |c| {
-                    mode_loop.run_task(&plan, c, &mut link)
-                });
+                let work = train(
+                    &mut engine,
+                    &data,
+                    batches,
+                    (hogwild, self.group.as_deref_mut()),
+                    seed,
+                    |c| mode_loop.run_task(&plan, c, &mut link),
+                );
                 self.rbm_engine = Some((key, engine));
                 work
             }
@@ -325,19 +359,23 @@ impl Worker {
     }
 }
 
+/// How a task computes: Hogwild! or not, and the group that shares its
+/// minibatches, if any.
+type ComputeChoice<'g> = (bool, Option<&'g mut (dyn Group + 'static)>);
+
 /// Runs `body` on the compute the job asks for.
 fn train<M: Model + Clone, T>(
     engine: &mut GradientEngine<M>,
     data: &Dataset,
     batches: Minibatches,
-    hogwild: bool,
+    choice: ComputeChoice<'_>,
     seed: u64,
     body: impl FnOnce(&mut dyn Compute) -> T,
 ) -> T {
-    if hogwild {
-        body(&mut Hogwild::new(engine, data, batches, seed, false))
-    } else {
-        body(&mut SplitBatch::new(engine, data, batches))
+    match choice {
+        (_, Some(group)) => body(&mut SplitBatch::grouped(engine, data, batches, group)),
+        (true, None) => body(&mut Hogwild::new(engine, data, batches, seed, false)),
+        (false, None) => body(&mut SplitBatch::new(engine, data, batches)),
     }
 }
 

@@ -1,0 +1,174 @@
+//! A group's other ranks: each waits for the leader's next minibatch,
+//! computes the gradient of its rows on its own cores, and joins the
+//! reduction that sums the group's parts at the leader.
+
+use std::time::{Duration, Instant};
+
+use deepdist_common::cpu::compute_pool;
+use deepdist_common::model::{GradientEngine, Mlp, Model, ModelError, Rbm, StageModel};
+use mpi::collective::SystemOperation;
+use mpi::topology::Communicator;
+use mpi::traits::*;
+use ndarray::ArrayView2;
+
+use super::Comm;
+use super::wire::{self, Header};
+use crate::group::{Setup, rows_of};
+
+/// How long a waiting follower polls for the next message before it starts
+/// to sleep between polls: MPI's blocking receive spins a core for as long
+/// as it waits, which between tasks would take a core from everything else.
+const SPIN: Duration = Duration::from_millis(2);
+/// The longest sleep between polls (a minibatch after a pause is this late at most).
+const MAX_NAP: Duration = Duration::from_millis(1);
+
+/// Why a follower stopped before the leader told it to.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowerError {
+    /// The compute threads could not be started.
+    #[error("cannot start the compute threads: {0}")]
+    Pool(String),
+    /// The leader sent what this follower cannot understand (another build?).
+    #[error("the group's leader sent an unknown command {0}")]
+    Protocol(u64),
+}
+
+/// A rank of a group other than the leader.
+pub struct Follower {
+    comm: Comm,
+    cores: usize,
+}
+
+/// The engine of the setup in force, or why there is none.
+enum Engine {
+    Mlp(GradientEngine<Mlp>),
+    Rbm(GradientEngine<Rbm>),
+    Unusable(String),
+}
+
+impl Engine {
+    fn build(bytes: &[u8], rank: u64) -> Engine {
+        let built = postcard::from_bytes::<Setup>(bytes)
+            .map_err(|e| format!("cannot decode the leader's setup: {e}"))
+            .and_then(|s| {
+                let stage = s
+                    .spec
+                    .stages()
+                    .get(s.stage as usize)
+                    .map(|st| st.kind)
+                    .ok_or_else(|| format!("the job has no stage {}", s.stage))?;
+                let model = s.spec.stage_model(stage, s.dim, s.classes).map_err(|e| e.to_string())?;
+                // Each rank samples dropout and RBM states from its own stream.
+                let seed = s.seed ^ rank.wrapping_mul(0xD1B5_4A32_D192_ED03);
+                Ok(match model {
+                    StageModel::Mlp(m) => Engine::Mlp(GradientEngine::new(m, s.batch, seed)),
+                    StageModel::Rbm(r) => Engine::Rbm(GradientEngine::new(r, s.batch, seed)),
+                })
+            });
+        built.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "this rank cannot compute for its group");
+            Engine::Unusable(e)
+        })
+    }
+
+    fn gradient(&mut self, params: &[f32], x: ArrayView2<'_, f32>, y: &[u8]) -> Result<(f32, &[f32]), String> {
+        fn run<'e, M: Model>(
+            e: &'e mut GradientEngine<M>,
+            params: &[f32],
+            x: ArrayView2<'_, f32>,
+            y: &[u8],
+        ) -> Result<(f32, &'e [f32]), String> {
+            e.gradient(params, x, y).map_err(|e: ModelError| e.to_string())
+        }
+        match self {
+            Engine::Mlp(e) => run(e, params, x, y),
+            Engine::Rbm(e) => run(e, params, x, y),
+            Engine::Unusable(why) => Err(why.clone()),
+        }
+    }
+}
+
+impl Follower {
+    pub(super) fn new(comm: Comm, cores: usize) -> Self {
+        Self { comm, cores }
+    }
+
+    /// This rank in its group.
+    pub fn rank(&self) -> i32 {
+        self.comm.0.rank()
+    }
+
+    /// Serves the leader until it says stop.
+    pub fn serve(self) -> Result<(), FollowerError> {
+        let pool = compute_pool(Some(self.cores)).map_err(|e| FollowerError::Pool(e.to_string()))?;
+        // On a pool thread: MPI is initialised for calls from any thread, one at a time.
+        pool.install(move || self.serve_on_pool())
+    }
+
+    fn serve_on_pool(&self) -> Result<(), FollowerError> {
+        let comm = &self.comm.0;
+        let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
+        let leader = comm.process_at_rank(0);
+        let mut engine = Engine::Unusable("no setup from the leader yet".into());
+        let (mut params, mut x, mut y, mut part) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        loop {
+            self.await_leader();
+            let mut raw = [0u64; 5];
+            leader.receive_into(&mut raw[..]);
+            let header = Header::decode(raw);
+            match header.command {
+                wire::STOP => return Ok(()),
+                wire::SETUP => {
+                    let mut bytes = vec![0u8; header.len as usize];
+                    leader.receive_into(&mut bytes[..]);
+                    engine = Engine::build(&bytes, rank as u64);
+                }
+                wire::GRADIENT => {
+                    let (len, dim) = (header.len as usize, header.dim as usize);
+                    let mine = rows_of(header.rows as usize, ranks, rank);
+                    params.resize(len, 0.0);
+                    x.resize(mine.len() * dim, 0.0);
+                    leader.receive_into(&mut params[..]);
+                    leader.receive_into(&mut x[..]);
+                    y.resize(if header.supervised { mine.len() } else { 0 }, 0u8);
+                    if header.supervised {
+                        leader.receive_into(&mut y[..]);
+                    }
+                    part.resize(len + wire::TRAILER, 0.0);
+                    let weight = mine.len() as f32 / header.rows.max(1) as f32;
+                    let computed = match ArrayView2::from_shape((mine.len(), dim), &x[..]) {
+                        _ if mine.is_empty() => Ok((0.0, &[][..])),
+                        Ok(view) => engine.gradient(&params, view, &y),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match computed {
+                        Ok((_, [])) => part.fill(0.0),
+                        Ok((loss, g)) => wire::contribution(&mut part, g, loss, weight, false),
+                        Err(why) => {
+                            tracing::error!(error = %why, "cannot compute this rank's part of the gradient");
+                            part.fill(0.0);
+                            part[len + 1] = 1.0;
+                        }
+                    }
+                    leader.reduce_into(&part[..], SystemOperation::sum());
+                }
+                other => return Err(FollowerError::Protocol(other)),
+            }
+        }
+    }
+
+    /// Returns once a message from the leader is waiting: spins briefly
+    /// (the next minibatch usually follows within a millisecond), then
+    /// naps between polls so an idle group leaves its cores alone.
+    fn await_leader(&self) {
+        let leader = self.comm.0.process_at_rank(0);
+        let started = Instant::now();
+        let mut nap = Duration::from_micros(50);
+        while leader.immediate_probe().is_none() {
+            if started.elapsed() > SPIN {
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(MAX_NAP);
+            }
+        }
+    }
+}
