@@ -181,6 +181,12 @@ pub struct ExecutorArgs {
     /// --rendezvous`) before every connection attempt, instead of --driver.
     #[arg(long, value_name = "PATH")]
     pub rendezvous: Option<PathBuf>,
+    /// Under `mpirun`: the ranks on each node form one executor group,
+    /// which the driver sees as one executor with all their cores (needs a
+    /// build with `--features mpi`). --cores is then each rank's threads
+    /// (default: the node's cores shared among its ranks).
+    #[arg(long)]
+    pub mpi: bool,
     #[command(flatten)]
     pub run: RunMembership,
 }

@@ -57,6 +57,11 @@ pub struct LaunchArgs {
     /// this node's cores divided among the run's tasks on it).
     #[arg(long)]
     pub cores: Option<usize>,
+    /// Under mpirun (or srun with MPI): the executor ranks on each node form
+    /// one executor group over MPI, so the driver waits for one executor per
+    /// node (needs a build with `--features mpi`).
+    #[arg(long, conflicts_with = "hosts")]
+    pub mpi: bool,
     #[command(flatten)]
     pub secret: SecretArg,
     /// PEM file of the CA that signed the driver's certificate: executors

@@ -12,6 +12,7 @@ pub mod hogwild_bench;
 pub mod local;
 pub mod modes_bench;
 pub mod modes_report;
+pub mod mpi_group;
 pub mod predict;
 pub mod progress;
 pub mod ps_bench;

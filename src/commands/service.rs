@@ -121,15 +121,20 @@ pub fn executor(args: ExecutorArgs) -> anyhow::Result<()> {
         patience: patience(&args.run),
         ..ExecutorConfig::default()
     };
-    if let Some(cores) = args.cores {
-        anyhow::ensure!(cores > 0, "--cores must be at least 1");
-        config.cores = cores;
+    if args.cores == Some(0) {
+        anyhow::bail!("--cores must be at least 1");
     }
     if let Some(name) = args.name {
         config.name = name;
     }
     if let Some(mib) = args.max_model_mb {
         config.max_model_bytes = mib << 20;
+    }
+    if args.mpi {
+        return super::mpi_group::executor(config, args.cores);
+    }
+    if let Some(cores) = args.cores {
+        config.cores = cores;
     }
     super::runtime()?.block_on(serve_executor(config))
 }
@@ -144,16 +149,30 @@ pub fn patience(run: &RunMembership) -> Option<Patience> {
 
 /// Serves as an executor until Ctrl-C or the end of its run.
 pub async fn serve_executor(config: ExecutorConfig) -> anyhow::Result<()> {
+    println!(
+        "deepdist executor {} with {} cores, driver {}",
+        config.name,
+        config.cores,
+        shown_driver(&config)
+    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let shown = match &config.rendezvous {
+    until_finished(tokio::spawn(deepdist_executor::run(config, stopped)), stop).await
+}
+
+/// Where an executor looks for its driver, for people.
+pub fn shown_driver(config: &ExecutorConfig) -> String {
+    match &config.rendezvous {
         Some(path) => format!("from {}", path.display()),
         None => config.driver.clone(),
-    };
-    println!(
-        "deepdist executor {} with {} cores, driver {shown}",
-        config.name, config.cores
-    );
-    let executor = tokio::spawn(deepdist_executor::run(config, stopped));
+    }
+}
+
+/// Waits for a running executor to finish, or stops it on Ctrl-C or
+/// SIGTERM; says how its run ended.
+pub async fn until_finished(
+    executor: tokio::task::JoinHandle<Result<Finish, deepdist_executor::ExecutorError>>,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> anyhow::Result<()> {
     let finish = tokio::select! {
         r = executor => r??,
         r = super::stop_signal() => { r?; let _ = stop.send(true); Finish::Stopped }

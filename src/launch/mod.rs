@@ -6,7 +6,7 @@
 //! outside any manager it is `deepdist local`.
 
 mod hostlist;
-mod placement;
+pub mod placement;
 mod run_host;
 mod ssh;
 
@@ -27,7 +27,11 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
         return crate::commands::runtime()?.block_on(ssh::run(args));
     }
     let env = |name: &str| std::env::var(name).ok();
-    match placement::detect(&env)? {
+    let placement = placement::detect(&env)?;
+    if args.mpi {
+        return crate::commands::mpi_group::launch(args, placement);
+    }
+    match placement {
         None => {
             println!("deepdist launch: no cluster manager in the environment: running locally");
             crate::commands::local::run(LocalArgs {
@@ -38,12 +42,15 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
             })
         }
         Some(p) if p.rank == 0 => crate::commands::runtime()?.block_on(drive(args, p)),
-        Some(p) => crate::commands::runtime()?.block_on(execute(args, p)),
+        Some(p) => {
+            let config = executor_config(&args, &p)?;
+            crate::commands::runtime()?.block_on(serve_executor(config))
+        }
     }
 }
 
 /// Rank 0: the driver, the job, the end of the run.
-async fn drive(args: LaunchArgs, p: Placement) -> anyhow::Result<()> {
+pub async fn drive(args: LaunchArgs, p: Placement) -> anyhow::Result<()> {
     let size = p.size.map_or("?".to_string(), |n| n.to_string());
     println!("deepdist launch: {} rank 0 of {size}: the driver", p.manager);
     let advertise = match (&args.advertise, &p.driver_host) {
@@ -63,8 +70,8 @@ async fn drive(args: LaunchArgs, p: Placement) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Any other rank: an executor of this run.
-async fn execute(args: LaunchArgs, p: Placement) -> anyhow::Result<()> {
+/// Any other rank: the executor of this run it runs.
+pub fn executor_config(args: &LaunchArgs, p: &Placement) -> anyhow::Result<ExecutorConfig> {
     let (driver, rendezvous) = match (&args.rendezvous, &args.driver, &p.driver_host) {
         (Some(path), _, _) => (format!("the address in {}", path.display()), Some(path.clone())),
         (None, Some(addr), _) => (addr.clone(), None),
@@ -85,7 +92,7 @@ async fn execute(args: LaunchArgs, p: Placement) -> anyhow::Result<()> {
         }
     };
     println!("deepdist launch: {} rank {}: an executor", p.manager, p.rank);
-    let config = ExecutorConfig {
+    Ok(ExecutorConfig {
         driver,
         rendezvous,
         cores,
@@ -94,8 +101,7 @@ async fn execute(args: LaunchArgs, p: Placement) -> anyhow::Result<()> {
             .context("cannot load the executor's credentials")?,
         patience: patience(&args.membership.membership()),
         ..ExecutorConfig::default()
-    };
-    serve_executor(config).await
+    })
 }
 
 /// This machine's host name (what Slurm's node list and a pod's DNS use).
