@@ -174,9 +174,11 @@ fn group_gradient<'g, M: Model>(
 ) -> Result<(f32, &'g [f32]), LoopError> {
     let supervised = engine.model().classes().is_some();
     let (x, labels) = (batch.x(), batch.labels(supervised));
-    let own = group.share(params, x, labels)?;
-    let (loss, grad) = engine.gradient(params, x.slice(s![..own, ..]), &labels[..own.min(labels.len())])?;
-    group.combine(loss, grad)
+    group.gradient(params, x, labels, &mut |own, weight, out| {
+        let (loss, grad) = engine.gradient(params, x.slice(s![..own, ..]), &labels[..own.min(labels.len())])?;
+        crate::group::weighted_into(out, grad, weight);
+        Ok(loss)
+    })
 }
 
 /// One parameter vector shared by the threads of a Hogwild! executor.
@@ -450,12 +452,9 @@ mod tests {
     }
 
     /// A group whose other rank is a second engine in this process: the
-    /// split and the weighting, without MPI.
+    /// split and the weighting, without MPI. The leader takes 3 of 5 rows.
     struct Loopback {
         other: GradientEngine<Mlp>,
-        params: Vec<f32>,
-        rest: (Vec<f32>, Vec<u8>, usize),
-        rows: usize,
         combined: Vec<f32>,
     }
 
@@ -469,34 +468,24 @@ mod tests {
         fn setup(&mut self, _: &crate::group::Setup) -> Result<(), LoopError> {
             Ok(())
         }
-        fn share(
+        fn gradient(
             &mut self,
             params: &[f32],
             x: ndarray::ArrayView2<'_, f32>,
             labels: &[u8],
-        ) -> Result<usize, LoopError> {
-            let (rows, dim) = x.dim();
-            let theirs = crate::group::rows_of(rows, 2, 1);
-            self.params = params.to_vec();
-            self.rest = (
-                x.slice(s![theirs.clone(), ..]).iter().copied().collect(),
-                labels[theirs.clone()].to_vec(),
-                dim,
-            );
-            self.rows = rows;
-            Ok(crate::group::rows_of(rows, 2, 0).len())
-        }
-        fn combine(&mut self, loss: f32, gradient: &[f32]) -> Result<(f32, &[f32]), LoopError> {
-            let (x, y, dim) = &self.rest;
-            let view = ndarray::ArrayView2::from_shape((y.len(), *dim), x).unwrap();
-            let (their_loss, theirs) = self.other.gradient(&self.params, view, y)?;
-            let w = y.len() as f32 / self.rows as f32;
-            self.combined = gradient
-                .iter()
-                .zip(theirs)
-                .map(|(a, b)| a * (1.0 - w) + b * w)
-                .collect();
-            Ok((loss * (1.0 - w) + their_loss * w, &self.combined))
+            own: &mut crate::group::OwnPart<'_>,
+        ) -> Result<(f32, &[f32]), LoopError> {
+            let rows = x.nrows();
+            let lead = rows.div_ceil(2).min(3);
+            let theirs = crate::group::rows_of(rows, 2, lead, 1);
+            let w = theirs.len() as f32 / rows as f32;
+            self.combined.resize(params.len(), 0.0);
+            let own_loss = own(lead, 1.0 - w, &mut self.combined)?;
+            let (their_loss, g) = self
+                .other
+                .gradient(params, x.slice(s![theirs.clone(), ..]), &labels[theirs])?;
+            self.combined.iter_mut().zip(g).for_each(|(c, g)| *c += g * w);
+            Ok((own_loss * (1.0 - w) + their_loss * w, &self.combined))
         }
     }
 
@@ -510,9 +499,6 @@ mod tests {
                 let mut engine = GradientEngine::new(mlp.clone(), 5, 1);
                 let mut group = Loopback {
                     other: GradientEngine::new(mlp.clone(), 5, 1),
-                    params: Vec::new(),
-                    rest: (Vec::new(), Vec::new(), 0),
-                    rows: 0,
                     combined: Vec::new(),
                 };
                 let batches = || Minibatches::seeded(data.len(), 5, 7);

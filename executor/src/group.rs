@@ -32,6 +32,11 @@ pub struct Setup {
     pub seed: u64,
 }
 
+/// The leader's part of a minibatch's gradient: given its rows (the
+/// minibatch's first `rows`) and their weight, it writes `weight ×` their
+/// mean gradient into `out` and returns their mean loss.
+pub type OwnPart<'a> = dyn FnMut(usize, f32, &mut [f32]) -> Result<f32, LoopError> + 'a;
+
 /// The leader's view of its group: the other ranks, as one gradient.
 pub trait Group: Send {
     /// Processes in the group, the leader included.
@@ -43,23 +48,38 @@ pub trait Group: Send {
     /// Makes the other ranks compute for `setup` from now on.
     fn setup(&mut self, setup: &Setup) -> Result<(), LoopError>;
 
-    /// Hands a minibatch (`x`, and `labels` unless unsupervised) and the
-    /// parameters to the other ranks; returns how many of its first rows
-    /// the leader computes itself.
-    fn share(&mut self, params: &[f32], x: ArrayView2<'_, f32>, labels: &[u8]) -> Result<usize, LoopError>;
-
-    /// Combines the leader's mean loss and gradient over its rows with the
-    /// other ranks', weighted by rows: the whole minibatch's (loss, gradient).
-    fn combine(&mut self, loss: f32, gradient: &[f32]) -> Result<(f32, &[f32]), LoopError>;
+    /// A minibatch's mean loss and gradient at `params` over the group:
+    /// hands the other ranks their rows of `x` (and `labels`, unless
+    /// unsupervised) with the parameters, has `own` compute the leader's
+    /// rows meanwhile, and sums the parts weighted by rows.
+    fn gradient(
+        &mut self,
+        params: &[f32],
+        x: ArrayView2<'_, f32>,
+        labels: &[u8],
+        own: &mut OwnPart<'_>,
+    ) -> Result<(f32, &[f32]), LoopError>;
 }
 
-/// The rows `rank` of `ranks` computes of a minibatch of `rows`: contiguous
-/// and as even as can be, the leader (rank 0) first.
-pub fn rows_of(rows: usize, ranks: usize, rank: usize) -> std::ops::Range<usize> {
-    let ranks = ranks.max(1);
-    let (each, extra) = (rows / ranks, rows % ranks);
-    let start = rank * each + rank.min(extra);
-    start..(start + each + usize::from(rank < extra)).min(rows)
+/// Writes `weight × gradient` into `out`: one rank's part of the sum.
+pub fn weighted_into(out: &mut [f32], gradient: &[f32], weight: f32) {
+    out.iter_mut().zip(gradient).for_each(|(o, g)| *o = g * weight);
+}
+
+/// The rows `rank` of `ranks` computes of a minibatch of `rows` when the
+/// leader (rank 0) takes the first `lead`: the others share the rest
+/// evenly, in order. The leader's share can differ from the others'
+/// because its part starts at once, while theirs waits for the parameters.
+pub fn rows_of(rows: usize, ranks: usize, lead: usize, rank: usize) -> std::ops::Range<usize> {
+    let lead = lead.min(rows);
+    if rank == 0 {
+        return 0..lead;
+    }
+    let (others, rest) = (ranks.saturating_sub(1).max(1), rows - lead);
+    let (each, extra) = (rest / others, rest % others);
+    let i = rank - 1;
+    let start = lead + i * each + i.min(extra);
+    start..(start + each + usize::from(i < extra)).min(rows)
 }
 
 #[cfg(test)]
@@ -67,18 +87,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_row_goes_to_exactly_one_rank_and_the_leader_never_has_fewer() {
+    fn every_row_goes_to_exactly_one_rank_in_order() {
         for rows in [1, 2, 3, 7, 64, 128, 129] {
             for ranks in 1..6 {
-                let parts: Vec<_> = (0..ranks).map(|r| rows_of(rows, ranks, r)).collect();
-                assert_eq!(parts[0].start, 0);
-                assert_eq!(parts[ranks - 1].end, rows, "{rows} rows, {ranks} ranks");
-                for pair in parts.windows(2) {
-                    assert_eq!(pair[0].end, pair[1].start);
-                    assert!(pair[0].len() >= pair[1].len());
+                for lead in [0, 1, rows / ranks, rows / 2, rows] {
+                    if ranks == 1 && lead != rows {
+                        continue; // alone, the leader computes every row
+                    }
+                    let parts: Vec<_> = (0..ranks).map(|r| rows_of(rows, ranks, lead, r)).collect();
+                    assert_eq!(parts[0], 0..lead);
+                    assert_eq!(parts[ranks - 1].end, rows, "{rows} rows, {ranks} ranks, lead {lead}");
+                    for pair in parts.windows(2) {
+                        assert_eq!(pair[0].end, pair[1].start);
+                    }
+                    // The followers' shares differ by at most one row.
+                    let sizes: Vec<_> = parts[1..].iter().map(|p| p.len()).collect();
+                    if let (Some(max), Some(min)) = (sizes.iter().max(), sizes.iter().min()) {
+                        assert!(max - min <= 1);
+                    }
                 }
             }
         }
-        assert_eq!(rows_of(128, 2, 1), 64..128);
+        assert_eq!(rows_of(128, 2, 72, 1), 72..128);
+        assert_eq!(rows_of(10, 3, 4, 2), 7..10);
     }
 }

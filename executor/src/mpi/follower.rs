@@ -13,7 +13,7 @@ use ndarray::ArrayView2;
 
 use super::Comm;
 use super::wire::{self, Header};
-use crate::group::{Setup, rows_of};
+use crate::group::Setup;
 
 /// How long a waiting follower polls for the next message before it starts
 /// to sleep between polls: MPI's blocking receive spins a core for as long
@@ -107,14 +107,15 @@ impl Follower {
 
     fn serve_on_pool(&self) -> Result<(), FollowerError> {
         let comm = &self.comm.0;
-        let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
+        let rank = comm.rank() as usize;
         let leader = comm.process_at_rank(0);
         let mut engine = Engine::Unusable("no setup from the leader yet".into());
         let (mut params, mut x, mut y, mut part) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         loop {
             self.await_leader();
-            let mut raw = [0u64; 5];
+            let mut raw = [0u64; wire::HEADER];
             leader.receive_into(&mut raw[..]);
+            let arrived = Instant::now();
             let header = Header::decode(raw);
             match header.command {
                 wire::STOP => return Ok(()),
@@ -125,7 +126,7 @@ impl Follower {
                 }
                 wire::GRADIENT => {
                     let (len, dim) = (header.len as usize, header.dim as usize);
-                    let mine = rows_of(header.rows as usize, ranks, rank);
+                    let mine = header.start as usize..header.end as usize;
                     params.resize(len, 0.0);
                     x.resize(mine.len() * dim, 0.0);
                     leader.receive_into(&mut params[..]);
@@ -141,13 +142,17 @@ impl Follower {
                         Ok(view) => engine.gradient(&params, view, &y),
                         Err(e) => Err(e.to_string()),
                     };
+                    let busy = arrived.elapsed().as_secs_f32();
                     match computed {
-                        Ok((_, [])) => part.fill(0.0),
-                        Ok((loss, g)) => wire::contribution(&mut part, g, loss, weight, false),
+                        Ok((_, [])) => {
+                            part.fill(0.0);
+                            wire::trailer(&mut part, len, 0.0, false, busy);
+                        }
+                        Ok((loss, g)) => wire::contribution(&mut part, g, loss, weight, busy),
                         Err(why) => {
                             tracing::error!(error = %why, "cannot compute this rank's part of the gradient");
                             part.fill(0.0);
-                            part[len + 1] = 1.0;
+                            wire::trailer(&mut part, len, 0.0, true, busy);
                         }
                     }
                     leader.reduce_into(&part[..], SystemOperation::sum());

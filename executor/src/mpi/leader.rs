@@ -1,17 +1,20 @@
 //! The group's rank 0: the executor the driver sees. Its compute thread
-//! hands each minibatch to the followers and reduces their gradients.
+//! hands each minibatch to the followers, computes its own rows while they
+//! receive theirs, and reduces their gradients.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use deepdist_common::mode::LoopError;
 use mpi::collective::SystemOperation;
+use mpi::request::WaitGuard;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 use ndarray::ArrayView2;
 
 use super::Comm;
 use super::wire::{self, Header};
-use crate::group::{Group, Setup, rows_of};
+use crate::group::{Group, OwnPart, Setup, rows_of};
 
 /// The communicator, until the group is stopped, and the length of the
 /// gradient of a minibatch shared but not yet combined: the followers are
@@ -33,9 +36,9 @@ pub struct Leader {
     cores: usize,
     /// The encoded setup the followers hold.
     setup: Option<Vec<u8>>,
-    /// The current minibatch's rows, and the leader's own share of them.
-    rows: usize,
-    own: usize,
+    /// The fraction of each minibatch the leader computes itself; see
+    /// [`Leader::balance`].
+    lead: f64,
     contribution: Vec<f32>,
     combined: Vec<f32>,
 }
@@ -51,16 +54,7 @@ impl Drop for LeaderStop {
         let mut state = lock(&self.0);
         let Some(comm) = state.comm.take() else { return };
         settle(&comm.0, &mut state.pending);
-        to_followers(
-            &comm.0,
-            Header {
-                command: wire::STOP,
-                len: 0,
-                rows: 0,
-                dim: 0,
-                supervised: false,
-            },
-        );
+        to_followers(&comm.0, Header::bare(wire::STOP, 0));
     }
 }
 
@@ -80,8 +74,7 @@ impl Leader {
             own_cores,
             cores,
             setup: None,
-            rows: 0,
-            own: 0,
+            lead: 1.0 / ranks.max(1) as f64,
             contribution: Vec::new(),
             combined: Vec::new(),
         }
@@ -145,16 +138,7 @@ impl Group for Leader {
         }
         with_comm(&self.comm, |comm, pending| {
             settle(comm, pending);
-            to_followers(
-                comm,
-                Header {
-                    command: wire::SETUP,
-                    len: bytes.len() as u64,
-                    rows: 0,
-                    dim: 0,
-                    supervised: false,
-                },
-            );
+            to_followers(comm, Header::bare(wire::SETUP, bytes.len() as u64));
             for rank in 1..comm.size() {
                 comm.process_at_rank(rank).send(&bytes[..]);
             }
@@ -163,59 +147,144 @@ impl Group for Leader {
         Ok(())
     }
 
-    fn share(&mut self, params: &[f32], x: ArrayView2<'_, f32>, labels: &[u8]) -> Result<usize, LoopError> {
+    fn gradient(
+        &mut self,
+        params: &[f32],
+        x: ArrayView2<'_, f32>,
+        labels: &[u8],
+        own: &mut OwnPart<'_>,
+    ) -> Result<(f32, &[f32]), LoopError> {
         let (rows, dim) = x.dim();
         let features = x
             .as_slice()
             .ok_or_else(|| LoopError::Driver("the minibatch is not contiguous".into()))?;
-        let ranks = self.ranks;
-        with_comm(&self.comm, |comm, pending| {
-            settle(comm, pending);
-            *pending = Some(params.len());
-            to_followers(
-                comm,
+        let (ranks, len) = (self.ranks, params.len());
+        let lead = self.lead_rows(rows);
+        let part = |rank: usize| rows_of(rows, ranks, lead, rank);
+        let headers: Vec<[u64; wire::HEADER]> = (0..ranks)
+            .map(|rank| {
+                let mine = part(rank);
                 Header {
                     command: wire::GRADIENT,
-                    len: params.len() as u64,
+                    len: len as u64,
                     rows: rows as u64,
                     dim: dim as u64,
                     supervised: !labels.is_empty(),
-                },
-            );
-            for rank in 1..ranks {
-                let mine = rows_of(rows, ranks, rank);
-                let to = comm.process_at_rank(rank as i32);
-                to.send(params);
-                to.send(&features[mine.start * dim..mine.end * dim]);
-                if !labels.is_empty() {
-                    to.send(&labels[mine]);
+                    start: mine.start as u64,
+                    end: mine.end as u64,
                 }
-            }
-        })?;
-        self.rows = rows;
-        self.own = rows_of(rows, ranks, 0).len();
-        Ok(self.own)
-    }
-
-    fn combine(&mut self, loss: f32, gradient: &[f32]) -> Result<(f32, &[f32]), LoopError> {
-        let len = gradient.len();
+                .encode()
+            })
+            .collect();
         self.contribution.resize(len + wire::TRAILER, 0.0);
         self.combined.resize(len + wire::TRAILER, 0.0);
-        let weight = self.own as f32 / self.rows.max(1) as f32;
-        wire::contribution(&mut self.contribution, gradient, loss, weight, false);
-        let (contribution, combined) = (&self.contribution, &mut self.combined);
-        with_comm(&self.comm, |comm, pending| {
-            *pending = None;
+        let weight = lead as f32 / rows.max(1) as f32;
+        let (contribution, combined) = (&mut self.contribution, &mut self.combined);
+        let own_s = with_comm(&self.comm, |comm, pending| {
+            settle(comm, pending);
+            // From here until the reduction, the followers are in this minibatch.
+            *pending = Some(len);
+            let own_s = mpi::request::scope(|scope| {
+                // The followers pull their parts while this rank computes its own.
+                let (mut small, mut floats, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+                for (rank, header) in headers.iter().enumerate().skip(1) {
+                    let (to, mine) = (comm.process_at_rank(rank as i32), part(rank));
+                    small.push(WaitGuard::from(to.immediate_send(scope, &header[..])));
+                    floats.push(WaitGuard::from(to.immediate_send(scope, params)));
+                    floats.push(WaitGuard::from(
+                        to.immediate_send(scope, &features[mine.start * dim..mine.end * dim]),
+                    ));
+                    if !labels.is_empty() {
+                        bytes.push(WaitGuard::from(to.immediate_send(scope, &labels[mine])));
+                    }
+                }
+                let started = Instant::now();
+                let loss = own(lead, weight, &mut contribution[..len])?;
+                let own_s = started.elapsed().as_secs_f32();
+                wire::trailer(contribution, len, loss * weight, false, 0.0);
+                Ok::<_, LoopError>(own_s)
+            })?;
             comm.process_at_rank(0)
                 .reduce_into_root(&contribution[..], &mut combined[..], SystemOperation::sum());
-        })?;
-        if self.combined[len + 1] != 0.0 {
+            *pending = None;
+            Ok::<_, LoopError>(own_s)
+        })??;
+        let [loss, failed, busy] = [len, len + 1, len + 2].map(|i| self.combined[i]);
+        if failed != 0.0 {
             return Err(LoopError::Driver(format!(
-                "{} rank(s) of this executor's MPI group could not compute their part of the gradient \
-                 (their log says why)",
-                self.combined[len + 1]
+                "{failed} rank(s) of this executor's MPI group could not compute their part of the gradient \
+                 (their log says why)"
             )));
         }
-        Ok((self.combined[len], &self.combined[..len]))
+        let busy_s = busy / (ranks - 1).max(1) as f32;
+        self.lead = next_lead(self.lead, ranks, rows, lead, own_s, busy_s);
+        Ok((loss, &self.combined[..len]))
+    }
+}
+
+impl Leader {
+    /// The leader's rows of a minibatch of `rows`: its share, at least one
+    /// row, and at least one row left for each follower when there are enough.
+    fn lead_rows(&self, rows: usize) -> usize {
+        if self.ranks <= 1 {
+            return rows;
+        }
+        let most = rows.saturating_sub(self.ranks - 1).max(1);
+        ((self.lead * rows as f64).round() as usize).clamp(1, most)
+    }
+}
+
+/// The leader's next share of a minibatch of `rows`, from its current
+/// `share`: it computed `lead` rows in `own_s` seconds while a follower was
+/// busy `busy_s` on average (receiving, then computing). Moving k rows to
+/// the leader lengthens its part by k rows and shortens each follower's by
+/// k / (ranks − 1); half of the step that would close the gap is taken, to
+/// ride out noise.
+fn next_lead(share: f64, ranks: usize, rows: usize, lead: usize, own_s: f32, busy_s: f32) -> f64 {
+    if ranks <= 1 || lead == 0 || rows == 0 || own_s <= 0.0 {
+        return share;
+    }
+    let per_row = f64::from(own_s) / lead as f64;
+    let others = (ranks - 1) as f64;
+    let gap_rows = f64::from(busy_s - own_s) / (per_row * (1.0 + 1.0 / others));
+    (share + 0.5 * gap_rows / rows as f64).clamp(0.5 / ranks as f64, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_lead;
+
+    /// Followers that first spend `receive` seconds on the parameters,
+    /// every rank `per_row` seconds a row: the share settles where both
+    /// finish together.
+    #[test]
+    fn the_leaders_share_settles_where_every_rank_finishes_together() {
+        let (rows, per_row, receive) = (128usize, 0.05e-3f32, 1.0e-3f32);
+        for ranks in [2usize, 3, 4] {
+            let mut share = 1.0 / ranks as f64;
+            for _ in 0..30 {
+                let lead = (share * rows as f64).round() as usize;
+                let each = (rows - lead) as f32 / (ranks - 1) as f32;
+                share = next_lead(
+                    share,
+                    ranks,
+                    rows,
+                    lead,
+                    lead as f32 * per_row,
+                    receive + each * per_row,
+                );
+            }
+            let lead = (share * rows as f64).round() as usize;
+            let each = (rows - lead) as f32 / (ranks - 1) as f32;
+            let (own, theirs) = (lead as f32 * per_row, receive + each * per_row);
+            assert!(
+                (own - theirs).abs() < 2.0 * per_row,
+                "{ranks} ranks: {own} against {theirs}"
+            );
+            assert!(lead > rows / ranks, "the leader, which waits for nothing, takes more");
+        }
+        // A slower leader gives rows away, down to a floor.
+        assert!(next_lead(0.5, 2, 128, 64, 2e-3, 1e-3) < 0.5);
+        assert_eq!(next_lead(0.3, 2, 128, 38, 1.0, 0.0), 0.25);
     }
 }
