@@ -144,6 +144,45 @@ mod with_mpi {
         assert!(stdout.contains("MPI group of 2 ranks with 2 cores"), "{stdout}");
     }
 
+    /// Trains `spec` on a fresh driver with the executor `start` returns;
+    /// the per-epoch training losses.
+    async fn losses_with(spec: &str, start: impl FnOnce(&str) -> Option<Child>) -> Option<Vec<f64>> {
+        let driver = TestDriver::start().await;
+        let executor = start(&driver.addr())?;
+        driver
+            .await_status("the executor to register", |s| s.executors.len() == 1)
+            .await;
+        let mut client = driver.client().await;
+        let job = client.submit(spec, "same.toml").await.unwrap();
+        let summary = support::watch(&mut client, job, |_| {}).await;
+        assert_eq!(summary.state, JobState::Done, "{summary:?}");
+        driver.driver.end_run(JobState::Done, Duration::from_secs(30)).await;
+        drop(executor);
+        let lines = support::metrics(&summary.output_dir);
+        Some(lines.iter().map(|l| l["train_loss"].as_f64().unwrap()).collect())
+    }
+
+    /// In sync mode a group of two ranks computes each step's gradient from
+    /// the same minibatches as one process: the training losses agree epoch
+    /// by epoch (up to the order of float sums).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_trains_as_one_process_does() {
+        let spec = small_job("same", "sync", 3);
+        let Some(group) = losses_with(&spec, |addr| start_group(addr, "group")).await else {
+            return;
+        };
+        let alone = losses_with(&spec, |addr| Some(spawn_executor_process(addr, "alone")))
+            .await
+            .unwrap();
+        assert_eq!(group.len(), 3);
+        for (g, a) in group.iter().zip(&alone) {
+            assert!(
+                (g - a).abs() <= 0.01 * a,
+                "group {group:?} against one process {alone:?}"
+            );
+        }
+    }
+
     /// A group alone pre-trains two RBMs and fine-tunes a DBN in sync mode:
     /// every stage's setup reaches the other rank (its input is the frozen
     /// layers' output), and the followers' RBM gradients are combined too.

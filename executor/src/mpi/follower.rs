@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use deepdist_common::cpu::compute_pool;
 use deepdist_common::model::{GradientEngine, Mlp, Model, ModelError, Rbm, StageModel};
-use mpi::collective::SystemOperation;
 use mpi::topology::Communicator;
 use mpi::traits::*;
 use ndarray::ArrayView2;
 
 use super::Comm;
+use super::shm::Blocks;
 use super::wire::{self, Header};
 use crate::group::Setup;
 
@@ -31,6 +31,9 @@ pub enum FollowerError {
     /// The leader sent what this follower cannot understand (another build?).
     #[error("the group's leader sent an unknown command {0}")]
     Protocol(u64),
+    /// A minibatch came before shared blocks of its size (another build?).
+    #[error("the group's leader sent a minibatch of {0} parameters without blocks of that size")]
+    Blocks(usize),
 }
 
 /// A rank of a group other than the leader.
@@ -110,7 +113,8 @@ impl Follower {
         let rank = comm.rank() as usize;
         let leader = comm.process_at_rank(0);
         let mut engine = Engine::Unusable("no setup from the leader yet".into());
-        let (mut params, mut x, mut y, mut part) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut params, mut x, mut y) = (Vec::new(), Vec::new(), Vec::new());
+        let mut blocks: Option<Blocks> = None;
         loop {
             self.await_leader();
             let mut raw = [0u64; wire::HEADER];
@@ -118,7 +122,18 @@ impl Follower {
             let arrived = Instant::now();
             let header = Header::decode(raw);
             match header.command {
-                wire::STOP => return Ok(()),
+                wire::STOP => {
+                    if let Some(blocks) = blocks.take() {
+                        blocks.free();
+                    }
+                    return Ok(());
+                }
+                wire::BLOCKS => {
+                    if let Some(old) = blocks.take() {
+                        old.free();
+                    }
+                    blocks = Some(Blocks::allocate(comm, header.len as usize));
+                }
                 wire::SETUP => {
                     let mut bytes = vec![0u8; header.len as usize];
                     leader.receive_into(&mut bytes[..]);
@@ -135,27 +150,35 @@ impl Follower {
                     if header.supervised {
                         leader.receive_into(&mut y[..]);
                     }
-                    part.resize(len + wire::TRAILER, 0.0);
+                    let block = match &mut blocks {
+                        Some(b) if b.len() == len => b,
+                        _ => return Err(FollowerError::Blocks(len)),
+                    };
                     let weight = mine.len() as f32 / header.rows.max(1) as f32;
                     let computed = match ArrayView2::from_shape((mine.len(), dim), &x[..]) {
                         _ if mine.is_empty() => Ok((0.0, &[][..])),
                         Ok(view) => engine.gradient(&params, view, &y),
                         Err(e) => Err(e.to_string()),
                     };
-                    let busy = arrived.elapsed().as_secs_f32();
-                    match computed {
+                    let trailer = match computed {
                         Ok((_, [])) => {
-                            part.fill(0.0);
-                            wire::trailer(&mut part, len, 0.0, false, busy);
+                            block.own().fill(0.0);
+                            wire::trailer(0.0, false, arrived.elapsed().as_secs_f32())
                         }
-                        Ok((loss, g)) => wire::contribution(&mut part, g, loss, weight, busy),
-                        Err(why) => {
+                        Ok((loss, g)) if g.len() == len => {
+                            crate::group::weighted_into(block.own(), g, weight);
+                            wire::trailer(loss * weight, false, arrived.elapsed().as_secs_f32())
+                        }
+                        failed => {
+                            let why = failed
+                                .map_or_else(|e| e, |(_, g)| format!("{} gradients for {len} parameters", g.len()));
                             tracing::error!(error = %why, "cannot compute this rank's part of the gradient");
-                            part.fill(0.0);
-                            wire::trailer(&mut part, len, 0.0, true, busy);
+                            block.own().fill(0.0);
+                            wire::trailer(0.0, true, arrived.elapsed().as_secs_f32())
                         }
-                    }
-                    leader.reduce_into(&part[..], SystemOperation::sum());
+                    };
+                    block.sync();
+                    leader.send(&trailer[..]);
                 }
                 other => return Err(FollowerError::Protocol(other)),
             }

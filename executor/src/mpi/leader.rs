@@ -1,30 +1,33 @@
 //! The group's rank 0: the executor the driver sees. Its compute thread
 //! hands each minibatch to the followers, computes its own rows while they
-//! receive theirs, and reduces their gradients.
+//! receive theirs, and sums their gradients where they left them.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use deepdist_common::mode::LoopError;
-use mpi::collective::SystemOperation;
 use mpi::request::WaitGuard;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 use ndarray::ArrayView2;
 
 use super::Comm;
+use super::shm::Blocks;
 use super::wire::{self, Header};
 use crate::group::{Group, OwnPart, Setup, rows_of};
 
-/// The communicator, until the group is stopped, and the length of the
-/// gradient of a minibatch shared but not yet combined: the followers are
-/// then in the reduction, which a stop must finish first.
+/// What the compute thread and the stopping thread share.
 type Shared = Arc<Mutex<State>>;
 
+/// The group's MPI state, until the group is stopped.
 #[derive(Default)]
 struct State {
     comm: Option<Comm>,
-    pending: Option<usize>,
+    /// The followers' gradient blocks, once a minibatch has needed them.
+    blocks: Option<Blocks>,
+    /// A minibatch was handed out and its trailers not yet received (its
+    /// own part failed): the followers must be heard before anything else.
+    pending: bool,
 }
 
 /// The leader's side of the group, for the compute thread.
@@ -37,9 +40,8 @@ pub struct Leader {
     /// The encoded setup the followers hold.
     setup: Option<Vec<u8>>,
     /// The fraction of each minibatch the leader computes itself; see
-    /// [`Leader::balance`].
+    /// [`next_lead`].
     lead: f64,
-    contribution: Vec<f32>,
     combined: Vec<f32>,
 }
 
@@ -48,13 +50,16 @@ pub struct Leader {
 pub struct LeaderStop(Shared);
 
 impl Drop for LeaderStop {
-    /// Finishes a reduction the followers are in, tells every follower to
-    /// return and frees the communicator.
+    /// Hears out a minibatch the followers are in, tells every follower to
+    /// return, frees the shared blocks and the communicator.
     fn drop(&mut self) {
         let mut state = lock(&self.0);
         let Some(comm) = state.comm.take() else { return };
         settle(&comm.0, &mut state.pending);
         to_followers(&comm.0, Header::bare(wire::STOP, 0));
+        if let Some(blocks) = state.blocks.take() {
+            blocks.free();
+        }
     }
 }
 
@@ -68,14 +73,13 @@ impl Leader {
         Self {
             comm: Arc::new(Mutex::new(State {
                 comm: Some(comm),
-                pending: None,
+                ..State::default()
             })),
             ranks,
             own_cores,
             cores,
             setup: None,
             lead: 1.0 / ranks.max(1) as f64,
-            contribution: Vec::new(),
             combined: Vec::new(),
         }
     }
@@ -92,24 +96,32 @@ impl Leader {
     }
 }
 
-/// Runs `f` on the communicator and the pending reduction's length;
-/// abandoned once the group is stopped.
-fn with_comm<T>(shared: &Shared, f: impl FnOnce(&SimpleCommunicator, &mut Option<usize>) -> T) -> Result<T, LoopError> {
+/// Runs `f` on the group's state; abandoned once the group is stopped.
+fn with_comm<T>(shared: &Shared, f: impl FnOnce(&SimpleCommunicator, &mut State) -> T) -> Result<T, LoopError> {
     let mut guard = lock(shared);
-    let State { comm, pending } = &mut *guard;
-    let comm = comm.as_ref().ok_or(LoopError::Abandoned)?;
-    Ok(f(&comm.0, pending))
+    let state = &mut *guard;
+    let comm = state.comm.take().ok_or(LoopError::Abandoned)?;
+    let out = f(&comm.0, state);
+    state.comm = Some(comm);
+    Ok(out)
 }
 
-/// Finishes the reduction of a minibatch whose combination never came (the
-/// leader's own part failed, or the group stops), so that the followers
-/// are ready for the next command.
-fn settle(comm: &SimpleCommunicator, pending: &mut Option<usize>) {
-    if let Some(len) = pending.take() {
-        let zeros = vec![0.0f32; len + wire::TRAILER];
-        let mut sum = zeros.clone();
-        comm.process_at_rank(0)
-            .reduce_into_root(&zeros[..], &mut sum[..], SystemOperation::sum());
+/// Receives every follower's trailer of the minibatch handed out; their sum.
+fn trailers(comm: &SimpleCommunicator) -> [f32; wire::TRAILER] {
+    let mut sum = [0.0; wire::TRAILER];
+    for rank in 1..comm.size() {
+        let mut trailer = [0.0f32; wire::TRAILER];
+        comm.process_at_rank(rank).receive_into(&mut trailer[..]);
+        sum.iter_mut().zip(trailer).for_each(|(s, t)| *s += t);
+    }
+    sum
+}
+
+/// Hears out a minibatch whose own part failed, so that the followers are
+/// ready for the next command.
+fn settle(comm: &SimpleCommunicator, pending: &mut bool) {
+    if std::mem::take(pending) {
+        trailers(comm);
     }
 }
 
@@ -119,6 +131,18 @@ fn to_followers(comm: &SimpleCommunicator, header: Header) {
     for rank in 1..comm.size() {
         comm.process_at_rank(rank).send(&raw[..]);
     }
+}
+
+/// Makes the followers' blocks hold `len` values (collective with them).
+fn ensure_blocks(comm: &SimpleCommunicator, blocks: &mut Option<Blocks>, len: usize) {
+    if blocks.as_ref().is_some_and(|b| b.len() == len) {
+        return;
+    }
+    to_followers(comm, Header::bare(wire::BLOCKS, len as u64));
+    if let Some(old) = blocks.take() {
+        old.free();
+    }
+    *blocks = Some(Blocks::allocate(comm, len));
 }
 
 impl Group for Leader {
@@ -136,8 +160,14 @@ impl Group for Leader {
         if self.setup.as_ref() == Some(&bytes) {
             return Ok(());
         }
-        with_comm(&self.comm, |comm, pending| {
-            settle(comm, pending);
+        if self.setup.is_some() {
+            tracing::info!(
+                leader_share = format!("{:.1}%", 100.0 * self.lead),
+                "MPI group: the leader's share of each minibatch so far; a new stage starts"
+            );
+        }
+        with_comm(&self.comm, |comm, state| {
+            settle(comm, &mut state.pending);
             to_followers(comm, Header::bare(wire::SETUP, bytes.len() as u64));
             for rank in 1..comm.size() {
                 comm.process_at_rank(rank).send(&bytes[..]);
@@ -176,15 +206,15 @@ impl Group for Leader {
                 .encode()
             })
             .collect();
-        self.contribution.resize(len + wire::TRAILER, 0.0);
-        self.combined.resize(len + wire::TRAILER, 0.0);
+        self.combined.resize(len, 0.0);
         let weight = lead as f32 / rows.max(1) as f32;
-        let (contribution, combined) = (&mut self.contribution, &mut self.combined);
-        let own_s = with_comm(&self.comm, |comm, pending| {
-            settle(comm, pending);
-            // From here until the reduction, the followers are in this minibatch.
-            *pending = Some(len);
-            let own_s = mpi::request::scope(|scope| {
+        let combined = &mut self.combined;
+        let (own_loss, own_s, [loss, failed, busy]) = with_comm(&self.comm, |comm, state| {
+            settle(comm, &mut state.pending);
+            ensure_blocks(comm, &mut state.blocks, len);
+            // From here until their trailers arrive, the followers are in this minibatch.
+            state.pending = true;
+            let (own_loss, own_s) = mpi::request::scope(|scope| {
                 // The followers pull their parts while this rank computes its own.
                 let (mut small, mut floats, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
                 for (rank, header) in headers.iter().enumerate().skip(1) {
@@ -199,17 +229,17 @@ impl Group for Leader {
                     }
                 }
                 let started = Instant::now();
-                let loss = own(lead, weight, &mut contribution[..len])?;
-                let own_s = started.elapsed().as_secs_f32();
-                wire::trailer(contribution, len, loss * weight, false, 0.0);
-                Ok::<_, LoopError>(own_s)
+                let loss = own(lead, weight, &mut combined[..])?;
+                Ok::<_, LoopError>((loss, started.elapsed().as_secs_f32()))
             })?;
-            comm.process_at_rank(0)
-                .reduce_into_root(&contribution[..], &mut combined[..], SystemOperation::sum());
-            *pending = None;
-            Ok::<_, LoopError>(own_s)
+            let sum = trailers(comm);
+            state.pending = false;
+            if let Some(blocks) = &state.blocks {
+                blocks.sync();
+                blocks.add_into(combined);
+            }
+            Ok::<_, LoopError>((own_loss, own_s, sum))
         })??;
-        let [loss, failed, busy] = [len, len + 1, len + 2].map(|i| self.combined[i]);
         if failed != 0.0 {
             return Err(LoopError::Driver(format!(
                 "{failed} rank(s) of this executor's MPI group could not compute their part of the gradient \
@@ -218,7 +248,7 @@ impl Group for Leader {
         }
         let busy_s = busy / (ranks - 1).max(1) as f32;
         self.lead = next_lead(self.lead, ranks, rows, lead, own_s, busy_s);
-        Ok((loss, &self.combined[..len]))
+        Ok((own_loss * weight + loss, &self.combined))
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod follower;
 mod leader;
+mod shm;
 mod wire;
 
 use mpi::Threading;

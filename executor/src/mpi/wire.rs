@@ -8,14 +8,14 @@ pub const STOP: u64 = 0;
 pub const SETUP: u64 = 1;
 /// A minibatch: the parameters (`len` values), the follower's rows
 /// `start..end` of the features (`dim` values each), their labels (when
-/// `supervised`); every rank then joins one sum-reduction of
-/// `len + TRAILER` values to the leader (see [`contribution`]).
+/// `supervised`). The follower writes its weighted gradient into its
+/// shared block (`super::shm`) and answers with a [`trailer`].
 pub const GRADIENT: u64 = 2;
+/// The shared blocks are freed and allocated again for `len` values
+/// (collective: every rank takes part).
+pub const BLOCKS: u64 = 3;
 
-/// Values in a contribution after the gradient: the weighted loss, a
-/// failure flag (non-zero when a follower could not compute its part), and
-/// the seconds the follower was busy from the header to its part (which
-/// the leader balances its own share of the rows against).
+/// Values in a follower's answer to a minibatch; see [`trailer`].
 pub const TRAILER: usize = 3;
 
 /// The first message of every exchange.
@@ -81,20 +81,13 @@ impl Header {
     }
 }
 
-/// Fills `out` (`gradient.len() + TRAILER` values) with a follower's part
-/// of the reduction: its gradient and loss weighted by its share of the
-/// rows, and the seconds it was `busy`.
-pub fn contribution(out: &mut [f32], gradient: &[f32], loss: f32, weight: f32, busy: f32) {
-    let len = gradient.len();
-    crate::group::weighted_into(&mut out[..len], gradient, weight);
-    trailer(out, len, loss * weight, false, busy);
-}
-
-/// Fills the values after the gradient's `len`.
-pub fn trailer(out: &mut [f32], len: usize, weighted_loss: f32, failed: bool, busy: f32) {
-    out[len] = weighted_loss;
-    out[len + 1] = f32::from(u8::from(failed));
-    out[len + 2] = busy;
+/// A follower's answer to a minibatch, once its block holds its weighted
+/// gradient: its loss weighted by its share of the rows, a failure flag
+/// (non-zero when it could not compute its part), and the seconds it was
+/// busy from the header to its part (which the leader balances its own
+/// share of the rows against). The leader sums the answers.
+pub fn trailer(weighted_loss: f32, failed: bool, busy_s: f32) -> [f32; TRAILER] {
+    [weighted_loss, f32::from(u8::from(failed)), busy_s]
 }
 
 #[cfg(test)]
@@ -102,7 +95,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn headers_round_trip_and_contributions_sum_to_the_minibatch_mean() {
+    fn headers_round_trip_and_trailers_say_what_happened() {
         let h = Header {
             command: GRADIENT,
             len: 7,
@@ -113,11 +106,6 @@ mod tests {
             end: 128,
         };
         assert_eq!(Header::decode(h.encode()), h);
-        // Two ranks with 3 and 1 of 4 rows: the weighted sum is the mean over all 4.
-        let (mut a, mut b) = (vec![0.0; 2 + TRAILER], vec![0.0; 2 + TRAILER]);
-        contribution(&mut a, &[1.0, 2.0], 0.5, 0.75, 0.0);
-        contribution(&mut b, &[5.0, 6.0], 1.5, 0.25, 0.5);
-        let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-        assert_eq!(sum, vec![2.0, 3.0, 0.75, 0.0, 0.5]);
+        assert_eq!(trailer(0.25, true, 0.5), [0.25, 1.0, 0.5]);
     }
 }
