@@ -285,30 +285,21 @@ impl Worker {
             }
         }
         let mut link = self.link.for_task(task, generation);
+        let choice = (hogwild, self.group.as_deref_mut());
         let work = match model {
             StageModel::Mlp(m) => {
                 let mut engine = reuse(self.mlp_engine.take(), key, &m, seed);
-                let work = train(
-                    &mut engine,
-                    &data,
-                    batches,
-                    (hogwild, self.group.as_deref_mut()),
-                    seed,
-                    |c| mode_loop.run_task(&plan, c, &mut link),
-                );
+                let work = train(&mut engine, &data, batches, choice, seed, |c| {
+                    mode_loop.run_task(&plan, c, &mut link)
+                });
                 self.mlp_engine = Some((key, engine));
                 work
             }
             StageModel::Rbm(r) => {
                 let mut engine = reuse(self.rbm_engine.take(), key, &r, seed);
-                let work = train(
-                    &mut engine,
-                    &data,
-                    batches,
-                    (hogwild, self.group.as_deref_mut()),
-                    seed,
-                    |c| mode_loop.run_task(&plan, c, &mut link),
-                );
+                let work = train(&mut engine, &data, batches, choice, seed, |c| {
+                    mode_loop.run_task(&plan, c, &mut link)
+                });
                 self.rbm_engine = Some((key, engine));
                 work
             }
