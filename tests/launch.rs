@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{cannot_run, data_dir, small_job};
+use support::{cannot_run, data_dir, slurm_is_up, small_job, spare_port};
 
 /// The stdout and stderr of a launcher's run that must have succeeded;
 /// panics with both, and `what` failed, otherwise.
@@ -83,36 +83,6 @@ fn a_failed_job_fails_every_rank() {
         stderr.contains("the run is over: its job ended failed"),
         "{stdout}\n{stderr}"
     );
-}
-
-/// Whether the one-node Slurm cluster `.ci/slurm-up` starts answers with a
-/// usable node; says why not through `cannot_run`.
-fn slurm_is_up(scenario: &str) -> bool {
-    let up = Command::new("sinfo")
-        .args(["-h", "-N", "-o", "%T"])
-        .output()
-        .is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|state| ["idle", "mixed", "allocated"].contains(&state.trim_end_matches('*')))
-        });
-    if !up {
-        cannot_run(
-            scenario,
-            "no Slurm node is up (apt-get install slurm-wlm munge, then run .ci/slurm-up as root)",
-        );
-    }
-    up
-}
-
-/// A port nothing listens on now, for a driver rank that must use a known
-/// port (Slurm's executors dial the first node at --port).
-fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `srun -n 3 deepdist launch`: Slurm's task 0 drives, tasks 1 and 2 find it

@@ -32,7 +32,9 @@ mod with_mpi {
     use deepdist_common::proto::StatusReport;
     use tokio::process::Child;
 
-    use super::support::{self, TestDriver, cannot_run, small_dbn_job, small_job, spawn_executor_process};
+    use super::support::{
+        self, TestDriver, cannot_run, slurm_is_up, small_dbn_job, small_job, spare_port, spawn_executor_process,
+    };
 
     /// `mpirun` as the tests run it: as root, more ranks than cores.
     fn mpirun(ranks: usize) -> Option<tokio::process::Command> {
@@ -269,5 +271,32 @@ mod with_mpi {
         assert!(stdout.contains("MPI group of 2 ranks"), "{stdout}");
         assert!(stdout.contains("job 1 (launch-mpi) done"), "{stdout}");
         assert!(!Path::new(&rendezvous).exists());
+    }
+
+    /// `srun --mpi=pmix -n 3 deepdist launch --mpi`: Slurm's task 0 drives,
+    /// tasks 1 and 2 find each other through Slurm's PMIx and form one group.
+    #[test]
+    fn srun_with_pmix_makes_one_group_per_node() {
+        if !slurm_is_up("srun launch --mpi") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("job.toml"), small_job("srun-mpi", "async", 3)).unwrap();
+        let out = Command::new("srun")
+            .args(["--mpi=pmix", "-n", "3", "--overcommit", "--kill-on-bad-exit=0"])
+            .arg(env!("CARGO_BIN_EXE_deepdist"))
+            .args(["launch", "job.toml", "--mpi", "--port", &spare_port().to_string()])
+            .current_dir(dir.path())
+            .env("DEEPDIST_DATA", support::data_dir())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "srun: {}\n{stdout}\n{stderr}", out.status);
+        assert!(stdout.contains("Slurm rank 0 of 3: the driver"), "{stdout}");
+        assert!(stdout.contains("MPI group of 2 ranks"), "{stdout}");
+        assert!(stdout.contains("job 1 (srun-mpi) done"), "{stdout}");
     }
 }

@@ -143,6 +143,10 @@ impl<M: Model> Compute for SplitBatch<'_, M> {
     fn take(&mut self) -> &[f32] {
         match &mut self.group {
             Some(shared) => {
+                // As the engine's: zero when nothing was accumulated since the last take.
+                if shared.fresh {
+                    shared.sum.fill(0.0);
+                }
                 shared.fresh = true;
                 &shared.sum
             }
@@ -519,7 +523,9 @@ mod tests {
                 for _ in 0..3 {
                     sum_loss += compute.accumulate(&params).unwrap().loss_sum;
                 }
-                (params, first, last, sum_loss, compute.take().to_vec())
+                let taken = compute.take().to_vec();
+                assert!(compute.take().iter().all(|g| *g == 0.0), "a second take is empty");
+                (params, first, last, sum_loss, taken)
             };
             let (alone, grouped) = (run(false), run(true));
             let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);

@@ -387,3 +387,33 @@ impl DriverProcess {
         }
     }
 }
+
+/// Whether the one-node Slurm cluster `.ci/slurm-up` starts answers with a
+/// usable node; says why not through `cannot_run`.
+pub fn slurm_is_up(scenario: &str) -> bool {
+    let up = std::process::Command::new("sinfo")
+        .args(["-h", "-N", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|state| ["idle", "mixed", "allocated"].contains(&state.trim_end_matches('*')))
+        });
+    if !up {
+        cannot_run(
+            scenario,
+            "no Slurm node is up (apt-get install slurm-wlm munge, then run .ci/slurm-up as root)",
+        );
+    }
+    up
+}
+
+/// A port nothing listens on now, for a driver rank that must use a known
+/// port (Slurm's executors dial the first node at --port).
+pub fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -9,6 +9,10 @@
 //! leader receives every trailer, `MPI_Win_sync`s, then reads, and sends
 //! the next minibatch (after which the follower writes again) only once it
 //! has summed.
+//!
+//! The calls' return codes are not checked: MPI's default error handler,
+//! which windows inherit from their communicator, aborts the run on any
+//! error — the group's failure rule.
 
 use std::os::raw::{c_int, c_void};
 
