@@ -166,7 +166,8 @@ mod with_mpi {
 
     /// In sync mode a group of two ranks computes each step's gradient from
     /// the same minibatches as one process: the training losses agree epoch
-    /// by epoch (up to the order of float sums).
+    /// by epoch, within 2% (the order of float sums differs; leaving the
+    /// followers out of the sum is off by more than 15%).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_trains_as_one_process_does() {
         let spec = small_job("same", "sync", 3);
@@ -179,7 +180,7 @@ mod with_mpi {
         assert_eq!(group.len(), 3);
         for (g, a) in group.iter().zip(&alone) {
             assert!(
-                (g - a).abs() <= 0.01 * a,
+                (g - a).abs() <= 0.02 * a,
                 "group {group:?} against one process {alone:?}"
             );
         }
