@@ -90,6 +90,15 @@ mod with_mpi {
             .await
     }
 
+    /// A driver with a group named `name` and a plain executor `plain`, both registered.
+    async fn group_and_plain(name: &str) -> Option<(TestDriver, Child, Child)> {
+        let driver = TestDriver::start().await;
+        let group = start_group(&driver.addr(), name)?;
+        let plain = spawn_executor_process(&driver.addr(), "plain");
+        await_executors(&driver, name, 1).await;
+        Some((driver, group, plain))
+    }
+
     fn tasks_done(status: &StatusReport, name: &str) -> u64 {
         status
             .executors
@@ -116,12 +125,9 @@ mod with_mpi {
     /// together; the group leaves with the run and `mpirun` exits 0.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_and_a_plain_executor_complete_a_job() {
-        let driver = TestDriver::start().await;
-        let Some(group) = start_group(&driver.addr(), "group") else {
+        let Some((driver, group, _plain)) = group_and_plain("group").await else {
             return;
         };
-        let _plain = spawn_executor_process(&driver.addr(), "plain");
-        await_executors(&driver, "group", 1).await;
         let mut client = driver.client().await;
         let job = client
             .submit(&small_job("mpi-async", "async", 4), "mpi.toml")
@@ -216,12 +222,9 @@ mod with_mpi {
     /// with an error.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_killed_rank_is_one_executor_lost_and_the_job_completes() {
-        let driver = TestDriver::start().await;
-        let Some(group) = start_group(&driver.addr(), "doomed") else {
+        let Some((driver, group, _plain)) = group_and_plain("doomed").await else {
             return;
         };
-        let _plain = spawn_executor_process(&driver.addr(), "plain");
-        await_executors(&driver, "doomed", 1).await;
         let mut client = driver.client().await;
         let epochs = 12;
         let job = client

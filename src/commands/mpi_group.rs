@@ -17,7 +17,7 @@ const NO_MPI: &str = "this build has no MPI support: rebuild with --features mpi
 #[cfg(feature = "mpi")]
 pub fn executor(config: ExecutorConfig, cores: Option<usize>) -> anyhow::Result<()> {
     let (mpi, role) = imp::join(deepdist_executor::mpi::Members::AllRanks, cores)?;
-    imp::play(&mpi, role, config, |_| Ok(()))
+    imp::play(&mpi, role, config, || Ok(()))
 }
 
 /// `deepdist executor --mpi` in a build without MPI.
@@ -39,7 +39,7 @@ pub fn launch(mut args: LaunchArgs, p: Option<Placement>) -> anyhow::Result<()> 
         deepdist_executor::mpi::Role::Leader(_) => crate::launch::executor_config(&args, &p)?,
         _ => ExecutorConfig::default(),
     };
-    imp::play(&mpi, role, config, move |_| {
+    imp::play(&mpi, role, config, move || {
         super::runtime()?.block_on(crate::launch::drive(args, p))
     })
 }
@@ -73,7 +73,7 @@ mod imp {
         mpi: &Mpi,
         role: Role,
         config: ExecutorConfig,
-        outside: impl FnOnce(&Mpi) -> anyhow::Result<()>,
+        outside: impl FnOnce() -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         match role {
             Role::Leader(leader) => serve_group(config, leader),
@@ -86,7 +86,7 @@ mod imp {
                 }
                 Ok(())
             }
-            Role::Outside => outside(mpi),
+            Role::Outside => outside(),
         }
     }
 
