@@ -85,12 +85,13 @@ proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics_and_stays_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let frame = proto::Bytes::from(bytes.clone());
         let (_, peak) = peak_allocation(|| {
-            proto::decode::<Handshake>(&bytes).is_ok()
-                | proto::decode::<FromExecutor>(&bytes).is_ok()
-                | proto::decode::<ToExecutor>(&bytes).is_ok()
-                | proto::decode::<FromClient>(&bytes).is_ok()
-                | proto::decode::<ToClient>(&bytes).is_ok()
+            proto::decode::<Handshake>(frame.clone()).is_ok()
+                | proto::decode::<FromExecutor>(frame.clone()).is_ok()
+                | proto::decode::<ToExecutor>(frame.clone()).is_ok()
+                | proto::decode::<FromClient>(frame.clone()).is_ok()
+                | proto::decode::<ToClient>(frame.clone()).is_ok()
         });
         prop_assert!(peak <= 4 * bytes.len() + SERDE_PREALLOCATION + 4096, "{peak} bytes for a {}-byte frame", bytes.len());
     }

@@ -62,7 +62,7 @@ async fn bad_frames_are_rejected_and_the_driver_keeps_serving() {
         };
         let reply = send_raw(&addr, &frame(&proto::encode(&hello).unwrap()), false).await;
         assert!(reply.len() > 4, "a reject frame came back");
-        match proto::decode(&reply[4..]).unwrap() {
+        match proto::decode(proto::Bytes::copy_from_slice(&reply[4..])).unwrap() {
             Handshake::Reject { reason } => {
                 assert!(reason.contains(&want), "{reason}");
                 if version != PROTOCOL_VERSION {

@@ -129,7 +129,7 @@ async fn frames_stay_small_until_the_peer_has_proved_the_secret() {
     let mut challenge = vec![0u8; u32::from_be_bytes(len) as usize];
     stream.read_exact(&mut challenge).await.unwrap();
     assert!(matches!(
-        proto::decode(&challenge).unwrap(),
+        proto::decode(challenge.into()).unwrap(),
         Handshake::Challenge { .. }
     ));
     stream.write_all(&header(big)).await.unwrap();

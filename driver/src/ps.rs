@@ -361,7 +361,7 @@ mod tests {
     }
 
     fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
-        match proto::decode(&frame).unwrap() {
+        match proto::decode(frame).unwrap() {
             ToExecutor::Params { version, values, .. } => (version, values.to_vec().unwrap()),
             other => panic!("{other:?}"),
         }

@@ -189,7 +189,7 @@ async fn run_job(
         } else {
             proto::encode(&ToExecutor::Partition {
                 hash: p.content_hash(),
-                bytes: p.encode(),
+                bytes: p.encode().into(),
             })?
         };
         if frame.len() > shared.config.max_frame {

@@ -63,6 +63,9 @@ pub struct LocalSteps {
     window_pushed: bool,
     /// Directions pushed since the outstanding parameter request was sent.
     pending: Vec<f32>,
+    /// `pending` holds nothing (its values are stale): clearing is a flag,
+    /// not a pass over every parameter at each request.
+    pending_empty: bool,
 }
 
 impl LocalSteps {
@@ -84,6 +87,7 @@ impl LocalSteps {
             window: vec![0.0; len],
             window_pushed: true,
             pending: vec![0.0; len],
+            pending_empty: true,
         }
     }
 
@@ -101,7 +105,7 @@ impl LocalSteps {
             self.rule.momentum = momentum;
         }
         self.window_pushed = true;
-        self.pending.fill(0.0);
+        self.pending_empty = true;
     }
 
     /// The arithmetic of a step, for threads that step on their own.
@@ -146,7 +150,12 @@ impl LocalSteps {
     /// requested after this push arrive.
     pub fn take_window(&mut self) -> &[f32] {
         if !self.window_pushed {
-            self.pending.iter_mut().zip(&self.window).for_each(|(p, w)| *p += w);
+            if self.pending_empty {
+                self.pending.copy_from_slice(&self.window);
+            } else {
+                self.pending.iter_mut().zip(&self.window).for_each(|(p, w)| *p += w);
+            }
+            self.pending_empty = false;
             self.window_pushed = true;
         } else {
             self.window.fill(0.0);
@@ -156,18 +165,21 @@ impl LocalSteps {
 
     /// A parameter request was just sent: everything pushed so far will be in its answer.
     pub fn requested(&mut self) {
-        self.pending.fill(0.0);
+        self.pending_empty = true;
     }
 
     /// Re-applies, on freshly adopted parameters, the pushes they cannot
     /// contain yet and the steps not pushed yet.
     pub fn rebase(&self, params: &mut [f32]) {
         let lr = self.rule.lr;
-        if self.window_pushed {
-            params.iter_mut().zip(&self.pending).for_each(|(w, p)| *w -= lr * p);
-        } else {
-            let parts = params.iter_mut().zip(&self.pending).zip(&self.window);
-            parts.for_each(|((w, p), d)| *w -= lr * (p + d));
+        match (self.pending_empty, self.window_pushed) {
+            (true, true) => {}
+            (true, false) => params.iter_mut().zip(&self.window).for_each(|(w, d)| *w -= lr * d),
+            (false, true) => params.iter_mut().zip(&self.pending).for_each(|(w, p)| *w -= lr * p),
+            (false, false) => {
+                let parts = params.iter_mut().zip(&self.pending).zip(&self.window);
+                parts.for_each(|((w, p), d)| *w -= lr * (p + d));
+            }
         }
     }
 }
@@ -211,6 +223,28 @@ mod tests {
         let mut adopted = vec![-0.5];
         local.rebase(&mut adopted);
         assert_eq!(adopted, w, "the rebased copy equals the local one");
+    }
+
+    #[test]
+    fn a_request_clears_what_is_pending_but_not_the_window() {
+        let mut local = LocalSteps::new(&sgd(0.0), 1);
+        let mut w = vec![0.0];
+        local.step(&mut w, &[1.0]);
+        local.take_window();
+        local.requested(); // the answer will hold the push
+        local.step(&mut w, &[2.0]); // not pushed yet
+        let mut adopted = vec![-0.5];
+        local.rebase(&mut adopted);
+        assert_eq!(adopted, w, "only the unpushed step is re-applied");
+        // Pushed now and pending, nothing stepped since.
+        local.take_window();
+        let mut adopted = vec![-0.5];
+        local.rebase(&mut adopted);
+        assert_eq!(adopted, w, "the pending push is re-applied");
+        local.requested();
+        let mut adopted = vec![-1.5];
+        local.rebase(&mut adopted);
+        assert_eq!(adopted, vec![-1.5], "nothing to re-apply");
     }
 
     #[test]

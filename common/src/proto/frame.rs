@@ -5,7 +5,7 @@
 //! ```
 //!
 //! The header is the message with its bulk field (if its kind has one, see
-//! [`Wire::bulk_mut`]) left empty; the bulk part is that field's raw bytes
+//! [`Wire::set_bulk`]) left empty; the bulk part is that field's raw bytes
 //! (tensors as little-endian `f32`). Decoding checks that the header length
 //! fits the frame, that the header decodes to exactly its bytes, and that
 //! bulk bytes come only with a kind that has a bulk field.
@@ -54,8 +54,9 @@ fn assemble<M: Wire>(header: &M, bulk: &[u8]) -> Result<Bytes, ProtoError> {
     Ok(Bytes::from(out))
 }
 
-/// Decodes one frame's payload as a message of type `M`.
-pub fn decode<M: Wire>(frame: &[u8]) -> Result<M, ProtoError> {
+/// Decodes one frame's payload as a message of type `M`. Its bulk field,
+/// if any, keeps a view of `frame`.
+pub fn decode<M: Wire>(frame: Bytes) -> Result<M, ProtoError> {
     let bad = |reason: String| ProtoError::Decode {
         len: frame.len(),
         reason,
@@ -68,6 +69,7 @@ pub fn decode<M: Wire>(frame: &[u8]) -> Result<M, ProtoError> {
         return Err(bad(format!("header of {len} bytes in {} bytes", rest.len())));
     }
     let (header, bulk) = rest.split_at(len);
+    let bulk = frame.slice_ref(bulk);
     let (mut msg, left) = postcard::take_from_bytes::<M>(header).map_err(|e| bad(e.to_string()))?;
     if !left.is_empty() {
         return Err(bad(format!(
@@ -76,16 +78,12 @@ pub fn decode<M: Wire>(frame: &[u8]) -> Result<M, ProtoError> {
             msg.kind()
         )));
     }
-    match msg.bulk_mut() {
-        Some(field) => field.extend_from_slice(bulk),
-        None if bulk.is_empty() => {}
-        None => {
-            return Err(bad(format!(
-                "{} bulk bytes after a {}, which carries none",
-                bulk.len(),
-                msg.kind()
-            )));
-        }
+    let bulk_len = bulk.len();
+    if bulk_len > 0 && !msg.set_bulk(bulk) {
+        return Err(bad(format!(
+            "{bulk_len} bulk bytes after a {}, which carries none",
+            msg.kind()
+        )));
     }
     Ok(msg)
 }

@@ -11,10 +11,11 @@
 //! | [`ToClient`] | driver → client |
 //!
 //! A message with a large field ([`FromExecutor::Push`], [`ToExecutor::Params`],
-//! [`ToExecutor::Partition`]) names it through [`Wire::bulk_mut`]; that field
+//! [`ToExecutor::Partition`]) names it through [`Wire::set_bulk`]; that field
 //! is left out of the postcard header and travels raw after it (see
 //! [`super::frame`]).
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -32,9 +33,10 @@ pub trait Wire: Serialize + DeserializeOwned {
         None
     }
 
-    /// [`Wire::bulk`], to fill on decode.
-    fn bulk_mut(&mut self) -> Option<&mut Vec<u8>> {
-        None
+    /// Fills [`Wire::bulk`] on decode (a view of the frame, not a copy);
+    /// false if this kind has no bulk field.
+    fn set_bulk(&mut self, _bulk: Bytes) -> bool {
+        false
     }
 }
 
@@ -183,11 +185,12 @@ impl Wire for FromExecutor {
         }
     }
 
-    fn bulk_mut(&mut self) -> Option<&mut Vec<u8>> {
+    fn set_bulk(&mut self, bulk: Bytes) -> bool {
         match self {
-            FromExecutor::Push(p) => Some(&mut p.values.0),
-            _ => None,
+            FromExecutor::Push(p) => p.values.0 = bulk,
+            _ => return false,
         }
+        true
     }
 }
 
@@ -210,7 +213,7 @@ pub enum ToExecutor {
         hash: u128,
         /// The encoding of [`crate::data::Partition`].
         #[serde(skip)]
-        bytes: Vec<u8>,
+        bytes: Bytes,
     },
     /// Read partition `partition` of the task's job from its shared
     /// `data.path` (`data.shared`); it must hash to `hash`.
@@ -278,12 +281,13 @@ impl Wire for ToExecutor {
         }
     }
 
-    fn bulk_mut(&mut self) -> Option<&mut Vec<u8>> {
+    fn set_bulk(&mut self, bulk: Bytes) -> bool {
         match self {
-            ToExecutor::Partition { bytes, .. } => Some(bytes),
-            ToExecutor::Params { values, .. } => Some(&mut values.0),
-            _ => None,
+            ToExecutor::Partition { bytes, .. } => *bytes = bulk,
+            ToExecutor::Params { values, .. } => values.0 = bulk,
+            _ => return false,
         }
+        true
     }
 }
 

@@ -16,6 +16,8 @@ mod wire;
 
 use std::time::Duration;
 
+/// Frames and bulk fields are shared bytes (a decoded tensor is a view of its frame).
+pub use bytes::Bytes;
 pub use frame::*;
 pub use messages::*;
 pub use payload::*;
@@ -85,6 +87,7 @@ pub enum ProtoError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn push(values: Tensor) -> FromExecutor {
         FromExecutor::Push(Push {
@@ -112,15 +115,15 @@ mod tests {
             version: 9,
             values: Tensor::from_f32(&[1.5, -2.0]),
         };
-        assert_eq!(decode::<ToExecutor>(&encode(&msg).unwrap()).unwrap(), msg);
+        assert_eq!(decode::<ToExecutor>(encode(&msg).unwrap()).unwrap(), msg);
         assert_eq!(Tensor::from_f32(&[1.5, -2.0]).to_vec().unwrap(), vec![1.5, -2.0]);
         let part = ToExecutor::Partition {
             hash: 7,
-            bytes: vec![1, 2, 3],
+            bytes: Bytes::from_static(&[1, 2, 3]),
         };
-        assert_eq!(decode::<ToExecutor>(&encode(&part).unwrap()).unwrap(), part);
+        assert_eq!(decode::<ToExecutor>(encode(&part).unwrap()).unwrap(), part);
         let status = FromClient::Status;
-        assert_eq!(decode::<FromClient>(&encode(&status).unwrap()).unwrap(), status);
+        assert_eq!(decode::<FromClient>(encode(&status).unwrap()).unwrap(), status);
     }
 
     #[test]
@@ -140,7 +143,7 @@ mod tests {
             values: Tensor::from_f32(&values),
         };
         assert_eq!(frame, encode(&want).unwrap());
-        let FromExecutor::Push(p) = decode(&encode_with_tensor(&push(Tensor::default()), &values).unwrap()).unwrap()
+        let FromExecutor::Push(p) = decode(encode_with_tensor(&push(Tensor::default()), &values).unwrap()).unwrap()
         else {
             panic!("not a push")
         };
@@ -158,24 +161,24 @@ mod tests {
         // A header length beyond the frame.
         let mut long = frame.to_vec();
         long[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode::<FromExecutor>(&long).is_err());
+        assert!(decode::<FromExecutor>(long.into()).is_err());
         // Bulk bytes after a kind that carries none.
         let mut extra = encode(&FromExecutor::Heartbeat).unwrap().to_vec();
         extra.extend_from_slice(&[0; 8]);
-        let err = decode::<FromExecutor>(&extra).unwrap_err().to_string();
+        let err = decode::<FromExecutor>(extra.into()).unwrap_err().to_string();
         assert!(err.contains("carries none"), "{err}");
         // A header longer than its message.
         let mut padded = encode(&FromClient::Status).unwrap().to_vec();
         padded[..4].copy_from_slice(&2u32.to_le_bytes());
         padded.push(0);
-        assert!(decode::<FromClient>(&padded).is_err());
+        assert!(decode::<FromClient>(padded.into()).is_err());
         // Another role's message does not decode as this role's.
         let submit = encode(&FromClient::Submit {
             spec: "x".repeat(40),
             origin: "o".into(),
         })
         .unwrap();
-        assert!(decode::<FromExecutor>(&submit).is_err());
+        assert!(decode::<FromExecutor>(submit).is_err());
     }
 
     #[test]
@@ -209,14 +212,14 @@ mod tests {
                 spec,
                 peers: 2,
             }));
-            assert_eq!(decode::<ToExecutor>(&encode(&msg).unwrap()).unwrap(), msg);
+            assert_eq!(decode::<ToExecutor>(encode(&msg).unwrap()).unwrap(), msg);
         }
     }
 
     #[test]
     fn garbage_does_not_decode() {
-        assert!(decode::<Handshake>(&[0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert!(decode::<Handshake>(&[]).is_err());
+        assert!(decode::<Handshake>(Bytes::from_static(&[0xff; 5])).is_err());
+        assert!(decode::<Handshake>(Bytes::new()).is_err());
     }
 
     #[test]

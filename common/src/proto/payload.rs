@@ -1,13 +1,27 @@
 //! What messages carry: tensors, tasks, updates, reports, metrics, status.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::ProtoError;
 use crate::job::{JobSpec, JobState};
 
-/// Raw little-endian `f32` values.
-#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Tensor(#[serde(with = "serde_bytes")] pub Vec<u8>);
+/// Raw little-endian `f32` values. Shared bytes, so that a tensor decoded
+/// from a frame is a view of the frame rather than a copy of megabytes.
+#[derive(Clone, PartialEq, Default)]
+pub struct Tensor(pub Bytes);
+
+impl Serialize for Tensor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::Bytes::new(&self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tensor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self(Bytes::from(serde_bytes::ByteBuf::deserialize(d)?.into_vec())))
+    }
+}
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -20,9 +34,9 @@ impl Tensor {
     pub fn from_f32(values: &[f32]) -> Self {
         if cfg!(target_endian = "little") {
             // The in-memory bytes already are the wire format: one memcpy.
-            return Self(bytemuck::cast_slice(values).to_vec());
+            return Self(Bytes::copy_from_slice(bytemuck::cast_slice(values)));
         }
-        Self(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        Self(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into())
     }
 
     /// Number of values.

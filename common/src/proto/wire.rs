@@ -62,7 +62,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 if let Some(c) = &self.counter {
                     c.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
                 }
-                decode(&frame).map(Some)
+                decode(frame.freeze()).map(Some)
             }
         }
     }
