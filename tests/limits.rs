@@ -281,6 +281,7 @@ async fn an_executor_piling_up_fetches_is_cut_off_and_the_job_goes_on() {
             job: task.job,
             stage: task.stage,
             wait_for: u64::MAX,
+            newer_than: None,
         };
         if writer.lock().await.send(&fetch).await.is_err() {
             break;

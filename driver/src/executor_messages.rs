@@ -27,7 +27,12 @@ pub async fn handle(shared: &Arc<Shared>, id: u64, tx: &Outbox, msg: FromExecuto
     match msg {
         FromExecutor::Heartbeat => {}
         FromExecutor::NeedPartition { hash } => need_partition(shared, id, tx, hash),
-        FromExecutor::Fetch { job, stage, wait_for } => fetch(shared, id, tx, (job, stage), wait_for)?,
+        FromExecutor::Fetch {
+            job,
+            stage,
+            wait_for,
+            newer_than,
+        } => fetch(shared, id, tx, (job, stage), wait_for, newer_than)?,
         FromExecutor::Push(p) => push(shared, id, p).await,
         FromExecutor::TaskDone(report) => task_done(shared, id, report),
         FromExecutor::TaskFailed { task, reason, diverged } => task_failed(shared, id, task, reason, diverged),
@@ -56,6 +61,7 @@ fn fetch(
     tx: &Outbox,
     (job, stage): (u64, u32),
     wait_for: u64,
+    newer_than: Option<u64>,
 ) -> Result<(), ProtoError> {
     let mut state = shared.lock();
     let run = state.run.as_ref().filter(|r| r.job == job && r.stage_index == stage);
@@ -76,7 +82,7 @@ fn fetch(
     let (tx, shared) = (tx.clone(), shared.clone());
     let asked = Instant::now();
     tokio::spawn(async move {
-        let frame = ps.fetch(id, wait_for).await;
+        let frame = ps.fetch(id, wait_for, newer_than).await;
         shared.timings.fetch.observe(asked.elapsed().as_secs_f64());
         if let Some(entry) = shared.lock().executors.get_mut(&id) {
             entry.fetches_waiting = entry.fetches_waiting.saturating_sub(1);

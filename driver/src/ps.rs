@@ -22,11 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 /// Requests to the parameter server.
 enum Command {
     Push(Incoming, OwnedSemaphorePermit),
-    Fetch {
-        executor: u64,
-        wait_for: u64,
-        reply: oneshot::Sender<Bytes>,
-    },
+    Fetch(Waiting),
     Snapshot {
         with_optimizer: bool,
         reply: oneshot::Sender<Snapshot>,
@@ -145,16 +141,18 @@ impl ParamServer {
         let _ = self.tx.send(Command::Push(incoming, room));
     }
 
-    /// The encoded `Params` frame, once the mode's rule lets `executor`'s
-    /// fetch waiting for `wait_for` be answered.
-    pub async fn fetch(&self, executor: u64, wait_for: u64) -> Option<Bytes> {
+    /// The encoded `Params` frame (or `Unchanged`, if the parameters are
+    /// still at version `newer_than`), once the mode's rule lets
+    /// `executor`'s fetch waiting for `wait_for` be answered.
+    pub async fn fetch(&self, executor: u64, wait_for: u64, newer_than: Option<u64>) -> Option<Bytes> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Fetch {
+            .send(Command::Fetch(Waiting {
                 executor,
                 wait_for,
+                newer_than,
                 reply,
-            })
+            }))
             .ok()?;
         rx.await.ok()
     }
@@ -190,6 +188,7 @@ impl ParamServer {
 struct Waiting {
     executor: u64,
     wait_for: u64,
+    newer_than: Option<u64>,
     reply: oneshot::Sender<Bytes>,
 }
 
@@ -225,15 +224,7 @@ impl ServerThread {
                         self.apply(next);
                     }
                 }
-                Command::Fetch {
-                    executor,
-                    wait_for,
-                    reply,
-                } => self.waiting.push(Waiting {
-                    executor,
-                    wait_for,
-                    reply,
-                }),
+                Command::Fetch(waiting) => self.waiting.push(waiting),
                 Command::Snapshot { with_optimizer, reply } => {
                     let _ = reply.send(self.snapshot(with_optimizer));
                 }
@@ -304,30 +295,52 @@ impl ServerThread {
             return;
         }
         let version = self.model.version();
-        let frame = match &self.frame {
-            Some((v, f)) if *v == version => f.clone(),
-            _ => {
-                let msg = ToExecutor::Params {
-                    job: self.plan.job,
-                    stage: self.plan.stage_index,
-                    version,
-                    values: Tensor::default(),
-                };
-                match proto::encode_with_tensor(&msg, self.model.params()) {
-                    Ok(f) => {
-                        self.frame = Some((version, f.clone()));
-                        f
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot encode parameters");
-                        return;
-                    }
-                }
-            }
-        };
         for w in ready {
-            let _ = w.reply.send(frame.clone());
+            let frame = if w.newer_than == Some(version) {
+                self.unchanged_frame(version)
+            } else {
+                self.params_frame(version)
+            };
+            if let Some(frame) = frame {
+                let _ = w.reply.send(frame);
+            }
         }
+    }
+
+    /// The current parameters' frame, encoded once per version.
+    fn params_frame(&mut self, version: u64) -> Option<Bytes> {
+        if let Some((v, f)) = &self.frame
+            && *v == version
+        {
+            return Some(f.clone());
+        }
+        let msg = ToExecutor::Params {
+            job: self.plan.job,
+            stage: self.plan.stage_index,
+            version,
+            values: Tensor::default(),
+        };
+        match proto::encode_with_tensor(&msg, self.model.params()) {
+            Ok(f) => {
+                self.frame = Some((version, f.clone()));
+                Some(f)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode parameters");
+                None
+            }
+        }
+    }
+
+    fn unchanged_frame(&self, version: u64) -> Option<Bytes> {
+        let msg = ToExecutor::Unchanged {
+            job: self.plan.job,
+            stage: self.plan.stage_index,
+            version,
+        };
+        proto::encode(&msg)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot encode an unchanged answer"))
+            .ok()
     }
 }
 
@@ -372,7 +385,7 @@ mod tests {
         let ps = start(vec![1.0, 1.0], 0.5, Mode::Async);
         ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0, 0.0])).await;
         ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 2.0])).await;
-        let (version, values) = params_of(ps.fetch(1, 2).await.unwrap());
+        let (version, values) = params_of(ps.fetch(1, 2, None).await.unwrap());
         assert_eq!(version, 2);
         assert_eq!(values, vec![0.5, 0.0]);
         let snap = ps.snapshot().await.unwrap();
@@ -383,12 +396,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fetch_from_the_current_version_is_answered_unchanged() {
+        let ps = start(vec![1.0], 0.5, Mode::Async);
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+        let unchanged = proto::decode(ps.fetch(1, 0, Some(1)).await.unwrap()).unwrap();
+        assert!(
+            matches!(unchanged, ToExecutor::Unchanged { version: 1, .. }),
+            "{unchanged:?}"
+        );
+        // An older version, or none, gets the values.
+        assert_eq!(params_of(ps.fetch(1, 0, Some(0)).await.unwrap()), (1, vec![0.5]));
+        ps.push(2, 1, 1, 1, Tensor::from_f32(&[1.0])).await;
+        assert_eq!(params_of(ps.fetch(1, 0, Some(1)).await.unwrap()), (2, vec![0.0]));
+    }
+
+    #[tokio::test]
     async fn sync_averages_all_members_then_steps_once() {
         let ps = start(vec![0.0, 0.0], 1.0, Mode::Sync);
         ps.set_members([1, 2].into());
         let waiter = {
             let ps = ps.clone();
-            tokio::spawn(async move { ps.fetch(1, 1).await })
+            tokio::spawn(async move { ps.fetch(1, 1, None).await })
         };
         ps.push(1, 0, 1, 1, Tensor::from_f32(&[2.0, 0.0])).await;
         assert_eq!(ps.snapshot().await.unwrap().version, 0, "waits for member 2");
@@ -398,7 +426,7 @@ mod tests {
         // A member leaving completes a round it was holding up.
         ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0, 2.0])).await;
         ps.set_members([1].into());
-        let (version, values) = params_of(ps.fetch(1, 2).await.unwrap());
+        let (version, values) = params_of(ps.fetch(1, 2, None).await.unwrap());
         assert_eq!((version, values), (2, vec![-3.0, -4.0]));
     }
 
@@ -426,7 +454,7 @@ mod tests {
         // Steps to −1 (the average copies it), then to −3 (average: decay 1/11).
         ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
         ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0])).await;
-        let (_, fetched) = params_of(ps.fetch(1, 2).await.unwrap());
+        let (_, fetched) = params_of(ps.fetch(1, 2, None).await.unwrap());
         assert_eq!(fetched, vec![-3.0], "executors train the parameters themselves");
         let checkpoint = ps.checkpoint().await.unwrap();
         assert_eq!(*checkpoint.params, vec![-3.0]);

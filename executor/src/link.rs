@@ -23,8 +23,9 @@ pub struct ParamsMsg {
     pub stage: u32,
     /// Their version.
     pub version: u64,
-    /// The values.
-    pub values: Tensor,
+    /// The values; none when they are unchanged from the version the
+    /// fetch said it held.
+    pub values: Option<Tensor>,
 }
 
 /// The current connection's outbox, replaced on every reconnection.
@@ -85,6 +86,21 @@ impl TaskLink<'_> {
     fn abandoned(&self) -> bool {
         self.generation != self.link.generation.load(Ordering::SeqCst)
     }
+
+    fn fetch(&mut self, wait_for: u64, newer_than: Option<u64>) -> Result<(), LoopError> {
+        let connection = self.link.connection.load(Ordering::SeqCst);
+        let fetch = FromExecutor::Fetch {
+            job: self.task.job,
+            stage: self.task.stage,
+            wait_for,
+            newer_than,
+        };
+        if !self.link.send(&fetch) {
+            return Err(LoopError::Abandoned);
+        }
+        self.link.fetches.sent_on((connection, self.task.job, self.task.stage));
+        Ok(())
+    }
 }
 
 impl Link for TaskLink<'_> {
@@ -110,17 +126,11 @@ impl Link for TaskLink<'_> {
     }
 
     fn request(&mut self, wait_for: u64) -> Result<(), LoopError> {
-        let connection = self.link.connection.load(Ordering::SeqCst);
-        let fetch = FromExecutor::Fetch {
-            job: self.task.job,
-            stage: self.task.stage,
-            wait_for,
-        };
-        if !self.link.send(&fetch) {
-            return Err(LoopError::Abandoned);
-        }
-        self.link.fetches.sent_on((connection, self.task.job, self.task.stage));
-        Ok(())
+        self.fetch(wait_for, None)
+    }
+
+    fn request_newer(&mut self, have: u64) -> Result<(), LoopError> {
+        self.fetch(0, Some(have))
     }
 
     fn outstanding(&self) -> bool {
@@ -160,22 +170,25 @@ impl Link for TaskLink<'_> {
             if !link.fetches.answered_on((p.connection, p.job, p.stage)) {
                 continue;
             }
-            let current = p.job == job && p.stage == stage && p.version >= min_version;
+            // An unchanged answer is answered and nothing new.
+            let current = p.job == job && p.stage == stage && p.version >= min_version && p.values.is_some();
             if current && newest.as_ref().is_none_or(|n| p.version >= n.version) {
                 newest = Some(p);
             }
         }
         match newest {
-            Some(p) => {
-                p.values
-                    .read_into(params)
-                    .map_err(|e| LoopError::Driver(e.to_string()))?;
-                Ok(Some(p.version))
+            Some(ParamsMsg {
+                values: Some(values),
+                version,
+                ..
+            }) => {
+                values.read_into(params).map_err(|e| LoopError::Driver(e.to_string()))?;
+                Ok(Some(version))
             }
-            None if wait && self.link.fetches.outstanding() => {
+            _ if wait && self.link.fetches.outstanding() => {
                 Err(LoopError::Driver("the driver sent no parameters for this job".into()))
             }
-            None => Ok(None),
+            _ => Ok(None),
         }
     }
 }

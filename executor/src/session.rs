@@ -107,7 +107,8 @@ pub async fn connect_and_serve(
                     stage,
                     version,
                     values,
-                } => worker.params(job, stage, version, values),
+                } => worker.params(job, stage, version, Some(values)),
+                ToExecutor::Unchanged { job, stage, version } => worker.params(job, stage, version, None),
                 ToExecutor::Frozen { job, stage, layers } => {
                     let layers = layers.iter().map(|t| t.to_vec()).collect::<Result<Vec<_>, _>>()?;
                     worker.frozen(job, stage, layers);

@@ -64,8 +64,8 @@ impl WorkerHandle {
         let _ = self.work.send(Queued { item, generation });
     }
 
-    /// Delivers parameters from the driver.
-    pub fn params(&self, job: u64, stage: u32, version: u64, values: Tensor) {
+    /// Delivers parameters from the driver (`None`: still at `version`, which the fetch held).
+    pub fn params(&self, job: u64, stage: u32, version: u64, values: Option<Tensor>) {
         let _ = self.params.send(ParamsMsg {
             connection: self.connection.load(Ordering::SeqCst),
             job,

@@ -253,6 +253,7 @@ async fn simulate(
                 job: task.job,
                 stage: task.stage,
                 wait_for: 0,
+                newer_than: None,
             })
             .await?;
         version = next_params(&mut reader).await?;

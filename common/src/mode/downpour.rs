@@ -82,7 +82,7 @@ impl ExecutorLoop for Worker {
                 }
                 // Ask now, so the answer includes this push and arrives
                 // while the next minibatches compute.
-                request_unless_outstanding(link, local)?;
+                request_unless_outstanding(link, local, version)?;
             }
             if done % fetch_every == 0 {
                 // The parameters asked for at the last push have usually
@@ -93,7 +93,7 @@ impl ExecutorLoop for Worker {
                     version = v;
                     local.rebase(params);
                 }
-                request_unless_outstanding(link, local)?;
+                request_unless_outstanding(link, local, version)?;
             }
         }
         Ok(total)
@@ -107,9 +107,12 @@ pub(crate) fn fetch_now(link: &mut dyn Link, params: &mut [f32]) -> Result<u64, 
         .ok_or_else(|| LoopError::Driver("the driver sent no parameters for this task".into()))
 }
 
-fn request_unless_outstanding(link: &mut dyn Link, local: &mut LocalSteps) -> Result<(), LoopError> {
+/// Asks for parameters newer than `have` unless a request is in flight:
+/// when no one has pushed since `have`, the answer is a few bytes, not the
+/// model, and the local copy stays as it is.
+fn request_unless_outstanding(link: &mut dyn Link, local: &mut LocalSteps, have: u64) -> Result<(), LoopError> {
     if !link.outstanding() {
-        link.request(0)?;
+        link.request_newer(have)?;
         local.requested();
     }
     Ok(())

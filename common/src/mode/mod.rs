@@ -347,6 +347,14 @@ pub trait Link {
     /// `wait_for` (what that means is the mode's: a version, a clock; 0 is now).
     fn request(&mut self, wait_for: u64) -> Result<(), LoopError>;
 
+    /// Asks for the parameters if they have moved on from version `have`,
+    /// the one the loop holds; if they have not, the answer carries no
+    /// values and [`Link::receive`] finds nothing new.
+    fn request_newer(&mut self, have: u64) -> Result<(), LoopError> {
+        let _ = have;
+        self.request(0)
+    }
+
     /// Whether a request is still unanswered.
     fn outstanding(&self) -> bool;
 

@@ -150,6 +150,10 @@ pub enum FromExecutor {
         /// What the answer waits for, by mode: a version (`sync`, `average`
         /// wait for the next step), the sender's clock (`ssp`); 0 is now.
         wait_for: u64,
+        /// The version the sender holds: if the parameters are still at it,
+        /// the answer is [`ToExecutor::Unchanged`] instead of megabytes of
+        /// the same values.
+        newer_than: Option<u64>,
     },
     /// An update; its values are the bulk payload.
     Push(Push),
@@ -235,6 +239,15 @@ pub enum ToExecutor {
         #[serde(skip)]
         values: Tensor,
     },
+    /// The answer to a fetch whose sender holds the current parameters.
+    Unchanged {
+        /// The job.
+        job: u64,
+        /// The stage.
+        stage: u32,
+        /// The version, still current.
+        version: u64,
+    },
     /// The trained RBMs below a pre-training stage, which executors pass
     /// their partitions through to get the stage's input.
     Frozen {
@@ -267,6 +280,7 @@ impl Wire for ToExecutor {
             ToExecutor::Partition { .. } => "Partition",
             ToExecutor::PartitionAt { .. } => "PartitionAt",
             ToExecutor::Params { .. } => "Params",
+            ToExecutor::Unchanged { .. } => "Unchanged",
             ToExecutor::Frozen { .. } => "Frozen",
             ToExecutor::CancelTasks { .. } => "CancelTasks",
             ToExecutor::RunOver { .. } => "RunOver",
