@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use super::activation::{Activation, softmax_rows};
 use super::check::{check_labels, check_params, check_width};
+use super::dropout::{self, Dropout};
 use super::{Layout, Model, ModelError, mat, mat_mut};
 use crate::data::Dataset;
 
@@ -28,17 +29,6 @@ pub struct Mlp {
     activation: Activation,
     dropout: Dropout,
     layout: Layout,
-}
-
-/// Dropout (Srivastava, Hinton et al. 2014) while computing gradients: each
-/// input or hidden unit is zeroed with this probability and the survivors
-/// are scaled by `1 / (1 − p)`, so evaluation uses the weights as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Dropout {
-    /// Probability of dropping an input unit.
-    pub input: f32,
-    /// Probability of dropping a hidden unit.
-    pub hidden: f32,
 }
 
 /// Per-thread activations and deltas, one matrix per layer.
@@ -133,8 +123,7 @@ impl Mlp {
                 self.activation.apply(&mut out);
                 if train && self.dropout.hidden > 0.0 {
                     let mut mask = scratch.masks[l].slice_mut(s![..rows, ..]);
-                    fill_mask(&mut mask, self.dropout.hidden, &mut scratch.rng);
-                    out *= &mask;
+                    dropout::drop_units(&mut out, &mut mask, self.dropout.hidden, &mut scratch.rng);
                 }
             } else {
                 softmax_rows(&mut out);
@@ -145,8 +134,7 @@ impl Mlp {
     /// Copies `x` into the scratch with input dropout applied.
     fn drop_inputs(&self, x: ArrayView2<'_, f32>, scratch: &mut MlpScratch) {
         let mut input = scratch.input.slice_mut(s![..x.nrows(), ..]);
-        fill_mask(&mut input, self.dropout.input, &mut scratch.rng);
-        input *= &x;
+        dropout::drop_inputs(x, &mut input, self.dropout.input, &mut scratch.rng);
     }
 
     fn weight_bias<'a>(&self, params: &'a [f32], l: usize) -> (ArrayView2<'a, f32>, ndarray::ArrayView1<'a, f32>) {
@@ -364,12 +352,6 @@ impl Model for Mlp {
         let all: u64 = products.iter().sum();
         2 * (2 * all + (all - products[0]))
     }
-}
-
-/// Fills `mask` with dropout factors: 0 with probability `p`, else `1 / (1 − p)`.
-fn fill_mask(mask: &mut ndarray::ArrayViewMut2<'_, f32>, p: f32, rng: &mut Xoshiro256PlusPlus) {
-    let scale = 1.0 / (1.0 - p);
-    mask.mapv_inplace(|_| if rng.random::<f32>() < p { 0.0 } else { scale });
 }
 
 /// Index of the largest value (the first, on ties).

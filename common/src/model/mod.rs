@@ -5,6 +5,7 @@
 pub mod activation;
 mod check;
 pub mod dbn;
+pub mod dropout;
 pub mod engine;
 pub mod layout;
 pub mod mlp;
@@ -15,9 +16,10 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 pub use activation::Activation;
 pub use dbn::Dbn;
+pub use dropout::Dropout;
 pub use engine::GradientEngine;
 pub use layout::{Layout, TensorSpec};
-pub use mlp::{Dropout, Evaluation, Mlp};
+pub use mlp::{Evaluation, Mlp};
 pub use rbm::Rbm;
 pub use stage::{StageEval, StageModel};
 

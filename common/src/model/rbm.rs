@@ -15,7 +15,7 @@ use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip, s};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::activation::sigmoid;
+use super::activation::sigmoid_inplace;
 use super::check::{check_params, check_width};
 use super::{Layout, Model, ModelError, mat, mat_mut};
 
@@ -114,7 +114,7 @@ fn affine_sigmoid(
         row.assign(&bias);
     }
     general_mat_mul(1.0, &input, &w, 1.0, out);
-    out.mapv_inplace(sigmoid);
+    sigmoid_inplace(out);
 }
 
 /// Adds `scale ×` (the rows of `a` minus the rows of `b`, summed) to `out`.
