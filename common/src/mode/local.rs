@@ -149,17 +149,19 @@ impl LocalSteps {
     /// The directions to push; they count as pending until parameters
     /// requested after this push arrive.
     pub fn take_window(&mut self) -> &[f32] {
-        if !self.window_pushed {
-            if self.pending_empty {
-                self.pending.copy_from_slice(&self.window);
-            } else {
-                self.pending.iter_mut().zip(&self.window).for_each(|(p, w)| *p += w);
-            }
-            self.pending_empty = false;
-            self.window_pushed = true;
-        } else {
+        if self.window_pushed {
             self.window.fill(0.0);
+            return &self.window;
         }
+        self.window_pushed = true;
+        if self.pending_empty {
+            // The window becomes what is pending, without a pass over it:
+            // the next step starts a fresh window over the old buffer.
+            std::mem::swap(&mut self.pending, &mut self.window);
+            self.pending_empty = false;
+            return &self.pending;
+        }
+        self.pending.iter_mut().zip(&self.window).for_each(|(p, w)| *p += w);
         &self.window
     }
 
