@@ -17,6 +17,8 @@ use bytes::Bytes;
 use deepdist_common::mode::{RuleStats, ServerModel, ServerRule, Update};
 use deepdist_common::optim::OptimizerState;
 use deepdist_common::proto::{self, Tensor, ToExecutor};
+
+use crate::authors::Authors;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Requests to the parameter server.
@@ -80,6 +82,10 @@ pub struct ServerPlan {
     pub delay: u32,
     /// Where each update's staleness is recorded, per executor.
     pub staleness: Arc<crate::staleness::StalenessLog>,
+    /// The server's step on a pushed window moves the model as the
+    /// executor's local steps did ([`deepdist_common::mode::Mode::server_mirrors_local`]):
+    /// a fetch after only the fetcher's own updates is answered `Unchanged`.
+    pub mirrors_local: bool,
 }
 
 /// Bytes of updates that may wait for the server thread at once. A push
@@ -114,6 +120,7 @@ impl ParamServer {
             waiting: Vec::new(),
             frame: None,
             delayed: VecDeque::new(),
+            authors: Authors::default(),
         };
         let spawned = std::thread::Builder::new().name(name).spawn(move || state.run(rx));
         if let Err(e) = spawned {
@@ -201,6 +208,7 @@ struct ServerThread {
     waiting: Vec<Waiting>,
     frame: Option<(u64, Bytes)>,
     delayed: VecDeque<Incoming>,
+    authors: Authors,
 }
 
 impl ServerThread {
@@ -228,7 +236,11 @@ impl ServerThread {
                 Command::Snapshot { with_optimizer, reply } => {
                     let _ = reply.send(self.snapshot(with_optimizer));
                 }
-                Command::Members(members) => self.rule.members(&mut self.model, &members),
+                Command::Members(members) => {
+                    let before = self.model.version();
+                    self.rule.members(&mut self.model, &members);
+                    self.authors.record(before, self.model.version(), None);
+                }
             }
             self.serve_waiting();
         }
@@ -279,7 +291,10 @@ impl ServerThread {
             samples: incoming.samples,
             values: aligned.unwrap_or(&self.scratch),
         };
+        let before = self.model.version();
         self.rule.push(&mut self.model, update);
+        self.authors
+            .record(before, self.model.version(), Some(incoming.executor));
     }
 
     fn serve_waiting(&mut self) {
@@ -296,7 +311,10 @@ impl ServerThread {
         }
         let version = self.model.version();
         for w in ready {
-            let frame = if w.newer_than == Some(version) {
+            let held = w.newer_than.is_some_and(|have| {
+                have == version || (self.plan.mirrors_local && self.authors.holds(w.executor, have, version))
+            });
+            let frame = if held {
                 self.unchanged_frame(version)
             } else {
                 self.params_frame(version)
@@ -368,6 +386,7 @@ mod tests {
             stage_index: 0,
             delay,
             staleness: Default::default(),
+            mirrors_local: mode.server_mirrors_local(&optimizer),
         };
         let rule = mode.server_rule(&ModeKeys::default());
         ParamServer::start(plan, ServerModel::new(params, built, 0, 0), rule)
@@ -404,10 +423,28 @@ mod tests {
             matches!(unchanged, ToExecutor::Unchanged { version: 1, .. }),
             "{unchanged:?}"
         );
-        // An older version, or none, gets the values.
-        assert_eq!(params_of(ps.fetch(1, 0, Some(0)).await.unwrap()), (1, vec![0.5]));
+        // Executor 1 holding version 0 already has its own update: unchanged, at 1.
+        let own = proto::decode(ps.fetch(1, 0, Some(0)).await.unwrap()).unwrap();
+        assert!(matches!(own, ToExecutor::Unchanged { version: 1, .. }), "{own:?}");
+        // Anyone else, or a fetch naming no version, gets the values.
+        assert_eq!(params_of(ps.fetch(2, 0, Some(0)).await.unwrap()), (1, vec![0.5]));
+        assert_eq!(params_of(ps.fetch(1, 0, None).await.unwrap()), (1, vec![0.5]));
         ps.push(2, 1, 1, 1, Tensor::from_f32(&[1.0])).await;
         assert_eq!(params_of(ps.fetch(1, 0, Some(1)).await.unwrap()), (2, vec![0.0]));
+    }
+
+    #[tokio::test]
+    async fn own_updates_are_sent_back_when_the_server_steps_differently() {
+        // AdaGrad at the server: its step is not the executor's local one.
+        let adagrad = OptimizerConfig {
+            kind: deepdist_common::optim::OptimizerKind::Adagrad,
+            lr: 0.5,
+            ..OptimizerConfig::default()
+        };
+        let ps = start_with(vec![1.0], adagrad, Mode::Async, 0);
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+        let (version, _) = params_of(ps.fetch(1, 0, Some(0)).await.unwrap());
+        assert_eq!(version, 1);
     }
 
     #[tokio::test]

@@ -376,6 +376,7 @@ async fn run_stage(
         stage_index: ctx.index,
         delay: spec.train.inject_delay.unwrap_or(0),
         staleness: shared.staleness.clone(),
+        mirrors_local: mode.server_mirrors_local(&stage.optimizer),
     };
     let mut model = ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum);
     // Versions a delayed update may have been computed at: the injected

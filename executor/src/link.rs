@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deepdist_common::mode::{Link, LoopError, Work};
+use deepdist_common::mode::{Link, LoopError, Received, Work};
 use deepdist_common::proto::{self, FromExecutor, Push, TaskId, Tensor};
 use tokio::sync::mpsc as tmpsc;
 
@@ -137,7 +137,7 @@ impl Link for TaskLink<'_> {
         self.link.fetches.outstanding()
     }
 
-    fn receive(&mut self, params: &mut [f32], min_version: u64, wait: bool) -> Result<Option<u64>, LoopError> {
+    fn receive(&mut self, params: &mut [f32], min_version: u64, wait: bool) -> Result<Option<Received>, LoopError> {
         let (job, stage) = (self.task.job, self.task.stage);
         let mut newest: Option<ParamsMsg> = None;
         let deadline = Instant::now() + self.link.request_timeout;
@@ -170,20 +170,19 @@ impl Link for TaskLink<'_> {
             if !link.fetches.answered_on((p.connection, p.job, p.stage)) {
                 continue;
             }
-            // An unchanged answer is answered and nothing new.
-            let current = p.job == job && p.stage == stage && p.version >= min_version && p.values.is_some();
+            // An unchanged answer says the local copy stands for its version.
+            let current = p.job == job && p.stage == stage && p.version >= min_version;
             if current && newest.as_ref().is_none_or(|n| p.version >= n.version) {
                 newest = Some(p);
             }
         }
         match newest {
-            Some(ParamsMsg {
-                values: Some(values),
-                version,
-                ..
-            }) => {
-                values.read_into(params).map_err(|e| LoopError::Driver(e.to_string()))?;
-                Ok(Some(version))
+            Some(ParamsMsg { values, version, .. }) => {
+                let copied = values.is_some();
+                if let Some(values) = values {
+                    values.read_into(params).map_err(|e| LoopError::Driver(e.to_string()))?;
+                }
+                Ok(Some(Received { version, copied }))
             }
             _ if wait && self.link.fetches.outstanding() => {
                 Err(LoopError::Driver("the driver sent no parameters for this job".into()))

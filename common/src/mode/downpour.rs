@@ -89,9 +89,11 @@ impl ExecutorLoop for Worker {
                 // arrived by now. If not, the parameter server is behind:
                 // waiting for them is the backpressure that keeps staleness
                 // bounded instead of letting updates pile up at the server.
-                if let Some(v) = link.receive(params, 0, true)? {
-                    version = v;
-                    local.rebase(params);
+                if let Some(received) = link.receive(params, 0, true)? {
+                    version = received.version;
+                    if received.copied {
+                        local.rebase(params);
+                    }
                 }
                 request_unless_outstanding(link, local, version)?;
             }
@@ -104,6 +106,7 @@ impl ExecutorLoop for Worker {
 pub(crate) fn fetch_now(link: &mut dyn Link, params: &mut [f32]) -> Result<u64, LoopError> {
     link.request(0)?;
     link.receive(params, 0, true)?
+        .map(|r| r.version)
         .ok_or_else(|| LoopError::Driver("the driver sent no parameters for this task".into()))
 }
 

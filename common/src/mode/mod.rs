@@ -27,7 +27,7 @@ pub use local::LocalSteps;
 pub use server_model::ServerModel;
 
 use crate::model::ModelError;
-use crate::optim::OptimizerConfig;
+use crate::optim::{OptimizerConfig, OptimizerKind};
 use crate::train::TrainError;
 
 /// How executors' updates meet at the parameter server (`train.mode`).
@@ -131,11 +131,23 @@ impl Mode {
         }
     }
 
-    /// Whether the server's optimizer keeps the job's momentum. Where
-    /// executors step locally, momentum is theirs: applied again to the
-    /// directions they push it would count twice.
+    /// Whether the server's optimizer keeps the job's momentum and weight
+    /// decay. Where executors step locally, both are theirs: applied again to
+    /// the directions they push they would count twice.
     pub fn server_momentum(self) -> bool {
         matches!(self, Mode::Sync)
+    }
+
+    /// Whether the server's step on an executor's pushed window moves the
+    /// model exactly as that executor's local steps moved its copy: `async`
+    /// with plain SGD at the job's rate (no warm-up, no staleness scaling),
+    /// where the executor's copy already holds its own updates.
+    pub fn server_mirrors_local(self, cfg: &OptimizerConfig) -> bool {
+        let schedule = cfg.schedule();
+        self == Mode::Async
+            && cfg.kind == OptimizerKind::Sgd
+            && schedule.warmup_steps == 0
+            && !schedule.staleness_scaled
     }
 
     /// The optimizer the parameter server runs for a stage configured `cfg`.
@@ -143,7 +155,7 @@ impl Mode {
         if self.server_momentum() {
             *cfg
         } else {
-            cfg.without_momentum()
+            cfg.for_local_steps()
         }
     }
 }
@@ -360,8 +372,20 @@ pub trait Link {
 
     /// The newest parameters received with version ≥ `min_version`, copied
     /// into `params`; with `wait`, blocks for an outstanding answer if none
-    /// has arrived. Their version, if any.
-    fn receive(&mut self, params: &mut [f32], min_version: u64, wait: bool) -> Result<Option<u64>, LoopError>;
+    /// has arrived.
+    fn receive(&mut self, params: &mut [f32], min_version: u64, wait: bool) -> Result<Option<Received>, LoopError>;
+}
+
+/// Parameters a fetch brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Their version.
+    pub version: u64,
+    /// Whether they were copied into the caller's buffer. Not when the
+    /// answer to [`Link::request_newer`] says the caller's copy already
+    /// stands for `version` (nothing applied since, or only its own
+    /// updates): then there is nothing to copy or rebase.
+    pub copied: bool,
 }
 
 /// The executor's half of a mode: runs one task's minibatches. One value

@@ -79,6 +79,7 @@ impl ExecutorLoop for Worker {
             local.requested();
             version = link
                 .receive(params, 0, true)?
+                .map(|r| r.version)
                 .ok_or_else(|| LoopError::Driver("the driver sent no parameters".into()))?;
         }
         Ok(total)

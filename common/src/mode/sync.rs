@@ -74,6 +74,7 @@ impl ExecutorLoop for Worker {
 pub(crate) fn wait_for_next(link: &mut dyn Link, params: &mut [f32], version: u64) -> Result<u64, LoopError> {
     link.request(version + 1)?;
     link.receive(params, version + 1, true)?
+        .map(|r| r.version)
         .ok_or_else(|| LoopError::Driver(format!("the driver did not send version {}", version + 1)))
 }
 

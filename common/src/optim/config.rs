@@ -84,13 +84,16 @@ impl OptimizerConfig {
         Common::new(self.schedule(), self.weight_decay)
     }
 
-    /// The same settings with SGD's momentum removed (for a server applying
-    /// step directions that already carry it).
-    pub fn without_momentum(&self) -> Self {
+    /// The same settings with SGD's momentum and the weight decay removed:
+    /// for a server applying step directions that already carry both (the
+    /// executors' local steps apply them). Decaying again at the server made
+    /// its parameters drift from every executor's copy between fetches.
+    pub fn for_local_steps(&self) -> Self {
         Self {
             momentum: None,
             nesterov: None,
             final_momentum: None,
+            weight_decay: 0.0,
             ..*self
         }
     }

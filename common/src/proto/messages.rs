@@ -239,13 +239,15 @@ pub enum ToExecutor {
         #[serde(skip)]
         values: Tensor,
     },
-    /// The answer to a fetch whose sender holds the current parameters.
+    /// The answer to a fetch whose sender holds the current parameters:
+    /// nothing was applied since the version it named, or only its own
+    /// updates (which its copy already has). It is now at `version`.
     Unchanged {
         /// The job.
         job: u64,
         /// The stage.
         stage: u32,
-        /// The version, still current.
+        /// The current version, which the sender's copy now stands for.
         version: u64,
     },
     /// The trained RBMs below a pre-training stage, which executors pass
