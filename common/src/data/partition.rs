@@ -156,8 +156,8 @@ fn as_unit_byte(v: f32) -> Option<u8> {
 
 fn encode_parts(id: u32, data: &Dataset) -> Vec<u8> {
     let features = data.features();
-    let bytes = features.iter().all(|&v| as_unit_byte(v).is_some());
-    let width = if bytes { 1 } else { 4 };
+    let unit_bytes: Option<Vec<u8>> = features.iter().map(|&v| as_unit_byte(v)).collect();
+    let width = if unit_bytes.is_some() { 1 } else { 4 };
     let mut out = Vec::with_capacity(HEADER_LEN + features.len() * width + data.len());
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
@@ -165,13 +165,16 @@ fn encode_parts(id: u32, data: &Dataset) -> Vec<u8> {
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(&(data.dim() as u32).to_le_bytes());
     out.extend_from_slice(&(data.classes() as u16).to_le_bytes());
-    if bytes {
-        out.push(FEATURES_UNIT_BYTES);
-        out.extend(features.iter().map(|&v| as_unit_byte(v).unwrap_or(0)));
-    } else {
-        out.push(FEATURES_F32);
-        for v in features.iter() {
-            out.extend_from_slice(&v.to_le_bytes());
+    match unit_bytes {
+        Some(bytes) => {
+            out.push(FEATURES_UNIT_BYTES);
+            out.extend_from_slice(&bytes);
+        }
+        None => {
+            out.push(FEATURES_F32);
+            for v in features.iter() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
         }
     }
     out.extend_from_slice(data.labels());
