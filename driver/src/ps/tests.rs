@@ -1,0 +1,144 @@
+use super::*;
+use deepdist_common::mode::{Mode, ModeKeys};
+use deepdist_common::optim::OptimizerConfig;
+
+fn config(lr: f32) -> OptimizerConfig {
+    OptimizerConfig {
+        lr,
+        ..OptimizerConfig::default()
+    }
+}
+
+fn start(params: Vec<f32>, lr: f32, mode: Mode) -> ParamServer {
+    start_with(params, config(lr), mode, 0)
+}
+
+fn start_with(params: Vec<f32>, optimizer: OptimizerConfig, mode: Mode, delay: u32) -> ParamServer {
+    let built = mode.server_optimizer(&optimizer).build(params.len()).unwrap();
+    let plan = ServerPlan {
+        job: 1,
+        stage_index: 0,
+        delay,
+        staleness: Default::default(),
+        mirrors_local: mode.server_mirrors_local(&optimizer),
+    };
+    let rule = mode.server_rule(&ModeKeys::default());
+    ParamServer::start(plan, ServerModel::new(params, built, 0, 0), rule)
+}
+
+fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
+    match proto::decode(frame).unwrap() {
+        ToExecutor::Params { version, values, .. } => (version, values.to_vec().unwrap()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn async_pushes_are_single_steps_with_staleness() {
+    let ps = start(vec![1.0, 1.0], 0.5, Mode::Async);
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0, 0.0])).await;
+    ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 2.0])).await;
+    let (version, values) = params_of(ps.fetch(1, 2, None).await.unwrap());
+    assert_eq!(version, 2);
+    assert_eq!(values, vec![0.5, 0.0]);
+    let snap = ps.snapshot().await.unwrap();
+    // The second push was computed from version 0 when 1 was current.
+    assert_eq!((snap.version, snap.staleness_sum), (2, 1));
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+    assert_eq!(ps.snapshot().await.unwrap().rejected, 1);
+}
+
+#[tokio::test]
+async fn a_fetch_from_the_current_version_is_answered_unchanged() {
+    let ps = start(vec![1.0], 0.5, Mode::Async);
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+    let unchanged = proto::decode(ps.fetch(1, 0, Some(1)).await.unwrap()).unwrap();
+    assert!(
+        matches!(unchanged, ToExecutor::Unchanged { version: 1, .. }),
+        "{unchanged:?}"
+    );
+    // Executor 1 holding version 0 already has its own update: unchanged, at 1.
+    let own = proto::decode(ps.fetch(1, 0, Some(0)).await.unwrap()).unwrap();
+    assert!(matches!(own, ToExecutor::Unchanged { version: 1, .. }), "{own:?}");
+    // Anyone else, or a fetch naming no version, gets the values.
+    assert_eq!(params_of(ps.fetch(2, 0, Some(0)).await.unwrap()), (1, vec![0.5]));
+    assert_eq!(params_of(ps.fetch(1, 0, None).await.unwrap()), (1, vec![0.5]));
+    ps.push(2, 1, 1, 1, Tensor::from_f32(&[1.0])).await;
+    assert_eq!(params_of(ps.fetch(1, 0, Some(1)).await.unwrap()), (2, vec![0.0]));
+}
+
+#[tokio::test]
+async fn own_updates_are_sent_back_when_the_server_steps_differently() {
+    // AdaGrad at the server: its step is not the executor's local one.
+    let adagrad = OptimizerConfig {
+        kind: deepdist_common::optim::OptimizerKind::Adagrad,
+        lr: 0.5,
+        ..OptimizerConfig::default()
+    };
+    let ps = start_with(vec![1.0], adagrad, Mode::Async, 0);
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+    let (version, _) = params_of(ps.fetch(1, 0, Some(0)).await.unwrap());
+    assert_eq!(version, 1);
+}
+
+#[tokio::test]
+async fn sync_averages_all_members_then_steps_once() {
+    let ps = start(vec![0.0, 0.0], 1.0, Mode::Sync);
+    ps.set_members([1, 2].into());
+    let waiter = {
+        let ps = ps.clone();
+        tokio::spawn(async move { ps.fetch(1, 1, None).await })
+    };
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[2.0, 0.0])).await;
+    assert_eq!(ps.snapshot().await.unwrap().version, 0, "waits for member 2");
+    ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 4.0])).await;
+    let (version, values) = params_of(waiter.await.unwrap().unwrap());
+    assert_eq!((version, values), (1, vec![-1.0, -2.0]));
+    // A member leaving completes a round it was holding up.
+    ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0, 2.0])).await;
+    ps.set_members([1].into());
+    let (version, values) = params_of(ps.fetch(1, 2, None).await.unwrap());
+    assert_eq!((version, values), (2, vec![-3.0, -4.0]));
+}
+
+#[tokio::test]
+async fn delayed_updates_are_applied_late_and_flushed_at_the_end() {
+    let ps = start_with(vec![0.0], config(1.0), Mode::Async, 2);
+    for _ in 0..3 {
+        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+    }
+    let snap = ps.snapshot().await.unwrap();
+    assert_eq!((snap.version, snap.params[0]), (1, -1.0), "two updates still wait");
+    let end = ps.finish().await.unwrap();
+    assert_eq!((end.version, end.params[0]), (3, -3.0));
+    // Each was computed from version 0: staleness 0, 1, 2.
+    assert_eq!(end.staleness_sum, 3);
+}
+
+#[tokio::test]
+async fn an_averaging_stage_shows_its_average_but_checkpoints_its_parameters() {
+    let averaged = OptimizerConfig {
+        average: Some(0.5),
+        ..config(1.0)
+    };
+    let ps = start_with(vec![0.0], averaged, Mode::Async, 0);
+    // Steps to −1 (the average copies it), then to −3 (average: decay 1/11).
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+    ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0])).await;
+    let (_, fetched) = params_of(ps.fetch(1, 2, None).await.unwrap());
+    assert_eq!(fetched, vec![-3.0], "executors train the parameters themselves");
+    let checkpoint = ps.checkpoint().await.unwrap();
+    assert_eq!(*checkpoint.params, vec![-3.0]);
+    let average = ps.snapshot().await.unwrap().params[0];
+    let expected = (-1.0 - 3.0 * 10.0) / 11.0;
+    assert!(
+        (average - expected).abs() < 1e-6,
+        "evaluated: the average {average}, not −3"
+    );
+    let state = checkpoint.optimizer.unwrap();
+    assert_eq!(
+        state.buffers.last().unwrap(),
+        &vec![average],
+        "the checkpoint keeps the average"
+    );
+}
