@@ -3,10 +3,12 @@
 //! scaled by `1 / (1 − p)` (inverted dropout), so evaluation uses the
 //! weights as they are.
 //!
-//! Masks are drawn a whole layer at a time and applied in the same pass:
-//! one 64-bit draw decides two units (each half compared with `p·2³²`),
-//! which costs a fraction of a float draw per unit; with a 2000-unit layer
-//! the masks were a visible share of a fine-tuning step.
+//! Masks are drawn a block of units at a time and applied in the same pass:
+//! one 64-bit draw decides four units (each 16-bit quarter compared with
+//! `p·2¹⁶`, so `p` is honoured to within 2⁻¹⁶), and the keep/drop choice
+//! over a block is a branch-free select the compiler vectorises. With a
+//! 2000-unit layer the masks were a visible share of a fine-tuning step
+//! when each unit took a branch on its own draw.
 
 use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 use rand::RngCore;
@@ -21,36 +23,44 @@ pub struct Dropout {
     pub hidden: f32,
 }
 
-/// Draws a keep/drop decision per unit, two per 64-bit draw.
+/// Units decided per block of draws.
+const BLOCK: usize = 256;
+
+/// Keep/drop decisions, four units per 64-bit draw: a unit is kept when its
+/// 16 bits are at or above `threshold`.
 struct Draws<'a> {
     rng: &'a mut Xoshiro256PlusPlus,
-    /// A unit is dropped when its 32 bits are below this.
-    threshold: u32,
-    spare: Option<u32>,
+    threshold: u16,
+    bits: [u16; BLOCK],
 }
 
 impl<'a> Draws<'a> {
     fn new(p: f32, rng: &'a mut Xoshiro256PlusPlus) -> Self {
-        // p < 1, so the product stays below 2³² (the cast saturates anyway).
-        let threshold = (f64::from(p) * 4_294_967_296.0) as u32;
+        // p < 1, so the product stays below 2¹⁶ (the cast saturates anyway).
+        let threshold = (f64::from(p) * 65_536.0).round() as u16;
         Self {
             rng,
             threshold,
-            spare: None,
+            bits: [0; BLOCK],
         }
     }
 
-    #[inline]
-    fn keep(&mut self) -> bool {
-        let bits = match self.spare.take() {
-            Some(bits) => bits,
-            None => {
-                let both = self.rng.next_u64();
-                self.spare = Some((both >> 32) as u32);
-                both as u32
-            }
-        };
-        bits >= self.threshold
+    /// Fresh bits for the next `n ≤ BLOCK` units.
+    fn block(&mut self, n: usize) -> &[u16] {
+        for quad in self.bits[..n.next_multiple_of(4)].chunks_exact_mut(4) {
+            let r = self.rng.next_u64();
+            quad.copy_from_slice(&[r as u16, (r >> 16) as u16, (r >> 32) as u16, (r >> 48) as u16]);
+        }
+        &self.bits[..n]
+    }
+
+    /// Applies `f(kept, i)` to the units of `len`, block by block.
+    fn for_each(&mut self, len: usize, mut f: impl FnMut(usize, &[u16], u16)) {
+        let threshold = self.threshold;
+        for start in (0..len).step_by(BLOCK) {
+            let bits = self.block((len - start).min(BLOCK));
+            f(start, bits, threshold);
+        }
     }
 }
 
@@ -64,8 +74,28 @@ pub fn drop_units(
 ) {
     let scale = 1.0 / (1.0 - p);
     let mut draws = Draws::new(p, rng);
+    if let (Some(out), Some(mask)) = (out.as_slice_mut(), mask.as_slice_mut()) {
+        draws.for_each(out.len(), |start, bits, threshold| {
+            let (out, mask) = (
+                &mut out[start..start + bits.len()],
+                &mut mask[start..start + bits.len()],
+            );
+            for ((o, m), &b) in out.iter_mut().zip(mask.iter_mut()).zip(bits) {
+                let factor = if b >= threshold { scale } else { 0.0 };
+                *m = factor;
+                *o *= factor;
+            }
+        });
+        return;
+    }
+    // Views that are not one contiguous block (not what the models pass).
+    let threshold = draws.threshold;
     Zip::from(out).and(mask).for_each(|o, m| {
-        let factor = if draws.keep() { scale } else { 0.0 };
+        let factor = if draws.rng.next_u64() as u16 >= threshold {
+            scale
+        } else {
+            0.0
+        };
         *m = factor;
         *o *= factor;
     });
@@ -76,9 +106,24 @@ pub fn drop_units(
 pub fn drop_inputs(x: ArrayView2<'_, f32>, out: &mut ArrayViewMut2<'_, f32>, p: f32, rng: &mut Xoshiro256PlusPlus) {
     let scale = 1.0 / (1.0 - p);
     let mut draws = Draws::new(p, rng);
-    Zip::from(out)
-        .and(x)
-        .for_each(|o, &v| *o = if draws.keep() { v * scale } else { 0.0 });
+    if let (Some(out), Some(x)) = (out.as_slice_mut(), x.as_slice()) {
+        draws.for_each(out.len(), |start, bits, threshold| {
+            let (out, x) = (&mut out[start..start + bits.len()], &x[start..start + bits.len()]);
+            for ((o, &v), &b) in out.iter_mut().zip(x).zip(bits) {
+                *o = if b >= threshold { v * scale } else { 0.0 };
+            }
+        });
+        return;
+    }
+    // Views that are not one contiguous block (not what the models pass).
+    let threshold = draws.threshold;
+    Zip::from(out).and(x).for_each(|o, &v| {
+        *o = if draws.rng.next_u64() as u16 >= threshold {
+            v * scale
+        } else {
+            0.0
+        }
+    });
 }
 
 #[cfg(test)]
@@ -113,6 +158,27 @@ mod tests {
             out.iter()
                 .zip(&x)
                 .all(|(&o, &v)| o == 0.0 || (o - v / 0.8).abs() < 1e-3)
+        );
+    }
+
+    #[test]
+    fn strided_views_are_dropped_alike() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let (p, scale) = (0.25f32, 1.0 / 0.75f32);
+        let mut out = Array2::from_elem((300, 40), 1.0f32);
+        let mut mask = Array2::zeros((300, 40));
+        // Every other column: not one contiguous block.
+        let (mut o, mut m) = (
+            out.slice_mut(ndarray::s![.., ..;2]),
+            mask.slice_mut(ndarray::s![.., ..;2]),
+        );
+        drop_units(&mut o, &mut m, p, &mut rng);
+        let dropped = m.iter().filter(|&&f| f == 0.0).count() as f32 / m.len() as f32;
+        assert!((dropped - p).abs() < 0.015, "dropped {dropped}");
+        assert!(o.iter().zip(&m).all(|(&v, &f)| v == f && (f == 0.0 || f == scale)));
+        assert!(
+            out.slice(ndarray::s![.., 1..;2]).iter().all(|&v| v == 1.0),
+            "the other columns are untouched"
         );
     }
 
