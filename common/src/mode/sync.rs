@@ -19,6 +19,10 @@
 
 use std::collections::HashSet;
 
+use rayon::prelude::*;
+
+use crate::optim::CHUNK;
+
 use super::{Compute, ExecutorLoop, Link, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan, Update, Work};
 
 /// The keys `sync` reads beyond the common ones.
@@ -89,12 +93,40 @@ pub struct Rounds {
 }
 
 impl Rounds {
-    fn finish(&mut self, model: &mut ServerModel) {
-        if self.pushed.is_empty() || !self.members.is_subset(&self.pushed) {
+    /// Every member has pushed for this version.
+    fn complete(&self) -> bool {
+        !self.pushed.is_empty() && self.members.is_subset(&self.pushed)
+    }
+
+    /// Adds `values · weight` to the sum and multiplies the result by
+    /// `scale`, in one pass spread over the cores: the last push of a round
+    /// is on every executor's critical path (they all wait for the step).
+    fn add(&mut self, values: &[f32], weight: f32, scale: f32) {
+        let first = self.pushed.is_empty();
+        self.sum.resize(values.len(), 0.0);
+        (self.sum.par_chunks_mut(CHUNK), values.par_chunks(CHUNK))
+            .into_par_iter()
+            .for_each(|(sum, values)| {
+                if first {
+                    sum.iter_mut().zip(values).for_each(|(s, v)| *s = v * weight * scale);
+                } else {
+                    sum.iter_mut()
+                        .zip(values)
+                        .for_each(|(s, v)| *s = (*s + v * weight) * scale);
+                }
+            });
+    }
+
+    /// Takes the round's step once every member has pushed; the sum is
+    /// already the mean when `scaled`.
+    fn finish(&mut self, model: &mut ServerModel, scaled: bool) {
+        if !self.complete() {
             return;
         }
-        let scale = 1.0 / self.samples.max(1) as f32;
-        self.sum.iter_mut().for_each(|s| *s *= scale);
+        if !scaled {
+            let scale = 1.0 / self.samples.max(1) as f32;
+            self.sum.par_iter_mut().for_each(|s| *s *= scale);
+        }
         let version = model.version();
         if let Err(e) = model.descend(&self.sum, version) {
             tracing::warn!(error = %e, "descent step refused");
@@ -115,23 +147,22 @@ impl ServerRule for Rounds {
             return;
         }
         let weight = update.samples.max(1) as f32;
-        if self.pushed.is_empty() {
-            self.sum.clear();
-            self.sum.extend(update.values.iter().map(|v| v * weight));
-        } else {
-            self.sum
-                .iter_mut()
-                .zip(update.values)
-                .for_each(|(s, v)| *s += v * weight);
-        }
-        self.samples += u64::from(update.samples.max(1));
+        let samples = self.samples + u64::from(update.samples.max(1));
+        let last = self
+            .members
+            .iter()
+            .all(|m| *m == update.from || self.pushed.contains(m));
+        // The last push of a round turns the sum into the mean as it adds.
+        let scale = if last { 1.0 / samples as f32 } else { 1.0 };
+        self.add(update.values, weight, scale);
+        self.samples = samples;
         self.pushed.insert(update.from);
-        self.finish(model);
+        self.finish(model, last);
     }
 
     fn members(&mut self, model: &mut ServerModel, members: &HashSet<u64>) {
         self.members.clone_from(members);
-        self.finish(model);
+        self.finish(model, false);
     }
 }
 
