@@ -27,6 +27,7 @@ pub mod ps;
 mod runner;
 pub mod scheduler;
 mod server;
+mod stage_run;
 mod stage_start;
 mod staleness;
 mod state;

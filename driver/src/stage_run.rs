@@ -1,0 +1,270 @@
+//! One stage's training: its parameter server, and the loop that hands
+//! partitions to executors, sends each completed epoch to the evaluator and
+//! queues checkpoints, until the stage's epochs are done or the job is
+//! cancelled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deepdist_common::data::Dataset;
+use deepdist_common::job::{JobSpec, JobState, Stage, StageKind};
+use deepdist_common::mode::ServerModel;
+use deepdist_common::model::StageModel;
+use tokio::sync::{mpsc, watch};
+
+use crate::checkpoint::JobCheckpoint;
+use crate::dispatch;
+use crate::error::JobError;
+use crate::evaluator::{EvalItem, Work};
+use crate::ps::{ParamServer, Resumed, ServerPlan};
+use crate::scheduler::Scheduler;
+use crate::state::{RunState, Shared};
+
+/// The loop re-checks its stage this often even without a wake-up.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Everything a stage needs from its job.
+pub struct StageRun<'a> {
+    /// The job.
+    pub id: u64,
+    /// The stage's index in the job.
+    pub index: u32,
+    /// The stage.
+    pub stage: &'a Stage,
+    /// The job's definition.
+    pub spec: &'a JobSpec,
+    /// The model the stage trains.
+    pub model: &'a StageModel,
+    /// What each epoch is scored on.
+    pub test: Arc<Dataset>,
+    /// The encoded trained layers below the stage, if any.
+    pub frozen: Option<Bytes>,
+    /// The partitions' encoded frames, by content hash.
+    pub frames: Arc<Vec<(u128, Bytes)>>,
+    /// The job's output directory.
+    pub dir: &'a std::path::Path,
+    /// The trained layers of the stages before.
+    pub layers: &'a [Vec<f32>],
+    /// When the job started.
+    pub started: Instant,
+    /// When its training started (after data loading).
+    pub training_started: Instant,
+    /// Set by the evaluator once the target accuracy is reached.
+    pub target_hit: &'a AtomicBool,
+    /// Where completed epochs and checkpoints go.
+    pub eval_tx: &'a mpsc::Sender<Work>,
+}
+
+/// Trains one stage to its end (or a cancel), from `resume` if given;
+/// returns how it ended and its parameters.
+pub async fn run_stage(
+    shared: &Arc<Shared>,
+    ctx: StageRun<'_>,
+    params: Vec<f32>,
+    resume: Option<Box<JobCheckpoint>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(JobState, Vec<f32>), JobError> {
+    let (id, spec, stage) = (ctx.id, ctx.spec, ctx.stage);
+    let mode = spec.train.mode;
+    let mut optimizer = mode.server_optimizer(&stage.optimizer).build(params.len())?;
+    let partitions = ctx.frames.len() as u32;
+    let (params, scheduler, resumed, accums) = match resume.map(|c| *c) {
+        Some(c) => {
+            if c.params.len() != params.len() {
+                return Err(JobError::CheckpointMismatch(format!(
+                    "the checkpoint holds {} parameters for a stage of {}",
+                    c.params.len(),
+                    params.len()
+                )));
+            }
+            optimizer.restore(c.optimizer)?;
+            let (progress, accums): (Vec<_>, Vec<_>) = c.open.into_iter().unzip();
+            let scheduler = Scheduler::resume(id, ctx.index, partitions, stage.epochs, c.epochs_done, &progress);
+            let accums = progress.iter().map(|p| p.epoch).zip(accums).collect();
+            let resumed = Resumed {
+                version: c.version,
+                staleness_sum: c.staleness_sum,
+            };
+            (c.params, scheduler, resumed, accums)
+        }
+        None => (
+            params,
+            Scheduler::new(id, ctx.index, partitions, stage.epochs),
+            Resumed::default(),
+            Default::default(),
+        ),
+    };
+    let plan = ServerPlan {
+        job: id,
+        stage_index: ctx.index,
+        delay: spec.train.inject_delay.unwrap_or(0),
+        staleness: shared.staleness.clone(),
+        mirrors_local: mode.server_mirrors_local(&stage.optimizer),
+    };
+    let mut model = ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum);
+    // Versions a delayed update may have been computed at: the injected
+    // delay plus the natural staleness of a large cluster.
+    model.keep_versions(plan.delay as usize + 256);
+    let ps = ParamServer::start(plan, model, mode.server_rule(&spec.train.mode_keys()));
+    shared.lock().run = Some(RunState {
+        job: id,
+        stage: stage.name.clone(),
+        stage_index: ctx.index,
+        scheduler,
+        partition_frames: ctx.frames.clone(),
+        frozen: ctx.frozen.clone(),
+        frozen_sent: Default::default(),
+        ps: ps.clone(),
+        epochs: accums,
+        pushes: Default::default(),
+        fatal: None,
+    });
+    tracing::info!(id, stage = %stage.name, epochs = stage.epochs, "stage started");
+
+    let mut last_epoch_end = Instant::now();
+    let mut last_staleness = (resumed.version, resumed.staleness_sum);
+    let mut last_checkpoint = Instant::now();
+    let mut end_state = JobState::Done;
+    loop {
+        if *stop.borrow() {
+            return Err(JobError::ShuttingDown);
+        }
+        let (sends, completed, finished, cancelled, progress) = {
+            let mut state = shared.lock();
+            let cancelled = state.jobs.iter().any(|j| j.id == id && j.cancel_requested);
+            let executors = state.executors.len() as u32;
+            let crate::state::State {
+                executors: execs, run, ..
+            } = &mut *state;
+            let Some(run) = run.as_mut() else {
+                return Err(JobError::ServerStopped);
+            };
+            if let Some(error) = run.fatal.take() {
+                let sends = dispatch::cancel_all(execs, id);
+                drop(state);
+                for (outbox, frame) in sends {
+                    outbox.offer(frame);
+                }
+                return Err(error);
+            }
+            let supervised = stage.kind == StageKind::Supervised;
+            if supervised && ctx.target_hit.load(Ordering::Relaxed) && spec.train.stop_at_target {
+                run.scheduler.stop_after_open_epochs();
+            }
+            let expired = dispatch::expire_leases(execs, run, shared.config.task_lease);
+            shared.leases_expired.fetch_add(expired, Ordering::Relaxed);
+            let sends = if cancelled {
+                dispatch::cancel_all(execs, id)
+            } else {
+                dispatch::assign_idle(execs, run, spec)
+            };
+            run.ps.set_members(run.scheduler.busy_executors());
+            let mut completed = Vec::new();
+            while let Some((epoch, reassigned)) = run.scheduler.pop_completed() {
+                let stats = run.epochs.remove(&epoch).unwrap_or_default();
+                completed.push((epoch, reassigned, stats, executors));
+            }
+            // Progress is read before the parameters are, so every partition
+            // it counts as done has its updates in them.
+            let checkpoint_due = shared.config.checkpoint_dir.is_some()
+                && !cancelled
+                && (!completed.is_empty() || last_checkpoint.elapsed() >= shared.config.checkpoint_interval);
+            let progress = checkpoint_due.then(|| {
+                let (done, open) = run.scheduler.progress();
+                let open: Vec<_> = open
+                    .into_iter()
+                    .map(|p| {
+                        let accum = run.epochs.get(&p.epoch).copied().unwrap_or_default();
+                        (p, accum)
+                    })
+                    .collect();
+                (done, open)
+            });
+            (sends, completed, run.scheduler.finished(), cancelled, progress)
+        };
+        for (outbox, frame) in sends {
+            outbox.offer(frame);
+        }
+        for (epoch, reassigned, stats, executors) in completed {
+            let Some(snapshot) = ps.snapshot().await else {
+                return Err(JobError::ServerStopped);
+            };
+            let now = Instant::now();
+            let (updates, staleness) = (
+                snapshot.version - last_staleness.0,
+                snapshot.staleness_sum - last_staleness.1,
+            );
+            last_staleness = (snapshot.version, snapshot.staleness_sum);
+            let _ = ctx
+                .eval_tx
+                .send(Work::Epoch(Box::new(EvalItem {
+                    stage: stage.name.clone(),
+                    supervised: stage.kind == StageKind::Supervised,
+                    model: ctx.model.clone(),
+                    test: ctx.test.clone(),
+                    epoch,
+                    mean_staleness: staleness as f64 / updates.max(1) as f64,
+                    snapshot,
+                    elapsed_s: ctx.started.elapsed().as_secs_f64(),
+                    train_s: ctx.training_started.elapsed().as_secs_f64(),
+                    epoch_s: now.duration_since(last_epoch_end).as_secs_f64(),
+                    stats,
+                    reassigned,
+                    executors,
+                    partitions,
+                })))
+                .await;
+            last_epoch_end = now;
+        }
+        if let Some((epochs_done, open)) = progress {
+            let Some(snapshot) = ps.checkpoint().await else {
+                return Err(JobError::ServerStopped);
+            };
+            let checkpoint = JobCheckpoint {
+                job: id,
+                spec: spec.to_toml(),
+                output_dir: ctx.dir.to_path_buf(),
+                partitions: ctx.frames.iter().map(|(h, _)| *h).collect(),
+                next_executor: shared.next_executor.load(Ordering::Relaxed),
+                elapsed_s: ctx.started.elapsed().as_secs_f64(),
+                train_s: ctx.training_started.elapsed().as_secs_f64(),
+                layers: ctx.layers.to_vec(),
+                stage: ctx.index,
+                epochs_done,
+                open,
+                version: snapshot.version,
+                staleness_sum: snapshot.staleness_sum,
+                params: Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
+                optimizer: snapshot.optimizer.unwrap_or_default(),
+                evaluated: Default::default(),
+            };
+            let _ = ctx.eval_tx.send(Work::Checkpoint(Box::new(checkpoint))).await;
+            last_checkpoint = Instant::now();
+        }
+        if cancelled {
+            end_state = JobState::Cancelled;
+            break;
+        }
+        // The evaluator stopped on an error: no more metrics or checkpoints
+        // would be written, so training ends here and the error is reported.
+        if ctx.eval_tx.is_closed() {
+            end_state = JobState::Failed;
+            break;
+        }
+        if finished {
+            break;
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    let snapshot = ps.finish().await.ok_or(JobError::ServerStopped)?;
+    Ok((
+        end_state,
+        Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
+    ))
+}
