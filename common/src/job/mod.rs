@@ -182,6 +182,10 @@ pub struct TrainSpec {
     pub n_push: Option<u32>,
     /// `async`: minibatches between parameter fetches (1–1000, default 1).
     pub n_fetch: Option<u32>,
+    /// `async`: each executor's first minibatches of a stage over which its
+    /// push window grows from 1 to `n_push` (0–1,000,000, default 0: `n_push`
+    /// from the start). Staleness costs most while the model moves fastest.
+    pub push_warmup: Option<u32>,
     /// `ssp`: how many pushes an executor may be ahead of the slowest (default 3).
     pub staleness_bound: Option<u32>,
     /// `average`: local steps between model averages (default 8).
@@ -214,6 +218,7 @@ impl Default for TrainSpec {
             reference_executors: 2,
             n_push: None,
             n_fetch: None,
+            push_warmup: None,
             staleness_bound: None,
             sync_every: None,
             tau: None,
@@ -234,6 +239,7 @@ impl TrainSpec {
             reference_executors: self.reference_executors,
             n_push: self.n_push,
             n_fetch: self.n_fetch,
+            push_warmup: self.push_warmup,
             staleness_bound: self.staleness_bound,
             sync_every: self.sync_every,
             tau: self.tau,
@@ -410,6 +416,11 @@ momentum = 0.9
                 "epochs = 2",
                 "epochs = 2\nn_push = 4",
                 "`train.n_push` = (set): does not apply to mode = \"sync\"",
+            ),
+            (
+                "epochs = 2",
+                "epochs = 2\npush_warmup = 100",
+                "`train.push_warmup` = (set): does not apply to mode = \"sync\"",
             ),
             (
                 "epochs = 2",

@@ -143,6 +143,9 @@ impl JobSpec {
                 in_range(key, n.into(), 1, 1000)?;
             }
         }
+        if let Some(w) = self.train.push_warmup {
+            in_range("train.push_warmup", w.into(), 0, 1_000_000)?;
+        }
         if let Some(d) = self.train.inject_delay {
             in_range("train.inject_delay", d.into(), 0, 100_000)?;
         }

@@ -21,6 +21,16 @@
 //! `share = reference / N` (its step with it, so the step per example stays
 //! the job's) and its push and fetch windows by `share²`, down to one
 //! minibatch (docs/modes.md has the measurements).
+//!
+//! **Push warm-up** (`push_warmup = W`). Staleness costs most at the start,
+//! while the model moves fastest: each executor's push window grows from
+//! one minibatch to `n_push` over its first `W` minibatches of the stage,
+//! as post-local SGD (Lin et al. 2020) starts with frequent averaging.
+//! Measured on the default job with 10,000 held-out examples: after 3
+//! epochs 98.12–98.17% with `W = 200` (about one epoch per executor) against
+//! 97.68–98.07% without, for 0.3 s more in the first epoch; the window
+//! fixed at 1 for the whole first epoch did as well but cost twice that,
+//! and only the first 15–30 minibatches at 1 gained half as much.
 
 use super::{
     Compute, ExecutorLoop, Link, LocalSteps, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan, Update,
@@ -29,7 +39,7 @@ use super::{
 use crate::optim::OptimizerConfig;
 
 /// The keys `async` reads beyond the common ones.
-pub const KEYS: &[&str] = &["n_push", "n_fetch", "inject_delay"];
+pub const KEYS: &[&str] = &["n_push", "n_fetch", "push_warmup", "inject_delay"];
 
 /// The minibatch, rate and windows of an executor when `peers` take part.
 pub fn shape(keys: &ModeKeys, batch: u32, peers: u32) -> Shape {
@@ -44,18 +54,33 @@ pub fn shape(keys: &ModeKeys, batch: u32, peers: u32) -> Shape {
     }
 }
 
+/// The push window after `steps` of an executor's minibatches: grows
+/// linearly from 1 to `full` over the first `warmup`.
+pub fn push_window(full: usize, steps: u64, warmup: u64) -> usize {
+    if steps >= warmup || full <= 1 {
+        return full.max(1);
+    }
+    1 + ((full - 1) as u64 * steps / warmup) as usize
+}
+
 /// The executor's half: local steps, pushes and prefetched parameters.
 pub struct Worker {
     local: LocalSteps,
     params: Vec<f32>,
+    /// Minibatches over which the push window grows to its full size.
+    warmup: u64,
+    /// Minibatches this executor has stepped in the stage so far.
+    steps: u64,
 }
 
 impl Worker {
     /// The loop for a stage of `len` parameters.
-    pub fn new(optimizer: &OptimizerConfig, len: usize) -> Self {
+    pub fn new(keys: &ModeKeys, optimizer: &OptimizerConfig, len: usize) -> Self {
         Self {
             local: LocalSteps::new(optimizer, len),
             params: vec![0.0; len],
+            warmup: u64::from(keys.push_warmup.unwrap_or(0)),
+            steps: 0,
         }
     }
 }
@@ -65,18 +90,23 @@ impl ExecutorLoop for Worker {
         let (local, params) = (&mut self.local, &mut self.params[..]);
         let mut version = fetch_now(link, params)?;
         local.start_task(plan.lr, plan.momentum, plan.shape.rate_scale);
-        let (push_every, fetch_every) = (plan.shape.push_every as usize, plan.shape.fetch_every as usize);
-        let (mut total, mut window, mut done) = (Work::default(), Work::default(), 0usize);
+        let fetch_every = plan.shape.fetch_every as usize;
+        let (mut total, mut window) = (Work::default(), Work::default());
+        // Minibatches since the last push and since the last fetch.
+        let (mut unpushed, mut unfetched) = (0usize, 0usize);
         while compute.remaining() > 0 {
-            let n = (push_every - done % push_every).min(fetch_every - done % fetch_every);
+            let push_every = push_window(plan.shape.push_every as usize, self.steps, self.warmup);
+            let n = push_every.saturating_sub(unpushed).min(fetch_every - unfetched).max(1);
             let work = compute.local_steps(params, local, n)?;
-            done += work.batches as usize;
+            let stepped = work.batches as usize;
+            (unpushed, unfetched) = (unpushed + stepped, unfetched + stepped);
+            self.steps += u64::from(work.batches);
             window.add(work);
             total.add(work);
             let last = compute.remaining() == 0;
-            if done % push_every == 0 || last {
+            if unpushed >= push_every || last {
                 link.push(version, window, local.take_window())?;
-                window = Work::default();
+                (window, unpushed) = (Work::default(), 0);
                 if last {
                     break;
                 }
@@ -84,7 +114,8 @@ impl ExecutorLoop for Worker {
                 // while the next minibatches compute.
                 request_unless_outstanding(link, local, version)?;
             }
-            if done % fetch_every == 0 {
+            if unfetched >= fetch_every {
+                unfetched = 0;
                 // The parameters asked for at the last push have usually
                 // arrived by now. If not, the parameter server is behind:
                 // waiting for them is the backpressure that keeps staleness
@@ -135,6 +166,18 @@ impl ServerRule for Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_push_window_grows_to_its_full_size_over_the_warmup() {
+        let windows: Vec<usize> = [0, 49, 50, 100, 150, 199, 200, 10_000]
+            .iter()
+            .map(|&s| push_window(4, s, 200))
+            .collect();
+        assert_eq!(windows, [1, 1, 1, 2, 3, 3, 4, 4]);
+        assert_eq!(push_window(4, 0, 0), 4, "no warm-up: the full window at once");
+        assert_eq!(push_window(1, 0, 200), 1);
+        assert_eq!(push_window(0, 5, 0), 1, "never a window of nothing");
+    }
 
     #[test]
     fn the_reference_cluster_runs_the_job_as_given_and_larger_ones_shrink() {

@@ -113,7 +113,7 @@ impl Mode {
     /// under the stage's `optimizer` settings.
     pub fn executor_loop(self, keys: &ModeKeys, optimizer: &OptimizerConfig, len: usize) -> Box<dyn ExecutorLoop> {
         match self {
-            Mode::Async => Box::new(downpour::Worker::new(optimizer, len)),
+            Mode::Async => Box::new(downpour::Worker::new(keys, optimizer, len)),
             Mode::Sync => Box::new(sync::Worker::new(len)),
             Mode::Ssp => Box::new(ssp::Worker::new(optimizer, len)),
             Mode::Average => Box::new(average::Worker::new(optimizer, len)),
@@ -176,6 +176,8 @@ pub struct ModeKeys {
     pub n_push: Option<u32>,
     /// `async`: minibatches between fetches.
     pub n_fetch: Option<u32>,
+    /// `async`: minibatches over which the push window grows to `n_push`.
+    pub push_warmup: Option<u32>,
     /// `ssp`: pushes an executor may be ahead of the slowest.
     pub staleness_bound: Option<u32>,
     /// `average`: local steps between averages.
@@ -194,6 +196,7 @@ impl Default for ModeKeys {
             reference_executors: 2,
             n_push: None,
             n_fetch: None,
+            push_warmup: None,
             staleness_bound: None,
             sync_every: None,
             tau: None,
@@ -205,10 +208,11 @@ impl Default for ModeKeys {
 
 impl ModeKeys {
     /// Every mode-specific key and whether the job gives it.
-    pub fn given(&self) -> [(&'static str, bool); 7] {
+    pub fn given(&self) -> [(&'static str, bool); 8] {
         [
             ("n_push", self.n_push.is_some()),
             ("n_fetch", self.n_fetch.is_some()),
+            ("push_warmup", self.push_warmup.is_some()),
             ("staleness_bound", self.staleness_bound.is_some()),
             ("sync_every", self.sync_every.is_some()),
             ("tau", self.tau.is_some()),
