@@ -54,7 +54,8 @@ impl<'a> Draws<'a> {
         &self.bits[..n]
     }
 
-    /// Applies `f(kept, i)` to the units of `len`, block by block.
+    /// Walks `len` units a block at a time: `f(start, bits, threshold)`
+    /// with the block's first unit and fresh bits for each of its units.
     fn for_each(&mut self, len: usize, mut f: impl FnMut(usize, &[u16], u16)) {
         let threshold = self.threshold;
         for start in (0..len).step_by(BLOCK) {
