@@ -54,6 +54,11 @@ impl<'a> Draws<'a> {
         &self.bits[..n]
     }
 
+    /// One unit's decision on a draw of its own, for strided views.
+    fn keep_one(&mut self) -> bool {
+        self.rng.next_u64() as u16 >= self.threshold
+    }
+
     /// Walks `len` units a block at a time: `f(start, bits, threshold)`
     /// with the block's first unit and fresh bits for each of its units.
     fn for_each(&mut self, len: usize, mut f: impl FnMut(usize, &[u16], u16)) {
@@ -90,13 +95,8 @@ pub fn drop_units(
         return;
     }
     // Views that are not one contiguous block (not what the models pass).
-    let threshold = draws.threshold;
     Zip::from(out).and(mask).for_each(|o, m| {
-        let factor = if draws.rng.next_u64() as u16 >= threshold {
-            scale
-        } else {
-            0.0
-        };
+        let factor = if draws.keep_one() { scale } else { 0.0 };
         *m = factor;
         *o *= factor;
     });
@@ -117,14 +117,9 @@ pub fn drop_inputs(x: ArrayView2<'_, f32>, out: &mut ArrayViewMut2<'_, f32>, p: 
         return;
     }
     // Views that are not one contiguous block (not what the models pass).
-    let threshold = draws.threshold;
-    Zip::from(out).and(x).for_each(|o, &v| {
-        *o = if draws.rng.next_u64() as u16 >= threshold {
-            v * scale
-        } else {
-            0.0
-        }
-    });
+    Zip::from(out)
+        .and(x)
+        .for_each(|o, &v| *o = if draws.keep_one() { v * scale } else { 0.0 });
 }
 
 #[cfg(test)]
