@@ -37,7 +37,7 @@ pub async fn load_for(shared: &Shared, spec: &JobSpec) -> Result<JobData, JobErr
     let (train, test) = match spec.data.format {
         DataFormat::Mnist => {
             let mnist = load_mnist(shared).await?;
-            (Arc::new(mnist.train.clone()), Arc::new(mnist.test.clone()))
+            (mnist.train.clone(), mnist.test.clone())
         }
         _ => {
             let data = spec.data.clone();
@@ -51,10 +51,10 @@ pub async fn load_for(shared: &Shared, spec: &JobSpec) -> Result<JobData, JobErr
     Ok(JobData {
         dim: cut.train.dim(),
         classes: cut.train.classes(),
-        train: Arc::new(cut.train),
+        train: cut.train,
         partitions: cut.partitions,
-        eval: Arc::new(cut.eval),
-        held_test: cut.held_test.map(Arc::new),
+        eval: cut.eval,
+        held_test: cut.held_test,
         standardizer,
     })
 }

@@ -182,7 +182,7 @@ async fn run_job(
         } else {
             proto::encode(&ToExecutor::Partition {
                 hash: p.content_hash(),
-                bytes: p.encode().into(),
+                bytes: p.encode(),
             })?
         };
         if frame.len() > shared.config.max_frame {

@@ -26,8 +26,10 @@ impl SharedCuts {
                 let path = spec.data.path.as_deref().unwrap_or_default();
                 tracing::info!(job, path, "reading the job's data from the shared filesystem");
                 let loaded = load::load(&spec.data, None).map_err(|e| e.to_string())?;
-                let cut = cut(&spec.data, spec.train.seed, &loaded.train, &loaded.test).map_err(|e| e.to_string())?;
-                let parts = Arc::new(cut.partitions);
+                let (train, test) = (Arc::new(loaded.train), Arc::new(loaded.test));
+                let cut = cut(&spec.data, spec.train.seed, &train, &test).map_err(|e| e.to_string())?;
+                let parts: Arc<Vec<Partition>> =
+                    Arc::new(cut.partitions.into_iter().map(Partition::without_encoding).collect());
                 self.last = Some((job, parts.clone()));
                 parts
             }

@@ -1,5 +1,7 @@
 //! `deepdist data fetch` and `deepdist data inspect`.
 
+use std::sync::Arc;
+
 use deepdist_common::data::{Dataset, load};
 use deepdist_common::job::{DataFormat, DataSpec, LabelColumn};
 
@@ -43,7 +45,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                 }
                 _ => {
                     let l = load::load(&spec, None)?;
-                    (l.train, l.test)
+                    (Arc::new(l.train), Arc::new(l.test))
                 }
             };
             describe("train", &train);

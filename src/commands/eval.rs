@@ -1,6 +1,8 @@
 //! `deepdist eval`: a saved model's accuracy, loss, per-class accuracy and
 //! confusion matrix on a test set (by default its own job's).
 
+use std::sync::Arc;
+
 use deepdist_common::data::Dataset;
 use deepdist_common::data::load;
 use deepdist_common::job::{DataFormat, DataSpec};
@@ -62,10 +64,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// The test set of `data`, scaled as the model's training data was.
-fn test_set(data: &DataSpec, model: &SavedModel, dir: &crate::cli::DataDirArg) -> anyhow::Result<Dataset> {
+fn test_set(data: &DataSpec, model: &SavedModel, dir: &crate::cli::DataDirArg) -> anyhow::Result<Arc<Dataset>> {
     let test = match data.format {
         DataFormat::Mnist => super::load_mnist(dir)?.test,
-        _ => load::load(data, model.standardizer.clone())?.test,
+        _ => Arc::new(load::load(data, model.standardizer.clone())?.test),
     };
     anyhow::ensure!(
         test.dim() == model.input_dim(),

@@ -3,6 +3,8 @@
 //! `test_examples`, `validation` examples held out by the seed, the rest
 //! partitioned.
 
+use std::sync::Arc;
+
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -16,14 +18,14 @@ use super::spec::DataSpec;
 #[derive(Debug)]
 pub struct Cut {
     /// The training set (what remains after `validation`).
-    pub train: Dataset,
+    pub train: Arc<Dataset>,
     /// Its partitions.
     pub partitions: Vec<Partition>,
     /// Evaluated after every epoch: the validation examples when the job
     /// holds some out, else the test set.
-    pub eval: Dataset,
+    pub eval: Arc<Dataset>,
     /// The test set, when it is scored once at the end instead.
-    pub held_test: Option<Dataset>,
+    pub held_test: Option<Arc<Dataset>>,
 }
 
 /// What can go wrong cutting a dataset.
@@ -38,18 +40,18 @@ pub enum CutError {
 }
 
 /// Cuts `train` and `test` as `data` says, shuffling by `seed`.
-pub fn cut(data: &DataSpec, seed: u64, train: &Dataset, test: &Dataset) -> Result<Cut, CutError> {
-    let train = data
-        .train_examples
-        .map_or_else(|| train.clone(), |n| train.head(n as usize));
-    let test = data
-        .test_examples
-        .map_or_else(|| test.clone(), |n| test.head(n as usize));
+/// The sets are shared, not copied, where the settings keep them whole.
+pub fn cut(data: &DataSpec, seed: u64, train: &Arc<Dataset>, test: &Arc<Dataset>) -> Result<Cut, CutError> {
+    let first = |set: &Arc<Dataset>, n: Option<u32>| match n {
+        Some(n) if (n as usize) < set.len() => Arc::new(set.head(n as usize)),
+        _ => set.clone(),
+    };
+    let (train, test) = (first(train, data.train_examples), first(test, data.test_examples));
     let (train, eval, held_test) = match data.validation {
         None => (train, test, None),
         Some(n) => {
             let (train, validation) = hold_out(&train, n as usize, data.partitions as usize, seed)?;
-            (train, validation, Some(test))
+            (Arc::new(train), Arc::new(validation), Some(test))
         }
     };
     let partitions = split(&train, data.partitions as usize, seed, data.shuffle)?;
@@ -103,7 +105,7 @@ mod tests {
     #[test]
     fn the_same_settings_cut_the_same_partitions() {
         let x = Array2::from_shape_fn((40, 2), |(i, j)| (i * 2 + j) as f32);
-        let data = Dataset::new(x, (0..40).map(|i| (i % 3) as u8).collect(), 3).unwrap();
+        let data = Arc::new(Dataset::new(x, (0..40).map(|i| (i % 3) as u8).collect(), 3).unwrap());
         let spec = DataSpec {
             partitions: 4,
             validation: Some(5),
@@ -118,6 +120,31 @@ mod tests {
         assert_eq!(
             (a.train.len(), a.eval.len(), a.held_test.map(|t| t.len())),
             (35, 5, Some(40))
+        );
+    }
+
+    #[test]
+    fn whole_sets_are_shared_and_only_cut_ones_copied() {
+        let x = Array2::from_shape_fn((12, 2), |(i, j)| (i * 2 + j) as f32);
+        let data = Arc::new(Dataset::new(x, (0..12).map(|i| (i % 3) as u8).collect(), 3).unwrap());
+        let whole = DataSpec {
+            partitions: 3,
+            ..DataSpec::default()
+        };
+        let c = cut(&whole, 1, &data, &data).unwrap();
+        assert!(Arc::ptr_eq(&c.train, &data) && Arc::ptr_eq(&c.eval, &data));
+        let fewer = DataSpec {
+            partitions: 3,
+            train_examples: Some(6),
+            test_examples: Some(100),
+            ..DataSpec::default()
+        };
+        let c = cut(&fewer, 1, &data, &data).unwrap();
+        assert_eq!(c.train.len(), 6);
+        assert_eq!(*c.train, data.head(6));
+        assert!(
+            Arc::ptr_eq(&c.eval, &data),
+            "more test examples than there are: all, shared"
         );
     }
 }

@@ -2,6 +2,7 @@
 //! with pixels scaled to `[0, 1]`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ndarray::Array2;
 
@@ -39,9 +40,9 @@ pub enum MnistError {
 #[derive(Debug, Clone)]
 pub struct Mnist {
     /// 60,000 training examples.
-    pub train: Dataset,
+    pub train: Arc<Dataset>,
     /// 10,000 test examples.
-    pub test: Dataset,
+    pub test: Arc<Dataset>,
 }
 
 impl Mnist {
@@ -53,7 +54,10 @@ impl Mnist {
         }
         let train = to_dataset(&raw[0], &raw[1], FILES[0], FILES[1])?;
         let test = to_dataset(&raw[2], &raw[3], FILES[2], FILES[3])?;
-        Ok(Self { train, test })
+        Ok(Self {
+            train: Arc::new(train),
+            test: Arc::new(test),
+        })
     }
 }
 

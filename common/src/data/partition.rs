@@ -12,7 +12,9 @@
 //! when executors receive their partitions. The choice is checked value by
 //! value on encoding, so decoding gives back the same bits either way.
 
+use bytes::Bytes;
 use ndarray::Array2;
+use rayon::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -63,20 +65,43 @@ pub enum PartitionError {
 }
 
 /// One shard of a dataset.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Partition {
     /// Position of this partition among its siblings.
     pub id: u32,
     /// Its examples.
     pub data: Dataset,
     hash: u128,
+    /// The encoding the hash was taken of, kept by the driver's partitions
+    /// so that shipping them does not encode them again.
+    encoded: Option<Bytes>,
+}
+
+/// Partitions are equal when their contents are, whether or not one keeps
+/// its encoding.
+impl PartialEq for Partition {
+    fn eq(&self, other: &Self) -> bool {
+        (self.id, self.hash) == (other.id, other.hash) && self.data == other.data
+    }
 }
 
 impl Partition {
     /// Wraps a dataset as partition `id`, computing its content hash.
     pub fn new(id: u32, data: Dataset) -> Self {
-        let hash = xxh3_128(&encode_parts(id, &data));
-        Self { id, data, hash }
+        let encoded = Bytes::from(encode_parts(id, &data));
+        let hash = xxh3_128(&encoded);
+        Self {
+            id,
+            data,
+            hash,
+            encoded: Some(encoded),
+        }
+    }
+
+    /// The partition without the encoding it keeps for shipping (an
+    /// executor that cut it itself never ships it).
+    pub fn without_encoding(self) -> Self {
+        Self { encoded: None, ..self }
     }
 
     /// A 128-bit hash of the encoded partition; executors cache by it.
@@ -85,8 +110,10 @@ impl Partition {
     }
 
     /// The bytes that travel to executors.
-    pub fn encode(&self) -> Vec<u8> {
-        encode_parts(self.id, &self.data)
+    pub fn encode(&self) -> Bytes {
+        self.encoded
+            .clone()
+            .unwrap_or_else(|| Bytes::from(encode_parts(self.id, &self.data)))
     }
 
     /// Decodes bytes made by [`Partition::encode`], checking every length.
@@ -139,6 +166,7 @@ impl Partition {
             id,
             data,
             hash: xxh3_128(bytes),
+            encoded: None,
         })
     }
 }
@@ -148,15 +176,22 @@ fn unit(k: u8) -> f32 {
     f32::from(k) / 255.0
 }
 
-/// The byte whose [`unit`] value is exactly `v`, if there is one.
-fn as_unit_byte(v: f32) -> Option<u8> {
-    let k = (v * 255.0).round();
-    ((0.0..=255.0).contains(&k) && unit(k as u8).to_bits() == v.to_bits()).then_some(k as u8)
+/// Every feature as its unit byte, if every one has one. Two passes that
+/// vectorise (convert, then compare all) instead of one that stops early.
+fn unit_bytes(features: ndarray::ArrayView2<'_, f32>) -> Option<Vec<u8>> {
+    // `as u8` saturates (NaN gives 0), and the comparison rejects whatever
+    // did not convert exactly.
+    let bytes: Vec<u8> = features.iter().map(|&v| (v * 255.0 + 0.5) as u8).collect();
+    let exact = bytes
+        .iter()
+        .zip(features.iter())
+        .fold(true, |all, (&k, &v)| all & (unit(k).to_bits() == v.to_bits()));
+    exact.then_some(bytes)
 }
 
 fn encode_parts(id: u32, data: &Dataset) -> Vec<u8> {
     let features = data.features();
-    let unit_bytes: Option<Vec<u8>> = features.iter().map(|&v| as_unit_byte(v)).collect();
+    let unit_bytes = unit_bytes(features);
     let width = if unit_bytes.is_some() { 1 } else { 4 };
     let mut out = Vec::with_capacity(HEADER_LEN + features.len() * width + data.len());
     out.extend_from_slice(MAGIC);
@@ -196,14 +231,12 @@ pub fn split(data: &Dataset, count: usize, seed: u64, shuffle: bool) -> Result<V
         order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed));
     }
     let (base, extra) = (data.len() / count, data.len() % count);
-    let mut start = 0;
+    // Partition i starts after i base-sized ones and the extra rows of those before it.
+    let start = |i: usize| i * base + i.min(extra);
+    // Copying, encoding and hashing each partition is independent work: on every core.
     Ok((0..count)
-        .map(|i| {
-            let size = base + usize::from(i < extra);
-            let rows = &order[start..start + size];
-            start += size;
-            Partition::new(i as u32, data.select(rows))
-        })
+        .into_par_iter()
+        .map(|i| Partition::new(i as u32, data.select(&order[start(i)..start(i + 1)])))
         .collect())
 }
 
@@ -244,6 +277,17 @@ mod tests {
     }
 
     #[test]
+    fn only_exact_unit_bytes_travel_as_bytes() {
+        let one = |v: f32| unit_bytes(Array2::from_elem((1, 1), v).view());
+        for k in [0u8, 1, 3, 128, 254, 255] {
+            assert_eq!(one(unit(k)), Some(vec![k]));
+        }
+        for v in [-0.0, f32::NAN, 1.5, -1.0 / 255.0, 0.5, 1e-9, f32::INFINITY] {
+            assert_eq!(one(v), None, "{v} is no byte ÷ 255");
+        }
+    }
+
+    #[test]
     fn encodes_and_decodes_with_the_same_hash() {
         let parts = split(&toy(9), 2, 3, true).unwrap();
         for p in &parts {
@@ -260,7 +304,7 @@ mod tests {
         let x = Array2::from_shape_fn((32, 16), |(i, j)| unit(pixels[i * 16 + j]));
         let d = Dataset::new(x, (0..32).map(|i| (i % 3) as u8).collect(), 3).unwrap();
         let p = Partition::new(0, d.clone());
-        let bytes = p.encode();
+        let bytes = p.encode().to_vec();
         assert_eq!(bytes.len(), HEADER_LEN + 32 * 16 + 32, "one byte per feature");
         let back = Partition::decode(&bytes).unwrap();
         let same_bits = back
@@ -288,7 +332,7 @@ mod tests {
 
     #[test]
     fn rejects_corrupt_bytes() {
-        let bytes = split(&toy(4), 1, 0, false).unwrap()[0].encode();
+        let bytes = split(&toy(4), 1, 0, false).unwrap()[0].encode().to_vec();
         assert!(matches!(
             Partition::decode(&bytes[..10]),
             Err(PartitionError::BadHeader(_))
