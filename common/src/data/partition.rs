@@ -14,10 +14,10 @@
 
 use bytes::Bytes;
 use ndarray::Array2;
-use rayon::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::dataset::{Dataset, DatasetError};
