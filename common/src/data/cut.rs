@@ -102,10 +102,15 @@ mod tests {
         assert!(err.contains("data.validation = 9 leaves 1 of 10"), "{err}");
     }
 
+    /// `n` examples of two distinct features each, in three classes.
+    fn rows(n: usize) -> Arc<Dataset> {
+        let x = Array2::from_shape_fn((n, 2), |(i, j)| (i * 2 + j) as f32);
+        Arc::new(Dataset::new(x, (0..n).map(|i| (i % 3) as u8).collect(), 3).unwrap())
+    }
+
     #[test]
     fn the_same_settings_cut_the_same_partitions() {
-        let x = Array2::from_shape_fn((40, 2), |(i, j)| (i * 2 + j) as f32);
-        let data = Arc::new(Dataset::new(x, (0..40).map(|i| (i % 3) as u8).collect(), 3).unwrap());
+        let data = rows(40);
         let spec = DataSpec {
             partitions: 4,
             validation: Some(5),
@@ -125,8 +130,7 @@ mod tests {
 
     #[test]
     fn whole_sets_are_shared_and_only_cut_ones_copied() {
-        let x = Array2::from_shape_fn((12, 2), |(i, j)| (i * 2 + j) as f32);
-        let data = Arc::new(Dataset::new(x, (0..12).map(|i| (i % 3) as u8).collect(), 3).unwrap());
+        let data = rows(12);
         let whole = DataSpec {
             partitions: 3,
             ..DataSpec::default()
