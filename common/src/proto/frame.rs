@@ -1,8 +1,13 @@
 //! One frame's payload: an explicit header and a bulk part.
 //!
 //! ```text
-//! [u32 LE: header length H][H bytes: postcard header][rest: bulk bytes]
+//! [u32 LE: header length H][H bytes: postcard header][0-3 zero bytes][rest: bulk bytes]
 //! ```
+//!
+//! The zero bytes put the bulk part at a multiple of 4 bytes from the start
+//! of the payload: a reader that receives a large frame into a buffer of
+//! its own then finds the tensor aligned for `f32` and reads it in place
+//! instead of copying it (see `Tensor::as_f32`).
 //!
 //! The header is the message with its bulk field (if its kind has one, see
 //! [`Wire::set_bulk`]) left empty; the bulk part is that field's raw bytes
@@ -16,6 +21,11 @@ use super::ProtoError;
 use super::messages::Wire;
 
 const HEADER_LEN: usize = 4;
+
+/// The zero bytes after a header of `len` bytes.
+fn padding(len: usize) -> usize {
+    (4 - (HEADER_LEN + len) % 4) % 4
+}
 
 /// Encodes a message as one frame's payload, into a buffer sized up front
 /// (a growing buffer would copy a large tensor several times over).
@@ -50,6 +60,7 @@ fn assemble<M: Wire>(header: &M, bulk: &[u8]) -> Result<Bytes, ProtoError> {
     let len = u32::try_from(out.len() - HEADER_LEN)
         .map_err(|_| ProtoError::Encode(format!("a {} header over 4 GiB", header.kind())))?;
     out[..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    out.resize(out.len() + padding(len as usize), 0);
     out.extend_from_slice(bulk);
     Ok(Bytes::from(out))
 }
@@ -65,11 +76,12 @@ pub fn decode<M: Wire>(frame: Bytes) -> Result<M, ProtoError> {
         .split_first_chunk::<HEADER_LEN>()
         .ok_or_else(|| bad("shorter than a frame header".into()))?;
     let len = u32::from_le_bytes(*len) as usize;
-    if len > rest.len() {
+    let padded = len + padding(len);
+    if padded > rest.len() {
         return Err(bad(format!("header of {len} bytes in {} bytes", rest.len())));
     }
     let (header, bulk) = rest.split_at(len);
-    let bulk = frame.slice_ref(bulk);
+    let bulk = frame.slice_ref(&bulk[padded - len..]);
     let (mut msg, left) = postcard::take_from_bytes::<M>(header).map_err(|e| bad(e.to_string()))?;
     if !left.is_empty() {
         return Err(bad(format!(

@@ -26,7 +26,7 @@ pub use wire::*;
 /// First bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DDST";
 /// Bumped on every incompatible change; peers must match exactly.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 /// Default cap on one frame (a whole partition travels in one frame).
 pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
 /// Cap on every frame until the handshake is done, so an unauthenticated
@@ -153,6 +153,34 @@ mod tests {
             encode_with_tensor(&want, &values).is_err(),
             "a filled bulk field is not replaced"
         );
+    }
+
+    #[test]
+    fn tensors_start_four_bytes_aligned_whatever_the_header() {
+        let values = [1.0f32, -2.5, 3.0];
+        // Versions of every varint length give headers of every length mod 4.
+        for version in [0, 200, 70_000, 1 << 30, u64::MAX] {
+            let msg = ToExecutor::Params {
+                job: 1,
+                stage: 0,
+                version,
+                values: Tensor::default(),
+            };
+            let frame = encode_with_tensor(&msg, &values).unwrap();
+            let bulk = frame.len() - 4 * values.len();
+            assert_eq!(bulk % 4, 0, "version {version}: tensor at byte {bulk}");
+            assert!(frame[bulk - padding_of(&frame)..bulk].iter().all(|&b| b == 0));
+            let ToExecutor::Params { values: got, .. } = decode(frame).unwrap() else {
+                panic!("not params")
+            };
+            assert_eq!(got.to_vec().unwrap(), values);
+        }
+    }
+
+    /// The zero bytes between a frame's header and its bulk part.
+    fn padding_of(frame: &[u8]) -> usize {
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        (4 - (4 + len) % 4) % 4
     }
 
     #[test]
