@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::optim::{OptimError, Optimizer};
+use crate::optim::{Grad, OptimError, Optimizer, Step};
 
 /// The master parameters and their descent rule, as every server rule
 /// sees them: a version counted per applied update, and the staleness of
@@ -106,6 +106,11 @@ impl ServerModel {
     /// One `descent()` step with `update` (a gradient, or summed step
     /// directions) computed from version `base_version`; a new version.
     pub fn descend(&mut self, update: &[f32], base_version: u64) -> Result<(), OptimError> {
+        self.descend_with(Grad::Values(update), base_version)
+    }
+
+    /// [`ServerModel::descend`] with an update the step forms as it reads it.
+    pub fn descend_with(&mut self, update: Grad<'_>, base_version: u64) -> Result<(), OptimError> {
         let staleness = self.version.saturating_sub(base_version);
         let base = (self.keep > 0)
             .then(|| {
@@ -115,11 +120,11 @@ impl ServerModel {
                     .or(self.history.back())
             })
             .flatten();
-        let stepped = match base {
-            Some((_, base)) => self.optimizer.step_from(&mut self.params, update, staleness, base),
-            None => self.optimizer.step(&mut self.params, update, staleness),
+        let step = Step {
+            base: base.map(|(_, b)| b.as_slice()),
+            ..Step::new(update, staleness)
         };
-        match stepped {
+        match self.optimizer.apply(&mut self.params, &step) {
             Ok(()) => {
                 self.version += 1;
                 self.staleness_sum += staleness;

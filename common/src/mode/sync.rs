@@ -21,7 +21,7 @@ use std::collections::HashSet;
 
 use rayon::prelude::*;
 
-use crate::optim::CHUNK;
+use crate::optim::{CHUNK, Grad};
 
 use super::{Compute, ExecutorLoop, Link, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan, Update, Work};
 
@@ -98,37 +98,44 @@ impl Rounds {
         !self.pushed.is_empty() && self.members.is_subset(&self.pushed)
     }
 
-    /// Adds `values · weight` to the sum and multiplies the result by
-    /// `scale`, in one pass spread over the cores: the last push of a round
-    /// is on every executor's critical path (they all wait for the step).
-    fn add(&mut self, values: &[f32], weight: f32, scale: f32) {
+    /// Adds `values · weight` to the sum, in one pass spread over the cores.
+    fn add(&mut self, values: &[f32], weight: f32) {
         let first = self.pushed.is_empty();
         self.sum.resize(values.len(), 0.0);
         (self.sum.par_chunks_mut(CHUNK), values.par_chunks(CHUNK))
             .into_par_iter()
             .for_each(|(sum, values)| {
                 if first {
-                    sum.iter_mut().zip(values).for_each(|(s, v)| *s = v * weight * scale);
+                    sum.iter_mut().zip(values).for_each(|(s, v)| *s = v * weight);
                 } else {
-                    sum.iter_mut()
-                        .zip(values)
-                        .for_each(|(s, v)| *s = (*s + v * weight) * scale);
+                    sum.iter_mut().zip(values).for_each(|(s, v)| *s += v * weight);
                 }
             });
     }
 
-    /// Takes the round's step once every member has pushed; the sum is
-    /// already the mean when `scaled`.
-    fn finish(&mut self, model: &mut ServerModel, scaled: bool) {
-        if !self.complete() {
-            return;
-        }
-        if !scaled {
-            let scale = 1.0 / self.samples.max(1) as f32;
-            self.sum.par_iter_mut().for_each(|s| *s *= scale);
-        }
+    /// Takes the round's step with its mean, `(sum + last · weight) / samples`
+    /// where `last` is the update that completed it, if any: the step folds
+    /// that update in as it reads it, since the last push of a round is on
+    /// every executor's critical path (they all wait for the step).
+    fn step(&mut self, model: &mut ServerModel, last: Option<(&[f32], f32)>) {
+        let scale = 1.0 / self.samples.max(1) as f32;
+        let sum = (!self.pushed.is_empty()).then_some(&self.sum[..]);
+        let grad = match last {
+            Some((values, weight)) => Grad::Folded {
+                sum,
+                values,
+                weight,
+                scale,
+            },
+            None => Grad::Folded {
+                sum: None,
+                values: &self.sum,
+                weight: 1.0,
+                scale,
+            },
+        };
         let version = model.version();
-        if let Err(e) = model.descend(&self.sum, version) {
+        if let Err(e) = model.descend_with(grad, version) {
             tracing::warn!(error = %e, "descent step refused");
         }
         self.pushed.clear();
@@ -147,22 +154,24 @@ impl ServerRule for Rounds {
             return;
         }
         let weight = update.samples.max(1) as f32;
-        let samples = self.samples + u64::from(update.samples.max(1));
+        self.samples += u64::from(update.samples.max(1));
         let last = self
             .members
             .iter()
             .all(|m| *m == update.from || self.pushed.contains(m));
-        // The last push of a round turns the sum into the mean as it adds.
-        let scale = if last { 1.0 / samples as f32 } else { 1.0 };
-        self.add(update.values, weight, scale);
-        self.samples = samples;
-        self.pushed.insert(update.from);
-        self.finish(model, last);
+        if last {
+            self.step(model, Some((update.values, weight)));
+        } else {
+            self.add(update.values, weight);
+            self.pushed.insert(update.from);
+        }
     }
 
     fn members(&mut self, model: &mut ServerModel, members: &HashSet<u64>) {
         self.members.clone_from(members);
-        self.finish(model, false);
+        if self.complete() {
+            self.step(model, None);
+        }
     }
 }
 

@@ -6,9 +6,8 @@
 //! the run. RMSProp's average is bias-corrected as in Adam (`G / (1 − ρᵗ)`),
 //! so its first steps are not inflated by an average that has barely started.
 
-use rayon::prelude::*;
-
-use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, positive};
+use super::chunks::{self, Step};
+use super::{Common, OptimError, Optimizer, positive};
 
 /// AdaGrad, or RMSProp when built with [`AdaGrad::forgetting`].
 #[derive(Debug, Clone)]
@@ -50,29 +49,30 @@ impl AdaGrad {
 }
 
 impl Optimizer for AdaGrad {
-    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
-        check_lengths(self.sum_sq.len(), params, grad)?;
-        let lr = self.common.rate(staleness);
+    fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError> {
+        chunks::check(self.sum_sq.len(), params, &step.grad)?;
+        let lr = self.common.rate(step.staleness);
         let (c, eps) = (self.common, self.eps);
         // (keep, add, correction): G ← keep·G + add·g², read as G / correction.
         let (keep, add, correction) = match self.rho {
             None => (1.0, 1.0, 1.0),
             Some(rho) => (rho, 1.0 - rho, 1.0 - rho.powf((self.common.steps() + 1) as f32)),
         };
-        (
-            params.par_chunks_mut(CHUNK),
-            grad.par_chunks(CHUNK),
-            self.sum_sq.par_chunks_mut(CHUNK),
-        )
-            .into_par_iter()
-            .for_each(|(params, grad, sum_sq)| {
+        let buffers = [&mut self.sum_sq[..]];
+        chunks::for_each_block(
+            params,
+            &step.grad,
+            buffers,
+            step.stepped,
+            |_, params, grad, [sum_sq]| {
                 for ((w, &g), acc) in params.iter_mut().zip(grad).zip(sum_sq) {
                     let g = c.decayed(g, *w);
                     *acc = keep * *acc + add * g * g;
                     let eta = lr / ((*acc / correction).sqrt() + eps);
                     *w -= eta * g;
                 }
-            });
+            },
+        );
         self.common.tick();
         Ok(())
     }

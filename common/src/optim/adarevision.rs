@@ -21,9 +21,8 @@
 //! `max_staleness + 1` sums (plus the slot being written) to know it. With zero delay `g_bck = 0` and the
 //! rule is exactly AdaGrad.
 
-use rayon::prelude::*;
-
-use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, positive};
+use super::chunks::{self, Step};
+use super::{Common, OptimError, Optimizer, positive};
 
 /// AdaRevision.
 #[derive(Debug, Clone)]
@@ -59,9 +58,9 @@ impl AdaRevision {
 }
 
 impl Optimizer for AdaRevision {
-    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
-        check_lengths(self.z_prime.len(), params, grad)?;
-        let lr = self.common.rate(staleness);
+    fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError> {
+        chunks::check(self.z_prime.len(), params, &step.grad)?;
+        let (staleness, lr) = (step.staleness, self.common.rate(step.staleness));
         // Delays past what is remembered (or before the first step) count as
         // the oldest remembered.
         let delay = staleness.min(self.common.steps()).min(self.history.len() as u64 - 2);
@@ -72,17 +71,15 @@ impl Optimizer for AdaRevision {
         let mut new_z = std::mem::take(&mut self.history[next]);
         let (z, z_read) = (&self.history[now], &self.history[read]);
         let (c, eps) = (self.common, self.eps);
-        (
-            params.par_chunks_mut(CHUNK),
-            grad.par_chunks(CHUNK),
-            self.z_prime.par_chunks_mut(CHUNK),
-            self.z_max.par_chunks_mut(CHUNK),
-            new_z.par_chunks_mut(CHUNK),
-            z.par_chunks(CHUNK),
-            z_read.par_chunks(CHUNK),
-        )
-            .into_par_iter()
-            .for_each(|(params, grad, z_prime, z_max, new_z, z, z_read)| {
+        let buffers = [&mut self.z_prime[..], &mut self.z_max[..], &mut new_z[..]];
+        chunks::for_each_block(
+            params,
+            &step.grad,
+            buffers,
+            step.stepped,
+            |offset, params, grad, [z_prime, z_max, new_z]| {
+                let range = offset..offset + params.len();
+                let (z, z_read) = (&z[range.clone()], &z_read[range]);
                 for i in 0..params.len() {
                     let g = c.decayed(grad[i], params[i]);
                     let g_bck = z[i] - z_read[i];
@@ -93,7 +90,8 @@ impl Optimizer for AdaRevision {
                     params[i] += -(eta * g) + (eta_old - eta) * g_bck;
                     new_z[i] = z[i] + g;
                 }
-            });
+            },
+        );
         self.history[next] = new_z;
         self.common.tick();
         Ok(())

@@ -5,9 +5,9 @@
 //! nearer to it, so it is what gets evaluated and saved, while executors keep
 //! training the parameters themselves.
 
-use rayon::prelude::*;
+use std::sync::{Mutex, PoisonError};
 
-use super::{CHUNK, Common, OptimError, Optimizer};
+use super::{CHUNK, Common, OptimError, Optimizer, Step};
 
 /// An optimizer that also keeps `avg ← d·avg + (1 − d)·w` after each step.
 pub struct Averaged {
@@ -40,38 +40,37 @@ impl Averaged {
         let t = t as f32;
         self.decay.min(t / (t + 10.0))
     }
-
-    /// Folds the parameters after a step into the average; `before` is the
-    /// inner optimizer's step count before it.
-    fn update_average(&mut self, params: &[f32], before: u64) {
-        let d = self.decay_after(before);
-        (params.par_chunks(CHUNK), self.avg.par_chunks_mut(CHUNK))
-            .into_par_iter()
-            .for_each(|(params, avg)| {
-                for (a, &w) in avg.iter_mut().zip(params) {
-                    *a = d * *a + (1.0 - d) * w;
-                }
-            });
-    }
 }
 
 impl Optimizer for Averaged {
-    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
-        let before = self.inner.steps();
-        self.inner.step(params, grad, staleness)?;
-        self.update_average(params, before);
-        Ok(())
+    /// Folds each chunk of parameters into the average as the inner step
+    /// leaves it, while it is still in cache.
+    fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError> {
+        let d = self.decay_after(self.inner.steps());
+        // The inner step hands over chunks of `CHUNK` values from many
+        // threads; each locks its own piece of the average.
+        let avg: Vec<Mutex<&mut [f32]>> = self.avg.chunks_mut(CHUNK).map(Mutex::new).collect();
+        let outer = step.stepped;
+        let fold = |offset: usize, params: &[f32]| {
+            if let Some(avg) = avg.get(offset / CHUNK) {
+                let mut avg = avg.lock().unwrap_or_else(PoisonError::into_inner);
+                for (a, &w) in avg.iter_mut().zip(params) {
+                    *a = d * *a + (1.0 - d) * w;
+                }
+            }
+            if let Some(outer) = outer {
+                outer(offset, params);
+            }
+        };
+        let step = Step {
+            stepped: Some(&fold),
+            ..*step
+        };
+        self.inner.apply(params, &step)
     }
 
     fn wants_base(&self) -> bool {
         self.inner.wants_base()
-    }
-
-    fn step_from(&mut self, params: &mut [f32], grad: &[f32], staleness: u64, base: &[f32]) -> Result<(), OptimError> {
-        let before = self.inner.steps();
-        self.inner.step_from(params, grad, staleness, base)?;
-        self.update_average(params, before);
-        Ok(())
     }
 
     fn average(&self) -> Option<&[f32]> {
@@ -136,6 +135,21 @@ mod tests {
             (lag - 1.0).abs() < 1e-3,
             "a steady descent of 1 per step trails by d/(1−d) = 1, got {lag}"
         );
+    }
+
+    #[test]
+    fn every_chunk_of_a_long_model_is_averaged() {
+        let n = 2 * CHUNK + 3;
+        let mut opt = OptimizerConfig {
+            average: Some(0.5),
+            ..OptimizerConfig::default()
+        }
+        .build(n)
+        .unwrap();
+        let mut p: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let g = vec![1.0; n];
+        opt.step(&mut p, &g, 0).unwrap();
+        assert_eq!(opt.average().unwrap(), &p[..], "the first step copies every chunk");
     }
 
     #[test]

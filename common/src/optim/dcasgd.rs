@@ -16,9 +16,8 @@
 //! independent of the gradients' scale (the paper's λ₀ = 2 is the
 //! default). Without a delay (`w = w_bak`) it is plain SGD.
 
-use rayon::prelude::*;
-
-use super::{CHUNK, Common, OptimError, Optimizer, check_lengths, non_negative};
+use super::chunks::{self, Step};
+use super::{Common, OptimError, Optimizer, non_negative};
 
 /// DC-ASGD.
 #[derive(Debug, Clone)]
@@ -48,37 +47,41 @@ impl DcAsgd {
 }
 
 impl Optimizer for DcAsgd {
-    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
-        // Without the parameters it was computed from, nothing to compensate.
-        let base = params.to_vec();
-        self.step_from(params, grad, staleness, &base)
-    }
-
     fn wants_base(&self) -> bool {
         true
     }
 
-    fn step_from(&mut self, params: &mut [f32], grad: &[f32], staleness: u64, base: &[f32]) -> Result<(), OptimError> {
+    fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError> {
         let len = self.mean_square.len();
-        check_lengths(len, params, grad)?;
-        check_lengths(len, base, grad)?;
-        let lr = self.common.rate(staleness);
+        chunks::check(len, params, &step.grad)?;
+        // Without the parameters it was computed from, nothing to compensate.
+        let own;
+        let base = match step.base {
+            Some(base) => base,
+            None => {
+                own = params.to_vec();
+                &own
+            }
+        };
+        chunks::check(len, base, &step.grad)?;
+        let lr = self.common.rate(step.staleness);
         let (c, lambda) = (self.common, self.lambda);
-        (
-            params.par_chunks_mut(CHUNK),
-            grad.par_chunks(CHUNK),
-            base.par_chunks(CHUNK),
-            self.mean_square.par_chunks_mut(CHUNK),
-        )
-            .into_par_iter()
-            .for_each(|(params, grad, base, ms)| {
+        let buffers = [&mut self.mean_square[..]];
+        chunks::for_each_block(
+            params,
+            &step.grad,
+            buffers,
+            step.stepped,
+            |offset, params, grad, [ms]| {
+                let base = &base[offset..offset + params.len()];
                 for (((w, &g), &b), ms) in params.iter_mut().zip(grad).zip(base).zip(ms) {
                     let g = c.decayed(g, *w);
                     *ms = MOMENT * *ms + (1.0 - MOMENT) * g * g;
                     let l = lambda / (ms.sqrt() + EPS);
                     *w -= lr * (g + l * g * g * (*w - b));
                 }
-            });
+            },
+        );
         self.common.tick();
         Ok(())
     }

@@ -5,6 +5,7 @@
 pub mod adagrad;
 pub mod adarevision;
 pub mod average;
+mod chunks;
 mod config;
 pub mod dcasgd;
 pub mod schedule;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use adagrad::AdaGrad;
 pub use adarevision::AdaRevision;
 pub use average::Averaged;
+pub use chunks::{Grad, Step, Stepped};
 pub use config::OptimizerConfig;
 pub use dcasgd::DcAsgd;
 pub use schedule::Schedule;
@@ -64,8 +66,14 @@ pub enum OptimError {
 /// [`Common`] (its schedule, epoch and step count) and names its buffers;
 /// the bookkeeping built on those is shared here.
 pub trait Optimizer: Send {
+    /// Applies one update: the rule's pass over the parameters, chunk by
+    /// chunk on every core (see [`Step`]).
+    fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError>;
+
     /// Applies one update computed `staleness` steps ago.
-    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError>;
+    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
+        self.apply(params, &Step::new(Grad::Values(grad), staleness))
+    }
 
     /// The schedule, epoch and step count.
     fn common(&self) -> &Common;
@@ -105,8 +113,12 @@ pub trait Optimizer: Send {
 
     /// Applies an update computed `staleness` steps ago from parameters
     /// `base`; only delay-compensating rules look at `base`.
-    fn step_from(&mut self, params: &mut [f32], grad: &[f32], staleness: u64, _base: &[f32]) -> Result<(), OptimError> {
-        self.step(params, grad, staleness)
+    fn step_from(&mut self, params: &mut [f32], grad: &[f32], staleness: u64, base: &[f32]) -> Result<(), OptimError> {
+        let step = Step {
+            base: Some(base),
+            ..Step::new(Grad::Values(grad), staleness)
+        };
+        self.apply(params, &step)
     }
 
     /// The state a checkpoint needs to continue exactly where this left off.
@@ -268,17 +280,6 @@ pub(crate) fn non_negative(key: &'static str, v: f32) -> Result<(), OptimError> 
             allowed: "must be a finite number ≥ 0",
         })
     }
-}
-
-pub(crate) fn check_lengths(expected: usize, params: &[f32], grad: &[f32]) -> Result<(), OptimError> {
-    if params.len() != expected || grad.len() != expected {
-        return Err(OptimError::LengthMismatch {
-            expected,
-            params: params.len(),
-            grad: grad.len(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,9 +2,8 @@
 //! weight decay, in the form PyTorch uses: `v ← μv + g`, then
 //! `w ← w − η·v` (or `w ← w − η·(g + μv)` with Nesterov).
 
-use rayon::prelude::*;
-
-use super::{CHUNK, Common, OptimError, Optimizer, check_lengths};
+use super::chunks::{self, Step};
+use super::{Common, OptimError, Optimizer};
 
 /// SGD with momentum.
 #[derive(Debug, Clone)]
@@ -53,17 +52,17 @@ fn check_momentum(momentum: f32) -> Result<(), OptimError> {
 }
 
 impl Optimizer for Sgd {
-    fn step(&mut self, params: &mut [f32], grad: &[f32], staleness: u64) -> Result<(), OptimError> {
-        check_lengths(self.velocity.len(), params, grad)?;
-        let lr = self.common.rate(staleness);
+    fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError> {
+        chunks::check(self.velocity.len(), params, &step.grad)?;
+        let lr = self.common.rate(step.staleness);
         let (c, mu, nesterov) = (self.common, self.common.momentum(), self.nesterov);
-        (
-            params.par_chunks_mut(CHUNK),
-            grad.par_chunks(CHUNK),
-            self.velocity.par_chunks_mut(CHUNK),
-        )
-            .into_par_iter()
-            .for_each(|(params, grad, velocity)| {
+        let buffers = [&mut self.velocity[..]];
+        chunks::for_each_block(
+            params,
+            &step.grad,
+            buffers,
+            step.stepped,
+            |_, params, grad, [velocity]| {
                 for ((w, &g), v) in params.iter_mut().zip(grad).zip(velocity) {
                     let g = c.decayed(g, *w);
                     if mu == 0.0 {
@@ -72,7 +71,8 @@ impl Optimizer for Sgd {
                     }
                     *w -= lr * direction(g, v, mu, nesterov);
                 }
-            });
+            },
+        );
         self.common.tick();
         Ok(())
     }
