@@ -19,9 +19,7 @@
 
 use std::collections::HashSet;
 
-use rayon::prelude::*;
-
-use crate::optim::{CHUNK, Grad};
+use crate::optim::Grad;
 
 use super::{Compute, ExecutorLoop, Link, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan, Update, Work};
 
@@ -98,19 +96,16 @@ impl Rounds {
         !self.pushed.is_empty() && self.members.is_subset(&self.pushed)
     }
 
-    /// Adds `values · weight` to the sum, in one pass spread over the cores.
+    /// Adds `values · weight` to the sum, on this thread alone: other
+    /// members are still computing their updates, and a pass spread over
+    /// every core would take its share from them.
     fn add(&mut self, values: &[f32], weight: f32) {
-        let first = self.pushed.is_empty();
-        self.sum.resize(values.len(), 0.0);
-        (self.sum.par_chunks_mut(CHUNK), values.par_chunks(CHUNK))
-            .into_par_iter()
-            .for_each(|(sum, values)| {
-                if first {
-                    sum.iter_mut().zip(values).for_each(|(s, v)| *s = v * weight);
-                } else {
-                    sum.iter_mut().zip(values).for_each(|(s, v)| *s += v * weight);
-                }
-            });
+        if self.pushed.is_empty() {
+            self.sum.clear();
+            self.sum.extend(values.iter().map(|v| v * weight));
+        } else {
+            self.sum.iter_mut().zip(values).for_each(|(s, v)| *s += v * weight);
+        }
     }
 
     /// Takes the round's step with its mean, `(sum + last · weight) / samples`
