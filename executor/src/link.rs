@@ -101,43 +101,10 @@ impl TaskLink<'_> {
         self.link.fetches.sent_on((connection, self.task.job, self.task.stage));
         Ok(())
     }
-}
 
-impl Link for TaskLink<'_> {
-    fn push(&mut self, base_version: u64, work: Work, values: &[f32]) -> Result<(), LoopError> {
-        if self.abandoned() {
-            return Err(LoopError::Abandoned);
-        }
-        let push = FromExecutor::Push(Push {
-            task: self.task,
-            seq: self.seq,
-            base_version,
-            batches: work.batches,
-            samples: work.samples,
-            loss_sum: work.loss_sum,
-            values: Tensor::default(),
-        });
-        let frame = proto::encode_with_tensor(&push, values).map_err(|e| LoopError::Driver(e.to_string()))?;
-        if !self.link.send_frame(frame) {
-            return Err(LoopError::Abandoned);
-        }
-        self.seq += 1;
-        Ok(())
-    }
-
-    fn request(&mut self, wait_for: u64) -> Result<(), LoopError> {
-        self.fetch(wait_for, None)
-    }
-
-    fn request_newer(&mut self, have: u64) -> Result<(), LoopError> {
-        self.fetch(0, Some(have))
-    }
-
-    fn outstanding(&self) -> bool {
-        self.link.fetches.outstanding()
-    }
-
-    fn receive(&mut self, params: &mut [f32], min_version: u64, wait: bool) -> Result<Option<Received>, LoopError> {
+    /// The newest parameters message for this task's stage with version ≥
+    /// `min_version`; with `wait`, blocks for an outstanding answer.
+    fn newest(&mut self, min_version: u64, wait: bool) -> Result<Option<ParamsMsg>, LoopError> {
         let (job, stage) = (self.task.job, self.task.stage);
         let mut newest: Option<ParamsMsg> = None;
         let deadline = Instant::now() + self.link.request_timeout;
@@ -177,17 +144,149 @@ impl Link for TaskLink<'_> {
             }
         }
         match newest {
-            Some(ParamsMsg { values, version, .. }) => {
-                let copied = values.is_some();
-                if let Some(values) = values {
-                    values.read_into(params).map_err(|e| LoopError::Driver(e.to_string()))?;
-                }
-                Ok(Some(Received { version, copied }))
-            }
-            _ if wait && self.link.fetches.outstanding() => {
+            None if wait && self.link.fetches.outstanding() => {
                 Err(LoopError::Driver("the driver sent no parameters for this job".into()))
             }
-            _ => Ok(None),
+            newest => Ok(newest),
         }
+    }
+}
+
+impl Link for TaskLink<'_> {
+    fn push(&mut self, base_version: u64, work: Work, values: &[f32]) -> Result<(), LoopError> {
+        if self.abandoned() {
+            return Err(LoopError::Abandoned);
+        }
+        let push = FromExecutor::Push(Push {
+            task: self.task,
+            seq: self.seq,
+            base_version,
+            batches: work.batches,
+            samples: work.samples,
+            loss_sum: work.loss_sum,
+            values: Tensor::default(),
+        });
+        let frame = proto::encode_with_tensor(&push, values).map_err(|e| LoopError::Driver(e.to_string()))?;
+        if !self.link.send_frame(frame) {
+            return Err(LoopError::Abandoned);
+        }
+        self.seq += 1;
+        Ok(())
+    }
+
+    fn request(&mut self, wait_for: u64) -> Result<(), LoopError> {
+        self.fetch(wait_for, None)
+    }
+
+    fn request_newer(&mut self, have: u64) -> Result<(), LoopError> {
+        self.fetch(0, Some(have))
+    }
+
+    fn outstanding(&self) -> bool {
+        self.link.fetches.outstanding()
+    }
+
+    fn receive(&mut self, params: &mut [f32], min_version: u64, wait: bool) -> Result<Option<Received>, LoopError> {
+        let Some(ParamsMsg { values, version, .. }) = self.newest(min_version, wait)? else {
+            return Ok(None);
+        };
+        if let Some(values) = &values {
+            copy_into(values, params)?;
+        }
+        let copied = values.is_some();
+        Ok(Some(Received { version, copied }))
+    }
+
+    fn receive_to_read(
+        &mut self,
+        params: &mut [f32],
+        min_version: u64,
+    ) -> Result<Option<(Received, Option<Tensor>)>, LoopError> {
+        let Some(ParamsMsg { values, version, .. }) = self.newest(min_version, true)? else {
+            return Ok(None);
+        };
+        let readable = |v: &Tensor| v.as_f32().is_some_and(|f| f.len() == params.len());
+        match values {
+            Some(values) if readable(&values) => Ok(Some((Received { version, copied: false }, Some(values)))),
+            Some(values) => {
+                copy_into(&values, params)?;
+                Ok(Some((Received { version, copied: true }, None)))
+            }
+            None => Ok(Some((Received { version, copied: false }, None))),
+        }
+    }
+}
+
+/// Copies `values` into `params`.
+fn copy_into(values: &Tensor, params: &mut [f32]) -> Result<(), LoopError> {
+    values.read_into(params).map_err(|e| LoopError::Driver(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TASK: TaskId = TaskId {
+        job: 3,
+        stage: 0,
+        epoch: 1,
+        partition: 0,
+        attempt: 1,
+    };
+
+    /// A link on connection 0, its parameter mailbox and its outbox.
+    fn link() -> (DriverLink, mpsc::Sender<ParamsMsg>, tmpsc::Receiver<Bytes>) {
+        let (params_tx, params) = mpsc::channel();
+        let (out_tx, out_rx) = tmpsc::channel(8);
+        let link = DriverLink {
+            params,
+            out: Arc::new(Mutex::new(Some(out_tx))),
+            generation: Arc::default(),
+            connection: Arc::default(),
+            request_timeout: Duration::from_secs(5),
+            fetches: Fetches::default(),
+        };
+        (link, params_tx, out_rx)
+    }
+
+    fn params(version: u64, values: Tensor) -> ParamsMsg {
+        ParamsMsg {
+            connection: 0,
+            job: TASK.job,
+            stage: TASK.stage,
+            version,
+            values: Some(values),
+        }
+    }
+
+    #[test]
+    fn aligned_parameters_are_read_in_place_and_others_copied() {
+        let (mut driver, tx, _out) = link();
+        let mut task = driver.for_task(TASK, 0);
+        let mut local = vec![0.0f32; 3];
+        let values = [1.0f32, 2.0, 3.0];
+
+        task.request(2).unwrap();
+        let aligned = Tensor::from_f32(&values);
+        assert!(aligned.as_f32().is_some());
+        tx.send(params(2, aligned)).unwrap();
+        let (got, received) = task.receive_to_read(&mut local, 2).unwrap().unwrap();
+        assert_eq!((got.version, got.copied), (2, false));
+        assert_eq!(
+            received.and_then(|t| t.as_f32().map(<[f32]>::to_vec)),
+            Some(values.to_vec())
+        );
+        assert_eq!(local, [0.0; 3], "nothing was copied");
+
+        // The same values one byte into a buffer cannot be read as `f32`s.
+        task.request(3).unwrap();
+        let mut bytes = vec![0u8];
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        let unaligned = Tensor(Bytes::from(bytes).slice(1..));
+        assert!(unaligned.as_f32().is_none());
+        tx.send(params(3, unaligned)).unwrap();
+        let (got, received) = task.receive_to_read(&mut local, 3).unwrap().unwrap();
+        assert_eq!((got.version, got.copied, received.is_none()), (3, true, true));
+        assert_eq!(local, values);
     }
 }

@@ -28,6 +28,7 @@ pub use server_model::ServerModel;
 
 use crate::model::ModelError;
 use crate::optim::{OptimizerConfig, OptimizerKind};
+use crate::proto::Tensor;
 use crate::train::TrainError;
 
 /// How executors' updates meet at the parameter server (`train.mode`).
@@ -378,6 +379,19 @@ pub trait Link {
     /// into `params`; with `wait`, blocks for an outstanding answer if none
     /// has arrived.
     fn receive(&mut self, params: &mut [f32], min_version: u64, wait: bool) -> Result<Option<Received>, LoopError>;
+
+    /// Waits for the newest parameters with version ≥ `min_version`, as
+    /// [`Link::receive`] does, for a loop that only reads them: they come
+    /// back as received (`Some`) when they can be read in place (see
+    /// [`Tensor::as_f32`]), and are copied into `params` otherwise
+    /// ([`Received::copied`]).
+    fn receive_to_read(
+        &mut self,
+        params: &mut [f32],
+        min_version: u64,
+    ) -> Result<Option<(Received, Option<Tensor>)>, LoopError> {
+        Ok(self.receive(params, min_version, true)?.map(|r| (r, None)))
+    }
 }
 
 /// Parameters a fetch brought.

@@ -20,6 +20,7 @@
 use std::collections::HashSet;
 
 use crate::optim::Grad;
+use crate::proto::Tensor;
 
 use super::{Compute, ExecutorLoop, Link, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan, Update, Work};
 
@@ -40,12 +41,25 @@ pub fn shape(keys: &ModeKeys, batch: u32, peers: u32) -> Shape {
 /// The executor's half: a gradient per step, then wait for the step.
 pub struct Worker {
     params: Vec<f32>,
+    /// The last parameters received, when they are read where they arrived
+    /// instead of from `params`: the loop never changes them, so copying
+    /// each version (a pass over the model on every step's critical path)
+    /// would buy nothing.
+    received: Option<Tensor>,
 }
 
 impl Worker {
     /// The loop for a stage of `len` parameters.
     pub fn new(len: usize) -> Self {
-        Self { params: vec![0.0; len] }
+        Self {
+            params: vec![0.0; len],
+            received: None,
+        }
+    }
+
+    /// The parameters of the current version.
+    fn current(&self) -> &[f32] {
+        self.received.as_ref().and_then(Tensor::as_f32).unwrap_or(&self.params)
     }
 }
 
@@ -56,17 +70,25 @@ impl ExecutorLoop for Worker {
         compute: &mut dyn Compute,
         link: &mut dyn Link,
     ) -> Result<Work, LoopError> {
-        let params = &mut self.params[..];
-        let mut version = super::downpour::fetch_now(link, params)?;
+        self.received = None;
+        let mut version = super::downpour::fetch_now(link, &mut self.params)?;
         let mut total = Work::default();
         while compute.remaining() > 0 {
-            let work = compute.accumulate(params)?;
+            let work = compute.accumulate(self.current())?;
             total.add(work);
             link.push(version, work, compute.take())?;
             if compute.remaining() == 0 {
                 break;
             }
-            version = wait_for_next(link, params, version)?;
+            link.request(version + 1)?;
+            let (next, received) = link
+                .receive_to_read(&mut self.params, version + 1)?
+                .ok_or_else(|| missing(version + 1))?;
+            // Neither received nor copied: the current values stand for `next`.
+            if received.is_some() || next.copied {
+                self.received = received;
+            }
+            version = next.version;
         }
         Ok(total)
     }
@@ -77,7 +99,11 @@ pub(crate) fn wait_for_next(link: &mut dyn Link, params: &mut [f32], version: u6
     link.request(version + 1)?;
     link.receive(params, version + 1, true)?
         .map(|r| r.version)
-        .ok_or_else(|| LoopError::Driver(format!("the driver did not send version {}", version + 1)))
+        .ok_or_else(|| missing(version + 1))
+}
+
+fn missing(version: u64) -> LoopError {
+    LoopError::Driver(format!("the driver did not send version {version}"))
 }
 
 /// The server's half of `sync` and `average`: one step per round, the
