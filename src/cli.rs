@@ -43,7 +43,7 @@ pub enum Command {
     Status(DriverAddr),
     /// Cancel a queued or running job.
     Cancel(CancelArgs),
-    /// Run a driver and executors in this process over loopback TCP, submit a job, show its progress.
+    /// Run a driver and executors in this process, submit a job, show its progress.
     Local(LocalArgs),
     /// Run a job on a cluster: every rank of srun, sbatch, mpirun or a
     /// Kubernetes Indexed Job runs this and takes its role from the
@@ -241,6 +241,10 @@ pub struct LocalArgs {
     /// Compute threads per executor (default: cores divided among the executors).
     #[arg(long)]
     pub cores_per_executor: Option<usize>,
+    /// Connect the executors to the driver over loopback TCP, as across
+    /// machines, instead of in-process pipes.
+    #[arg(long)]
+    pub loopback_tcp: bool,
     #[command(flatten)]
     pub run: DriverSettings,
 }

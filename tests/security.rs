@@ -86,6 +86,38 @@ async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
     assert!(driver.status().executors.iter().all(|e| e.name != "impostor"));
 }
 
+/// An executor in the driver's own process (local mode) goes through the
+/// same handshake: without the secret it is refused, with it it registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_executors_shake_hands_like_any_other() {
+    let driver = driver_with_secret("the driver's shared secret").await;
+    let in_process = driver.driver.in_process();
+    let (_stop, refused) = support::start_executor_with(ExecutorConfig {
+        in_process: Some(in_process.clone()),
+        cores: 1,
+        name: "impostor".into(),
+        credentials: with_secret("not the driver's secret"),
+        ..ExecutorConfig::default()
+    });
+    match tokio::time::timeout(support::PATIENCE, refused).await {
+        Ok(Ok(Err(ExecutorError::Refused(reason)))) => assert!(reason.contains("authentication failed"), "{reason}"),
+        other => panic!("expected the impostor to be refused, got {other:?}"),
+    }
+    let _executor = support::start_executor_with(ExecutorConfig {
+        in_process: Some(in_process),
+        cores: 1,
+        name: "trusted".into(),
+        credentials: with_secret("the driver's shared secret"),
+        ..ExecutorConfig::default()
+    });
+    let status = driver
+        .await_status("the trusted in-process executor", |s| {
+            s.executors.iter().any(|e| e.name == "trusted")
+        })
+        .await;
+    assert!(status.executors.iter().all(|e| e.name != "impostor"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_a_secret_does_not_trust_a_driver_without_one() {
     let driver = support::TestDriver::start().await;

@@ -1,5 +1,6 @@
 //! The byte stream under the protocol: plain TCP, or TLS (rustls, ring
-//! provider) around it, with what each side needs to open one.
+//! provider) around it, with what each side needs to open one; or, for
+//! peers in the driver's own process, an in-process pipe.
 
 use std::fmt;
 use std::path::Path;
@@ -14,7 +15,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::proto::auth::Secret;
-use crate::proto::{HANDSHAKE_TIMEOUT, Handshake, MessageReader, MessageWriter, ProtoError};
+use crate::proto::{HANDSHAKE_TIMEOUT, Handshake, MessageReader, MessageWriter, PipeEnd, ProtoError};
 
 /// The reading half of a connection, whatever carries it.
 pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -198,8 +199,27 @@ pub async fn dial(
     max_frame: usize,
 ) -> Result<Dialed, ProtoError> {
     let (read, write) = connect(addr, credentials.tls.as_ref()).await?;
-    let mut reader = MessageReader::new(read, max_frame);
-    let mut writer = MessageWriter::new(write, max_frame);
+    let reader = MessageReader::new(read, max_frame);
+    let writer = MessageWriter::new(write, max_frame);
+    shake((reader, writer), credentials, hello).await
+}
+
+/// Opens a connection to the driver of this process through `driver` and
+/// shakes hands with `hello`, exactly as [`dial`] does over TCP.
+pub async fn dial_in_process(
+    driver: &InProcess,
+    credentials: &Credentials,
+    hello: Handshake,
+    max_frame: usize,
+) -> Result<Dialed, ProtoError> {
+    shake(driver.open(max_frame), credentials, hello).await
+}
+
+async fn shake(
+    (mut reader, mut writer): Connection,
+    credentials: &Credentials,
+    hello: Handshake,
+) -> Result<Dialed, ProtoError> {
     let (id, heartbeat) = crate::proto::handshake(&mut reader, &mut writer, hello, credentials.secret.as_ref()).await?;
     Ok(Dialed {
         reader,
@@ -207,6 +227,35 @@ pub async fn dial(
         id,
         heartbeat,
     })
+}
+
+/// One end of a connection: its reader and writer.
+pub type Connection = PipeEnd<BoxRead, BoxWrite>;
+
+/// How peers in the driver's own process reach it (local mode): each
+/// [`InProcess::open`] starts a connection the driver serves like any
+/// other and returns the peer's end of it. Frames cross as shared bytes
+/// ([`crate::proto::pipe`]): nothing is copied through a socket.
+#[derive(Clone)]
+pub struct InProcess(Arc<dyn Fn(usize) -> Connection + Send + Sync>);
+
+impl InProcess {
+    /// From the driver's side of opening: given the peer's largest frame,
+    /// serve a new pipe and return the peer's end.
+    pub fn new(open: impl Fn(usize) -> Connection + Send + Sync + 'static) -> Self {
+        Self(Arc::new(open))
+    }
+
+    /// A new connection to the driver, refusing frames above `max_frame`.
+    pub fn open(&self, max_frame: usize) -> Connection {
+        (self.0)(max_frame)
+    }
+}
+
+impl fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InProcess(..)")
+    }
 }
 
 /// Wraps an accepted connection, in TLS when the driver has it.

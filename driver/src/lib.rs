@@ -35,7 +35,7 @@ mod tally;
 mod timings;
 
 use deepdist_common::proto::auth::Secret;
-use deepdist_common::transport::TlsServer;
+use deepdist_common::transport::{InProcess, TlsServer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -190,6 +190,19 @@ impl Driver {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How executors in this process reach this driver without a socket
+    /// (local mode): every connection opened through it is served like one
+    /// accepted on the listener, handshake and secret included.
+    pub fn in_process(&self) -> InProcess {
+        let shared = self.shared.clone();
+        let stop = self.stop.subscribe();
+        InProcess::new(move |max_frame| {
+            let (near, far) = deepdist_common::proto::pipe((max_frame, shared.config.max_frame));
+            tokio::spawn(server::serve_in_process(shared.clone(), far, stop.clone()));
+            near
+        })
     }
 
     /// Serves the status, each job's metrics and Prometheus's `/metrics`

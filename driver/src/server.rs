@@ -65,7 +65,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
             let max = shared.config.max_frame;
             let mut reader = MessageReader::new(read, max);
             let mut writer = MessageWriter::new(write, max);
-            match serve(&shared, &mut reader, &mut writer, slot, peer, stop).await {
+            match serve(&shared, &mut reader, &mut writer, Some(slot), peer, stop).await {
                 Err(e @ ProtoError::Rejected(_)) => tracing::warn!(%peer, reason = %e, "peer refused"),
                 Err(e) => tracing::info!(%peer, reason = %e, "connection closed"),
                 Ok(()) => {}
@@ -75,11 +75,26 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
     }
 }
 
+/// Serves a connection opened within this process ([`transport::InProcess`]),
+/// as [`accept_loop`] serves one from the network, until it ends or the
+/// driver stops. Such a peer is this process's own: it takes no connection
+/// permit or handshake slot, and counts as the loopback address.
+pub async fn serve_in_process(
+    shared: Arc<Shared>,
+    (mut reader, mut writer): transport::Connection,
+    stop: watch::Receiver<bool>,
+) {
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    if let Err(e) = serve(&shared, &mut reader, &mut writer, None, peer, stop).await {
+        tracing::info!(reason = %e, "in-process connection closed");
+    }
+}
+
 async fn serve(
     shared: &Arc<Shared>,
     reader: &mut MessageReader<BoxRead>,
     writer: &mut MessageWriter<BoxWrite>,
-    slot: HandshakeSlot,
+    slot: Option<HandshakeSlot>,
     peer: std::net::SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ProtoError> {

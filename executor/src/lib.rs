@@ -13,7 +13,7 @@ mod session;
 mod shared_data;
 mod worker;
 
-use deepdist_common::transport::Credentials;
+use deepdist_common::transport::{Credentials, InProcess};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,9 @@ pub struct ExecutorConfig {
     pub request_timeout: Duration,
     /// What to present to the driver: TLS trust and the shared secret.
     pub credentials: Credentials,
+    /// A driver in this same process, reached without a socket (local
+    /// mode); overrides `driver` and `rendezvous`.
+    pub in_process: Option<InProcess>,
 }
 
 impl Default for ExecutorConfig {
@@ -71,6 +74,7 @@ impl Default for ExecutorConfig {
             max_backoff: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             credentials: Credentials::default(),
+            in_process: None,
         }
     }
 }
@@ -215,9 +219,11 @@ async fn serve(
     }
 }
 
-/// Where to dial now: the rendezvous file's address, else the configured one.
+/// Where to dial now: the rendezvous file's address, else the configured
+/// one; a driver in this process is named as such.
 fn driver_address(config: &ExecutorConfig) -> Result<String, deepdist_common::rendezvous::RendezvousError> {
     match &config.rendezvous {
+        _ if config.in_process.is_some() => Ok("the driver in this process".into()),
         Some(path) => deepdist_common::rendezvous::read(path),
         None => Ok(config.driver.clone()),
     }

@@ -40,7 +40,12 @@ pub async fn connect_and_serve(
         mut writer,
         id,
         heartbeat,
-    } = transport::dial(driver, &config.credentials, hello, config.max_frame).await?;
+    } = match &config.in_process {
+        Some(in_process) => {
+            transport::dial_in_process(in_process, &config.credentials, hello, config.max_frame).await?
+        }
+        None => transport::dial(driver, &config.credentials, hello, config.max_frame).await?,
+    };
     *registered = true;
     tracing::info!(id, %driver, "registered with the driver");
     let heartbeat = heartbeat.max(Duration::from_millis(50));

@@ -44,7 +44,7 @@ pub async fn run_job(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<JobRu
             executors,
             cores,
         } => {
-            let cluster = LocalCluster::start(*config, executors, cores).await?;
+            let cluster = LocalCluster::start(*config, executors, cores, false).await?;
             let addr = cluster.addr.clone();
             (Some(cluster), addr, &local)
         }

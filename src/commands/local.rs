@@ -1,5 +1,8 @@
-//! `deepdist local`: a driver and N executors in this process, talking over
-//! loopback TCP exactly as they would across machines.
+//! `deepdist local`: a driver and N executors in this process. They speak
+//! the same protocol as across machines, handshake included, over
+//! in-process pipes (frames handed over as shared bytes, so parameters and
+//! updates are never copied through a socket), or with `--loopback-tcp`
+//! over loopback TCP exactly as across machines.
 
 use deepdist_common::client::Client;
 use deepdist_common::job::{JobSpec, JobState};
@@ -32,15 +35,21 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     let per_executor = args.cores_per_executor.unwrap_or((cores / args.executors).max(1));
     let config = driver_config(&args.run);
     super::runtime()?.block_on(async move {
-        let mut cluster = LocalCluster::start(config, args.executors, per_executor).await?;
+        let mut cluster = LocalCluster::start(config, args.executors, per_executor, args.loopback_tcp).await?;
         if let Some(http) = &args.run.http {
             let addr = serve_http(&mut cluster.driver, http).await?;
             println!("status and metrics on http://{addr}/api/status and http://{addr}/metrics");
         }
         let addr = cluster.addr.clone();
         println!(
-            "local mode: driver on {addr}, {} executors × {per_executor} cores, job {}",
-            args.executors, spec.name
+            "local mode: driver on {addr}, {} executors × {per_executor} cores ({}), job {}",
+            args.executors,
+            if args.loopback_tcp {
+                "loopback TCP"
+            } else {
+                "in-process"
+            },
+            spec.name
         );
         let mut client = Client::connect(&addr, &Credentials::default()).await?;
         let job = client.submit(&text, &origin).await?;
@@ -73,7 +82,7 @@ pub async fn serve_http(driver: &mut Driver, addr: &str) -> anyhow::Result<std::
     Ok(driver.serve_http(listener)?)
 }
 
-/// A driver and executors in this process, over loopback TCP.
+/// A driver and executors in this process.
 pub struct LocalCluster {
     driver: Driver,
     stop: tokio::sync::watch::Sender<bool>,
@@ -82,17 +91,26 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts a driver on `127.0.0.1:0` and `executors` executors of `cores` threads each.
-    pub async fn start(config: DriverConfig, executors: usize, cores: usize) -> anyhow::Result<Self> {
+    /// Starts a driver on `127.0.0.1:0` (for clients and the status page)
+    /// and `executors` executors of `cores` threads each, connected to it
+    /// in-process or, with `loopback_tcp`, through its listener.
+    pub async fn start(
+        config: DriverConfig,
+        executors: usize,
+        cores: usize,
+        loopback_tcp: bool,
+    ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let driver = Driver::start(listener, config)?;
         let addr = driver.addr().to_string();
+        let in_process = (!loopback_tcp).then(|| driver.in_process());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         for i in 0..executors {
             let config = ExecutorConfig {
                 driver: addr.clone(),
                 cores,
                 name: format!("local-{i}"),
+                in_process: in_process.clone(),
                 ..ExecutorConfig::default()
             };
             tokio::spawn(deepdist_executor::run(config, stopped.clone()));

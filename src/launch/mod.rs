@@ -38,6 +38,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
                 job: Some(args.job),
                 executors: args.executors.unwrap_or(2),
                 cores_per_executor: args.cores,
+                loopback_tcp: false,
                 run: args.run,
             })
         }

@@ -300,4 +300,49 @@ mod tests {
         drop(client);
         assert!(matches!(reader.recv::<Handshake>().await, Ok(None)));
     }
+
+    type Ends = PipeEnd<tokio::io::Empty, tokio::io::Sink>;
+
+    #[tokio::test]
+    async fn a_pipe_hands_over_frames_whole_without_copying_the_tensor() {
+        let ((_, mut executor), (mut driver, _)): (Ends, Ends) = pipe((1 << 20, 1 << 20));
+        let values: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
+        let frame = encode(&push(Tensor::from_f32(&values))).unwrap();
+        let sent = frame.as_ptr_range();
+        executor.send_frame(frame).await.unwrap();
+        let Some(FromExecutor::Push(got)) = driver.recv::<FromExecutor>().await.unwrap() else {
+            panic!("not a push");
+        };
+        let read = got.values.as_f32().expect("the tensor is aligned in its frame");
+        assert_eq!(read, &values[..]);
+        assert!(
+            sent.contains(&(read.as_ptr() as *const u8)),
+            "the received tensor is a view of the sent frame"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pipe_refuses_frames_above_either_cap_and_ends_cleanly() {
+        let ((mut a_reader, mut a_writer), (mut b_reader, mut b_writer)): (Ends, Ends) = pipe((64, 1 << 20));
+        let big = push(Tensor::from_f32(&[0.0; 64]));
+        assert!(
+            matches!(a_writer.send(&big).await, Err(ProtoError::Encode(_))),
+            "the sender's cap"
+        );
+        b_writer.send(&big).await.unwrap();
+        assert!(
+            matches!(a_reader.recv::<FromExecutor>().await, Err(ProtoError::Io(_))),
+            "the receiver's cap"
+        );
+        a_writer.close().await.unwrap();
+        assert!(matches!(b_reader.recv::<FromExecutor>().await, Ok(None)));
+        assert!(
+            a_writer
+                .send(&Handshake::Reject { reason: "late".into() })
+                .await
+                .is_err()
+        );
+        drop(b_writer);
+        assert!(matches!(a_reader.recv::<Handshake>().await, Ok(None)));
+    }
 }

@@ -1,5 +1,5 @@
-//! Frames on the socket: the length-delimited reader, the direct writer,
-//! the heartbeat pump and the handshake.
+//! Frames on a connection: the length-delimited reader, the direct writer,
+//! the in-process pipe, the heartbeat pump and the handshake.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::auth::{DriverChallenge, PeerAnswer, SECRET_ENV, Secret};
@@ -23,15 +24,26 @@ pub fn codec(max_frame: usize) -> LengthDelimitedCodec {
 
 /// The reading half of a connection.
 pub struct MessageReader<R> {
-    inner: FramedRead<R, LengthDelimitedCodec>,
+    inner: Incoming<R>,
     counter: Option<Arc<AtomicU64>>,
+}
+
+/// Where a reader's frames come from.
+enum Incoming<R> {
+    /// Length-delimited frames on a byte stream.
+    Stream(FramedRead<R, LengthDelimitedCodec>),
+    /// Whole frames handed over within this process ([`pipe`]).
+    Memory {
+        frames: mpsc::Receiver<Bytes>,
+        max_frame: usize,
+    },
 }
 
 impl<R: AsyncRead + Unpin> MessageReader<R> {
     /// Wraps a reader.
     pub fn new(reader: R, max_frame: usize) -> Self {
         Self {
-            inner: FramedRead::new(reader, codec(max_frame)),
+            inner: Incoming::Stream(FramedRead::new(reader, codec(max_frame))),
             counter: None,
         }
     }
@@ -43,28 +55,41 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
 
     /// The largest frame accepted now.
     pub fn max_frame(&self) -> usize {
-        self.inner.decoder().max_frame_length()
+        match &self.inner {
+            Incoming::Stream(framed) => framed.decoder().max_frame_length(),
+            Incoming::Memory { max_frame, .. } => *max_frame,
+        }
     }
 
     /// Changes the largest frame accepted (checked on the length prefix,
     /// before any buffer grows).
     pub fn set_max_frame(&mut self, max_frame: usize) {
-        self.inner.decoder_mut().set_max_frame_length(max_frame);
+        match &mut self.inner {
+            Incoming::Stream(framed) => framed.decoder_mut().set_max_frame_length(max_frame),
+            Incoming::Memory { max_frame: max, .. } => *max = max_frame,
+        }
     }
 
     /// The next message; `Ok(None)` on a clean end of stream between frames
     /// (end of stream inside a frame is an error).
     pub async fn recv<M: Wire>(&mut self) -> Result<Option<M>, ProtoError> {
-        match self.inner.next().await {
-            None => Ok(None),
-            Some(frame) => {
-                let frame = frame?;
-                if let Some(c) = &self.counter {
-                    c.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+        let frame = match &mut self.inner {
+            Incoming::Stream(framed) => match framed.next().await {
+                None => return Ok(None),
+                Some(frame) => frame?.freeze(),
+            },
+            Incoming::Memory { frames, max_frame } => match frames.recv().await {
+                None => return Ok(None),
+                Some(frame) => {
+                    check_frame_len(frame.len(), *max_frame)?;
+                    frame
                 }
-                decode(frame.freeze()).map(Some)
-            }
+            },
+        };
+        if let Some(c) = &self.counter {
+            c.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
         }
+        decode(frame).map(Some)
     }
 
     /// The next message within `limit`; end of stream is [`ProtoError::Closed`].
@@ -76,20 +101,39 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     }
 }
 
+/// A frame longer than `max_frame` is refused as the length codec refuses it.
+fn check_frame_len(len: usize, max_frame: usize) -> Result<(), std::io::Error> {
+    if len > max_frame {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the maximum of {max_frame}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The writing half of a connection. Frames are written straight to the
 /// socket (length, then payload) rather than copied into a codec buffer:
 /// parameter frames are megabytes.
 pub struct MessageWriter<W> {
-    inner: W,
+    inner: Outgoing<W>,
     max_frame: usize,
     counter: Option<Arc<AtomicU64>>,
+}
+
+/// Where a writer's frames go.
+enum Outgoing<W> {
+    /// Length-prefixed onto a byte stream.
+    Stream(W),
+    /// Handed over whole within this process ([`pipe`]); `None` once closed.
+    Memory(Option<mpsc::Sender<Bytes>>),
 }
 
 impl<W: AsyncWrite + Unpin> MessageWriter<W> {
     /// Wraps a writer.
     pub fn new(writer: W, max_frame: usize) -> Self {
         Self {
-            inner: writer,
+            inner: Outgoing::Stream(writer),
             max_frame,
             counter: None,
         }
@@ -116,10 +160,23 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
                 self.max_frame
             )));
         }
-        let header = (frame.len() as u32).to_be_bytes();
         let len = frame.len() as u64 + 4;
-        let mut chained = (&header[..]).chain(frame);
-        self.inner.write_all_buf(&mut chained).await?;
+        match &mut self.inner {
+            Outgoing::Stream(writer) => {
+                let header = (frame.len() as u32).to_be_bytes();
+                let mut chained = (&header[..]).chain(frame);
+                writer.write_all_buf(&mut chained).await?;
+            }
+            Outgoing::Memory(frames) => {
+                let sent = match frames {
+                    Some(tx) => tx.send(frame).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
+                }
+            }
+        }
         if let Some(c) = &self.counter {
             c.fetch_add(len, Ordering::Relaxed);
         }
@@ -130,9 +187,42 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
     /// peer reads a clean end rather than a broken connection.
     pub async fn close(&mut self) -> Result<(), ProtoError> {
         use tokio::io::AsyncWriteExt;
-        self.inner.shutdown().await?;
+        match &mut self.inner {
+            Outgoing::Stream(writer) => writer.shutdown().await?,
+            Outgoing::Memory(frames) => *frames = None,
+        }
         Ok(())
     }
+}
+
+/// Frames in flight each way on a [`pipe`] before the sender waits, as a
+/// socket's buffers would make it.
+const PIPE_FRAMES: usize = 4;
+
+/// One end of a [`pipe`]: its reader and writer.
+pub type PipeEnd<R, W> = (MessageReader<R>, MessageWriter<W>);
+
+/// A connection within one process: each frame is handed over whole, as
+/// shared bytes, so a tensor the receiver decodes is a view of the sender's
+/// buffer, with no copy and no system call. Each end refuses frames above
+/// its own cap, like a socket's; closing or dropping one end's writer is a
+/// clean end of stream for the other's reader.
+pub fn pipe<R, W>(max_frame: (usize, usize)) -> (PipeEnd<R, W>, PipeEnd<R, W>) {
+    let (a_tx, a_rx) = mpsc::channel(PIPE_FRAMES);
+    let (b_tx, b_rx) = mpsc::channel(PIPE_FRAMES);
+    let end = |frames, tx, max_frame| {
+        let reader = MessageReader {
+            inner: Incoming::Memory { frames, max_frame },
+            counter: None,
+        };
+        let writer = MessageWriter {
+            inner: Outgoing::Memory(Some(tx)),
+            max_frame,
+            counter: None,
+        };
+        (reader, writer)
+    };
+    (end(b_rx, a_tx, max_frame.0), end(a_rx, b_tx, max_frame.1))
 }
 
 /// Sends every frame queued on `outbox`, and a heartbeat whenever
