@@ -39,6 +39,21 @@ async fn connect_error(addr: &str, credentials: &Credentials) -> String {
     }
 }
 
+/// An executor reaching the driver as `base` says, with the wrong secret,
+/// stops with the driver's reason instead of retrying forever.
+async fn impostor_is_refused(base: ExecutorConfig) {
+    let (_stop, refused) = support::start_executor_with(ExecutorConfig {
+        cores: 1,
+        name: "impostor".into(),
+        credentials: with_secret("not the driver's secret"),
+        ..base
+    });
+    match tokio::time::timeout(support::PATIENCE, refused).await {
+        Ok(Ok(Err(ExecutorError::Refused(reason)))) => assert!(reason.contains("authentication failed"), "{reason}"),
+        other => panic!("expected the impostor to be refused, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
     let driver = driver_with_secret("the driver's shared secret").await;
@@ -49,19 +64,11 @@ async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
     let missing = connect_error(&addr, &Credentials::default()).await;
     assert!(missing.contains("requires a shared secret"), "{missing}");
 
-    // An executor with the wrong secret stops with the driver's reason
-    // instead of retrying forever.
-    let (_stop, refused) = support::start_executor_with(ExecutorConfig {
+    impostor_is_refused(ExecutorConfig {
         driver: addr.clone(),
-        cores: 1,
-        name: "impostor".into(),
-        credentials: with_secret("not the driver's secret"),
         ..ExecutorConfig::default()
-    });
-    match tokio::time::timeout(support::PATIENCE, refused).await {
-        Ok(Ok(Err(ExecutorError::Refused(reason)))) => assert!(reason.contains("authentication failed"), "{reason}"),
-        other => panic!("expected the impostor to be refused, got {other:?}"),
-    }
+    })
+    .await;
     driver
         .await_status("three refused handshakes", |s| s.rejected_connections >= 3)
         .await;
@@ -92,17 +99,11 @@ async fn the_secret_admits_its_holders_and_refuses_everyone_else() {
 async fn in_process_executors_shake_hands_like_any_other() {
     let driver = driver_with_secret("the driver's shared secret").await;
     let in_process = driver.driver.in_process();
-    let (_stop, refused) = support::start_executor_with(ExecutorConfig {
+    impostor_is_refused(ExecutorConfig {
         in_process: Some(in_process.clone()),
-        cores: 1,
-        name: "impostor".into(),
-        credentials: with_secret("not the driver's secret"),
         ..ExecutorConfig::default()
-    });
-    match tokio::time::timeout(support::PATIENCE, refused).await {
-        Ok(Ok(Err(ExecutorError::Refused(reason)))) => assert!(reason.contains("authentication failed"), "{reason}"),
-        other => panic!("expected the impostor to be refused, got {other:?}"),
-    }
+    })
+    .await;
     let _executor = support::start_executor_with(ExecutorConfig {
         in_process: Some(in_process),
         cores: 1,
