@@ -1,0 +1,158 @@
+//! Arguments of `deepdist bench` and its experiments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::{DataDirArg, SecretArg};
+
+/// Benchmark options.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub experiment: Option<BenchExperiment>,
+    /// Thread counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Timed windows per measurement; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub trials: usize,
+    /// Length of one timed window, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+}
+
+/// Experiments `deepdist bench` can run besides its GEMM measurement.
+#[derive(Debug, Subcommand)]
+pub enum BenchExperiment {
+    /// The distributed-DBN experiment (an MPI study, 2 nodes × 8 tasks): a DBN job in local mode for every
+    /// executors × cores × partitions; time to > 90% and ≥ 98% test accuracy
+    /// as a table (Markdown, CSV) and a plot (SVG).
+    Dbn(DbnBenchArgs),
+    /// Every training mode on the MLP job in local mode, for several
+    /// executor counts: medians as a table (Markdown, CSV) and plots (SVG).
+    Modes(ModesBenchArgs),
+    /// Delay-tolerant optimizers: the server applies every update late, by
+    /// each of several delays; final accuracy per optimizer and delay.
+    Delays(DelaysBenchArgs),
+    /// Hogwild!: one executor's throughput with split minibatches, a locked
+    /// shared copy and a lock-free one, on dense and sparse updates.
+    Hogwild(HogwildBenchArgs),
+    /// Load on one parameter server: simulated executors speaking the real
+    /// protocol push updates of the real MLP's shape, without computing.
+    Ps(PsBenchArgs),
+}
+
+/// The parameter-server load test's options.
+#[derive(Debug, Args)]
+pub struct PsBenchArgs {
+    /// Simulated executor counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
+    pub executors: Vec<usize>,
+    /// Seconds of load per count.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Where the table and the driver's runs go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// The mode comparison's options.
+#[derive(Debug, Args)]
+pub struct ModesBenchArgs {
+    /// A job whose data, model, optimizer and epochs every mode uses
+    /// (default: each mode's shipped example, jobs/mnist-mlp*.toml).
+    pub job: Option<PathBuf>,
+    /// Modes to run, comma-separated (default: all, and async with Hogwild!
+    /// executors as `async+hogwild`).
+    #[arg(long, value_delimiter = ',')]
+    pub modes: Vec<String>,
+    /// Executor counts, comma-separated (one core each when they outnumber the cores).
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16")]
+    pub executors: Vec<usize>,
+    /// Runs of every configuration; tables give medians.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Where the tables, plots and runs go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// The delay sweep's options.
+#[derive(Debug, Args)]
+pub struct DelaysBenchArgs {
+    /// Delays in updates, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,16,64,256,1024")]
+    pub delays: Vec<u32>,
+    /// Runs of every optimizer and delay; the table gives medians.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Where the table, plot and runs go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// The Hogwild! measurement's options.
+#[derive(Debug, Args)]
+pub struct HogwildBenchArgs {
+    /// Threads of the executor.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Timed windows per measurement; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub trials: usize,
+    /// Length of one timed window, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// The DBN grid's options.
+#[derive(Debug, Args)]
+pub struct DbnBenchArgs {
+    /// The job file (default: the built-in jobs/mnist-dbn-fast.toml); its partitions,
+    /// target and stop-at-target are set by the grid.
+    pub job: Option<PathBuf>,
+    /// Executor counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub executors: Vec<usize>,
+    /// Compute threads per executor, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub cores: Vec<usize>,
+    /// Partition counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,32,64")]
+    pub partitions: Vec<u32>,
+    /// Also run combinations with more threads than this machine has cores.
+    #[arg(long)]
+    pub oversubscribe: bool,
+    /// Run on this driver's executors instead of in this process; only
+    /// --partitions varies.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub driver: Option<String>,
+    /// With --driver: the shared secret.
+    #[command(flatten)]
+    pub secret: SecretArg,
+    /// With --driver: the CA of the driver's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Run nothing: redraw the table and plot from a dbn-grid.csv (e.g. runs
+    /// gathered from several machines).
+    #[arg(long, value_name = "FILE")]
+    pub from_csv: Option<std::path::PathBuf>,
+    /// At most this many fine-tuning epochs per run.
+    #[arg(long)]
+    pub max_epochs: Option<u32>,
+    /// Where the table, the plot and the runs go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
