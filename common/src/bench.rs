@@ -29,46 +29,70 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Runs `gradient()` on batches of `batch` rows, on the current rayon pool,
-/// for `trials` windows of about `seconds` each (after a warm-up), and
-/// returns the throughput of every window.
-pub fn gradient_throughput<M: Model>(
-    model: M,
-    batch: usize,
-    trials: usize,
-    seconds: f64,
-) -> Result<Vec<Throughput>, ModelError> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(42);
-    let x = Array2::from_shape_fn((batch, model.input_dim()), |_| rng.random::<f32>());
-    let y: Vec<u8> = match model.classes() {
-        Some(c) => (0..batch).map(|_| rng.random_range(0..c) as u8).collect(),
-        None => Vec::new(),
-    };
-    let params = model.init(1);
-    let flops = model.flops_per_example() as f64;
-    let mut engine = GradientEngine::new(model, batch, 7);
-    for _ in 0..5 {
-        engine.gradient(&params, x.view(), &y)?;
+/// A model's `gradient()` on one synthetic batch, timed a window at a time,
+/// so that the windows of several workloads (and of the GEMM peak) can take
+/// turns and the machine's drift reaches them all alike.
+pub struct GradientBench<M: Model> {
+    engine: GradientEngine<M>,
+    params: Vec<f32>,
+    x: Array2<f32>,
+    y: Vec<u8>,
+    flops: f64,
+}
+
+impl<M: Model> GradientBench<M> {
+    /// A warmed-up engine on the current rayon pool for batches of `batch` rows.
+    pub fn new(model: M, batch: usize) -> Result<Self, ModelError> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(42);
+        let x = Array2::from_shape_fn((batch, model.input_dim()), |_| rng.random::<f32>());
+        let y: Vec<u8> = match model.classes() {
+            Some(c) => (0..batch).map(|_| rng.random_range(0..c) as u8).collect(),
+            None => Vec::new(),
+        };
+        let params = model.init(1);
+        let flops = model.flops_per_example() as f64;
+        let mut engine = GradientEngine::new(model, batch, 7);
+        for _ in 0..5 {
+            engine.gradient(&params, x.view(), &y)?;
+        }
+        Ok(Self {
+            engine,
+            params,
+            x,
+            y,
+            flops,
+        })
     }
-    let mut out = Vec::with_capacity(trials);
-    for _ in 0..trials {
+
+    /// Runs `gradient()` for about `seconds` and returns the window's throughput.
+    pub fn window(&mut self, seconds: f64) -> Result<Throughput, ModelError> {
         let start = Instant::now();
         let mut steps = 0usize;
         while start.elapsed().as_secs_f64() < seconds {
-            engine.gradient(&params, x.view(), &y)?;
+            self.engine.gradient(&self.params, self.x.view(), &self.y)?;
             steps += 1;
         }
-        let samples_per_s = (steps * batch) as f64 / start.elapsed().as_secs_f64();
-        out.push(Throughput {
+        let samples_per_s = (steps * self.x.nrows()) as f64 / start.elapsed().as_secs_f64();
+        Ok(Throughput {
             samples_per_s,
-            gflops: samples_per_s * flops / 1e9,
-        });
+            gflops: samples_per_s * self.flops / 1e9,
+        })
     }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_window_counts_the_examples_it_computed() {
+        use crate::model::{Activation, Mlp, Model};
+        let mlp = Mlp::new(&[6, 5, 3], Activation::Relu).unwrap();
+        let flops = mlp.flops_per_example() as f64;
+        let mut bench = super::GradientBench::new(mlp, 4).unwrap();
+        let t = bench.window(0.05).unwrap();
+        assert!(t.samples_per_s > 0.0);
+        assert!((t.gflops - t.samples_per_s * flops / 1e9).abs() <= 1e-9 * t.gflops.max(1.0));
+    }
+
     #[test]
     fn median_of_odd_and_even() {
         assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
