@@ -3,6 +3,8 @@
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, Zip};
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::wide;
+
 /// A hidden-unit nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -29,12 +31,17 @@ impl Activation {
     /// Multiplies `delta` by the derivative, expressed through the unit's
     /// output `a` so the pre-activation need not be kept.
     pub fn backprop(self, delta: &mut ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>) {
-        // One loop per activation, so each is a plain vectorised loop.
-        match self {
-            Activation::Sigmoid => Zip::from(delta).and(a).for_each(|d, &a| *d *= sigmoid_slope(a)),
-            Activation::Tanh => Zip::from(delta).and(a).for_each(|d, &a| *d *= tanh_slope(a)),
-            Activation::Relu => Zip::from(delta).and(a).for_each(|d, &a| *d *= relu_slope(a)),
+        if let (Some(d), Some(a)) = (delta.as_slice_mut(), a.as_slice()) {
+            // One loop per activation, so each is a plain vectorised loop.
+            match self {
+                Activation::Sigmoid => wide(|| scale_by(d, a, sigmoid_slope)),
+                Activation::Tanh => wide(|| scale_by(d, a, tanh_slope)),
+                Activation::Relu => wide(|| scale_by(d, a, relu_slope)),
+            }
+            return;
         }
+        let slope = self.slope();
+        Zip::from(delta).and(a).for_each(|d, &a| *d *= slope(a));
     }
 
     /// [`Activation::backprop`] through inverted dropout: the layer's output
@@ -49,11 +56,28 @@ impl Activation {
     ) {
         // Multiplying by the mask instead of branching on it: a random mask
         // defeats the branch predictor, and the branch-free loop vectorises.
-        let zip = Zip::from(delta).and(mask).and(a);
+        if let (Some(d), Some(m), Some(a)) = (delta.as_slice_mut(), mask.as_slice(), a.as_slice()) {
+            match self {
+                Activation::Sigmoid => wide(|| scale_dropped_by(d, m, a, keep, sigmoid_slope)),
+                Activation::Tanh => wide(|| scale_dropped_by(d, m, a, keep, tanh_slope)),
+                Activation::Relu => wide(|| scale_dropped_by(d, m, a, keep, relu_slope)),
+            }
+            return;
+        }
+        let slope = self.slope();
+        Zip::from(delta)
+            .and(mask)
+            .and(a)
+            .for_each(|d, &m, &a| *d *= m * slope(a * keep));
+    }
+
+    /// The derivative through the unit's output, for the loops over views
+    /// that are not one block (not what the models pass).
+    fn slope(self) -> fn(f32) -> f32 {
         match self {
-            Activation::Sigmoid => zip.for_each(|d, &m, &a| *d *= m * sigmoid_slope(a * keep)),
-            Activation::Tanh => zip.for_each(|d, &m, &a| *d *= m * tanh_slope(a * keep)),
-            Activation::Relu => zip.for_each(|d, &m, &a| *d *= m * relu_slope(a * keep)),
+            Activation::Sigmoid => sigmoid_slope,
+            Activation::Tanh => tanh_slope,
+            Activation::Relu => relu_slope,
         }
     }
 
@@ -81,7 +105,7 @@ pub fn sigmoid(v: f32) -> f32 {
 /// example.
 pub fn sigmoid_inplace(z: &mut ArrayViewMut2<'_, f32>) {
     match z.as_slice_memory_order_mut() {
-        Some(values) => values.iter_mut().for_each(|v| *v = sigmoid(*v)),
+        Some(values) => wide(|| values.iter_mut().for_each(|v| *v = sigmoid(*v))),
         None => z.mapv_inplace(sigmoid),
     }
 }
@@ -125,6 +149,19 @@ pub fn softmax_rows(z: &mut ArrayViewMut2<'_, f32>) {
         let sum = row.sum();
         row.mapv_inplace(|v| v / sum);
     }
+}
+
+/// `d *= slope(a)` over matching slices.
+#[inline(always)]
+fn scale_by(delta: &mut [f32], a: &[f32], slope: impl Fn(f32) -> f32) {
+    delta.iter_mut().zip(a).for_each(|(d, &a)| *d *= slope(a));
+}
+
+/// `d *= m · slope(a · keep)` over matching slices.
+#[inline(always)]
+fn scale_dropped_by(delta: &mut [f32], mask: &[f32], a: &[f32], keep: f32, slope: impl Fn(f32) -> f32) {
+    let parts = delta.iter_mut().zip(mask).zip(a);
+    parts.for_each(|((d, &m), &a)| *d *= m * slope(a * keep));
 }
 
 // Each unit's derivative, expressed through its output `a`.

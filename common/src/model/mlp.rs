@@ -14,6 +14,7 @@ use super::activation::{Activation, softmax_rows};
 use super::check::{check_labels, check_params, check_width};
 use super::dropout::{self, Dropout};
 use super::{Layout, Model, ModelError, mat, mat_mut};
+use crate::cpu::wide;
 use crate::data::Dataset;
 
 /// Smallest probability taken into a log, so a confident mistake costs a
@@ -320,11 +321,7 @@ impl Model for Mlp {
             if !accumulate {
                 gb.fill(0.0);
             }
-            for row in delta.rows() {
-                for (g, d) in gb.iter_mut().zip(row) {
-                    *g += d;
-                }
-            }
+            add_rows(gb, delta);
             if l > 0 {
                 let (w, _) = self.weight_bias(params, l);
                 let mut below = lower[l - 1].slice_mut(s![..rows, ..]);
@@ -351,6 +348,20 @@ impl Model for Mlp {
         // but the first.
         let all: u64 = products.iter().sum();
         2 * (2 * all + (all - products[0]))
+    }
+}
+
+/// Adds every row of `rows` to `sum` (a bias's gradient from its layer's deltas).
+fn add_rows(sum: &mut [f32], rows: ArrayView2<'_, f32>) {
+    match rows.as_slice() {
+        Some(values) => wide(|| {
+            for row in values.chunks_exact(sum.len()) {
+                sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            }
+        }),
+        None => rows.rows().into_iter().for_each(|row| {
+            sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        }),
     }
 }
 
