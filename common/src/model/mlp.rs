@@ -4,7 +4,6 @@
 //! Layer `l` owns `layer{l}.weight` (`in × out`, so a batch is `X · W`) and
 //! `layer{l}.bias` (`out`).
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -13,6 +12,7 @@ use rayon::prelude::*;
 use super::activation::{Activation, softmax_rows};
 use super::check::{check_labels, check_params, check_width};
 use super::dropout::{self, Dropout};
+use super::narrow;
 use super::{Layout, Model, ModelError, mat, mat_mut};
 use crate::cpu::wide;
 use crate::data::Dataset;
@@ -119,7 +119,7 @@ impl Mlp {
             for mut row in out.rows_mut() {
                 row.assign(&b);
             }
-            general_mat_mul(1.0, &input, &w, 1.0, &mut out);
+            narrow::mat_mul(&input, &w, 1.0, &mut out);
             if l + 1 < self.layers() {
                 self.activation.apply(&mut out);
                 if train && self.dropout.hidden > 0.0 {
@@ -317,7 +317,7 @@ impl Model for Mlp {
             let (gw, gb) =
                 grad[self.layout.range(2 * l).start..self.layout.range(2 * l + 1).end].split_at_mut(fan_in * fan_out);
             let beta = if accumulate { 1.0 } else { 0.0 };
-            general_mat_mul(1.0, &input.t(), &delta, beta, &mut mat_mut(gw, fan_in, fan_out));
+            narrow::mat_mul(&input.t(), &delta, beta, &mut mat_mut(gw, fan_in, fan_out));
             if !accumulate {
                 gb.fill(0.0);
             }
@@ -325,7 +325,7 @@ impl Model for Mlp {
             if l > 0 {
                 let (w, _) = self.weight_bias(params, l);
                 let mut below = lower[l - 1].slice_mut(s![..rows, ..]);
-                general_mat_mul(1.0, &delta, &w.t(), 0.0, &mut below);
+                narrow::mat_mul(&delta, &w.t(), 0.0, &mut below);
                 let a = scratch.acts[l - 1].slice(s![..rows, ..]);
                 if self.dropout.hidden > 0.0 {
                     let mask = scratch.masks[l - 1].slice(s![..rows, ..]);

@@ -9,6 +9,7 @@ pub mod dropout;
 pub mod engine;
 pub mod layout;
 pub mod mlp;
+pub mod narrow;
 pub mod rbm;
 pub mod stage;
 
