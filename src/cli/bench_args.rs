@@ -15,7 +15,7 @@ pub struct BenchArgs {
     /// Thread counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub threads: Vec<usize>,
-    /// Timed windows per measurement; the median is reported.
+    /// Rounds, each one timed window of the GEMM peak and of every workload; medians are reported.
     #[arg(long, default_value_t = 5)]
     pub trials: usize,
     /// Length of one timed window, in seconds.
