@@ -165,6 +165,9 @@ impl Mlp {
         let (loss, correct) = (0..data.len().div_ceil(EVAL_CHUNK))
             .into_par_iter()
             .map(|c| {
+                // Evaluations run on whichever pool calls them (the driver's
+                // is rayon's global one), and far-off logits give denormals.
+                crate::cpu::flush_denormals();
                 let rows = c * EVAL_CHUNK..((c + 1) * EVAL_CHUNK).min(data.len());
                 let x = data.features().slice_move(s![rows.clone(), ..]);
                 let y = &data.labels()[rows];

@@ -140,6 +140,10 @@ pub(crate) fn for_each_block<const M: usize>(
         .zip(chunks)
         .enumerate()
         .for_each(|(i, (params, mut buffers))| {
+            // The chunk may run on any pool's thread (the driver steps on
+            // rayon's global pool): velocities that decay towards zero
+            // would otherwise reach the denormal range and slow every step.
+            crate::cpu::flush_denormals();
             let offset = i * CHUNK;
             let mut buf = [0.0; BLOCK];
             for start in (0..params.len()).step_by(BLOCK) {
