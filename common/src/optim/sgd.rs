@@ -160,6 +160,16 @@ mod tests {
     }
 
     #[test]
+    fn a_step_flushes_denormal_results_to_zero() {
+        // Whichever thread runs the step: a velocity or weight that would land
+        // in the denormal range would make every later step many times slower.
+        let mut opt = Sgd::new(common(1.0, 0.0), false, 1).unwrap();
+        let mut w = vec![2e-38];
+        opt.step(&mut w, &[1.5e-38], 0).unwrap();
+        assert_eq!(w, vec![0.0], "5e-39 is denormal and must become zero");
+    }
+
+    #[test]
     fn nesterov_looks_ahead_by_hand() {
         let mut opt = Sgd::new(with_momentum(0.1, 0.0, 0.9), true, 1).unwrap();
         let mut w = vec![0.0];
