@@ -122,10 +122,12 @@ impl ExecutorLoop for Worker {
                 // arrived by now. If not, the parameter server is behind:
                 // waiting for them is the backpressure that keeps staleness
                 // bounded instead of letting updates pile up at the server.
-                if let Some(received) = link.receive(params, 0, true)? {
+                if let Some((received, values)) = link.receive_to_read(params, 0)? {
                     version = received.version;
-                    if received.copied {
-                        local.rebase(params);
+                    match values.as_ref().and_then(|v| v.as_f32()) {
+                        Some(fresh) => local.adopt(params, fresh),
+                        None if received.copied => local.rebase(params),
+                        None => {}
                     }
                 }
                 request_unless_outstanding(link, local, version)?;

@@ -170,6 +170,23 @@ impl LocalSteps {
         self.pending_empty = true;
     }
 
+    /// Adopts `fresh` parameters as [`LocalSteps::rebase`] after a copy
+    /// would, in one pass: the copy and the re-applied steps together read
+    /// the fresh values once and write the local copy once.
+    pub fn adopt(&self, params: &mut [f32], fresh: &[f32]) {
+        let lr = self.rule.lr;
+        let out = params.iter_mut().zip(fresh);
+        match (self.pending_empty, self.window_pushed) {
+            (true, true) => params.copy_from_slice(fresh),
+            (true, false) => out.zip(&self.window).for_each(|((w, f), d)| *w = f - lr * d),
+            (false, true) => out.zip(&self.pending).for_each(|((w, f), p)| *w = f - lr * p),
+            (false, false) => {
+                let parts = out.zip(&self.pending).zip(&self.window);
+                parts.for_each(|(((w, f), p), d)| *w = f - lr * (p + d));
+            }
+        }
+    }
+
     /// Re-applies, on freshly adopted parameters, the pushes they cannot
     /// contain yet and the steps not pushed yet.
     pub fn rebase(&self, params: &mut [f32]) {
@@ -225,6 +242,29 @@ mod tests {
         let mut adopted = vec![-0.5];
         local.rebase(&mut adopted);
         assert_eq!(adopted, w, "the rebased copy equals the local one");
+    }
+
+    #[test]
+    fn adopting_equals_copying_then_rebasing() {
+        let fresh = [0.25, -1.0];
+        let mut local = LocalSteps::new(&sgd(0.5), 2);
+        let mut w = vec![0.0, 0.0];
+        // Every state: nothing, a window, something pending, both.
+        for stage in 0..4 {
+            match stage {
+                1 => local.step(&mut w, &[1.0, 2.0]),
+                2 => {
+                    local.take_window();
+                }
+                3 => local.step(&mut w, &[-3.0, 0.5]),
+                _ => {}
+            }
+            let mut copied = fresh.to_vec();
+            local.rebase(&mut copied);
+            let mut adopted = w.clone();
+            local.adopt(&mut adopted, &fresh);
+            assert_eq!(adopted, copied, "stage {stage}");
+        }
     }
 
     #[test]
