@@ -110,7 +110,7 @@ fn measure(
         while start.elapsed().as_secs_f64() < args.seconds && compute.remaining() > 0 {
             // Rounds as long as an `n_push` window of a few minibatches per core.
             let work = compute.local_steps(&mut params, &mut steps, 4 * args.threads)?;
-            steps.take_window();
+            steps.take_window(&params);
             samples += u64::from(work.samples);
             loss += f64::from(work.loss_sum);
             n += u64::from(work.batches);

@@ -72,7 +72,7 @@ impl ExecutorLoop for Worker {
         while compute.remaining() > 0 {
             let work = compute.local_steps(params, local, plan.shape.push_every as usize)?;
             total.add(work);
-            link.push(version, work, local.take_window())?;
+            link.push(version, work, local.take_window(params))?;
             if compute.remaining() == 0 {
                 break;
             }

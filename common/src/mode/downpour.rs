@@ -69,6 +69,8 @@ pub fn push_window(full: usize, steps: u64, warmup: u64) -> usize {
 pub struct Worker {
     local: LocalSteps,
     params: Vec<f32>,
+    /// Where parameters that cannot be read in place are received.
+    fresh: Vec<f32>,
     /// Minibatches over which the push window grows to its full size.
     warmup: u64,
     /// Minibatches this executor has stepped in the stage so far.
@@ -81,6 +83,7 @@ impl Worker {
         Self {
             local: LocalSteps::new(optimizer, len),
             params: vec![0.0; len],
+            fresh: vec![0.0; len],
             warmup: u64::from(keys.push_warmup.unwrap_or(0)),
             steps: 0,
         }
@@ -89,7 +92,7 @@ impl Worker {
 
 impl ExecutorLoop for Worker {
     fn run_task(&mut self, plan: &TaskPlan, compute: &mut dyn Compute, link: &mut dyn Link) -> Result<Work, LoopError> {
-        let (local, params) = (&mut self.local, &mut self.params[..]);
+        let (local, params, fresh) = (&mut self.local, &mut self.params[..], &mut self.fresh[..]);
         let mut version = fetch_now(link, params)?;
         local.start_task(plan.lr, plan.momentum, plan.shape.rate_scale);
         let fetch_every = plan.shape.fetch_every as usize;
@@ -107,7 +110,7 @@ impl ExecutorLoop for Worker {
             total.add(work);
             let last = compute.remaining() == 0;
             if unpushed >= push_every || last {
-                link.push(version, window, local.take_window())?;
+                link.push(version, window, local.take_window(params))?;
                 (window, unpushed) = (Work::default(), 0);
                 if last {
                     break;
@@ -122,11 +125,11 @@ impl ExecutorLoop for Worker {
                 // arrived by now. If not, the parameter server is behind:
                 // waiting for them is the backpressure that keeps staleness
                 // bounded instead of letting updates pile up at the server.
-                if let Some((received, values)) = link.receive_to_read(params, 0)? {
+                if let Some((received, values)) = link.receive_to_read(fresh, 0)? {
                     version = received.version;
                     match values.as_ref().and_then(|v| v.as_f32()) {
-                        Some(fresh) => local.adopt(params, fresh),
-                        None if received.copied => local.rebase(params),
+                        Some(values) => local.adopt(params, values),
+                        None if received.copied => local.adopt(params, fresh),
                         None => {}
                     }
                 }

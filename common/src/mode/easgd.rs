@@ -106,7 +106,7 @@ impl ExecutorLoop for Worker {
             }
             link.push(version, work, &e)?;
             // The window of local steps is not what easgd pushes.
-            self.local.take_window();
+            self.local.take_window(x);
             self.local.requested();
         }
         Ok(total)

@@ -81,8 +81,6 @@ struct Lane<M: Model> {
     velocity: Vec<f32>,
     /// The directions of this thread's last step.
     step: Vec<f32>,
-    /// Their sum over the current round.
-    directions: Vec<f32>,
 }
 
 /// A task's minibatches, one per core at a time, on one shared copy.
@@ -113,7 +111,6 @@ impl<'a, M: Model + Clone> Hogwild<'a, M> {
                 view: vec![0.0; len],
                 velocity: vec![0.0; len],
                 step: vec![0.0; len],
-                directions: vec![0.0; len],
             })
             .collect();
         Self {
@@ -138,6 +135,8 @@ impl<M: Model + Clone> Compute for Hogwild<'_, M> {
     }
 
     fn local_steps(&mut self, params: &mut [f32], steps: &mut LocalSteps, n: usize) -> Result<Work, LoopError> {
+        // The window holds what the shared copy moves from here.
+        steps.open(params);
         self.shared.store_all(params);
         let rule = steps.rule();
         let claimed = AtomicUsize::new(0);
@@ -147,7 +146,6 @@ impl<M: Model + Clone> Compute for Hogwild<'_, M> {
             .lanes
             .par_iter_mut()
             .map(|lane| {
-                lane.directions.fill(0.0);
                 let mut work = Work::default();
                 let supervised = lane.engine.model().classes().is_some();
                 while claimed.fetch_add(1, Ordering::Relaxed) < n {
@@ -159,9 +157,8 @@ impl<M: Model + Clone> Compute for Hogwild<'_, M> {
                             .gradient(&lane.view, lane.batch.x(), lane.batch.labels(supervised))?;
                     let loss = check_loss(loss, first_step + work.batches as usize)?;
                     let parts = grad.iter().zip(&lane.view).zip(&mut lane.velocity);
-                    for ((((&g, &w), v), d), sum) in parts.zip(&mut lane.step).zip(&mut lane.directions) {
+                    for (((&g, &w), v), d) in parts.zip(&mut lane.step) {
                         *d = rule.direction(g, w, v);
-                        *sum += *d;
                     }
                     shared.step(&lane.step, rule.lr);
                     work.add(Work {
@@ -179,9 +176,6 @@ impl<M: Model + Clone> Compute for Hogwild<'_, M> {
         }
         self.split.step += total.batches as usize;
         self.shared.read(params);
-        for lane in &self.lanes {
-            steps.add_to_window(&lane.directions);
-        }
         Ok(total)
     }
 }

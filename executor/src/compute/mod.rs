@@ -218,7 +218,7 @@ mod tests {
             first.get_or_insert(loss);
             last = loss;
             batches += w.batches;
-            steps.take_window();
+            steps.take_window(params);
         }
         (first.unwrap_or(0.0), last, batches)
     }
@@ -247,7 +247,8 @@ mod tests {
                         &mut local,
                     );
                 }
-                results.push((params, local.take_window().to_vec()));
+                let window = local.take_window(&params).to_vec();
+                results.push((params, window));
             }
             assert_eq!(results[0], results[1]);
         });
