@@ -29,38 +29,8 @@
 //! momentum on summed gradients it diverged; with local steps and the rebase
 //! it tracks the single-process curve epoch for epoch (98.1% after 6 epochs).
 
-use crate::optim::sgd::direction;
+pub use crate::optim::sgd::StepRule;
 use crate::optim::{OptimizerConfig, OptimizerKind};
-
-/// The arithmetic of one local step, shared by every thread that steps (a
-/// Hogwild! executor's cores each keep their own velocity with it).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepRule {
-    /// The server's rate: a direction `d` moves a parameter by `lr·d`.
-    pub lr: f32,
-    /// Local steps are this multiple of the server's rate.
-    pub scale: f32,
-    /// Momentum (0: none, and no velocity is touched).
-    pub momentum: f32,
-    /// Nesterov's form of momentum.
-    pub nesterov: bool,
-    /// L2 weight decay.
-    pub weight_decay: f32,
-}
-
-impl StepRule {
-    /// One coordinate's step direction, in the window's units, from its
-    /// gradient `g` at parameter value `w`; advances its velocity `v`.
-    #[inline]
-    pub fn direction(&self, g: f32, w: f32, v: &mut f32) -> f32 {
-        let g = g + self.weight_decay * w;
-        if self.momentum == 0.0 {
-            self.scale * g
-        } else {
-            self.scale * direction(g, v, self.momentum, self.nesterov)
-        }
-    }
-}
 
 /// Local momentum steps and the bookkeeping for pushes and rebases.
 pub struct LocalSteps {

@@ -39,36 +39,54 @@ pub fn direction(g: f32, v: &mut f32, momentum: f32, nesterov: bool) -> f32 {
     if nesterov { g + momentum * *v } else { *v }
 }
 
-/// SGD's settings for one step, held by value: a block's loop then keeps
-/// them in registers. Read through the closure's captures instead, they
-/// were loaded again for every value (a store to a parameter might have
-/// changed them, as far as the compiler knew) and the loop stayed scalar,
-/// about four times slower than the memory it walks.
-#[derive(Clone, Copy)]
-struct BlockRule {
-    lr: f32,
-    weight_decay: f32,
-    momentum: f32,
-    nesterov: bool,
+/// SGD's settings for one step, held by value, shared by every step in
+/// deepdist that uses them: the parameter server's (a block at a time) and
+/// the executors' local steps (one coordinate at a time, each thread with
+/// its own velocity). Held by value, a block's loop keeps them in
+/// registers; read through a closure's captures instead, they were loaded
+/// again for every value (a store to a parameter might have changed them,
+/// as far as the compiler knew) and the loop stayed scalar, about four
+/// times slower than the memory it walks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepRule {
+    /// The server's rate: a direction `d` moves a parameter by `lr·d`.
+    pub lr: f32,
+    /// A step's direction is this multiple of SGD's (an executor's local
+    /// steps may be a multiple of the server's rate; 1 at the server).
+    pub scale: f32,
+    /// Momentum (0: none, and no velocity is touched).
+    pub momentum: f32,
+    /// Nesterov's form of momentum.
+    pub nesterov: bool,
+    /// L2 weight decay.
+    pub weight_decay: f32,
 }
 
-impl BlockRule {
-    /// Steps one block of parameters; without momentum the velocity is not touched.
-    fn step(self, params: &mut [f32], grad: &[f32], velocity: &mut [f32]) {
-        let Self {
-            lr,
-            weight_decay,
-            momentum,
-            nesterov,
-        } = self;
-        if momentum == 0.0 {
+impl StepRule {
+    /// One coordinate's step direction from its gradient `g` at parameter
+    /// value `w`; advances its velocity `v`.
+    #[inline]
+    pub fn direction(&self, g: f32, w: f32, v: &mut f32) -> f32 {
+        let g = g + self.weight_decay * w;
+        if self.momentum == 0.0 {
+            self.scale * g
+        } else {
+            self.scale * direction(g, v, self.momentum, self.nesterov)
+        }
+    }
+
+    /// Steps one block of parameters; without momentum the velocity is not
+    /// read or written.
+    fn step_block(self, params: &mut [f32], grad: &[f32], velocity: &mut [f32]) {
+        let mut unused = 0.0;
+        if self.momentum == 0.0 {
             for (w, &g) in params.iter_mut().zip(grad) {
-                *w -= lr * (g + weight_decay * *w);
+                *w -= self.lr * self.direction(g, *w, &mut unused);
             }
             return;
         }
         for ((w, &g), v) in params.iter_mut().zip(grad).zip(velocity) {
-            *w -= lr * direction(g + weight_decay * *w, v, momentum, nesterov);
+            *w -= self.lr * self.direction(g, *w, v);
         }
     }
 }
@@ -89,11 +107,12 @@ impl Optimizer for Sgd {
     fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError> {
         chunks::check(self.velocity.len(), params, &step.grad)?;
         let lr = self.common.rate(step.staleness);
-        let rule = BlockRule {
+        let rule = StepRule {
             lr,
-            weight_decay: self.common.weight_decay,
+            scale: 1.0,
             momentum: self.common.momentum(),
             nesterov: self.nesterov,
+            weight_decay: self.common.weight_decay,
         };
         let buffers = [&mut self.velocity[..]];
         chunks::for_each_block(
@@ -101,7 +120,7 @@ impl Optimizer for Sgd {
             &step.grad,
             buffers,
             step.stepped,
-            |_, params, grad, [velocity]| rule.step(params, grad, velocity),
+            |_, params, grad, [velocity]| rule.step_block(params, grad, velocity),
         );
         self.common.tick();
         Ok(())
