@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use deepdist_common::model::Activation;
+use deepdist_core::model::Activation;
 
 mod bench_args;
 mod launch_args;
@@ -19,7 +19,7 @@ pub use model_args::{EvalArgs, FormatArg, PredictArgs};
 #[derive(Debug, Parser)]
 #[command(name = "deepdist", version, about, long_about = None)]
 pub struct Cli {
-    /// Log filter for operators (overridden by RUST_LOG), e.g. `info` or `deepdist_common=debug`.
+    /// Log filter for operators (overridden by RUST_LOG), e.g. `info` or `deepdist_core=debug`.
     #[arg(long, global = true, default_value = "warn")]
     pub log: String,
 

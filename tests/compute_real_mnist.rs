@@ -2,12 +2,12 @@
 
 mod support;
 
-use deepdist_common::cpu::compute_pool;
-use deepdist_common::model::{Activation, Mlp, Model, Rbm};
-use deepdist_common::optim::OptimizerConfig;
-use deepdist_common::train::Trainer;
+use deepdist_core::cpu::compute_pool;
+use deepdist_core::model::{Activation, Mlp, Model, Rbm};
+use deepdist_core::optim::OptimizerConfig;
+use deepdist_core::train::Trainer;
 
-fn sgd(lr: f32, momentum: f32, len: usize) -> Box<dyn deepdist_common::optim::Optimizer> {
+fn sgd(lr: f32, momentum: f32, len: usize) -> Box<dyn deepdist_core::optim::Optimizer> {
     OptimizerConfig {
         lr,
         momentum: Some(momentum),

@@ -3,7 +3,7 @@
 
 mod support;
 
-use deepdist_common::job::JobState;
+use deepdist_core::job::JobState;
 use support::{TestDriver, assert_stages_complete, metrics, small_dbn_job, start_executor};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use deepdist_common::proto::{self, FromClient, FromExecutor, Handshake, MessageReader, ToClient, ToExecutor};
+use deepdist_wire::proto::{self, FromClient, FromExecutor, Handshake, MessageReader, ToClient, ToExecutor};
 use proptest::prelude::*;
 
 struct Counting;

@@ -22,7 +22,7 @@ struct ProcessScenario {
     _stays: support::TestExecutor,
     process: tokio::process::Child,
     pid: u32,
-    client: deepdist_common::client::Client,
+    client: deepdist_wire::client::Client,
     job: u64,
     spec: String,
     epochs: u32,

@@ -6,11 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use deepdist_common::client::Client;
-use deepdist_common::job::JobState;
-use deepdist_common::proto::auth::Secret;
-use deepdist_common::transport::Credentials;
+use deepdist_core::job::JobState;
 use deepdist_driver::DriverConfig;
+use deepdist_wire::client::Client;
+use deepdist_wire::proto::auth::Secret;
+use deepdist_wire::transport::Credentials;
 use support::{TestDriver, small_job};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -279,7 +279,7 @@ async fn the_page_shows_the_job_and_its_executors_in_a_browser() {
 /// A driver with a TLS certificate serves HTTPS only, with that certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_certificate_the_http_side_is_https() {
-    use deepdist_common::transport::{self, TlsClient, TlsServer};
+    use deepdist_wire::transport::{self, TlsClient, TlsServer};
     let signed = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let cert = signed.cert.der().clone();
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(signed.key_pair.serialize_der().into());

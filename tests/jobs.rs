@@ -2,8 +2,8 @@
 
 mod support;
 
-use deepdist_common::job::{JobSpec, ModelKind};
-use deepdist_common::mode::Mode;
+use deepdist_core::job::{JobSpec, ModelKind};
+use deepdist_core::mode::Mode;
 
 #[test]
 fn every_shipped_job_is_valid() {

@@ -6,13 +6,13 @@ mod support;
 
 use std::time::Duration;
 
-use deepdist_common::client::ClientError;
-use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::model::Model;
-use deepdist_common::proto::{self, FromExecutor, Handshake, Role, ToExecutor};
-use deepdist_common::transport::{self, Credentials};
+use deepdist_core::job::{JobSpec, JobState};
+use deepdist_core::model::Model;
 use deepdist_driver::DriverConfig;
 use deepdist_executor::ExecutorConfig;
+use deepdist_wire::client::ClientError;
+use deepdist_wire::proto::{self, FromExecutor, Handshake, Role, ToExecutor};
+use deepdist_wire::transport::{self, Credentials};
 use support::{TestDriver, small_job, start_executor_with, watch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +150,7 @@ async fn a_full_disk_under_the_checkpoint_stops_the_job_and_the_model_is_kept() 
     let model = std::path::Path::new(&summary.output_dir).join("model.safetensors");
     let spec = JobSpec::from_toml(&small_job("full", "async", 6), "full.toml").unwrap();
     let layout = spec.build_mlp(784, 10).unwrap().layout().clone();
-    let (_, metadata) = deepdist_common::checkpoint::load_model(&model, &layout).unwrap();
+    let (_, metadata) = deepdist_core::checkpoint::load_model(&model, &layout).unwrap();
     let state = metadata.get("deepdist.state").cloned().unwrap_or_default();
     assert!(state.starts_with("failed after epoch"), "{state}");
     assert!(state.contains("No space left"), "{state}");

@@ -3,10 +3,10 @@
 
 mod support;
 
-use deepdist_common::job::JobState;
-use deepdist_common::mode::Mode;
-use deepdist_common::proto::{JobSummary, Progress};
+use deepdist_core::job::JobState;
+use deepdist_core::mode::Mode;
 use deepdist_executor::ExecutorConfig;
+use deepdist_wire::proto::{JobSummary, Progress};
 use support::{TestDriver, TestExecutor, assert_every_partition_every_epoch, metrics, start_executor_with};
 
 /// A small MLP job on a slice of real MNIST in `mode`, with `extra` lines

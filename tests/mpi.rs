@@ -28,8 +28,8 @@ mod with_mpi {
     use std::process::{Command, Stdio};
     use std::time::Duration;
 
-    use deepdist_common::job::JobState;
-    use deepdist_common::proto::StatusReport;
+    use deepdist_core::job::JobState;
+    use deepdist_wire::proto::StatusReport;
     use tokio::process::Child;
 
     use super::support::{

@@ -9,10 +9,10 @@ mod support;
 
 use std::path::Path;
 
-use deepdist_common::data::idx::encode_idx;
-use deepdist_common::data::md5sum::md5_hex;
-use deepdist_common::job::JobState;
-use deepdist_common::proto::JobSummary;
+use deepdist_core::data::idx::encode_idx;
+use deepdist_core::data::md5sum::md5_hex;
+use deepdist_core::job::JobState;
+use deepdist_wire::proto::JobSummary;
 use ndarray::{Array1, Array2};
 use ndarray_npy::{NpzWriter, WriteNpyExt};
 use support::TestDriver;
@@ -229,7 +229,7 @@ async fn each_format_trains_and_eval_agrees_with_the_job() {
         let metrics = support::metrics(&summary.output_dir);
         assert_eq!(metrics.len(), 6, "{name}: an evaluation per epoch");
         let model = Path::new(&summary.output_dir).join("model.safetensors");
-        let (_, shapes) = deepdist_common::checkpoint::model_info(&model).unwrap();
+        let (_, shapes) = deepdist_core::checkpoint::model_info(&model).unwrap();
         assert_eq!(shapes["layer0.weight"], vec![width, 32], "{name}");
     }
 }

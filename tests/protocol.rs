@@ -3,7 +3,7 @@
 
 mod support;
 
-use deepdist_common::proto::{self, FromClient, FromExecutor, Handshake, MAGIC, PROTOCOL_VERSION, Role, ToExecutor};
+use deepdist_wire::proto::{self, FromClient, FromExecutor, Handshake, MAGIC, PROTOCOL_VERSION, Role, ToExecutor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -93,8 +93,8 @@ const SMALL_JOB_PARAMS: usize = 784 * 32 + 32 + 32 * 10 + 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_and_late_updates_are_discarded_and_counted() {
-    use deepdist_common::proto::{Push, Tensor};
-    use deepdist_common::transport::{self, Credentials};
+    use deepdist_wire::proto::{Push, Tensor};
+    use deepdist_wire::transport::{self, Credentials};
 
     let driver = support::TestDriver::start().await;
     let addr = driver.addr();
@@ -142,7 +142,7 @@ async fn repeated_and_late_updates_are_discarded_and_counted() {
     drop(conn);
     let _a = support::start_executor(&addr, "a");
     let summary = support::watch(&mut client, job, |_| {}).await;
-    assert_eq!(summary.state, deepdist_common::job::JobState::Done, "{summary:?}");
+    assert_eq!(summary.state, deepdist_core::job::JobState::Done, "{summary:?}");
     assert!(summary.final_accuracy.unwrap_or(0.0) > 0.8, "{summary:?}");
 }
 

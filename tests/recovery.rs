@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::time::Instant;
 
-use deepdist_common::job::JobState;
+use deepdist_core::job::JobState;
 use support::faults::check_and_report;
 use support::{DriverProcess, metrics, small_dbn_job, small_job};
 
@@ -22,7 +22,7 @@ fn temporaries(dir: &Path) -> usize {
             e.as_ref().is_ok_and(|e| {
                 e.file_name()
                     .to_string_lossy()
-                    .starts_with(deepdist_common::atomic::TEMP_PREFIX)
+                    .starts_with(deepdist_core::atomic::TEMP_PREFIX)
             })
         })
         .count()
@@ -34,7 +34,7 @@ struct RecoverCase<'a> {
     job: String,
     stages: &'a [(&'a str, u64)],
     /// Kill once a checkpoint exists and this holds for the job's record.
-    kill_when: fn(&deepdist_common::proto::JobInfo) -> bool,
+    kill_when: fn(&deepdist_wire::proto::JobInfo) -> bool,
     /// Kill while a checkpoint write is held open.
     during_write: bool,
 }
@@ -158,14 +158,14 @@ fn recover_refuses_a_missing_corrupt_or_foreign_checkpoint() {
     let err = recover();
     assert!(err.contains("is not a deepdist checkpoint"), "{err}");
 
-    let sealed = deepdist_common::checkpoint::sealed::seal(deepdist_driver::checkpoint::FORMAT, b"job progress");
+    let sealed = deepdist_core::checkpoint::sealed::seal(deepdist_driver::checkpoint::FORMAT, b"job progress");
     let mut corrupt = sealed.clone();
     *corrupt.last_mut().unwrap() ^= 1;
     std::fs::write(&path, &corrupt).unwrap();
     let err = recover();
     assert!(err.contains("corrupt (checksum mismatch)"), "{err}");
 
-    let newer = deepdist_common::checkpoint::sealed::seal(deepdist_driver::checkpoint::FORMAT + 1, b"job progress");
+    let newer = deepdist_core::checkpoint::sealed::seal(deepdist_driver::checkpoint::FORMAT + 1, b"job progress");
     std::fs::write(&path, &newer).unwrap();
     let err = recover();
     assert!(err.contains("this deepdist reads format"), "{err}");

@@ -3,13 +3,13 @@
 
 mod support;
 
-use deepdist_common::checkpoint::load_model;
-use deepdist_common::client::ClientError;
-use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::proto::Progress;
+use deepdist_core::checkpoint::load_model;
+use deepdist_core::job::{JobSpec, JobState};
+use deepdist_wire::client::ClientError;
+use deepdist_wire::proto::Progress;
 use support::{TestDriver, assert_every_partition_every_epoch, metrics, small_job, start_executor};
 
-async fn run_to_end(driver: &TestDriver, job_text: &str) -> deepdist_common::proto::JobSummary {
+async fn run_to_end(driver: &TestDriver, job_text: &str) -> deepdist_wire::proto::JobSummary {
     let mut client = driver.client().await;
     let job = client.submit(job_text, "test.toml").await.unwrap();
     let mut events = 0;
@@ -41,7 +41,7 @@ async fn completes_in_mode(mode: &str) {
     let spec = JobSpec::from_toml(&text, "t").unwrap();
     let mlp = spec.build_mlp(784, 10).unwrap();
     let path = std::path::Path::new(&summary.output_dir).join("model.safetensors");
-    let (params, meta) = load_model(&path, deepdist_common::model::Model::layout(&mlp)).unwrap();
+    let (params, meta) = load_model(&path, deepdist_core::model::Model::layout(&mlp)).unwrap();
     assert_eq!(JobSpec::from_toml(&meta["deepdist.job"], "meta").unwrap(), spec);
     let test = support::mnist().test.head(2000);
     let eval = mlp.evaluate(&params, &test).unwrap();

@@ -4,12 +4,12 @@
 
 mod support;
 
-use deepdist_common::client::Client;
-use deepdist_common::proto::auth::Secret;
-use deepdist_common::proto::{self, HANDSHAKE_MAX_FRAME, Handshake, Role};
-use deepdist_common::transport::{Credentials, TlsClient, TlsServer};
 use deepdist_driver::DriverConfig;
 use deepdist_executor::{ExecutorConfig, ExecutorError};
+use deepdist_wire::client::Client;
+use deepdist_wire::proto::auth::Secret;
+use deepdist_wire::proto::{self, HANDSHAKE_MAX_FRAME, Handshake, Role};
+use deepdist_wire::transport::{Credentials, TlsClient, TlsServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -220,7 +220,7 @@ async fn tls_with_a_secret_carries_a_job_and_refuses_plain_tcp() {
         .await
         .unwrap();
     let summary = support::watch(&mut client, job, |_| {}).await;
-    assert_eq!(summary.state, deepdist_common::job::JobState::Done, "{summary:?}");
+    assert_eq!(summary.state, deepdist_core::job::JobState::Done, "{summary:?}");
     assert!(summary.final_accuracy.unwrap_or(0.0) > 0.8, "{summary:?}");
     drop(executors);
 }

@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use deepdist_common::checkpoint::CheckpointError;
-use deepdist_common::checkpoint::sealed::{read_sealed, seal};
-use deepdist_common::optim::OptimizerState;
+use deepdist_core::checkpoint::CheckpointError;
+use deepdist_core::checkpoint::sealed::{read_sealed, seal};
+use deepdist_core::optim::OptimizerState;
 use serde::{Deserialize, Serialize};
 
 use crate::error::JobError;
@@ -105,7 +105,7 @@ impl JobCheckpoint {
     pub fn save(&self, path: &Path, stall: Option<Duration>) -> Result<(), CheckpointError> {
         let payload = postcard::to_allocvec(self).map_err(|e| CheckpointError::Format(e.to_string()))?;
         let bytes = seal(FORMAT, &payload);
-        deepdist_common::atomic::write_atomically_with(path, &bytes, || {
+        deepdist_core::atomic::write_atomically_with(path, &bytes, || {
             if let Some(stall) = stall {
                 std::thread::sleep(stall);
             }

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use deepdist_common::job::{JobSpec, ModelLimit};
-use deepdist_common::proto::{FromClient, MessageReader, MessageWriter, ProtoError, ToClient};
-use deepdist_common::transport::{BoxRead, BoxWrite};
+use deepdist_core::job::{JobSpec, ModelLimit};
+use deepdist_wire::proto::{FromClient, MessageReader, MessageWriter, ProtoError, ToClient};
+use deepdist_wire::transport::{BoxRead, BoxWrite};
 
 use crate::journal::{Entry, JournalError};
 use crate::state::{JobRecord, Shared};
@@ -51,7 +51,7 @@ pub async fn serve(
 
 /// Parses a submitted job and refuses one whose model this driver could not
 /// hold or send, before anything is allocated for it.
-fn admit(shared: &Shared, text: &str, origin: &str) -> Result<JobSpec, deepdist_common::job::JobError> {
+fn admit(shared: &Shared, text: &str, origin: &str) -> Result<JobSpec, deepdist_core::job::JobError> {
     let spec = JobSpec::from_toml(text, origin)?;
     let (dim, classes) = spec.data_shape();
     let limit = ModelLimit::new(shared.config.max_frame, shared.config.max_model_bytes);
@@ -179,7 +179,7 @@ pub const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deepdist_common::job::JobState;
+    use deepdist_core::job::JobState;
 
     fn record(id: u64, state: JobState) -> JobRecord {
         let spec = JobSpec::from_toml("name = \"j\"", "t").unwrap();

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deepdist_common::job::JobSpec;
-use deepdist_common::proto::{self, TaskSpec, ToExecutor};
+use deepdist_core::job::JobSpec;
+use deepdist_wire::proto::{self, TaskSpec, ToExecutor};
 
 use crate::outbox::Outbox;
 use crate::state::{ExecutorEntry, RunState};

@@ -3,27 +3,27 @@
 
 use std::path::PathBuf;
 
-use deepdist_common::checkpoint::CheckpointError;
-use deepdist_common::data::{DataError, MnistError, PartitionError};
-use deepdist_common::model::ModelError;
-use deepdist_common::optim::OptimError;
-use deepdist_common::proto::ProtoError;
+use deepdist_core::checkpoint::CheckpointError;
+use deepdist_core::data::{DataError, PartitionError};
+use deepdist_core::model::ModelError;
+use deepdist_core::optim::OptimError;
+use deepdist_wire::proto::ProtoError;
 
 /// What stopped a job.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// MNIST could not be loaded.
     #[error("cannot load the dataset: {0}")]
-    Data(#[from] MnistError),
+    Data(#[from] deepdist_wire::fetch::LoadError),
     /// The job's own dataset could not be loaded, or does not fit its settings.
     #[error("cannot load the dataset: {0}")]
     Files(#[from] DataError),
     /// The data could not be cut as the job says.
     #[error("cannot cut the dataset: {0}")]
-    Cut(#[from] deepdist_common::data::cut::CutError),
+    Cut(#[from] deepdist_core::data::cut::CutError),
     /// The model does not fit the limits once the data's shape is known.
     #[error(transparent)]
-    Job(#[from] deepdist_common::job::JobError),
+    Job(#[from] deepdist_core::job::JobError),
     /// The dataset could not be cut into the job's partitions.
     #[error("cannot partition the dataset: {0}")]
     Partition(#[from] PartitionError),

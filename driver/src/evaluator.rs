@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use deepdist_common::data::Dataset;
-use deepdist_common::job::JobSpec;
-use deepdist_common::model::{StageEval, StageModel};
-use deepdist_common::proto::{EpochMetrics, Progress, ToClient};
+use deepdist_core::data::Dataset;
+use deepdist_core::job::JobSpec;
+use deepdist_core::model::{StageEval, StageModel};
+use deepdist_wire::proto::{EpochMetrics, Progress, ToClient};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::JobCheckpoint;

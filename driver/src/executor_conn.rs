@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use deepdist_common::proto::{self, FromExecutor, Handshake, MessageReader, MessageWriter, ProtoError, ToExecutor};
-use deepdist_common::transport::{BoxRead, BoxWrite};
+use deepdist_wire::proto::{self, FromExecutor, Handshake, MessageReader, MessageWriter, ProtoError, ToExecutor};
+use deepdist_wire::transport::{BoxRead, BoxWrite};
 use tokio::sync::watch;
 
 use crate::executor_messages;

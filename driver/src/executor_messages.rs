@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use deepdist_common::proto::{FromExecutor, ProtoError, Push, TaskId, TaskReport};
+use deepdist_wire::proto::{FromExecutor, ProtoError, Push, TaskId, TaskReport};
 
 use crate::error::JobError;
 use crate::outbox::Outbox;
@@ -144,7 +144,7 @@ fn task_done(shared: &Shared, id: u64, report: TaskReport) {
             acc.tasks += 1;
             shared.emit(
                 report.task.job,
-                deepdist_common::proto::ToClient::Progress(deepdist_common::proto::Progress::Task {
+                deepdist_wire::proto::ToClient::Progress(deepdist_wire::proto::Progress::Task {
                     stage,
                     epoch: report.task.epoch,
                     done: acc.tasks,

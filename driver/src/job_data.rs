@@ -1,13 +1,13 @@
 //! A job's data: MNIST from the driver's cache or the user's files, cut
-//! ([`deepdist_common::data::cut`]) into partitions and evaluation sets.
+//! ([`deepdist_core::data::cut`]) into partitions and evaluation sets.
 
 use std::sync::Arc;
 
-use deepdist_common::data::cut::cut;
-use deepdist_common::data::fetch::FetchOptions;
-use deepdist_common::data::load::{self, Standardizer};
-use deepdist_common::data::{Dataset, Mnist, Partition};
-use deepdist_common::job::{DataFormat, JobSpec};
+use deepdist_core::data::cut::cut;
+use deepdist_core::data::load::{self, Standardizer};
+use deepdist_core::data::{Dataset, Mnist, Partition};
+use deepdist_core::job::{DataFormat, JobSpec};
+use deepdist_wire::fetch::FetchOptions;
 
 use crate::error::JobError;
 use crate::state::Shared;
@@ -65,7 +65,8 @@ async fn load_mnist(shared: &Shared) -> Result<Arc<Mnist>, JobError> {
         .mnist
         .get_or_try_init(|| async move {
             Ok::<_, JobError>(Arc::new(
-                tokio::task::spawn_blocking(move || Mnist::load(&FetchOptions::new(dir))).await??,
+                tokio::task::spawn_blocking(move || deepdist_wire::fetch::load_mnist(&FetchOptions::new(dir)))
+                    .await??,
             ))
         })
         .await

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use deepdist_common::job::JobState;
+use deepdist_core::job::JobState;
 use serde::{Deserialize, Serialize};
 
 /// The journal's file name in the runs directory.
@@ -129,7 +129,7 @@ impl Journal {
         for entry in compact(&replayed) {
             compacted.extend(line(&entry));
         }
-        deepdist_common::atomic::write_atomically(path, &compacted).map_err(io)?;
+        deepdist_core::atomic::write_atomically(path, &compacted).map_err(io)?;
         let file = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
         Ok((
             Self {

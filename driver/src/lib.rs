@@ -34,15 +34,15 @@ mod state;
 mod tally;
 mod timings;
 
-use deepdist_common::proto::auth::Secret;
-use deepdist_common::transport::{InProcess, TlsServer};
+use deepdist_wire::proto::auth::Secret;
+use deepdist_wire::transport::{InProcess, TlsServer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::proto::{DEFAULT_MAX_FRAME, StatusReport};
+use deepdist_core::job::{JobSpec, JobState};
+use deepdist_wire::proto::{DEFAULT_MAX_FRAME, StatusReport};
 
 use checkpoint::JobCheckpoint;
 use tokio::net::TcpListener;
@@ -101,10 +101,10 @@ impl Default for DriverConfig {
             heartbeat_timeout: Duration::from_secs(10),
             task_lease: Duration::from_secs(60),
             max_frame: DEFAULT_MAX_FRAME,
-            max_model_bytes: deepdist_common::job::default_model_bytes(DRIVER_COPIES),
+            max_model_bytes: deepdist_core::job::default_model_bytes(DRIVER_COPIES),
             max_connections: 1024,
             runs_dir: PathBuf::from("runs"),
-            data_dir: deepdist_common::data::fetch::resolve_data_dir(None),
+            data_dir: deepdist_wire::fetch::resolve_data_dir(None),
             secret: None,
             tls: None,
             checkpoint_dir: None,
@@ -163,7 +163,7 @@ impl Driver {
             .chain(journal_dir)
             .chain(resumed_dir);
         for dir in dirs {
-            let removed = deepdist_common::atomic::remove_leftovers(&dir);
+            let removed = deepdist_core::atomic::remove_leftovers(&dir);
             if removed > 0 {
                 tracing::info!(dir = %dir.display(), removed, "removed what interrupted writes left");
             }
@@ -199,7 +199,7 @@ impl Driver {
         let shared = self.shared.clone();
         let stop = self.stop.subscribe();
         InProcess::new(move |max_frame| {
-            let (near, far) = deepdist_common::proto::pipe((max_frame, shared.config.max_frame));
+            let (near, far) = deepdist_wire::proto::pipe((max_frame, shared.config.max_frame));
             tokio::spawn(server::serve_in_process(shared.clone(), far, stop.clone()));
             near
         })
@@ -229,7 +229,7 @@ impl Driver {
             .run_over
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(state);
-        if let Ok(frame) = deepdist_common::proto::encode(&deepdist_common::proto::ToExecutor::RunOver { state }) {
+        if let Ok(frame) = deepdist_wire::proto::encode(&deepdist_wire::proto::ToExecutor::RunOver { state }) {
             for executor in self.shared.lock().executors.values() {
                 executor.tx.offer(frame.clone());
             }

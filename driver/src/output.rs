@@ -6,11 +6,11 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use deepdist_common::checkpoint::{CheckpointError, JOB_KEY, save_model};
-use deepdist_common::data::load::Standardizer;
-use deepdist_common::job::JobSpec;
-use deepdist_common::model::Layout;
-use deepdist_common::proto::EpochMetrics;
+use deepdist_core::checkpoint::{CheckpointError, JOB_KEY, save_model};
+use deepdist_core::data::load::Standardizer;
+use deepdist_core::job::JobSpec;
+use deepdist_core::model::Layout;
+use deepdist_wire::proto::EpochMetrics;
 
 /// Appends metrics lines, flushing each so a crash loses at most the line
 /// being written.
@@ -48,7 +48,7 @@ impl MetricsWriter {
                 kept.push('\n');
             }
         }
-        deepdist_common::atomic::write_atomically(&path, kept.as_bytes())?;
+        deepdist_core::atomic::write_atomically(&path, kept.as_bytes())?;
         let file = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(Self {
             file: BufWriter::new(file),
@@ -120,7 +120,7 @@ pub fn save_final_model(
     ]);
     if let Some(s) = standardizer {
         let json = serde_json::to_string(s).map_err(|e| CheckpointError::Format(e.to_string()))?;
-        metadata.insert(deepdist_common::checkpoint::STANDARDIZER_KEY.to_string(), json);
+        metadata.insert(deepdist_core::checkpoint::STANDARDIZER_KEY.to_string(), json);
     }
     save_model(path, layout, params, metadata)?;
     Ok(path.to_path_buf())

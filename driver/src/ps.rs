@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use bytes::Bytes;
-use deepdist_common::mode::{RuleStats, ServerModel, ServerRule, Update};
-use deepdist_common::optim::OptimizerState;
-use deepdist_common::proto::{self, Tensor, ToExecutor};
+use deepdist_core::mode::{RuleStats, ServerModel, ServerRule, Update};
+use deepdist_core::optim::OptimizerState;
+use deepdist_wire::proto::{self, Tensor, ToExecutor};
 
 use crate::authors::Authors;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -83,7 +83,7 @@ pub struct ServerPlan {
     /// Where each update's staleness is recorded, per executor.
     pub staleness: Arc<crate::staleness::StalenessLog>,
     /// The server's step on a pushed window moves the model as the
-    /// executor's local steps did ([`deepdist_common::mode::Mode::server_mirrors_local`]):
+    /// executor's local steps did ([`deepdist_core::mode::Mode::server_mirrors_local`]):
     /// a fetch after only the fetcher's own updates is answered `Unchanged`.
     pub mirrors_local: bool,
 }
@@ -213,7 +213,7 @@ struct ServerThread {
 
 impl ServerThread {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
-        deepdist_common::cpu::flush_denormals();
+        deepdist_core::cpu::flush_denormals();
         while let Ok(cmd) = rx.recv() {
             match cmd {
                 Command::Push(incoming, room) => {

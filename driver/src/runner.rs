@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use deepdist_common::job::{JobSpec, JobState, ModelLimit, StageKind};
-use deepdist_common::model::StageEval;
-use deepdist_common::proto::{self, JobSummary, ToClient, ToExecutor};
+use deepdist_core::job::{JobSpec, JobState, ModelLimit, StageKind};
+use deepdist_core::model::StageEval;
+use deepdist_wire::proto::{self, JobSummary, ToClient, ToExecutor};
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::JobCheckpoint;

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use deepdist_common::proto::TaskId;
+use deepdist_wire::proto::TaskId;
 use serde::{Deserialize, Serialize};
 
 /// How far an open epoch got, for a checkpoint.

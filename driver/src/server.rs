@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use deepdist_common::proto::{self, Handshake, MessageReader, MessageWriter, ProtoError, Role};
-use deepdist_common::transport::{self, BoxRead, BoxWrite};
+use deepdist_wire::proto::{self, Handshake, MessageReader, MessageWriter, ProtoError, Role};
+use deepdist_wire::transport::{self, BoxRead, BoxWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deepdist_common::data::Dataset;
-use deepdist_common::job::{JobSpec, JobState, Stage, StageKind};
-use deepdist_common::mode::ServerModel;
-use deepdist_common::model::StageModel;
+use deepdist_core::data::Dataset;
+use deepdist_core::job::{JobSpec, JobState, Stage, StageKind};
+use deepdist_core::mode::ServerModel;
+use deepdist_core::model::StageModel;
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::JobCheckpoint;

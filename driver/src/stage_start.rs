@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use deepdist_common::data::Dataset;
-use deepdist_common::job::{JobSpec, Stage, StageKind};
-use deepdist_common::model::StageModel;
-use deepdist_common::proto::{self, Tensor, ToExecutor};
+use deepdist_core::data::Dataset;
+use deepdist_core::job::{JobSpec, Stage, StageKind};
+use deepdist_core::model::StageModel;
+use deepdist_wire::proto::{self, Tensor, ToExecutor};
 
 use crate::error::JobError;
 
@@ -49,7 +49,7 @@ pub async fn prepare_stage(
                 // Visible biases start from the mean input, estimated on a sample.
                 let sample = train.head(5000);
                 let inputs = dbn.features(below, &sample, false, seed)?;
-                let means = deepdist_common::model::rbm::column_means(inputs.features());
+                let means = deepdist_core::model::rbm::column_means(inputs.features());
                 let params = model.init(seed, Some(&means));
                 let stage_test = Arc::new(dbn.features(below, &test, false, seed)?);
                 let frozen = if layer == 0 {

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
-use deepdist_common::data::Mnist;
-use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::proto::{ExecutorInfo, JobInfo, JobSummary, StatusReport, TaskId, ToClient};
+use deepdist_core::data::Mnist;
+use deepdist_core::job::{JobSpec, JobState};
+use deepdist_wire::proto::{ExecutorInfo, JobInfo, JobSummary, StatusReport, TaskId, ToClient};
 use tokio::sync::{Notify, broadcast};
 
 use crate::DriverConfig;
@@ -178,7 +178,7 @@ pub struct Shared {
     pub mnist: tokio::sync::OnceCell<Arc<Mnist>>,
     /// Set once [`crate::Driver::end_run`] has told executors the run is
     /// over; one that registers later is told at once.
-    pub run_over: Mutex<Option<deepdist_common::job::JobState>>,
+    pub run_over: Mutex<Option<deepdist_core::job::JobState>>,
     /// Wakes whoever waits for executors to leave.
     pub executor_left: Notify,
 }

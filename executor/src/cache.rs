@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use deepdist_common::data::{Dataset, Partition};
+use deepdist_core::data::{Dataset, Partition};
 use xxhash_rust::xxh3::xxh3_128;
 
 /// A thread-safe map from content hash to decoded partition data.
@@ -30,7 +30,7 @@ fn size(data: &Dataset) -> usize {
 impl Default for PartitionCache {
     /// A cache of at most a quarter of this machine's memory.
     fn default() -> Self {
-        Self::with_budget(deepdist_common::job::default_model_bytes(1) as usize)
+        Self::with_budget(deepdist_core::job::default_model_bytes(1) as usize)
     }
 }
 

@@ -9,8 +9,8 @@
 //! The transport is behind [`Group`]; the one implementation is MPI's
 //! (`crate::mpi`, feature `mpi`).
 
-use deepdist_common::job::JobSpec;
-use deepdist_common::mode::LoopError;
+use deepdist_core::job::JobSpec;
+use deepdist_core::mode::LoopError;
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 

@@ -13,12 +13,12 @@ mod session;
 mod shared_data;
 mod worker;
 
-use deepdist_common::transport::{Credentials, InProcess};
+use deepdist_wire::transport::{Credentials, InProcess};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use deepdist_common::job::{JobState, ModelLimit};
-use deepdist_common::proto::{DEFAULT_MAX_FRAME, ProtoError};
+use deepdist_core::job::{JobState, ModelLimit};
+use deepdist_wire::proto::{DEFAULT_MAX_FRAME, ProtoError};
 use tokio::sync::watch;
 
 pub use worker::WorkerHandle;
@@ -70,7 +70,7 @@ impl Default for ExecutorConfig {
             cores,
             name: format!("executor-{}", std::process::id()),
             max_frame: DEFAULT_MAX_FRAME,
-            max_model_bytes: deepdist_common::job::default_model_bytes(EXECUTOR_COPIES),
+            max_model_bytes: deepdist_core::job::default_model_bytes(EXECUTOR_COPIES),
             max_backoff: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             credentials: Credentials::default(),
@@ -221,10 +221,10 @@ async fn serve(
 
 /// Where to dial now: the rendezvous file's address, else the configured
 /// one; a driver in this process is named as such.
-fn driver_address(config: &ExecutorConfig) -> Result<String, deepdist_common::rendezvous::RendezvousError> {
+fn driver_address(config: &ExecutorConfig) -> Result<String, deepdist_wire::rendezvous::RendezvousError> {
     match &config.rendezvous {
         _ if config.in_process.is_some() => Ok("the driver in this process".into()),
-        Some(path) => deepdist_common::rendezvous::read(path),
+        Some(path) => deepdist_wire::rendezvous::read(path),
         None => Ok(config.driver.clone()),
     }
 }

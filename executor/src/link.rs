@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deepdist_common::mode::{Link, LoopError, Received, Work};
-use deepdist_common::proto::{self, FromExecutor, Push, TaskId, Tensor};
+use deepdist_core::mode::{Link, LoopError, Received, Work};
+use deepdist_wire::proto::{self, FromExecutor, Push, TaskId, Tensor};
 use tokio::sync::mpsc as tmpsc;
 
 use crate::fetches::Fetches;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use deepdist_common::proto::{self, FromExecutor, Handshake, ProtoError, Role, TaskSpec, ToExecutor};
-use deepdist_common::transport::{self, Dialed};
+use deepdist_wire::proto::{self, FromExecutor, Handshake, ProtoError, Role, TaskSpec, ToExecutor};
+use deepdist_wire::transport::{self, Dialed};
 use tokio::sync::mpsc;
 
 use crate::ExecutorConfig;
@@ -22,7 +22,7 @@ pub enum Ended {
     /// The driver closed it.
     Served,
     /// The driver ended the run; its job ended in this state.
-    RunOver(deepdist_common::job::JobState),
+    RunOver(deepdist_core::job::JobState),
 }
 
 /// Dials `driver` and serves it until the connection ends; `registered`
@@ -146,7 +146,7 @@ pub async fn connect_and_serve(
 /// Starts the tasks that waited for a partition, or fails them with why it
 /// could not be had.
 async fn hand_on<F: std::future::Future<Output = ()>>(
-    partition: Result<std::sync::Arc<deepdist_common::data::Dataset>, String>,
+    partition: Result<std::sync::Arc<deepdist_core::data::Dataset>, String>,
     tasks: Vec<TaskSpec>,
     worker: &WorkerHandle,
     send: &impl Fn(FromExecutor) -> F,

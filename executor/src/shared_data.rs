@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use deepdist_common::data::Partition;
-use deepdist_common::data::cut::cut;
-use deepdist_common::data::load;
-use deepdist_common::job::JobSpec;
+use deepdist_core::data::Partition;
+use deepdist_core::data::cut::cut;
+use deepdist_core::data::load;
+use deepdist_core::job::JobSpec;
 
 /// The partitions of the last job read, so that each of its partitions
 /// does not load the files again.

@@ -1,7 +1,7 @@
 //! The compute worker: a thread with its own rayon pool that runs one task at
 //! a time. For each task it finds the stage's data and model, builds the
 //! [`Compute`] the job asks for (split batches or Hogwild!) and runs the
-//! job's mode's [`ExecutorLoop`] over it (see `deepdist_common::mode`),
+//! job's mode's [`ExecutorLoop`] over it (see `deepdist_core::mode`),
 //! talking to the driver through a [`crate::link::TaskLink`].
 
 use std::collections::HashMap;
@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deepdist_common::cpu::compute_pool;
-use deepdist_common::data::Dataset;
-use deepdist_common::job::{ModelLimit, Stage, StageKind};
-use deepdist_common::mode::{Compute, ExecutorLoop, LoopError, TaskPlan};
-use deepdist_common::model::{GradientEngine, Mlp, Model, Rbm, StageModel};
-use deepdist_common::proto::{FromExecutor, TaskReport, TaskSpec, Tensor};
-use deepdist_common::train::Minibatches;
+use deepdist_core::cpu::compute_pool;
+use deepdist_core::data::Dataset;
+use deepdist_core::job::{ModelLimit, Stage, StageKind};
+use deepdist_core::mode::{Compute, ExecutorLoop, LoopError, TaskPlan};
+use deepdist_core::model::{GradientEngine, Mlp, Model, Rbm, StageModel};
+use deepdist_core::train::Minibatches;
+use deepdist_wire::proto::{FromExecutor, TaskReport, TaskSpec, Tensor};
 use tokio::sync::mpsc as tmpsc;
 
 use crate::compute::{Hogwild, SplitBatch};
@@ -170,7 +170,7 @@ fn caught<T>(task: impl FnOnce() -> Result<T, LoopError>) -> Result<T, LoopError
 }
 
 /// A failed task's message for the driver.
-fn failure(task: deepdist_common::proto::TaskId, e: &LoopError) -> FromExecutor {
+fn failure(task: deepdist_wire::proto::TaskId, e: &LoopError) -> FromExecutor {
     FromExecutor::TaskFailed {
         task,
         reason: e.to_string(),
@@ -388,7 +388,7 @@ mod tests {
             Err(LoopError::Panicked(m)) => assert!(m.contains("layer 2"), "{m}"),
             other => panic!("expected a panic report, got {other:?}"),
         }
-        let task = deepdist_common::proto::TaskId {
+        let task = deepdist_wire::proto::TaskId {
             job: 1,
             stage: 0,
             epoch: 1,

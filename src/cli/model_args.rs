@@ -51,9 +51,9 @@ pub enum FormatArg {
     Npy,
 }
 
-impl From<FormatArg> for deepdist_common::job::DataFormat {
+impl From<FormatArg> for deepdist_core::job::DataFormat {
     fn from(f: FormatArg) -> Self {
-        use deepdist_common::job::DataFormat;
+        use deepdist_core::job::DataFormat;
         match f {
             FormatArg::Mnist => DataFormat::Mnist,
             FormatArg::Idx => DataFormat::Idx,

@@ -1,10 +1,10 @@
 //! `deepdist bench`: gradient() throughput against this machine's GEMM peak.
 
-use deepdist_common::bench::{GradientBench, Throughput, median};
-use deepdist_common::cpu::compute_pool;
-use deepdist_common::gemm::{PEAK_SIZE, backend_name, gemm_gflops};
-use deepdist_common::job::{JobSpec, StageKind};
-use deepdist_common::model::{Activation, Mlp, Model, Rbm, StageModel};
+use deepdist_core::bench::{GradientBench, Throughput, median};
+use deepdist_core::cpu::compute_pool;
+use deepdist_core::gemm::{PEAK_SIZE, backend_name, gemm_gflops};
+use deepdist_core::job::{JobSpec, StageKind};
+use deepdist_core::model::{Activation, Mlp, Model, Rbm, StageModel};
 
 use crate::cli::{BenchArgs, BenchExperiment};
 

@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use anyhow::Context;
-use deepdist_common::client::Client;
-use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::proto::{EpochMetrics, JobSummary, Progress};
-use deepdist_common::transport::Credentials;
+use deepdist_core::job::{JobSpec, JobState};
 use deepdist_driver::DriverConfig;
+use deepdist_wire::client::Client;
+use deepdist_wire::proto::{EpochMetrics, JobSummary, Progress};
+use deepdist_wire::transport::Credentials;
 
 use super::local::LocalCluster;
 

@@ -1,10 +1,10 @@
 //! `deepdist submit`, `status` and `cancel`.
 
 use anyhow::Context;
-use deepdist_common::client::Client;
-use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::proto::auth::Secret;
-use deepdist_common::transport::{Credentials, TlsClient};
+use deepdist_core::job::{JobSpec, JobState};
+use deepdist_wire::client::Client;
+use deepdist_wire::proto::auth::Secret;
+use deepdist_wire::transport::{Credentials, TlsClient};
 
 use super::progress::ProgressView;
 use crate::cli::{CancelArgs, DriverAddr, SubmitArgs};

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use deepdist_common::data::{Dataset, load};
-use deepdist_common::job::{DataFormat, DataSpec, LabelColumn};
+use deepdist_core::data::{Dataset, load};
+use deepdist_core::job::{DataFormat, DataSpec, LabelColumn};
 
 use crate::cli::{DataCommand, DatasetName};
 
@@ -15,7 +15,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             data,
         } => {
             let mnist = super::load_mnist(&data)?;
-            let dir = deepdist_common::data::fetch::resolve_data_dir(data.data_dir).join("mnist");
+            let dir = deepdist_wire::fetch::resolve_data_dir(data.data_dir).join("mnist");
             println!(
                 "MNIST ready in {}: {} training and {} test images, all four files verified by MD5",
                 dir.display(),

@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use deepdist_common::bench::median;
-use deepdist_common::job::JobSpec;
-use deepdist_common::optim::{OptimizerConfig, OptimizerKind};
+use deepdist_core::bench::median;
+use deepdist_core::job::JobSpec;
+use deepdist_core::optim::{OptimizerConfig, OptimizerKind};
 use plotters::prelude::*;
 
 use super::bench_job::{Target, run_job, write};

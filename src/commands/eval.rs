@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use deepdist_common::data::Dataset;
-use deepdist_common::data::load;
-use deepdist_common::job::{DataFormat, DataSpec};
-use deepdist_common::model::mlp::argmax;
+use deepdist_core::data::Dataset;
+use deepdist_core::data::load;
+use deepdist_core::job::{DataFormat, DataSpec};
+use deepdist_core::model::mlp::argmax;
 use ndarray::s;
 use serde::Serialize;
 

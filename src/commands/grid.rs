@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use deepdist_common::client::Client;
-use deepdist_common::job::JobSpec;
-use deepdist_common::transport::Credentials;
+use deepdist_core::job::JobSpec;
+use deepdist_wire::client::Client;
+use deepdist_wire::transport::Credentials;
 
 use super::bench_job::{Target, machine_cores, run_job, write};
 use super::client::{credentials, read_job};

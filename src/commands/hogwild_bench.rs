@@ -7,13 +7,13 @@
 
 use std::time::Instant;
 
-use deepdist_common::bench::median;
-use deepdist_common::cpu::compute_pool;
-use deepdist_common::data::Dataset;
-use deepdist_common::mode::{Compute, LocalSteps};
-use deepdist_common::model::{Activation, GradientEngine, Mlp, Model};
-use deepdist_common::optim::OptimizerConfig;
-use deepdist_common::train::Minibatches;
+use deepdist_core::bench::median;
+use deepdist_core::cpu::compute_pool;
+use deepdist_core::data::Dataset;
+use deepdist_core::mode::{Compute, LocalSteps};
+use deepdist_core::model::{Activation, GradientEngine, Mlp, Model};
+use deepdist_core::optim::OptimizerConfig;
+use deepdist_core::train::Minibatches;
 use deepdist_executor::compute::{Hogwild, SplitBatch};
 
 use crate::cli::HogwildBenchArgs;

@@ -4,11 +4,11 @@
 //! updates are never copied through a socket), or with `--loopback-tcp`
 //! over loopback TCP exactly as across machines.
 
-use deepdist_common::client::Client;
-use deepdist_common::job::{JobSpec, JobState};
-use deepdist_common::transport::Credentials;
+use deepdist_core::job::{JobSpec, JobState};
 use deepdist_driver::{Driver, DriverConfig};
 use deepdist_executor::ExecutorConfig;
+use deepdist_wire::client::Client;
+use deepdist_wire::transport::Credentials;
 
 use super::client::read_job;
 use super::progress::ProgressView;

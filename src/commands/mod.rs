@@ -20,8 +20,8 @@ pub mod saved_model;
 pub mod service;
 pub mod train;
 
-use deepdist_common::data::fetch::{FetchOptions, resolve_data_dir};
-use deepdist_common::data::{Mnist, mnist};
+use deepdist_core::data::{Mnist, mnist};
+use deepdist_wire::fetch::{FetchOptions, resolve_data_dir};
 use indicatif::ProgressBar;
 
 use crate::cli::DataDirArg;
@@ -35,7 +35,7 @@ pub fn load_mnist(arg: &DataDirArg) -> anyhow::Result<Mnist> {
         opts.mnist_dir().display()
     ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let result = Mnist::load(&opts);
+    let result = deepdist_wire::fetch::load_mnist(&opts);
     spinner.finish_and_clear();
     let data = result?;
     tracing::info!(

@@ -4,7 +4,7 @@
 //! training time per mode; final accuracy against executors).
 
 use anyhow::Context;
-use deepdist_common::job::{JobSpec, TrainSpec};
+use deepdist_core::job::{JobSpec, TrainSpec};
 
 use super::bench_job::{JobRun, Target, machine_cores, run_job};
 use super::client::read_job;
@@ -124,7 +124,7 @@ pub fn run(args: ModesBenchArgs) -> anyhow::Result<()> {
 impl ModeRun {
     /// The figures of one finished job.
     pub fn from_job(label: &str, executors: usize, round: usize, job: &JobRun, target: Option<f64>) -> Self {
-        let accuracy = |l: &deepdist_common::proto::EpochMetrics| l.test_accuracy.unwrap_or(0.0);
+        let accuracy = |l: &deepdist_wire::proto::EpochMetrics| l.test_accuracy.unwrap_or(0.0);
         let reached = target.and_then(|t| job.epochs.iter().find(|l| accuracy(l) >= t));
         let n = job.epochs.len().max(1) as f64;
         Self {
@@ -160,7 +160,7 @@ mod tests {
         let base = JobSpec::from_toml("name = \"mine\"\n[train]\nepochs = 3\nn_push = 2\n", "mine").unwrap();
         let ssp = in_mode_of(&base, &specs[2]);
         assert_eq!((ssp.name.as_str(), ssp.train.epochs), ("mine", 3));
-        assert_eq!(ssp.train.mode, deepdist_common::mode::Mode::Ssp);
+        assert_eq!(ssp.train.mode, deepdist_core::mode::Mode::Ssp);
         assert_eq!(ssp.train.staleness_bound, specs[2].train.staleness_bound);
         ssp.validate("derived").unwrap();
         in_mode_of(&base, &specs[1]).validate("derived").unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use deepdist_common::bench::median;
+use deepdist_core::bench::median;
 use plotters::prelude::*;
 
 use super::bench_job::write;

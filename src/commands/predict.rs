@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use anyhow::Context;
-use deepdist_common::data::load;
-use deepdist_common::model::mlp::argmax;
+use deepdist_core::data::load;
+use deepdist_core::model::mlp::argmax;
 use ndarray::s;
 
 use super::saved_model::SavedModel;

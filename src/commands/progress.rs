@@ -1,8 +1,8 @@
 //! Showing a job's progress to a person: one bar over every partition of
 //! every epoch of every stage, one line per evaluated epoch, and a summary.
 
-use deepdist_common::job::JobSpec;
-use deepdist_common::proto::{EpochMetrics, JobSummary, Progress};
+use deepdist_core::job::JobSpec;
+use deepdist_wire::proto::{EpochMetrics, JobSummary, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Draws progress events as they arrive.

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use deepdist_common::bench::median;
-use deepdist_common::client::Client;
-use deepdist_common::job::JobSpec;
-use deepdist_common::model::Model;
-use deepdist_common::proto::{self, FromExecutor, Handshake, Push, TaskId, Tensor, ToExecutor};
-use deepdist_common::transport::{self, BoxRead, BoxWrite, Credentials};
+use deepdist_core::bench::median;
+use deepdist_core::job::JobSpec;
+use deepdist_core::model::Model;
+use deepdist_wire::client::Client;
+use deepdist_wire::proto::{self, FromExecutor, Handshake, Push, TaskId, Tensor, ToExecutor};
+use deepdist_wire::transport::{self, BoxRead, BoxWrite, Credentials};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Barrier;
 

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use anyhow::Context;
-use deepdist_common::checkpoint::{JOB_KEY, STANDARDIZER_KEY, load_model, model_info};
-use deepdist_common::data::load::Standardizer;
-use deepdist_common::job::JobSpec;
-use deepdist_common::model::{Mlp, Model};
+use deepdist_core::checkpoint::{JOB_KEY, STANDARDIZER_KEY, load_model, model_info};
+use deepdist_core::data::load::Standardizer;
+use deepdist_core::job::JobSpec;
+use deepdist_core::model::{Mlp, Model};
 
 /// A saved supervised model.
 pub struct SavedModel {

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use deepdist_common::data::fetch::resolve_data_dir;
-use deepdist_common::job::JobState;
-use deepdist_common::proto::auth::SECRET_ENV;
-use deepdist_common::transport::TlsServer;
+use deepdist_core::job::JobState;
 use deepdist_driver::checkpoint::{self, JobCheckpoint};
 use deepdist_driver::{Driver, DriverConfig};
 use deepdist_executor::{ExecutorConfig, Finish, Patience};
+use deepdist_wire::fetch::resolve_data_dir;
+use deepdist_wire::proto::auth::SECRET_ENV;
+use deepdist_wire::transport::TlsServer;
 
 use crate::cli::{DriverArgs, DriverSettings, ExecutorArgs, RunMembership};
 

@@ -1,9 +1,9 @@
 //! `deepdist train`: an MLP on MNIST in this process, every core busy.
 
-use deepdist_common::cpu::compute_pool;
-use deepdist_common::model::{Mlp, Model};
-use deepdist_common::optim::OptimizerConfig;
-use deepdist_common::train::Trainer;
+use deepdist_core::cpu::compute_pool;
+use deepdist_core::model::{Mlp, Model};
+use deepdist_core::optim::OptimizerConfig;
+use deepdist_core::train::Trainer;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::TrainArgs;

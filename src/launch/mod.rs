@@ -64,10 +64,10 @@ pub async fn drive(args: LaunchArgs, p: Placement) -> anyhow::Result<()> {
     let outcome = host
         .run_job(&args, expected, Duration::from_secs(args.wait_executors_s))
         .await;
-    host.finish(*outcome.as_ref().unwrap_or(&deepdist_common::job::JobState::Failed))
+    host.finish(*outcome.as_ref().unwrap_or(&deepdist_core::job::JobState::Failed))
         .await;
     let state = outcome?;
-    anyhow::ensure!(state == deepdist_common::job::JobState::Done, "the job ended {state}");
+    anyhow::ensure!(state == deepdist_core::job::JobState::Done, "the job ended {state}");
     Ok(())
 }
 

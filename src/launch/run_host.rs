@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use deepdist_common::client::Client;
-use deepdist_common::job::JobState;
-use deepdist_common::transport::Credentials;
+use deepdist_core::job::JobState;
 use deepdist_driver::{Driver, checkpoint};
+use deepdist_wire::client::Client;
+use deepdist_wire::transport::Credentials;
 
 use crate::cli::{DriverArgs, LaunchArgs};
 use crate::commands::client::{credentials_from, read_job};
@@ -61,7 +61,7 @@ impl RunHost {
         };
         if let Some(path) = &args.rendezvous {
             let addr = join_host_port(advertise, port);
-            deepdist_common::rendezvous::write(path, &addr)
+            deepdist_wire::rendezvous::write(path, &addr)
                 .with_context(|| format!("cannot write the rendezvous file {}", path.display()))?;
             println!("rendezvous: {addr} written to {}", path.display());
         }

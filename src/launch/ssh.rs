@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use deepdist_common::job::JobState;
+use deepdist_core::job::JobState;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
@@ -72,7 +72,7 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
     let run = RunHost::start(&args, &advertised[0]).await?;
     let secret = match &args.secret.secret_file {
         Some(file) => Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?),
-        None => std::env::var_os(deepdist_common::proto::auth::SECRET_ENV).map(|v| v.into_encoded_bytes()),
+        None => std::env::var_os(deepdist_wire::proto::auth::SECRET_ENV).map(|v| v.into_encoded_bytes()),
     };
     let mut sessions = JoinSet::new();
     for (host, advertise) in hosts.iter().zip(&advertised) {

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use deepdist_common::job::JobState;
-use deepdist_common::proto::{JobSummary, StatusReport};
+use deepdist_core::job::JobState;
+use deepdist_wire::proto::{JobSummary, StatusReport};
 
 use super::{TestDriver, assert_stages_complete, metrics, start_executor};
 

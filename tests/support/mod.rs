@@ -20,17 +20,19 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use deepdist_common::data::Mnist;
-use deepdist_common::data::fetch::{FetchOptions, resolve_data_dir};
+use deepdist_core::data::Mnist;
+use deepdist_wire::fetch::{FetchOptions, resolve_data_dir};
 
 /// Real MNIST, loaded once per test binary from `$DEEPDIST_DATA` (CI points
 /// it at `../shared/data`) or the cache directory, fetched if missing.
 pub fn mnist() -> &'static Mnist {
     static MNIST: OnceLock<Mnist> = OnceLock::new();
-    MNIST.get_or_init(|| match Mnist::load(&FetchOptions::new(data_dir())) {
-        Ok(m) => m,
-        Err(e) => panic!("real MNIST is needed for this test: {e}"),
-    })
+    MNIST.get_or_init(
+        || match deepdist_wire::fetch::load_mnist(&FetchOptions::new(data_dir())) {
+            Ok(m) => m,
+            Err(e) => panic!("real MNIST is needed for this test: {e}"),
+        },
+    )
 }
 
 /// The data directory the tests use.
@@ -53,11 +55,11 @@ pub fn deepdist(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 use std::time::{Duration, Instant};
 
-use deepdist_common::client::Client;
-use deepdist_common::proto::StatusReport;
-use deepdist_common::transport::Credentials;
 use deepdist_driver::{Driver, DriverConfig};
 use deepdist_executor::ExecutorConfig;
+use deepdist_wire::client::Client;
+use deepdist_wire::proto::StatusReport;
+use deepdist_wire::transport::Credentials;
 use tokio::sync::watch;
 
 /// Longest any end-to-end test waits for a condition before failing.
@@ -104,7 +106,7 @@ impl TestDriver {
     }
 
     /// The connected executor with this name; fails the test if there is none.
-    pub fn executor(&self, name: &str) -> deepdist_common::proto::ExecutorInfo {
+    pub fn executor(&self, name: &str) -> deepdist_wire::proto::ExecutorInfo {
         match self.status().executors.into_iter().find(|e| e.name == name) {
             Some(e) => e,
             None => panic!("no executor named {name} is connected"),
@@ -130,8 +132,8 @@ impl TestDriver {
 pub async fn watch(
     client: &mut Client,
     job: u64,
-    on_progress: impl FnMut(deepdist_common::proto::Progress),
-) -> deepdist_common::proto::JobSummary {
+    on_progress: impl FnMut(deepdist_wire::proto::Progress),
+) -> deepdist_wire::proto::JobSummary {
     match tokio::time::timeout(PATIENCE, client.watch(job, on_progress)).await {
         Ok(summary) => summary.unwrap(),
         Err(_) => panic!("job {job} did not end within {PATIENCE:?}"),

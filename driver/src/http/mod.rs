@@ -163,10 +163,10 @@ async fn cancel(State(app): State<App>, headers: HeaderMap, Path(id): Path<u64>)
         return refused();
     }
     match crate::client_conn::cancel(&app.shared, id) {
-        deepdist_common::proto::ToClient::Cancelled { .. } => {
+        deepdist_wire::proto::ToClient::Cancelled { .. } => {
             (StatusCode::OK, format!("job {id} cancelled\n")).into_response()
         }
-        deepdist_common::proto::ToClient::Reject { reason } => {
+        deepdist_wire::proto::ToClient::Reject { reason } => {
             (StatusCode::CONFLICT, format!("{reason}\n")).into_response()
         }
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),

@@ -3,7 +3,7 @@
 //! conventions: a `deepdist_` prefix, base units, `_total` counters, and no
 //! label with more than a handful of values.
 
-use deepdist_common::job::JobState;
+use deepdist_core::job::JobState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;

@@ -1,6 +1,6 @@
 use super::*;
-use deepdist_common::mode::{Mode, ModeKeys};
-use deepdist_common::optim::OptimizerConfig;
+use deepdist_core::mode::{Mode, ModeKeys};
+use deepdist_core::optim::OptimizerConfig;
 
 fn config(lr: f32) -> OptimizerConfig {
     OptimizerConfig {
@@ -71,7 +71,7 @@ async fn a_fetch_from_the_current_version_is_answered_unchanged() {
 async fn own_updates_are_sent_back_when_the_server_steps_differently() {
     // AdaGrad at the server: its step is not the executor's local one.
     let adagrad = OptimizerConfig {
-        kind: deepdist_common::optim::OptimizerKind::Adagrad,
+        kind: deepdist_core::optim::OptimizerKind::Adagrad,
         lr: 0.5,
         ..OptimizerConfig::default()
     };

@@ -5,10 +5,10 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use deepdist_common::data::Dataset;
-use deepdist_common::mode::{Compute, LocalSteps, LoopError, Work};
-use deepdist_common::model::{GradientEngine, Model};
-use deepdist_common::train::{Batch, Minibatches, check_loss};
+use deepdist_core::data::Dataset;
+use deepdist_core::mode::{Compute, LocalSteps, LoopError, Work};
+use deepdist_core::model::{GradientEngine, Model};
+use deepdist_core::train::{Batch, Minibatches, check_loss};
 use rayon::prelude::*;
 
 use super::SplitBatch;
@@ -184,7 +184,7 @@ impl<M: Model + Clone> Compute for Hogwild<'_, M> {
 mod tests {
     use super::*;
     use crate::compute::tests::{data, steps, train};
-    use deepdist_common::model::{Activation, Mlp};
+    use deepdist_core::model::{Activation, Mlp};
 
     #[test]
     fn two_threads_share_one_copy_and_learn_locked_or_not() {

@@ -14,10 +14,10 @@
 //!   sparse steps touch little. [`SharedParams::Locked`] is the same with a
 //!   mutex, for comparison (`deepdist bench hogwild`).
 
-use deepdist_common::data::Dataset;
-use deepdist_common::mode::{Compute, LocalSteps, LoopError, Work};
-use deepdist_common::model::{GradientEngine, Model};
-use deepdist_common::train::{Batch, Minibatches, check_loss};
+use deepdist_core::data::Dataset;
+use deepdist_core::mode::{Compute, LocalSteps, LoopError, Work};
+use deepdist_core::model::{GradientEngine, Model};
+use deepdist_core::train::{Batch, Minibatches, check_loss};
 use ndarray::s;
 
 use crate::group::Group;
@@ -187,8 +187,8 @@ fn group_gradient<'g, M: Model>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deepdist_common::model::{Activation, Mlp};
-    use deepdist_common::optim::OptimizerConfig;
+    use deepdist_core::model::{Activation, Mlp};
+    use deepdist_core::optim::OptimizerConfig;
     use ndarray::Array2;
 
     pub(super) fn data() -> Dataset {

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use deepdist_common::cpu::compute_pool;
-use deepdist_common::model::{GradientEngine, Mlp, Model, ModelError, Rbm, StageModel};
+use deepdist_core::cpu::compute_pool;
+use deepdist_core::model::{GradientEngine, Mlp, Model, ModelError, Rbm, StageModel};
 use mpi::topology::Communicator;
 use mpi::traits::*;
 use ndarray::ArrayView2;

@@ -1,9 +1,8 @@
-//! Datasets: the IDX file format, MNIST (find, fetch, verify) and RDD-like
-//! partitions.
+//! Datasets: the IDX file format, MNIST (verify and parse; finding and
+//! downloading it is the wire crate's `fetch`) and RDD-like partitions.
 
 pub mod cut;
 pub mod dataset;
-pub mod fetch;
 pub mod idx;
 pub mod load;
 pub mod md5sum;
@@ -13,7 +12,6 @@ pub mod partition;
 pub mod spec;
 
 pub use dataset::{Dataset, DatasetError};
-pub use fetch::{FetchError, FetchOptions};
 pub use idx::{IdxArray, IdxError};
 pub use load::DataError;
 pub use mnist::{Mnist, MnistError};

@@ -1,93 +1,9 @@
 //! What messages carry: tensors, tasks, updates, reports, metrics, status.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::ProtoError;
-use crate::job::{JobSpec, JobState};
-
-/// Raw little-endian `f32` values. Shared bytes, so that a tensor decoded
-/// from a frame is a view of the frame rather than a copy of megabytes.
-#[derive(Clone, PartialEq, Default)]
-pub struct Tensor(pub Bytes);
-
-impl Serialize for Tensor {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serde_bytes::Bytes::new(&self.0).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Tensor {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Self(Bytes::from(serde_bytes::ByteBuf::deserialize(d)?.into_vec())))
-    }
-}
-
-impl std::fmt::Debug for Tensor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({} values)", self.0.len() / 4)
-    }
-}
-
-impl Tensor {
-    /// Encodes values.
-    pub fn from_f32(values: &[f32]) -> Self {
-        if cfg!(target_endian = "little") {
-            // The in-memory bytes already are the wire format: one memcpy.
-            return Self(Bytes::copy_from_slice(bytemuck::cast_slice(values)));
-        }
-        Self(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into())
-    }
-
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        self.0.len() / 4
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Decodes into `out`, which must have exactly [`Tensor::len`] values.
-    pub fn read_into(&self, out: &mut [f32]) -> Result<(), ProtoError> {
-        if self.0.len() != out.len() * 4 {
-            return Err(ProtoError::Decode {
-                len: self.0.len(),
-                reason: format!(
-                    "tensor of {} bytes where {} values were expected",
-                    self.0.len(),
-                    out.len()
-                ),
-            });
-        }
-        if cfg!(target_endian = "little") {
-            bytemuck::cast_slice_mut::<f32, u8>(out).copy_from_slice(&self.0);
-            return Ok(());
-        }
-        for (o, c) in out.iter_mut().zip(self.0.chunks_exact(4)) {
-            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        Ok(())
-    }
-
-    /// The values without copying, when the bytes happen to be aligned for
-    /// `f32` on a little-endian machine (the usual case for decoded frames).
-    pub fn as_f32(&self) -> Option<&[f32]> {
-        if cfg!(target_endian = "little") {
-            bytemuck::try_cast_slice(&self.0).ok()
-        } else {
-            None
-        }
-    }
-
-    /// Decodes into a new vector.
-    pub fn to_vec(&self) -> Result<Vec<f32>, ProtoError> {
-        let mut out = vec![0.0; self.len()];
-        self.read_into(&mut out)?;
-        Ok(out)
-    }
-}
+use deepdist_core::job::{JobSpec, JobState};
+pub use deepdist_core::tensor::{Tensor, TensorError};
 
 /// Identifies one attempt at training one partition in one epoch of a stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

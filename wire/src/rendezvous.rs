@@ -28,7 +28,7 @@ pub fn write(path: &Path, addr: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    crate::atomic::write_atomically(path, format!("{addr}\n").as_bytes())
+    deepdist_core::atomic::write_atomically(path, format!("{addr}\n").as_bytes())
 }
 
 /// The address in `path`.

@@ -28,7 +28,7 @@ pub use server_model::ServerModel;
 
 use crate::model::ModelError;
 use crate::optim::{OptimizerConfig, OptimizerKind};
-use crate::proto::Tensor;
+use crate::tensor::Tensor;
 use crate::train::TrainError;
 
 /// How executors' updates meet at the parameter server (`train.mode`).

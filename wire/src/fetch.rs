@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use flate2::read::GzDecoder;
 
-use super::idx::read_maybe_gzipped;
-use super::md5sum::md5_hex;
-use super::mnist_files::{FILES, MnistFile};
+use deepdist_core::data::idx::read_maybe_gzipped;
+use deepdist_core::data::md5sum::md5_hex;
+use deepdist_core::data::mnist::{FILES, Mnist, MnistError, MnistFile};
 
 /// Environment variable naming the data directory.
 pub const DATA_ENV: &str = "DEEPDIST_DATA";
@@ -50,6 +50,24 @@ pub enum FetchError {
         /// One line per source tried, with why it failed.
         attempts: Vec<String>,
     },
+}
+
+/// Why MNIST could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// No verified copy of a file could be found or fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The verified files did not make a dataset.
+    #[error(transparent)]
+    Mnist(#[from] MnistError),
+}
+
+/// Loads MNIST, fetching and verifying any file that is missing or corrupt.
+pub fn load_mnist(opts: &FetchOptions) -> Result<Mnist, LoadError> {
+    let [a, b, c, d] = FILES;
+    let raw = [obtain(opts, a)?, obtain(opts, b)?, obtain(opts, c)?, obtain(opts, d)?];
+    Ok(Mnist::from_files(&raw)?)
 }
 
 /// Where to look for MNIST and where to fetch it from.
@@ -184,7 +202,7 @@ fn from_mirror(opts: &FetchOptions, mirror: &str, file: MnistFile) -> Result<Vec
         return Err(format!("MD5 {md5} does not match"));
     }
     let dest = opts.mnist_dir().join(format!("{}.gz", file.name));
-    crate::atomic::write_atomically(&dest, &gz).map_err(|e| format!("cannot save {}: {e}", dest.display()))?;
+    deepdist_core::atomic::write_atomically(&dest, &gz).map_err(|e| format!("cannot save {}: {e}", dest.display()))?;
     tracing::info!(%url, dest = %dest.display(), "downloaded and verified");
     Ok(bytes)
 }
@@ -223,7 +241,7 @@ fn from_pip(dir: &Path) -> Result<(), String> {
         if md5_hex(&bytes) != file.md5 {
             continue;
         }
-        crate::atomic::write_atomically(&dir.join(file.name), &bytes)
+        deepdist_core::atomic::write_atomically(&dir.join(file.name), &bytes)
             .map_err(|e| format!("cannot save into {}: {e}", dir.display()))?;
         found += 1;
     }
@@ -255,7 +273,7 @@ fn find_file_named(root: &Path, name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::idx::encode_idx;
+    use deepdist_core::data::idx::encode_idx;
     use std::collections::HashMap;
     use std::io::{BufRead, Write};
     use std::net::TcpListener;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use ndarray::Array2;
 
 use super::dataset::{Dataset, DatasetError};
-use super::fetch::{self, FetchError, FetchOptions};
 use super::idx::{self, IdxError};
 pub use super::mnist_files::{FILES, MnistFile};
 
@@ -20,9 +19,6 @@ pub const IMAGE_DIM: usize = 28 * 28;
 /// What can go wrong loading MNIST.
 #[derive(Debug, thiserror::Error)]
 pub enum MnistError {
-    /// No verified copy of a file could be found or fetched.
-    #[error(transparent)]
-    Fetch(#[from] FetchError),
     /// A verified file did not parse (cannot happen for the published files).
     #[error(transparent)]
     Idx(#[from] IdxError),
@@ -46,12 +42,10 @@ pub struct Mnist {
 }
 
 impl Mnist {
-    /// Loads MNIST, fetching and verifying any file that is missing or corrupt.
-    pub fn load(opts: &FetchOptions) -> Result<Self, MnistError> {
-        let mut raw = Vec::with_capacity(FILES.len());
-        for file in FILES {
-            raw.push(fetch::obtain(opts, file)?);
-        }
+    /// Builds MNIST from the verified, uncompressed bytes of its four files in
+    /// the order of [`FILES`]; finding or downloading them is the caller's
+    /// (the wire crate's `fetch`), so that this crate needs no network.
+    pub fn from_files(raw: &[Vec<u8>; 4]) -> Result<Self, MnistError> {
         let train = to_dataset(&raw[0], &raw[1], FILES[0], FILES[1])?;
         let test = to_dataset(&raw[2], &raw[3], FILES[2], FILES[3])?;
         Ok(Self {

@@ -50,6 +50,9 @@ pub enum ProtoError {
         /// What postcard said.
         reason: String,
     },
+    /// A tensor in a frame does not hold the values expected.
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
     /// A message could not be encoded.
     #[error("cannot encode message: {0}")]
     Encode(String),
@@ -213,21 +216,24 @@ mod tests {
     fn job_specs_survive_the_wire() {
         let text = "name = \"d\"\n[model]\nkind = \"dbn\"\nhidden = [8]\n[pretrain]\nepochs = 2\n";
         for spec in [
-            crate::job::JobSpec::from_toml(text, "d").unwrap(),
-            crate::job::JobSpec::from_toml("name = \"m\"", "m").unwrap(),
-            crate::job::JobSpec::from_toml(
+            deepdist_core::job::JobSpec::from_toml(text, "d").unwrap(),
+            deepdist_core::job::JobSpec::from_toml("name = \"m\"", "m").unwrap(),
+            deepdist_core::job::JobSpec::from_toml(
                 "name = \"c\"\n[data]\nformat = \"csv\"\npath = \"/d\"\nlabel_column = 2",
                 "c",
             )
             .unwrap(),
-            crate::job::JobSpec::from_toml(
+            deepdist_core::job::JobSpec::from_toml(
                 "name = \"c\"\n[data]\nformat = \"csv\"\npath = \"/d\"\nlabel_column = \"y\"\nshared = true",
                 "c",
             )
             .unwrap(),
         ] {
             // TOML and postcard both carry it: the journal keeps TOML.
-            assert_eq!(crate::job::JobSpec::from_toml(&spec.to_toml(), "again").unwrap(), spec);
+            assert_eq!(
+                deepdist_core::job::JobSpec::from_toml(&spec.to_toml(), "again").unwrap(),
+                spec
+            );
             let msg = ToExecutor::Assign(Box::new(TaskSpec {
                 id: TaskId {
                     job: 1,

@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 
 use crate::optim::Grad;
-use crate::proto::Tensor;
+use crate::tensor::Tensor;
 
 use super::{Compute, ExecutorLoop, Link, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan, Update, Work};
 

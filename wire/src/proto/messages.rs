@@ -215,7 +215,7 @@ pub enum ToExecutor {
     Partition {
         /// Its content hash.
         hash: u128,
-        /// The encoding of [`crate::data::Partition`].
+        /// The encoding of [`deepdist_core::data::Partition`].
         #[serde(skip)]
         bytes: Bytes,
     },
@@ -270,7 +270,7 @@ pub enum ToExecutor {
     /// instead of reconnecting.
     RunOver {
         /// How the run's job ended.
-        state: crate::job::JobState,
+        state: deepdist_core::job::JobState,
     },
 }
 
