@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod launch;
+mod roles;
 
 use std::process::ExitCode;
 
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Submit(args) => commands::client::submit(args),
         cli::Command::Status(args) => commands::client::status(args),
         cli::Command::Cancel(args) => commands::client::cancel(args),
-        cli::Command::Local(args) => commands::local::run(args),
+        cli::Command::Local(args) => roles::local::run(args),
         cli::Command::Launch(args) => launch::run(args),
         cli::Command::Eval(args) => commands::eval::run(args),
         cli::Command::Predict(args) => commands::predict::run(args),

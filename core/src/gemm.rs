@@ -51,3 +51,10 @@ pub fn gemm_gflops(n: usize, threads: usize, seconds: f64) -> f64 {
     let elapsed = start.elapsed().as_secs_f64();
     flops * (reps * threads) as f64 / elapsed / 1e9
 }
+
+/// This machine's f32 GEMM peak on `threads` threads right now, in GFLOP/s
+/// (median of three 1-s windows): what benchmark figures are quoted beside.
+pub fn gemm_peak(threads: usize) -> f64 {
+    let mut peaks: Vec<f64> = (0..3).map(|_| gemm_gflops(PEAK_SIZE, threads, 1.0)).collect();
+    crate::bench::median(&mut peaks)
+}

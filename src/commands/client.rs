@@ -1,50 +1,12 @@
 //! `deepdist submit`, `status` and `cancel`.
 
 use anyhow::Context;
-use deepdist_core::job::{JobSpec, JobState};
+use deepdist_core::job::JobState;
 use deepdist_wire::client::Client;
-use deepdist_wire::proto::auth::Secret;
-use deepdist_wire::transport::{Credentials, TlsClient};
 
-use super::progress::ProgressView;
 use crate::cli::{CancelArgs, DriverAddr, SubmitArgs};
-
-/// What this process presents to the driver, from the flags.
-pub fn credentials(driver: &DriverAddr) -> anyhow::Result<Credentials> {
-    credentials_from(driver.secret.secret_file.as_deref(), driver.tls_ca.as_deref())
-}
-
-/// What to present to a driver: this secret and trust in this CA (TLS).
-pub fn credentials_from(
-    secret_file: Option<&std::path::Path>,
-    tls_ca: Option<&std::path::Path>,
-) -> anyhow::Result<Credentials> {
-    Ok(Credentials {
-        secret: load_secret(secret_file)?,
-        tls: tls_ca.map(TlsClient::from_pem_file).transpose()?,
-    })
-}
-
-/// The shared secret from `--secret-file` (`-`: standard input, as
-/// `deepdist launch --hosts` hands it to executors over ssh), else
-/// `$DEEPDIST_SECRET`, else none.
-pub fn load_secret(file: Option<&std::path::Path>) -> anyhow::Result<Option<Secret>> {
-    if file == Some(std::path::Path::new("-")) {
-        // Standard input can be read once; the driver's rank needs it twice.
-        static STDIN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-        let bytes = match STDIN.get() {
-            Some(bytes) => bytes,
-            None => {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
-                    .context("cannot read the secret from standard input")?;
-                STDIN.get_or_init(|| bytes)
-            }
-        };
-        return Ok(Some(Secret::new(bytes, "standard input")?));
-    }
-    Ok(Secret::load(file)?)
-}
+use crate::roles::client::{credentials, read_job};
+use crate::roles::progress::ProgressView;
 
 async fn connect(driver: &DriverAddr) -> anyhow::Result<Client> {
     let addr = &driver.driver;
@@ -53,17 +15,10 @@ async fn connect(driver: &DriverAddr) -> anyhow::Result<Client> {
         .with_context(|| format!("cannot reach the driver at {addr}"))
 }
 
-/// Reads and checks a job file locally, so mistakes show before any network.
-pub fn read_job(path: &std::path::Path) -> anyhow::Result<(String, JobSpec)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let spec = JobSpec::from_toml(&text, &path.display().to_string())?;
-    Ok((text, spec))
-}
-
 /// Submits a job and, with `--wait`, follows it to the end.
 pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let (text, spec) = read_job(&args.job)?;
-    super::runtime()?.block_on(async {
+    crate::roles::runtime()?.block_on(async {
         let mut client = connect(&args.driver).await?;
         let job = client.submit(&text, &args.job.display().to_string()).await?;
         println!("{job}");
@@ -79,7 +34,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
 
 /// Prints executors and jobs as tables.
 pub fn status(args: DriverAddr) -> anyhow::Result<()> {
-    super::runtime()?.block_on(async {
+    crate::roles::runtime()?.block_on(async {
         let report = connect(&args).await?.status().await?;
         println!("executors ({}):", report.executors.len());
         println!(
@@ -130,7 +85,7 @@ pub fn status(args: DriverAddr) -> anyhow::Result<()> {
 
 /// Cancels a job.
 pub fn cancel(args: CancelArgs) -> anyhow::Result<()> {
-    super::runtime()?.block_on(async {
+    crate::roles::runtime()?.block_on(async {
         connect(&args.driver).await?.cancel(args.job).await?;
         println!("job {} cancelled", args.job);
         Ok(())

@@ -1,21 +1,10 @@
 //! One module per subcommand.
 
 pub mod bench;
-pub mod bench_job;
 pub mod client;
 pub mod data;
-pub mod delays_bench;
 pub mod eval;
-pub mod grid;
-pub mod grid_report;
-pub mod hogwild_bench;
-pub mod local;
-pub mod modes_bench;
-pub mod modes_report;
-pub mod mpi_group;
 pub mod predict;
-pub mod progress;
-pub mod ps_bench;
 pub mod saved_model;
 pub mod service;
 pub mod train;
@@ -45,19 +34,4 @@ pub fn load_mnist(arg: &DataDirArg) -> anyhow::Result<Mnist> {
         "MNIST loaded"
     );
     Ok(data)
-}
-
-/// A multi-threaded tokio runtime for the network commands.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-}
-
-/// Resolves on Ctrl-C or SIGTERM (how Slurm, Kubernetes and `kill` stop a task).
-pub async fn stop_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

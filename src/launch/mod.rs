@@ -6,6 +6,7 @@
 //! outside any manager it is `deepdist local`.
 
 mod hostlist;
+mod mpi;
 pub mod placement;
 mod run_host;
 mod ssh;
@@ -16,25 +17,26 @@ use anyhow::Context;
 use deepdist_executor::ExecutorConfig;
 
 use crate::cli::{LaunchArgs, LocalArgs};
-use crate::commands::client::credentials_from;
-use crate::commands::service::{patience, serve_executor};
+use crate::roles::client::credentials_from;
+use crate::roles::executor::{patience, serve_executor};
+use crate::roles::{local, runtime};
 use placement::Placement;
 use run_host::{RunHost, join_host_port};
 
 /// Runs this process's part of the run; fails unless the job ends `done`.
 pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
     if args.hosts.is_some() {
-        return crate::commands::runtime()?.block_on(ssh::run(args));
+        return runtime()?.block_on(ssh::run(args));
     }
     let env = |name: &str| std::env::var(name).ok();
     let placement = placement::detect(&env)?;
     if args.mpi {
-        return crate::commands::mpi_group::launch(args, placement);
+        return mpi::launch(args, placement);
     }
     match placement {
         None => {
             println!("deepdist launch: no cluster manager in the environment: running locally");
-            crate::commands::local::run(LocalArgs {
+            local::run(LocalArgs {
                 job: Some(args.job),
                 executors: args.executors.unwrap_or(2),
                 cores_per_executor: args.cores,
@@ -42,10 +44,10 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
                 run: args.run,
             })
         }
-        Some(p) if p.rank == 0 => crate::commands::runtime()?.block_on(drive(args, p)),
+        Some(p) if p.rank == 0 => runtime()?.block_on(drive(args, p)),
         Some(p) => {
             let config = executor_config(&args, &p)?;
-            crate::commands::runtime()?.block_on(serve_executor(config))
+            runtime()?.block_on(serve_executor(config))
         }
     }
 }

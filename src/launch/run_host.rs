@@ -12,9 +12,9 @@ use deepdist_wire::client::Client;
 use deepdist_wire::transport::Credentials;
 
 use crate::cli::{DriverArgs, LaunchArgs};
-use crate::commands::client::{credentials_from, read_job};
-use crate::commands::progress::ProgressView;
-use crate::commands::service::start_driver;
+use crate::roles::client::{credentials_from, read_job};
+use crate::roles::driver::start_driver;
+use crate::roles::progress::ProgressView;
 
 /// How long the end of a run waits for executors to leave.
 const GOODBYE: Duration = Duration::from_secs(15);
@@ -127,7 +127,7 @@ impl RunHost {
             tokio::pin!(watch);
             tokio::select! {
                 s = &mut watch => s?,
-                r = crate::commands::stop_signal() => {
+                r = crate::roles::stop_signal() => {
                     r?;
                     eprintln!("\ncancelling job {job} (the model so far is saved)");
                     self.client().await?.cancel(job).await?;

@@ -276,6 +276,7 @@ pub struct JobSpec {
 impl JobSpec {
     /// Parses and validates a job file's text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, JobError> {
+        refuse_both_format_names(text, origin)?;
         let spec: JobSpec = toml::from_str(text).map_err(|e| JobError::Parse {
             origin: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
@@ -314,6 +315,26 @@ impl JobSpec {
     }
 }
 
+/// `[data] dataset` is the older name of `format`: a job that gives both
+/// would otherwise be told of a "duplicate field `format`" it never wrote.
+fn refuse_both_format_names(text: &str, origin: &str) -> Result<(), JobError> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(()); // The parse proper reports the syntax error.
+    };
+    let data = table.get("data").and_then(toml::Value::as_table);
+    match data.map(|d| (d.get("dataset"), d.get("format"))) {
+        Some((Some(dataset), Some(_))) => Err(JobError::Invalid {
+            origin: origin.to_string(),
+            key: "data.dataset".into(),
+            value: dataset.to_string(),
+            allowed:
+                "`dataset` is the older name of `format`, which this job also gives: keep `format` and remove `dataset`"
+                    .into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +355,20 @@ kind = "sgd"
 lr = 0.1
 momentum = 0.9
 "#;
+
+    #[test]
+    fn both_names_of_the_format_are_refused_by_name() {
+        let text = "name = \"x\"\n[data]\ndataset = \"mnist\"\nformat = \"idx\"\npath = \"/d\"\n";
+        let e = JobSpec::from_toml(text, "j.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("`data.dataset`") && e.contains("older name of `format`"),
+            "{e}"
+        );
+        assert!(!e.contains("duplicate"), "{e}");
+        // Either name alone is a job.
+        JobSpec::from_toml("name = \"x\"\n[data]\ndataset = \"mnist\"\n", "j.toml").unwrap();
+        JobSpec::from_toml("name = \"x\"\n[data]\nformat = \"mnist\"\n", "j.toml").unwrap();
+    }
 
     #[test]
     fn parses_a_good_job_and_round_trips() {

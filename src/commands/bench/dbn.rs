@@ -12,15 +12,14 @@ use deepdist_core::job::JobSpec;
 use deepdist_wire::client::Client;
 use deepdist_wire::transport::Credentials;
 
-use super::bench_job::{Target, machine_cores, run_job, write};
-use super::client::{credentials, read_job};
-use super::grid_report::{GridRun, csv, markdown, parse_csv, percent, plot, seconds};
-use super::service::driver_config;
-use crate::cli::{DbnBenchArgs, DriverAddr, DriverSettings, SecretArg};
+use super::dbn_report::{GridRun, csv, markdown, parse_csv, percent, plot, seconds};
+use super::job::{Target, bench_driver, machine_cores, run_job, write};
+use crate::cli::{DbnBenchArgs, DriverAddr, SecretArg};
+use crate::roles::client::{credentials, read_job};
 
 /// The job the grid runs when given none: the DBN tuned for time to 90% and
 /// 98%, the experiment's figures.
-const DEFAULT_JOB: &str = include_str!("../../jobs/mnist-dbn-fast.toml");
+const DEFAULT_JOB: &str = include_str!("../../../jobs/mnist-dbn-fast.toml");
 
 /// The original criterion, and the one that says the network learned more
 /// than softmax regression on raw pixels (about 91%).
@@ -49,7 +48,7 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         let runs = parse_csv(&text).with_context(|| format!("{}", path.display()))?;
         return report(&runs, &args.out);
     }
-    let runtime = super::runtime()?;
+    let runtime = crate::roles::runtime()?;
     if let Some(driver) = &args.driver {
         // A running cluster: its executors are what they are; vary partitions.
         let credentials = credentials(&DriverAddr {
@@ -79,17 +78,9 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         "no executors × cores combination fits this machine's {} cores (pass --oversubscribe to run them anyway)",
         machine_cores()
     );
-    let run_dir = DriverSettings {
-        runs_dir: args.out.join("runs"),
-        heartbeat_ms: 1000,
-        heartbeat_timeout_s: 10,
-        max_model_mb: None,
-        task_lease_s: 60,
-        http: None,
-        data: args.data.clone(),
-    };
+    let driver = bench_driver(&args.out, &args.data);
     let runs = run_grid(&runtime, &base, &combos, &args, |(executors, cores)| Target::Local {
-        config: Box::new(driver_config(&run_dir)),
+        config: Box::new(driver.clone()),
         executors,
         cores,
     })?;

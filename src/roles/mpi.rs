@@ -1,23 +1,21 @@
-//! `deepdist executor --mpi` and `deepdist launch --mpi`: the ranks `mpirun`
-//! starts on a node become one executor group (see `deepdist_executor::mpi`
-//! and docs/mpi.md). Without the `mpi` feature both say how to get it.
+//! MPI executor groups: the ranks `mpirun` starts on a node become one
+//! executor (see `deepdist_executor::mpi` and docs/mpi.md), for
+//! `deepdist executor --mpi` and `deepdist launch --mpi`. Without the `mpi`
+//! feature both say how to get it.
 
 use deepdist_executor::ExecutorConfig;
 
-use crate::cli::LaunchArgs;
-use crate::launch::placement::Placement;
-
 /// What a build without the feature answers to `--mpi`.
 #[cfg(not(feature = "mpi"))]
-const NO_MPI: &str = "this build has no MPI support: rebuild with --features mpi \
+pub const NO_MPI: &str = "this build has no MPI support: rebuild with --features mpi \
                       (it needs the system's MPI: Debian's libopenmpi-dev and libclang-dev)";
 
 /// `deepdist executor --mpi`: every rank joins its node's group; the
 /// group's rank 0 serves the driver as `config`, with `cores` threads per rank.
 #[cfg(feature = "mpi")]
 pub fn executor(config: ExecutorConfig, cores: Option<usize>) -> anyhow::Result<()> {
-    let (mpi, role) = imp::join(deepdist_executor::mpi::Members::AllRanks, cores)?;
-    imp::play(&mpi, role, config, || Ok(()))
+    let (mpi, role) = join(deepdist_executor::mpi::Members::AllRanks, cores)?;
+    play(&mpi, role, config, || Ok(()))
 }
 
 /// `deepdist executor --mpi` in a build without MPI.
@@ -26,29 +24,8 @@ pub fn executor(_config: ExecutorConfig, _cores: Option<usize>) -> anyhow::Resul
     anyhow::bail!(NO_MPI)
 }
 
-/// `deepdist launch --mpi`: world rank 0 is the driver and waits for one
-/// executor per group; every other rank joins its node's group.
 #[cfg(feature = "mpi")]
-pub fn launch(mut args: LaunchArgs, p: Option<Placement>) -> anyhow::Result<()> {
-    let Some(p) = p else {
-        anyhow::bail!("launch --mpi: no MPI launcher in the environment: run it under mpirun or srun")
-    };
-    let (mpi, role) = imp::join(deepdist_executor::mpi::Members::AllButRankZero, args.cores.or(p.cores))?;
-    args.executors = args.executors.or(Some(mpi.groups));
-    let config = match role {
-        deepdist_executor::mpi::Role::Leader(_) => crate::launch::executor_config(&args, &p)?,
-        _ => ExecutorConfig::default(),
-    };
-    imp::play(&mpi, role, config, move || {
-        super::runtime()?.block_on(crate::launch::drive(args, p))
-    })
-}
-
-/// `deepdist launch --mpi` in a build without MPI.
-#[cfg(not(feature = "mpi"))]
-pub fn launch(_args: LaunchArgs, _p: Option<Placement>) -> anyhow::Result<()> {
-    anyhow::bail!(NO_MPI)
-}
+pub use imp::{join, play};
 
 #[cfg(feature = "mpi")]
 mod imp {
@@ -57,7 +34,7 @@ mod imp {
     use deepdist_executor::group::Group;
     use deepdist_executor::mpi::{self, Leader, Members, Mpi, Role};
 
-    use crate::commands::service::{shown_driver, until_finished};
+    use crate::roles::executor::{shown_driver, until_finished};
 
     /// Initialises MPI and joins this node's group.
     pub fn join(members: Members, cores: Option<usize>) -> anyhow::Result<(Mpi, Role)> {
@@ -101,7 +78,7 @@ mod imp {
             config.name,
             shown_driver(&config)
         );
-        crate::commands::runtime()?.block_on(async {
+        crate::roles::runtime()?.block_on(async {
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let running = tokio::spawn(deepdist_executor::run_group(config, Box::new(leader), stopped));
             until_finished(running, stop).await

@@ -10,7 +10,9 @@ use deepdist_wire::client::Client;
 use deepdist_wire::proto::{EpochMetrics, JobSummary, Progress};
 use deepdist_wire::transport::Credentials;
 
-use super::local::LocalCluster;
+use crate::cli::{DataDirArg, DriverSettings};
+use crate::roles::driver::driver_config;
+use crate::roles::local::LocalCluster;
 
 /// Where a benchmark's job trains.
 pub enum Target<'a> {
@@ -81,4 +83,18 @@ pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 /// This machine's cores.
 pub fn machine_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The driver of a benchmark's in-process runs: the default heartbeat and
+/// lease, runs kept under `out/runs`, data from the flags' directory.
+pub fn bench_driver(out: &Path, data: &DataDirArg) -> DriverConfig {
+    driver_config(&DriverSettings {
+        runs_dir: out.join("runs"),
+        heartbeat_ms: 1000,
+        heartbeat_timeout_s: 10,
+        max_model_mb: None,
+        task_lease_s: 60,
+        http: None,
+        data: data.clone(),
+    })
 }

@@ -16,10 +16,9 @@ use deepdist_core::job::JobSpec;
 use deepdist_core::optim::{OptimizerConfig, OptimizerKind};
 use plotters::prelude::*;
 
-use super::bench_job::{Target, run_job, write};
-use super::grid_report::{TAB10, draw_legend, draw_line, plot_error};
-use super::service::driver_config;
-use crate::cli::{DelaysBenchArgs, DriverSettings};
+use super::dbn_report::{TAB10, draw_legend, draw_line, plot_error};
+use super::job::{Target, bench_driver, run_job, write};
+use crate::cli::DelaysBenchArgs;
 
 /// The sweep's job: a small MLP, so that the versions DC-ASGD and
 /// AdaRevision keep for 1,024 delayed updates fit in memory; plain steps
@@ -120,16 +119,8 @@ pub fn run(args: DelaysBenchArgs) -> anyhow::Result<()> {
         "--runs and --delays need values"
     );
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let run_dir = DriverSettings {
-        runs_dir: args.out.join("runs"),
-        heartbeat_ms: 1000,
-        heartbeat_timeout_s: 10,
-        max_model_mb: None,
-        task_lease_s: 60,
-        http: None,
-        data: args.data.clone(),
-    };
-    let runtime = super::runtime()?;
+    let driver = bench_driver(&args.out, &args.data);
+    let runtime = crate::roles::runtime()?;
     let optimizers = optimizers();
     let total = args.runs * optimizers.len() * args.delays.len() * RATE_FACTORS.len();
     let mut runs = Vec::new();
@@ -152,7 +143,7 @@ pub fn run(args: DelaysBenchArgs) -> anyhow::Result<()> {
                 );
                 std::io::Write::flush(&mut std::io::stdout())?;
                 let target = Target::Local {
-                    config: Box::new(driver_config(&run_dir)),
+                    config: Box::new(driver.clone()),
                     executors: 2,
                     cores: 1,
                 };

@@ -6,21 +6,22 @@
 use anyhow::Context;
 use deepdist_core::job::{JobSpec, TrainSpec};
 
-use super::bench_job::{JobRun, Target, machine_cores, run_job};
-use super::client::read_job;
+use super::job::{JobRun, Target, bench_driver, machine_cores, run_job};
 use super::modes_report::{ModeRun, report};
-use super::service::driver_config;
-use crate::cli::{DriverSettings, ModesBenchArgs};
+use crate::roles::client::read_job;
+use deepdist_core::gemm::gemm_peak;
+
+use crate::cli::ModesBenchArgs;
 
 /// The shipped example job of every mode (and of Hogwild! executors): the
 /// same MLP, each with its mode's keys.
 pub const EXAMPLES: [(&str, &str); 6] = [
-    ("async", include_str!("../../jobs/mnist-mlp.toml")),
-    ("sync", include_str!("../../jobs/mnist-mlp-sync.toml")),
-    ("ssp", include_str!("../../jobs/mnist-mlp-ssp.toml")),
-    ("average", include_str!("../../jobs/mnist-mlp-average.toml")),
-    ("easgd", include_str!("../../jobs/mnist-mlp-easgd.toml")),
-    ("async+hogwild", include_str!("../../jobs/mnist-mlp-hogwild.toml")),
+    ("async", include_str!("../../../jobs/mnist-mlp.toml")),
+    ("sync", include_str!("../../../jobs/mnist-mlp-sync.toml")),
+    ("ssp", include_str!("../../../jobs/mnist-mlp-ssp.toml")),
+    ("average", include_str!("../../../jobs/mnist-mlp-average.toml")),
+    ("easgd", include_str!("../../../jobs/mnist-mlp-easgd.toml")),
+    ("async+hogwild", include_str!("../../../jobs/mnist-mlp-hogwild.toml")),
 ];
 
 /// `base` trained the way `example` trains: its mode, the mode's keys and
@@ -76,17 +77,9 @@ pub fn run(args: ModesBenchArgs) -> anyhow::Result<()> {
         EXAMPLES.map(|(l, _)| l).join(", ")
     );
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let peak = super::bench::gemm_peak(machine_cores());
-    let run_dir = DriverSettings {
-        runs_dir: args.out.join("runs"),
-        heartbeat_ms: 1000,
-        heartbeat_timeout_s: 10,
-        max_model_mb: None,
-        task_lease_s: 60,
-        http: None,
-        data: args.data.clone(),
-    };
-    let runtime = super::runtime()?;
+    let peak = gemm_peak(machine_cores());
+    let driver = bench_driver(&args.out, &args.data);
+    let runtime = crate::roles::runtime()?;
     let total = jobs.len() * args.executors.len() * args.runs;
     let mut runs = Vec::new();
     // Rounds outermost, so the runs of one configuration are spread over the
@@ -100,7 +93,7 @@ pub fn run(args: ModesBenchArgs) -> anyhow::Result<()> {
                 );
                 std::io::Write::flush(&mut std::io::stdout())?;
                 let target = Target::Local {
-                    config: Box::new(driver_config(&run_dir)),
+                    config: Box::new(driver.clone()),
                     executors,
                     cores: (machine_cores() / executors).max(1),
                 };

@@ -9,8 +9,8 @@ use std::path::Path;
 use deepdist_core::bench::median;
 use plotters::prelude::*;
 
-use super::bench_job::write;
-use super::grid_report::{TAB10, draw_legend, draw_line, percent, plot_error, seconds};
+use super::dbn_report::{TAB10, draw_legend, draw_line, percent, plot_error, seconds};
+use super::job::write;
 
 /// One run of one mode with some executors.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,7 +22,9 @@ use deepdist_wire::transport::{self, BoxRead, BoxWrite, Credentials};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Barrier;
 
-use super::bench_job::write;
+use super::job::write;
+use deepdist_core::gemm::gemm_peak;
+
 use crate::cli::PsBenchArgs;
 
 /// The job the driver runs: the default MLP, one partition per executor,
@@ -56,8 +58,8 @@ pub fn run(args: PsBenchArgs) -> anyhow::Result<()> {
         "--executors and --seconds take positive numbers"
     );
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let peak = super::bench::gemm_peak(super::bench_job::machine_cores());
-    let runtime = super::runtime()?;
+    let peak = gemm_peak(super::job::machine_cores());
+    let runtime = crate::roles::runtime()?;
     let mut rows = Vec::new();
     println!("| executors | updates/s | push → params p50 | p99 | driver peak RSS | pushes | applied | discarded |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");

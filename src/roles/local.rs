@@ -1,4 +1,4 @@
-//! `deepdist local`: a driver and N executors in this process. They speak
+//! `deepdist local`, and the in-process cluster the benches run: a driver and N executors in this process. They speak
 //! the same protocol as across machines, handshake included, over
 //! in-process pipes (frames handed over as shared bytes, so parameters and
 //! updates are never copied through a socket), or with `--loopback-tcp`
@@ -11,8 +11,8 @@ use deepdist_wire::client::Client;
 use deepdist_wire::transport::Credentials;
 
 use super::client::read_job;
+use super::driver::{driver_config, serve_http};
 use super::progress::ProgressView;
-use super::service::driver_config;
 use crate::cli::LocalArgs;
 
 /// The job `deepdist local` runs when given none.
@@ -71,15 +71,6 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         anyhow::ensure!(summary.state == JobState::Done, "job {job} ended {}", summary.state);
         Ok(())
     })
-}
-
-/// Starts `driver`'s HTTP side on `addr`.
-pub async fn serve_http(driver: &mut Driver, addr: &str) -> anyhow::Result<std::net::SocketAddr> {
-    use anyhow::Context;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for HTTP"))?;
-    Ok(driver.serve_http(listener)?)
 }
 
 /// A driver and executors in this process.

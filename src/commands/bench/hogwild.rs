@@ -16,6 +16,8 @@ use deepdist_core::optim::OptimizerConfig;
 use deepdist_core::train::Minibatches;
 use deepdist_executor::compute::{Hogwild, SplitBatch};
 
+use deepdist_core::gemm::gemm_peak;
+
 use crate::cli::HogwildBenchArgs;
 
 /// How the cores share the work.
@@ -45,9 +47,9 @@ pub fn run(args: HogwildBenchArgs) -> anyhow::Result<()> {
         args.threads > 0 && args.trials > 0 && args.seconds > 0.0,
         "--threads, --trials and --seconds must be positive"
     );
-    let mnist = super::load_mnist(&args.data)?;
+    let mnist = crate::commands::load_mnist(&args.data)?;
     let mlp = Mlp::new(&[784, 500, 500, 10], Activation::Relu)?;
-    let peak = super::bench::gemm_peak(args.threads);
+    let peak = gemm_peak(args.threads);
     let dense = OptimizerConfig {
         lr: 0.01,
         momentum: Some(0.9),

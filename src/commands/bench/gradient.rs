@@ -1,4 +1,5 @@
-//! `deepdist bench`: gradient() throughput against this machine's GEMM peak.
+//! `deepdist bench` with no experiment: gradient() throughput against this
+//! machine's GEMM peak.
 
 use deepdist_core::bench::{GradientBench, Throughput, median};
 use deepdist_core::cpu::compute_pool;
@@ -6,10 +7,10 @@ use deepdist_core::gemm::{PEAK_SIZE, backend_name, gemm_gflops};
 use deepdist_core::job::{JobSpec, StageKind};
 use deepdist_core::model::{Activation, Mlp, Model, Rbm, StageModel};
 
-use crate::cli::{BenchArgs, BenchExperiment};
+use crate::cli::BenchArgs;
 
 /// The shipped DBN job, whose fine-tuning network (with its dropout) is measured.
-const DBN_JOB: &str = include_str!("../../jobs/mnist-dbn.toml");
+const DBN_JOB: &str = include_str!("../../../jobs/mnist-dbn.toml");
 
 /// The fine-tuning stage's network of the shipped DBN job, on MNIST's shape.
 fn dbn_finetune() -> anyhow::Result<Mlp> {
@@ -69,16 +70,8 @@ fn rows_of(rounds: &[Round], threads: usize) -> Vec<Row> {
     rows
 }
 
-/// Runs the benchmark and prints a Markdown table.
+/// Runs the gradient benchmark and prints a Markdown table.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.experiment {
-        Some(BenchExperiment::Dbn(args)) => return super::grid::run(args),
-        Some(BenchExperiment::Modes(args)) => return super::modes_bench::run(args),
-        Some(BenchExperiment::Delays(args)) => return super::delays_bench::run(args),
-        Some(BenchExperiment::Hogwild(args)) => return super::hogwild_bench::run(args),
-        Some(BenchExperiment::Ps(args)) => return super::ps_bench::run(args),
-        None => {}
-    }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark figures need `cargo run --release -- bench`");
     }
@@ -141,13 +134,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// This machine's f32 GEMM peak on `threads` threads right now, in GFLOP/s
-/// (median of three 1-s windows): what benchmark figures are quoted beside.
-pub fn gemm_peak(threads: usize) -> f64 {
-    let mut peaks: Vec<f64> = (0..3).map(|_| gemm_gflops(PEAK_SIZE, threads, 1.0)).collect();
-    median(&mut peaks)
 }
 
 #[cfg(test)]
