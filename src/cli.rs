@@ -87,12 +87,14 @@ pub struct SecretArg {
     pub secret_file: Option<PathBuf>,
 }
 
-/// The driver's choice of a secret without TLS beyond loopback.
+/// The driver's choice to listen beyond loopback without a secret or TLS.
 #[derive(Debug, Clone, Args)]
 pub struct PlaintextArg {
-    /// Accept a shared secret without TLS on a non-loopback address. The secret
-    /// then authenticates only the start of each connection: anyone on the
-    /// network path can read, inject or change frames afterwards.
+    /// Accept listening (and --http) on a non-loopback address without a
+    /// shared secret, or with one but without TLS. Without a secret, anyone who
+    /// reaches the port can submit jobs and join as an executor; without TLS,
+    /// a secret authenticates only the start of each connection and anyone on
+    /// the network path can read, inject or change frames afterwards.
     #[arg(long)]
     pub insecure_plaintext: bool,
 }

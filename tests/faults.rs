@@ -206,7 +206,9 @@ async fn executors_in_network_namespaces_cut_off_by_iptables_then_healed() {
     };
     let runs = tempfile::tempdir().unwrap();
     let in_driver_ns = support::sandbox::NetLab::exec_in(&lab.driver_ns());
-    let mut driver = DriverProcess::start_in(&in_driver_ns, runs.path(), "0.0.0.0:0", &[], &[]).await;
+    // Inside namespaces this test made: plaintext without a secret, accepted by name.
+    let mut driver =
+        DriverProcess::start_in(&in_driver_ns, runs.path(), "0.0.0.0:0", &["--insecure-plaintext"], &[]).await;
     let port = driver.addr.rsplit(':').next().unwrap().to_string();
     driver.addr = format!("{}:{port}", lab.driver_ip_from(0));
     let mut executors = Vec::new();

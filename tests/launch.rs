@@ -31,10 +31,18 @@ fn mpirun_launch(dir: &Path, ranks: usize, rendezvous: &Path) -> Option<Output> 
     let out = Command::new("mpirun")
         .args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string()])
         .arg(env!("CARGO_BIN_EXE_deepdist"))
-        .args(["launch", "job.toml", "--port", "0", "--rendezvous"])
+        .args([
+            "launch",
+            "job.toml",
+            "--insecure-plaintext",
+            "--port",
+            "0",
+            "--rendezvous",
+        ])
         .arg(rendezvous)
         .current_dir(dir)
         .env("DEEPDIST_DATA", data_dir())
+        .env("DEEPDIST_SECRET", support::CLUSTER_SECRET)
         .output()
         .unwrap();
     Some(out)
@@ -98,7 +106,14 @@ fn srun_tasks_run_a_job_from_slurms_node_list() {
     let out = Command::new("srun")
         .args(["-n", "3", "--overcommit", "--kill-on-bad-exit=0"])
         .arg(env!("CARGO_BIN_EXE_deepdist"))
-        .args(["launch", "job.toml", "--port", &spare_port().to_string()])
+        .args([
+            "launch",
+            "job.toml",
+            "--insecure-plaintext",
+            "--port",
+            &spare_port().to_string(),
+        ])
+        .env("DEEPDIST_SECRET", support::CLUSTER_SECRET)
         .current_dir(dir.path())
         .env("DEEPDIST_DATA", data_dir())
         .output()

@@ -262,7 +262,16 @@ mod with_mpi {
         let mut cmd = cmd.into_std();
         let rendezvous = dir.path().join("driver.addr");
         let out = cmd
-            .args(["launch", "job.toml", "--mpi", "--port", "0", "--rendezvous"])
+            .args([
+                "launch",
+                "job.toml",
+                "--mpi",
+                "--insecure-plaintext",
+                "--port",
+                "0",
+                "--rendezvous",
+            ])
+            .env("DEEPDIST_SECRET", support::CLUSTER_SECRET)
             .arg(&rendezvous)
             .current_dir(dir.path())
             .output()
@@ -289,7 +298,15 @@ mod with_mpi {
         let out = Command::new("srun")
             .args(["--mpi=pmix", "-n", "3", "--overcommit", "--kill-on-bad-exit=0"])
             .arg(env!("CARGO_BIN_EXE_deepdist"))
-            .args(["launch", "job.toml", "--mpi", "--port", &spare_port().to_string()])
+            .args([
+                "launch",
+                "job.toml",
+                "--mpi",
+                "--insecure-plaintext",
+                "--port",
+                &spare_port().to_string(),
+            ])
+            .env("DEEPDIST_SECRET", support::CLUSTER_SECRET)
             .current_dir(dir.path())
             .env("DEEPDIST_DATA", support::data_dir())
             .output()

@@ -281,3 +281,49 @@ fn a_secret_without_tls_beyond_loopback_is_refused_and_a_readable_secret_file_is
         assert!(!stderr.contains("readable by every user"), "{mode:o}: {stderr}");
     }
 }
+
+#[test]
+fn no_secret_beyond_loopback_is_refused_unless_accepted_by_name() {
+    let out = support::deepdist(
+        &["driver", "--listen", "0.0.0.0:0", "--runs-dir", "/nonexistent/runs"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no shared secret") && stderr.contains("--insecure-plaintext"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn http_beyond_loopback_with_a_secret_but_no_tls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "0123456789abcdef0123456789abcdef").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let runs = dir.path().join("runs");
+    let out = support::deepdist(
+        &[
+            "driver",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret-file",
+            file.to_str().unwrap(),
+            "--http",
+            "0.0.0.0:0",
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--http 0.0.0.0:0") && stderr.contains("without TLS"),
+        "{stderr}"
+    );
+}

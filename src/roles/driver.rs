@@ -36,24 +36,14 @@ pub async fn start_driver(args: DriverArgs) -> anyhow::Result<Driver> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let secret = super::client::load_secret(args.secret.secret_file.as_deref())?;
     let local_only = listener.local_addr()?.ip().is_loopback();
-    if secret.is_none() && !local_only {
-        tracing::warn!(
-            listen = %args.listen,
-            "listening beyond this machine without a shared secret: anyone who can reach the port can \
-             submit jobs and join as an executor (use --secret-file or {SECRET_ENV})"
-        );
-    }
     let tls = match (&args.tls.tls_cert, &args.tls.tls_key) {
         (Some(cert), Some(key)) => Some(TlsServer::from_pem_files(cert, key)?),
         _ => None,
     };
-    anyhow::ensure!(
-        secret.is_none() || tls.is_some() || local_only || args.plaintext.insecure_plaintext,
-        "a shared secret without TLS on {}: the secret authenticates only the start of each connection, \
-         and anyone on the network path could then read, inject or change frames; give the driver \
-         --tls-cert and --tls-key, or pass --insecure-plaintext to accept that",
-        args.listen
-    );
+    let plaintext = args.plaintext.insecure_plaintext;
+    if !local_only {
+        check_exposure(&args.listen, secret.is_some(), tls.is_some(), plaintext)?;
+    }
     let checkpoint_dir = args.run.runs_dir.join(checkpoint::DIR_NAME);
     let newest = checkpoint::newest(&checkpoint_dir);
     let resume = if args.recover {
@@ -82,6 +72,7 @@ pub async fn start_driver(args: DriverArgs) -> anyhow::Result<Driver> {
         }
         None
     };
+    let (secret_given, driver_tls) = (secret.is_some(), tls.is_some());
     let config = DriverConfig {
         secret,
         tls,
@@ -93,17 +84,49 @@ pub async fn start_driver(args: DriverArgs) -> anyhow::Result<Driver> {
     let mut driver = Driver::start_resuming(listener, config, resume)?;
     println!("deepdist driver listening on {} (Ctrl-C to stop)", driver.addr());
     if let Some(http) = &args.run.http {
-        let addr = serve_http(&mut driver, http).await?;
+        let listener = bind_http(http).await?;
+        if !listener.local_addr()?.ip().is_loopback() {
+            check_exposure(&format!("--http {http}"), secret_given, driver_tls, plaintext)?;
+        }
+        let addr = driver.serve_http(listener)?;
         println!("status and metrics on http://{addr}/api/status and http://{addr}/metrics");
     }
     Ok(driver)
 }
 
+/// Refuses to listen beyond this machine in the less safe settings unless
+/// `--insecure-plaintext` accepts them: with no shared secret, anyone who
+/// reaches the port could submit jobs (which read files on this host as
+/// data), join as an executor and receive the data, or read the page; with
+/// a secret but no TLS, anyone on the path could read and change frames.
+fn check_exposure(what: &str, secret: bool, tls: bool, plaintext: bool) -> anyhow::Result<()> {
+    if plaintext {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        secret,
+        "{what} is beyond this machine, but the driver has no shared secret: anyone who can reach it \
+         could submit jobs (which read files on this host), join as an executor and receive the data; \
+         give every process the same secret (--secret-file, or {SECRET_ENV}; e.g. `openssl rand -hex 32`) \
+         and TLS (--tls-cert, --tls-key), listen on 127.0.0.1, or pass --insecure-plaintext to accept that"
+    );
+    anyhow::ensure!(
+        tls,
+        "a shared secret without TLS on {what}: the secret authenticates only the start of each connection, \
+         and anyone on the network path could then read, inject or change frames; give the driver \
+         --tls-cert and --tls-key, or pass --insecure-plaintext to accept that"
+    );
+    Ok(())
+}
+
+/// Binds the listener of the driver's HTTP side.
+async fn bind_http(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for HTTP"))
+}
+
 /// Starts `driver`'s HTTP side on `addr`.
 pub async fn serve_http(driver: &mut Driver, addr: &str) -> anyhow::Result<std::net::SocketAddr> {
-    use anyhow::Context;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for HTTP"))?;
-    Ok(driver.serve_http(listener)?)
+    Ok(driver.serve_http(bind_http(addr).await?)?)
 }

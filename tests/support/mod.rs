@@ -62,6 +62,10 @@ use deepdist_wire::proto::StatusReport;
 use deepdist_wire::transport::Credentials;
 use tokio::sync::watch;
 
+/// The shared secret the launch tests give every rank (through
+/// `DEEPDIST_SECRET`, which mpirun and srun pass to their tasks).
+pub const CLUSTER_SECRET: &str = "6c61756e636820746573747320736861726520746869732073656372657421";
+
 /// Longest any end-to-end test waits for a condition before failing.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
