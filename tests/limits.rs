@@ -304,3 +304,41 @@ async fn an_executor_piling_up_fetches_is_cut_off_and_the_job_goes_on() {
     assert_eq!(summary.state, JobState::Done, "{summary:?}");
     assert!(driver.status().executors.iter().all(|e| e.name != "greedy"));
 }
+
+/// Silent connections from the client's own address fill the driver's
+/// handshake slots for that address: the client is told the driver is busy,
+/// tries again, and gets in once the handshake deadline frees the slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_flooded_out_from_its_own_address_is_told_busy_and_gets_in_by_retrying() {
+    let driver = TestDriver::start().await;
+    let addr: std::net::SocketAddr = driver.addr().parse().unwrap();
+    let mut silent = Vec::new();
+    for i in 0..1500 {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => silent.push(stream),
+            Err(e) => panic!("cannot open flood connection {i}: {e} (is `ulimit -n` above 3,100?)"),
+        }
+    }
+    // A raw peer past the cap reads why it is refused, in place of a handshake.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut reader = proto::MessageReader::new(stream, proto::HANDSHAKE_MAX_FRAME);
+    match reader.recv::<Handshake>().await {
+        Ok(Some(Handshake::Busy { reason, retry_after_ms })) => {
+            assert!(reason.contains("handshakes"), "{reason}");
+            assert!(retry_after_ms > 0);
+        }
+        other => panic!("expected a busy reply, got {other:?}"),
+    }
+    let status =
+        tokio::task::spawn_blocking(move || support::deepdist(&["status", "--driver", &addr.to_string()], &[]))
+            .await
+            .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr),
+    );
+    assert!(status.status.success(), "status failed:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("busy"), "the client was never refused:\n{stderr}");
+    assert!(stdout.contains("executors (0)"), "{stdout}");
+    drop(silent);
+}

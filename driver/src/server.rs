@@ -43,12 +43,15 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            shared.rejected_connections.fetch_add(1, Relaxed);
             tracing::warn!(%peer, "connection refused: too many connections");
+            refuse(&shared, stream, "at its connection limit");
             continue;
         };
         let Some(slot) = admission.admit(peer.ip()) else {
             shared.rejected_connections.fetch_add(1, Relaxed);
             tracing::warn!(%peer, "connection refused: too many handshakes in progress");
+            refuse(&shared, stream, "too many handshakes in progress from this address");
             continue;
         };
         let shared = shared.clone();
@@ -74,6 +77,17 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: w
         });
     }
 }
+
+/// Tells a refused peer the driver is busy, off the accept loop. A slot
+/// held by a silent peer frees at its handshake deadline, so trying again
+/// after a second or so is worth it.
+fn refuse(shared: &Shared, stream: tokio::net::TcpStream, reason: &'static str) {
+    let tls = shared.config.tls.is_some();
+    tokio::spawn(transport::refuse_busy(stream, tls, reason, BUSY_RETRY_AFTER));
+}
+
+/// The wait a busy reply suggests.
+const BUSY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves a connection opened within this process ([`transport::InProcess`]),
 /// as [`accept_loop`] serves one from the network, until it ends or the

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use deepdist_core::job::JobState;
-use deepdist_wire::client::Client;
+use deepdist_wire::client::{CONNECT_PATIENCE, Client};
 
 use crate::cli::{CancelArgs, DriverAddr, SubmitArgs};
 use crate::roles::client::{credentials, read_job};
@@ -10,7 +10,7 @@ use crate::roles::progress::ProgressView;
 
 async fn connect(driver: &DriverAddr) -> anyhow::Result<Client> {
     let addr = &driver.driver;
-    Client::connect(addr, &credentials(driver)?)
+    Client::connect_patiently(addr, &credentials(driver)?, CONNECT_PATIENCE)
         .await
         .with_context(|| format!("cannot reach the driver at {addr}"))
 }

@@ -17,6 +17,20 @@ pub enum ClientError {
     Refused(String),
 }
 
+/// How long [`Client::connect_patiently`] keeps trying by default: longer
+/// than the driver's handshake deadline, after which slots held by silent
+/// peers are free again.
+pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a failed connection may succeed if tried again soon.
+fn busy(e: &ProtoError) -> bool {
+    match e {
+        ProtoError::Busy { .. } | ProtoError::Timeout(..) => true,
+        ProtoError::Io(io) => io.kind() == std::io::ErrorKind::ConnectionAborted,
+        _ => false,
+    }
+}
+
 /// Longest a watch waits for anything from the driver.
 const WATCH_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -35,6 +49,35 @@ impl Client {
             reader: dialed.reader,
             writer: dialed.writer,
         })
+    }
+
+    /// Connects as [`Client::connect`], trying again with growing pauses
+    /// while the driver is busy (at a connection limit, or closing during the
+    /// handshake as a TLS driver at its limit does), until `patience` has
+    /// passed. Any other failure, a refused secret say, ends at once.
+    pub async fn connect_patiently(
+        addr: &str,
+        credentials: &Credentials,
+        patience: std::time::Duration,
+    ) -> Result<Self, ClientError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            let error = match Self::connect(addr, credentials).await {
+                Err(ClientError::Proto(e)) if busy(&e) => e,
+                done => return done,
+            };
+            if let ProtoError::Busy { retry_after, .. } = &error {
+                pause = pause.max(*retry_after);
+            }
+            let now = tokio::time::Instant::now();
+            if now + pause > deadline {
+                return Err(error.into());
+            }
+            tracing::warn!(%addr, error = %error, retry_in = ?pause, "the driver is busy; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        }
     }
 
     async fn request(&mut self, msg: FromClient) -> Result<ToClient, ClientError> {

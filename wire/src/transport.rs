@@ -268,6 +268,25 @@ pub async fn accept(stream: TcpStream, tls: Option<&TlsServer>) -> Result<(BoxRe
     Ok(split(tls.handshake(stream).await?))
 }
 
+/// How long telling a refused peer that the driver is busy may take.
+const BUSY_REPLY_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Refuses an accepted connection because the driver is at a connection
+/// limit: on plain TCP one [`Handshake::Busy`] frame (within a short
+/// deadline, so a peer that does not read cannot hold the task), on TLS
+/// nothing, since a TLS handshake would cost more than the refusal saves.
+pub async fn refuse_busy(stream: TcpStream, tls: bool, reason: &str, retry_after: Duration) {
+    if tls {
+        return;
+    }
+    let busy = Handshake::Busy {
+        reason: reason.to_string(),
+        retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+    };
+    let mut writer = MessageWriter::new(stream, crate::proto::HANDSHAKE_MAX_FRAME);
+    let _ = tokio::time::timeout(BUSY_REPLY_DEADLINE, writer.send(&busy)).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,6 +103,16 @@ pub enum Handshake {
         /// Why.
         reason: String,
     },
+    /// Driver → peer, in place of any handshake: the driver is at a
+    /// connection limit; try again later. Sent before the peer's `Hello` is
+    /// read, on plain TCP only (a TLS driver closes without a word rather
+    /// than pay for a TLS handshake it would refuse).
+    Busy {
+        /// Which limit.
+        reason: String,
+        /// When trying again may succeed, in milliseconds.
+        retry_after_ms: u64,
+    },
 }
 
 impl Handshake {
@@ -127,6 +137,7 @@ impl Wire for Handshake {
             Handshake::Proof { .. } => "Proof",
             Handshake::Welcome { .. } => "Welcome",
             Handshake::Reject { .. } => "Reject",
+            Handshake::Busy { .. } => "Busy",
         }
     }
 }

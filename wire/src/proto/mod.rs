@@ -26,7 +26,7 @@ pub use wire::*;
 /// First bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DDST";
 /// Bumped on every incompatible change; peers must match exactly.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 /// Default cap on one frame (a whole partition travels in one frame).
 pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
 /// Cap on every frame until the handshake is done, so an unauthenticated
@@ -73,6 +73,14 @@ pub enum ProtoError {
     /// The handshake failed: wrong magic, version or role.
     #[error("handshake refused: {0}")]
     Rejected(String),
+    /// The driver is at a connection limit: trying again later may succeed.
+    #[error("the driver is busy ({reason}); try again in {retry_after:?}")]
+    Busy {
+        /// Which limit.
+        reason: String,
+        /// When trying again may succeed.
+        retry_after: Duration,
+    },
     /// The peer stopped reading, or held its task without progress past
     /// its lease: the connection is closed.
     #[error("the peer is stuck: not reading, or no progress on its task within the lease")]

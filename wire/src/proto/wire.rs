@@ -311,6 +311,10 @@ where
         match reply {
             Handshake::Welcome { id, heartbeat_ms } => Ok((id, Duration::from_millis(heartbeat_ms))),
             Handshake::Reject { reason } => Err(ProtoError::Rejected(reason)),
+            Handshake::Busy { reason, retry_after_ms } => Err(ProtoError::Busy {
+                reason,
+                retry_after: Duration::from_millis(retry_after_ms),
+            }),
             other => Err(ProtoError::Unexpected {
                 expected: "Welcome",
                 got: other.kind(),
@@ -324,7 +328,7 @@ where
         Ok(Err(ProtoError::Closed)) => Err(ProtoError::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             "the driver closed the connection during the handshake \
-             (does it expect TLS? then pass --tls-ca; or it is at its connection limit)",
+             (does it expect TLS? then pass --tls-ca; or a TLS driver at its connection limit)",
         ))),
         Ok(Err(ProtoError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
             Err(ProtoError::Io(std::io::Error::new(
