@@ -3,6 +3,7 @@
 
 mod size;
 mod stage;
+mod train;
 mod validate;
 
 use serde::{Deserialize, Serialize};
@@ -10,9 +11,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::data::spec::{DataFormat, DataSpec, LabelColumn, Scale};
 pub use size::{ModelLimit, default_model_bytes};
 pub use stage::{Stage, StageKind};
+pub use train::{Mode, ModeKeys, TrainSpec};
 
-pub use crate::mode::Mode;
-use crate::mode::ModeKeys;
 use crate::model::{Activation, Dbn, Dropout, Mlp, ModelError};
 use crate::optim::OptimizerConfig;
 
@@ -157,94 +157,6 @@ impl Default for PretrainSpec {
             weight_decay: 0.0002,
             cd_k: 1,
             sample_inputs: false,
-        }
-    }
-}
-
-/// `[train]`: how training runs. Keys that belong to one mode are refused
-/// with any other (see [`crate::mode`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSpec {
-    /// `async` (Downpour), `sync`, `ssp`, `average` or `easgd`.
-    pub mode: Mode,
-    /// Passes over the training set (1–10000).
-    pub epochs: u32,
-    /// Minibatch size per executor step (1–65536), as used by
-    /// `reference_executors` executors; modes adapt it to the cluster.
-    pub batch_size: u32,
-    /// The number of executors the minibatch and windows are given for
-    /// (default 2): with more, `async` and `ssp` shrink each executor's
-    /// share and `sync` shares the step's batch among them, so accuracy
-    /// holds as executors are added.
-    pub reference_executors: u32,
-    /// `async`, `ssp`: minibatches whose steps are summed into one push (1–1000, default 1).
-    pub n_push: Option<u32>,
-    /// `async`: minibatches between parameter fetches (1–1000, default 1).
-    pub n_fetch: Option<u32>,
-    /// `async`: each executor's first minibatches of a stage over which its
-    /// push window grows from 1 to `n_push` (0–1,000,000, default 0: `n_push`
-    /// from the start). Staleness costs most while the model moves fastest.
-    pub push_warmup: Option<u32>,
-    /// `ssp`: how many pushes an executor may be ahead of the slowest (default 3).
-    pub staleness_bound: Option<u32>,
-    /// `average`: local steps between model averages (default 8).
-    pub sync_every: Option<u32>,
-    /// `easgd`: local steps between elastic updates (default 4).
-    pub tau: Option<u32>,
-    /// `easgd`: the elastic pull of each executor, in (0, 1) (default 0.9 / executors).
-    pub alpha: Option<f32>,
-    /// `async`: the server applies every update this many updates late (an
-    /// experiment on delay-tolerant optimizers).
-    pub inject_delay: Option<u32>,
-    /// Each executor's cores train one shared copy of the parameters without
-    /// locks, each core on its own minibatches (Hogwild!), instead of
-    /// splitting every minibatch across the cores.
-    pub hogwild: bool,
-    /// Seed for initialisation, partitioning and minibatch order.
-    pub seed: u64,
-    /// Accuracy whose first attainment is timed (e.g. 0.98), in (0, 1].
-    pub target_accuracy: Option<f64>,
-    /// End the job as soon as the target accuracy is reached.
-    pub stop_at_target: bool,
-}
-
-impl Default for TrainSpec {
-    fn default() -> Self {
-        Self {
-            mode: Mode::Async,
-            epochs: 10,
-            batch_size: 128,
-            reference_executors: 2,
-            n_push: None,
-            n_fetch: None,
-            push_warmup: None,
-            staleness_bound: None,
-            sync_every: None,
-            tau: None,
-            alpha: None,
-            inject_delay: None,
-            hogwild: false,
-            seed: 1,
-            target_accuracy: None,
-            stop_at_target: false,
-        }
-    }
-}
-
-impl TrainSpec {
-    /// What the modes read of this table.
-    pub fn mode_keys(&self) -> ModeKeys {
-        ModeKeys {
-            reference_executors: self.reference_executors,
-            n_push: self.n_push,
-            n_fetch: self.n_fetch,
-            push_warmup: self.push_warmup,
-            staleness_bound: self.staleness_bound,
-            sync_every: self.sync_every,
-            tau: self.tau,
-            alpha: self.alpha,
-            inject_delay: self.inject_delay,
         }
     }
 }

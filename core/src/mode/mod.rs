@@ -8,7 +8,8 @@
 //!   each update and when it may answer a fetch, on a [`ServerModel`] (the
 //!   master parameters and their `descent()` rule).
 //!
-//! Adding a mode is adding a module and one line in each match of [`Mode`].
+//! Adding a mode is adding a module, its name in [`Mode`] (with its keys in
+//! `job::train`) and one line in each match below.
 //! The executor and the driver know modes only through these traits.
 
 pub mod average;
@@ -21,8 +22,7 @@ pub mod sync;
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::job::{Mode, ModeKeys};
 pub use local::LocalSteps;
 pub use server_model::ServerModel;
 
@@ -31,42 +31,7 @@ use crate::optim::{OptimizerConfig, OptimizerKind};
 use crate::tensor::Tensor;
 use crate::train::TrainError;
 
-/// How executors' updates meet at the parameter server (`train.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Downpour: executors step locally and push their summed steps every
-    /// `n_push` minibatches, fetching every `n_fetch`, without waiting.
-    #[default]
-    Async,
-    /// Every step averages the gradients of all executors taking part.
-    Sync,
-    /// Stale synchronous parallel: asynchronous, but no executor runs more
-    /// than `staleness_bound` pushes ahead of the slowest.
-    Ssp,
-    /// Model averaging (local SGD): `sync_every` local steps, then the
-    /// round's models are averaged.
-    Average,
-    /// Elastic averaging SGD: local models pulled towards a centre every
-    /// `tau` steps with rate `alpha`; the centre is the model.
-    Easgd,
-}
-
 impl Mode {
-    /// Every mode, in the order tables list them.
-    pub const ALL: [Mode; 5] = [Mode::Async, Mode::Sync, Mode::Ssp, Mode::Average, Mode::Easgd];
-
-    /// The job-file name of the mode.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Async => "async",
-            Mode::Sync => "sync",
-            Mode::Ssp => "ssp",
-            Mode::Average => "average",
-            Mode::Easgd => "easgd",
-        }
-    }
-
     /// The `[train]` keys only this mode reads (beyond those every mode reads).
     fn keys(self) -> &'static [&'static str] {
         match self {
@@ -158,68 +123,6 @@ impl Mode {
         } else {
             cfg.for_local_steps()
         }
-    }
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What the modes read of a job's `[train]` table: each mode's own keys
-/// (unset unless the job gives them) and the cluster size the job is given for.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ModeKeys {
-    /// The executor count the minibatch and windows are given for.
-    pub reference_executors: u32,
-    /// `async`, `ssp`: minibatches per push.
-    pub n_push: Option<u32>,
-    /// `async`: minibatches between fetches.
-    pub n_fetch: Option<u32>,
-    /// `async`: minibatches over which the push window grows to `n_push`.
-    pub push_warmup: Option<u32>,
-    /// `ssp`: pushes an executor may be ahead of the slowest.
-    pub staleness_bound: Option<u32>,
-    /// `average`: local steps between averages.
-    pub sync_every: Option<u32>,
-    /// `easgd`: local steps between elastic updates.
-    pub tau: Option<u32>,
-    /// `easgd`: each executor's elastic pull.
-    pub alpha: Option<f32>,
-    /// `async`: updates applied this many updates late.
-    pub inject_delay: Option<u32>,
-}
-
-impl Default for ModeKeys {
-    fn default() -> Self {
-        Self {
-            reference_executors: 2,
-            n_push: None,
-            n_fetch: None,
-            push_warmup: None,
-            staleness_bound: None,
-            sync_every: None,
-            tau: None,
-            alpha: None,
-            inject_delay: None,
-        }
-    }
-}
-
-impl ModeKeys {
-    /// Every mode-specific key and whether the job gives it.
-    pub fn given(&self) -> [(&'static str, bool); 8] {
-        [
-            ("n_push", self.n_push.is_some()),
-            ("n_fetch", self.n_fetch.is_some()),
-            ("push_warmup", self.push_warmup.is_some()),
-            ("staleness_bound", self.staleness_bound.is_some()),
-            ("sync_every", self.sync_every.is_some()),
-            ("tau", self.tau.is_some()),
-            ("alpha", self.alpha.is_some()),
-            ("inject_delay", self.inject_delay.is_some()),
-        ]
     }
 }
 

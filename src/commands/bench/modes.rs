@@ -30,16 +30,8 @@ pub fn in_mode_of(base: &JobSpec, example: &JobSpec) -> JobSpec {
     let e = &example.train;
     JobSpec {
         train: TrainSpec {
-            mode: e.mode,
-            n_push: e.n_push,
-            n_fetch: e.n_fetch,
-            staleness_bound: e.staleness_bound,
-            sync_every: e.sync_every,
-            tau: e.tau,
-            alpha: e.alpha,
-            inject_delay: e.inject_delay,
             hogwild: e.hogwild,
-            ..base.train.clone()
+            ..base.train.with_mode(e.mode, &e.mode_keys())
         },
         ..base.clone()
     }
