@@ -47,9 +47,16 @@ fn main() -> ExitCode {
 /// causes, one per line. Never a backtrace, even with `RUST_BACKTRACE` set
 /// (as some clusters' environments do): where the code failed is for
 /// developers, and the operator logs are there for it.
+/// A cause already quoted by the message above it is not repeated (library
+/// errors that travel as one line, a task's failure say, quote their source).
 fn report(e: &anyhow::Error) {
     eprintln!("error: {e}");
+    let mut above = e.to_string();
     for cause in e.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if !above.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        above = text;
     }
 }

@@ -6,6 +6,49 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Why a task's partition cannot be had on this executor.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionUnavailable {
+    /// The bytes sent do not hash to the partition's content hash.
+    #[error("partition bytes hash to {actual:032x}, expected {expected:032x}")]
+    Hash {
+        /// The hash of the bytes received.
+        actual: u128,
+        /// The partition's content hash.
+        expected: u128,
+    },
+    /// The bytes do not decode as a partition.
+    #[error("cannot decode the partition: {0}")]
+    Decode(#[from] deepdist_core::data::PartitionError),
+    /// The job's files could not be read from the shared filesystem.
+    #[error("cannot read the shared data: {0}")]
+    Load(#[from] deepdist_core::data::DataError),
+    /// The shared data could not be cut as the job says.
+    #[error("cannot cut the shared data: {0}")]
+    Cut(#[from] deepdist_core::data::cut::CutError),
+    /// The shared data has fewer partitions than the driver's.
+    #[error("the shared data has {have} partitions, not {want}")]
+    Missing {
+        /// Partitions cut here.
+        have: usize,
+        /// Partitions the task needs.
+        want: u32,
+    },
+    /// What this host read is not what the driver cut.
+    #[error(
+        "partition {partition} as read here hashes to {here:032x}, the driver's to {driver:032x}: \
+         the shared data differs between this host and the driver's"
+    )]
+    SharedDiffers {
+        /// The partition.
+        partition: u32,
+        /// Its hash as read here.
+        here: u128,
+        /// The driver's.
+        driver: u128,
+    },
+}
+
 use deepdist_core::data::{Dataset, Partition};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -64,25 +107,24 @@ impl PartitionCache {
     }
 
     /// Decodes partition bytes, checks they hash to `hash`, and caches them.
-    pub fn insert_encoded(&self, hash: u128, bytes: &[u8]) -> Result<Arc<Dataset>, String> {
+    pub fn insert_encoded(&self, hash: u128, bytes: &[u8]) -> Result<Arc<Dataset>, PartitionUnavailable> {
         let actual = xxh3_128(bytes);
         if actual != hash {
-            return Err(format!("partition bytes hash to {actual:032x}, expected {hash:032x}"));
+            return Err(PartitionUnavailable::Hash { actual, expected: hash });
         }
-        let partition = Partition::decode(bytes).map_err(|e| e.to_string())?;
+        let partition = Partition::decode(bytes)?;
         Ok(self.insert(hash, partition.data))
     }
 
     /// Caches a partition read here (from a shared filesystem), if it is
     /// the one the driver cut: its content hash must be `hash`.
-    pub fn insert_read(&self, hash: u128, partition: Partition) -> Result<Arc<Dataset>, String> {
+    pub fn insert_read(&self, hash: u128, partition: Partition) -> Result<Arc<Dataset>, PartitionUnavailable> {
         if partition.content_hash() != hash {
-            return Err(format!(
-                "partition {} as read here hashes to {:032x}, the driver's to {hash:032x}: \
-                 the shared data differs between this host and the driver's",
-                partition.id,
-                partition.content_hash()
-            ));
+            return Err(PartitionUnavailable::SharedDiffers {
+                partition: partition.id,
+                here: partition.content_hash(),
+                driver: hash,
+            });
         }
         Ok(self.insert(hash, partition.data))
     }

@@ -166,7 +166,7 @@ impl Link for TaskLink<'_> {
             loss_sum: work.loss_sum,
             values: Tensor::default(),
         });
-        let frame = proto::encode_with_tensor(&push, values).map_err(|e| LoopError::Driver(e.to_string()))?;
+        let frame = proto::encode_with_tensor(&push, values).map_err(|e| LoopError::Link(Box::new(e)))?;
         if !self.link.send_frame(frame) {
             return Err(LoopError::Abandoned);
         }
@@ -219,7 +219,7 @@ impl Link for TaskLink<'_> {
 
 /// Copies `values` into `params`.
 fn copy_into(values: &Tensor, params: &mut [f32]) -> Result<(), LoopError> {
-    values.read_into(params).map_err(|e| LoopError::Driver(e.to_string()))
+    Ok(values.read_into(params)?)
 }
 
 #[cfg(test)]

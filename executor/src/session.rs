@@ -10,7 +10,7 @@ use deepdist_wire::transport::{self, Dialed};
 use tokio::sync::mpsc;
 
 use crate::ExecutorConfig;
-use crate::cache::PartitionCache;
+use crate::cache::{PartitionCache, PartitionUnavailable};
 use crate::shared_data::SharedCuts;
 use crate::worker::{WorkItem, WorkerHandle};
 
@@ -146,7 +146,7 @@ pub async fn connect_and_serve(
 /// Starts the tasks that waited for a partition, or fails them with why it
 /// could not be had.
 async fn hand_on<F: std::future::Future<Output = ()>>(
-    partition: Result<std::sync::Arc<deepdist_core::data::Dataset>, String>,
+    partition: Result<std::sync::Arc<deepdist_core::data::Dataset>, PartitionUnavailable>,
     tasks: Vec<TaskSpec>,
     worker: &WorkerHandle,
     send: &impl Fn(FromExecutor) -> F,
@@ -160,7 +160,8 @@ async fn hand_on<F: std::future::Future<Output = ()>>(
                 });
             }
         }
-        Err(reason) => {
+        Err(e) => {
+            let reason = e.to_string();
             tracing::error!(%reason, "partition unavailable");
             for task in tasks {
                 send(FromExecutor::TaskFailed {

@@ -247,7 +247,7 @@ impl Worker {
         let data = self.stage_input(item, stage)?;
         let (dim, classes) = (item.data.dim(), item.data.classes());
         spec.check_size("the task's job", dim, classes, &self.limit)
-            .map_err(|e| LoopError::Refused(e.to_string()))?;
+            .map_err(LoopError::Refused)?;
         let model = spec.stage_model(stage.kind, dim, classes)?;
         let mode = spec.train.mode;
         let keys = spec.train.mode_keys();

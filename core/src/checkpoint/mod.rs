@@ -23,9 +23,12 @@ pub enum CheckpointError {
         /// Values given.
         actual: usize,
     },
-    /// The safetensors encoding failed.
+    /// The file is not what a checkpoint of this kind holds.
     #[error("safetensors: {0}")]
     Format(String),
+    /// The safetensors encoding or decoding failed.
+    #[error("safetensors: {0}")]
+    Safetensors(#[from] safetensors::SafeTensorError),
     /// Not a file of this kind (wrong magic number).
     #[error("{path} is not a deepdist checkpoint")]
     Foreign {
@@ -91,13 +94,9 @@ pub fn save_model(
         .tensors()
         .iter()
         .zip(&bytes)
-        .map(|(t, b)| {
-            TensorView::new(Dtype::F32, t.shape.clone(), b)
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| CheckpointError::Format(e.to_string()))
-        })
+        .map(|(t, b)| TensorView::new(Dtype::F32, t.shape.clone(), b).map(|v| (t.name.clone(), v)))
         .collect::<Result<Vec<_>, _>>()?;
-    let encoded = safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let encoded = safetensors::serialize(views, Some(metadata))?;
     write_atomically(path, &encoded).map_err(|source| CheckpointError::Io {
         path: path.display().to_string(),
         source,
@@ -130,14 +129,11 @@ pub fn load_model(path: &Path, layout: &Layout) -> Result<(Vec<f32>, HashMap<Str
         path: path.display().to_string(),
         source,
     })?;
-    let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)?;
     let mut params = Vec::with_capacity(layout.len());
     for t in layout.tensors() {
-        let view = file
-            .tensor(&t.name)
-            .map_err(|e| CheckpointError::Format(e.to_string()))?;
+        let view = file.tensor(&t.name)?;
         if view.dtype() != Dtype::F32 || view.shape() != t.shape.as_slice() {
             return Err(CheckpointError::Format(format!(
                 "tensor {} has the wrong type or shape",

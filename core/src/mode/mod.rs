@@ -28,7 +28,7 @@ pub use server_model::ServerModel;
 
 use crate::model::ModelError;
 use crate::optim::{OptimizerConfig, OptimizerKind};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorError};
 use crate::train::TrainError;
 
 impl Mode {
@@ -218,10 +218,19 @@ pub enum LoopError {
     /// The driver did not answer in time, or sent something unusable.
     #[error("{0}")]
     Driver(String),
+    /// The driver sent parameters of the wrong size.
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    /// The connection to the driver failed on this task's behalf.
+    #[error("the connection to the driver: {0}")]
+    Link(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The optimizer's state did not fit the parameters.
+    #[error(transparent)]
+    Optim(#[from] crate::optim::OptimError),
     /// This executor cannot take the task on (its model is above the
     /// executor's limit).
     #[error("refused: {0}")]
-    Refused(String),
+    Refused(#[source] crate::job::JobError),
     /// The compute thread panicked (a bug); the executor carries on.
     #[error("the compute thread panicked: {0}")]
     Panicked(String),
@@ -232,7 +241,7 @@ impl From<TrainError> for LoopError {
         match e {
             TrainError::Diverged { loss, step } => LoopError::Diverged { loss, step },
             TrainError::Model(m) => LoopError::Model(m),
-            TrainError::Optim(o) => LoopError::Driver(o.to_string()),
+            TrainError::Optim(o) => LoopError::Optim(o),
         }
     }
 }
