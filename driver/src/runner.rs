@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use deepdist_core::data::Dataset;
 use deepdist_core::job::{JobSpec, JobState, ModelLimit, StageKind};
-use deepdist_core::model::StageEval;
+use deepdist_core::model::{StageEval, StageModel};
 use deepdist_wire::proto::{self, JobSummary, ToClient, ToExecutor};
 use tokio::sync::{mpsc, watch};
 
@@ -19,6 +20,7 @@ use crate::output::{MetricsWriter, Provenance, save_final_model};
 use crate::stage_run::{StageRun, run_stage};
 use crate::stage_start::prepare_stage;
 use crate::state::Shared;
+use crate::tally::Evaluated;
 
 /// Epochs and checkpoints that may wait for the evaluator.
 const EVAL_QUEUE: usize = 4;
@@ -171,29 +173,7 @@ async fn run_job(
         state,
         standardizer: standardizer.as_ref(),
     };
-    let mut frames = Vec::with_capacity(parts.len());
-    for p in &parts {
-        // On a shared filesystem executors read their partitions themselves.
-        let frame = if spec.data.shared {
-            proto::encode(&ToExecutor::PartitionAt {
-                hash: p.content_hash(),
-                partition: p.id,
-            })?
-        } else {
-            proto::encode(&ToExecutor::Partition {
-                hash: p.content_hash(),
-                bytes: p.encode(),
-            })?
-        };
-        if frame.len() > shared.config.max_frame {
-            return Err(JobError::PartitionTooLarge {
-                partition: p.id,
-                mib: frame.len() >> 20,
-                max_mib: shared.config.max_frame >> 20,
-            });
-        }
-        frames.push((p.content_hash(), frame));
-    }
+    let frames = partition_frames(shared, spec, &parts)?;
     drop(parts);
     let frames = Arc::new(frames);
     let hashes: Vec<u128> = frames.iter().map(|(h, _)| *h).collect();
@@ -276,26 +256,14 @@ async fn run_job(
     // evaluation error): the training it holds is not thrown away, and its
     // metadata says how the job ended.
     let evaluated = evaluator.await?;
-    let mut test_accuracy = None;
-    if let Some((model, params)) = final_model {
-        let state = match &evaluated {
-            Ok(_) => state_at_end.to_string(),
-            Err(e) => {
-                let epochs = shared.lock().job_mut(id).map_or(0, |r| r.epochs_done);
-                format!("failed after epoch {epochs}: {e}")
-            }
-        };
-        let path = dir.join("model.safetensors");
-        save_final_model(dir, &path, model.layout(), &params, &provenance(state.clone()))?;
-        tracing::info!(id, path = %path.display(), %state, "model saved");
-        if let Some(test) = held_test.filter(|_| state_at_end == JobState::Done) {
-            let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test)).await??;
-            if let StageEval::Supervised(e) = eval {
-                tracing::info!(id, accuracy = e.accuracy, "test set scored once, at the end");
-                test_accuracy = Some(f64::from(e.accuracy));
-            }
+    let test_accuracy = match final_model {
+        Some(model) => {
+            let state = end_state_text(shared, id, &evaluated, state_at_end);
+            let held_test = held_test.filter(|_| state_at_end == JobState::Done);
+            save_and_score(id, dir, model, state, held_test, &provenance).await?
         }
-    }
+        None => None,
+    };
     let evaluated = evaluated?;
     Ok(Outcome {
         state: state_at_end,
@@ -304,4 +272,77 @@ async fn run_job(
         test_accuracy,
         time_to_target: evaluated.time_to_target,
     })
+}
+
+/// Each partition's frame to executors: its bytes, or where a shared
+/// filesystem holds it. A partition too large for one frame fails the job.
+fn partition_frames(
+    shared: &Shared,
+    spec: &JobSpec,
+    parts: &[deepdist_core::data::Partition],
+) -> Result<Vec<(u128, bytes::Bytes)>, JobError> {
+    let mut frames = Vec::with_capacity(parts.len());
+    for p in parts {
+        // On a shared filesystem executors read their partitions themselves.
+        let frame = if spec.data.shared {
+            proto::encode(&ToExecutor::PartitionAt {
+                hash: p.content_hash(),
+                partition: p.id,
+            })?
+        } else {
+            proto::encode(&ToExecutor::Partition {
+                hash: p.content_hash(),
+                bytes: p.encode(),
+            })?
+        };
+        if frame.len() > shared.config.max_frame {
+            return Err(JobError::PartitionTooLarge {
+                partition: p.id,
+                mib: frame.len() >> 20,
+                max_mib: shared.config.max_frame >> 20,
+            });
+        }
+        frames.push((p.content_hash(), frame));
+    }
+    Ok(frames)
+}
+
+/// How a job's saved model says it ended: its state, or how its evaluator
+/// failed after which epoch.
+fn end_state_text(shared: &Shared, id: u64, evaluated: &Result<Evaluated, JobError>, state: JobState) -> String {
+    match evaluated {
+        Ok(_) => state.to_string(),
+        Err(e) => {
+            let epochs = shared.lock().job_mut(id).map_or(0, |r| r.epochs_done);
+            format!("failed after epoch {epochs}: {e}")
+        }
+    }
+}
+
+/// Saves the trained model — even when the evaluator failed (a full disk,
+/// an evaluation error): the training it holds is not thrown away, and its
+/// metadata says how the job ended — then scores the held-out test set
+/// once, if given.
+async fn save_and_score<'p>(
+    id: u64,
+    dir: &std::path::Path,
+    (model, params): (StageModel, Vec<f32>),
+    state: String,
+    held_test: Option<Arc<Dataset>>,
+    provenance: &impl Fn(String) -> Provenance<'p>,
+) -> Result<Option<f64>, JobError> {
+    let path = dir.join("model.safetensors");
+    save_final_model(dir, &path, model.layout(), &params, &provenance(state.clone()))?;
+    tracing::info!(id, path = %path.display(), %state, "model saved");
+    let Some(test) = held_test else {
+        return Ok(None);
+    };
+    let eval = tokio::task::spawn_blocking(move || model.evaluate(&params, &test)).await??;
+    match eval {
+        StageEval::Supervised(e) => {
+            tracing::info!(id, accuracy = e.accuracy, "test set scored once, at the end");
+            Ok(Some(f64::from(e.accuracy)))
+        }
+        _ => Ok(None),
+    }
 }

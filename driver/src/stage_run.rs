@@ -66,6 +66,85 @@ pub async fn run_stage(
     resume: Option<Box<JobCheckpoint>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(JobState, Vec<f32>), JobError> {
+    let (ps, resumed) = start_server(shared, &ctx, params, resume)?;
+    tracing::info!(id = ctx.id, stage = %ctx.stage.name, epochs = ctx.stage.epochs, "stage started");
+    let mut marks = Marks {
+        epoch_end: Instant::now(),
+        staleness: (resumed.version, resumed.staleness_sum),
+        checkpoint: Instant::now(),
+    };
+    let end_state = loop {
+        if *stop.borrow() {
+            return Err(JobError::ShuttingDown);
+        }
+        let pass = pass(shared, &ctx, &marks)?;
+        for (outbox, frame) in pass.sends {
+            outbox.offer(frame);
+        }
+        for epoch in pass.completed {
+            send_epoch(&ctx, &ps, epoch, &mut marks).await?;
+        }
+        if let Some(progress) = pass.progress {
+            queue_checkpoint(shared, &ctx, &ps, progress).await?;
+            marks.checkpoint = Instant::now();
+        }
+        if pass.cancelled {
+            break JobState::Cancelled;
+        }
+        // The evaluator stopped on an error: no more metrics or checkpoints
+        // would be written, so training ends here and the error is reported.
+        if ctx.eval_tx.is_closed() {
+            break JobState::Failed;
+        }
+        if pass.finished {
+            break JobState::Done;
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => {}
+        }
+    };
+    let snapshot = ps.finish().await.ok_or(JobError::ServerStopped)?;
+    Ok((
+        end_state,
+        Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
+    ))
+}
+
+/// When the loop last closed an epoch and a checkpoint, and the server's
+/// staleness count then.
+struct Marks {
+    epoch_end: Instant,
+    staleness: (u64, u64),
+    checkpoint: Instant,
+}
+
+/// An epoch all of whose partitions are done: its number, the tasks
+/// reassigned in it, its training figures and the executors at its end.
+type Completed = (u32, u32, crate::tally::EpochAccum, u32);
+
+/// A checkpoint's progress: epochs done, and the open epochs' partitions
+/// with what they have accumulated.
+type Progress = (u32, Vec<(crate::scheduler::EpochProgress, crate::tally::EpochAccum)>);
+
+/// What one pass over the stage's state decided, to act on unlocked.
+struct Pass {
+    sends: Vec<(crate::outbox::Outbox, Bytes)>,
+    completed: Vec<Completed>,
+    finished: bool,
+    cancelled: bool,
+    progress: Option<Progress>,
+}
+
+/// Starts the stage's parameter server, from the checkpoint if resuming,
+/// and makes the stage the driver's current run.
+fn start_server(
+    shared: &Arc<Shared>,
+    ctx: &StageRun<'_>,
+    params: Vec<f32>,
+    resume: Option<Box<JobCheckpoint>>,
+) -> Result<(ParamServer, Resumed), JobError> {
     let (id, spec, stage) = (ctx.id, ctx.spec, ctx.stage);
     let mode = spec.train.mode;
     let mut optimizer = mode.server_optimizer(&stage.optimizer).build(params.len())?;
@@ -121,150 +200,140 @@ pub async fn run_stage(
         pushes: Default::default(),
         fatal: None,
     });
-    tracing::info!(id, stage = %stage.name, epochs = stage.epochs, "stage started");
+    Ok((ps, resumed))
+}
 
-    let mut last_epoch_end = Instant::now();
-    let mut last_staleness = (resumed.version, resumed.staleness_sum);
-    let mut last_checkpoint = Instant::now();
-    let mut end_state = JobState::Done;
-    loop {
-        if *stop.borrow() {
-            return Err(JobError::ShuttingDown);
-        }
-        let (sends, completed, finished, cancelled, progress) = {
-            let mut state = shared.lock();
-            let cancelled = state.jobs.iter().any(|j| j.id == id && j.cancel_requested);
-            let executors = state.executors.len() as u32;
-            let crate::state::State {
-                executors: execs, run, ..
-            } = &mut *state;
-            let Some(run) = run.as_mut() else {
-                return Err(JobError::ServerStopped);
-            };
-            if let Some(error) = run.fatal.take() {
-                let sends = dispatch::cancel_all(execs, id);
-                drop(state);
-                for (outbox, frame) in sends {
-                    outbox.offer(frame);
-                }
-                return Err(error);
-            }
-            let supervised = stage.kind == StageKind::Supervised;
-            if supervised && ctx.target_hit.load(Ordering::Relaxed) && spec.train.stop_at_target {
-                run.scheduler.stop_after_open_epochs();
-            }
-            let expired = dispatch::expire_leases(execs, run, shared.config.task_lease);
-            shared.leases_expired.fetch_add(expired, Ordering::Relaxed);
-            let sends = if cancelled {
-                dispatch::cancel_all(execs, id)
-            } else {
-                dispatch::assign_idle(execs, run, spec)
-            };
-            run.ps.set_members(run.scheduler.busy_executors());
-            let mut completed = Vec::new();
-            while let Some((epoch, reassigned)) = run.scheduler.pop_completed() {
-                let stats = run.epochs.remove(&epoch).unwrap_or_default();
-                completed.push((epoch, reassigned, stats, executors));
-            }
-            // Progress is read before the parameters are, so every partition
-            // it counts as done has its updates in them.
-            let checkpoint_due = shared.config.checkpoint_dir.is_some()
-                && !cancelled
-                && (!completed.is_empty() || last_checkpoint.elapsed() >= shared.config.checkpoint_interval);
-            let progress = checkpoint_due.then(|| {
-                let (done, open) = run.scheduler.progress();
-                let open: Vec<_> = open
-                    .into_iter()
-                    .map(|p| {
-                        let accum = run.epochs.get(&p.epoch).copied().unwrap_or_default();
-                        (p, accum)
-                    })
-                    .collect();
-                (done, open)
-            });
-            (sends, completed, run.scheduler.finished(), cancelled, progress)
-        };
+/// One pass under the lock: leases expired, idle executors given tasks (or
+/// every task cancelled), completed epochs collected, and the progress a
+/// checkpoint would save when one is due.
+fn pass(shared: &Arc<Shared>, ctx: &StageRun<'_>, marks: &Marks) -> Result<Pass, JobError> {
+    let id = ctx.id;
+    let mut state = shared.lock();
+    let cancelled = state.jobs.iter().any(|j| j.id == id && j.cancel_requested);
+    let executors = state.executors.len() as u32;
+    let crate::state::State {
+        executors: execs, run, ..
+    } = &mut *state;
+    let Some(run) = run.as_mut() else {
+        return Err(JobError::ServerStopped);
+    };
+    if let Some(error) = run.fatal.take() {
+        let sends = dispatch::cancel_all(execs, id);
+        drop(state);
         for (outbox, frame) in sends {
             outbox.offer(frame);
         }
-        for (epoch, reassigned, stats, executors) in completed {
-            let Some(snapshot) = ps.snapshot().await else {
-                return Err(JobError::ServerStopped);
-            };
-            let now = Instant::now();
-            let (updates, staleness) = (
-                snapshot.version - last_staleness.0,
-                snapshot.staleness_sum - last_staleness.1,
-            );
-            last_staleness = (snapshot.version, snapshot.staleness_sum);
-            let _ = ctx
-                .eval_tx
-                .send(Work::Epoch(Box::new(EvalItem {
-                    stage: stage.name.clone(),
-                    supervised: stage.kind == StageKind::Supervised,
-                    model: ctx.model.clone(),
-                    test: ctx.test.clone(),
-                    epoch,
-                    mean_staleness: staleness as f64 / updates.max(1) as f64,
-                    snapshot,
-                    elapsed_s: ctx.started.elapsed().as_secs_f64(),
-                    train_s: ctx.training_started.elapsed().as_secs_f64(),
-                    epoch_s: now.duration_since(last_epoch_end).as_secs_f64(),
-                    stats,
-                    reassigned,
-                    executors,
-                    partitions,
-                })))
-                .await;
-            last_epoch_end = now;
-        }
-        if let Some((epochs_done, open)) = progress {
-            let Some(snapshot) = ps.checkpoint().await else {
-                return Err(JobError::ServerStopped);
-            };
-            let checkpoint = JobCheckpoint {
-                job: id,
-                spec: spec.to_toml(),
-                output_dir: ctx.dir.to_path_buf(),
-                partitions: ctx.frames.iter().map(|(h, _)| *h).collect(),
-                next_executor: shared.next_executor.load(Ordering::Relaxed),
-                elapsed_s: ctx.started.elapsed().as_secs_f64(),
-                train_s: ctx.training_started.elapsed().as_secs_f64(),
-                layers: ctx.layers.to_vec(),
-                stage: ctx.index,
-                epochs_done,
-                open,
-                version: snapshot.version,
-                staleness_sum: snapshot.staleness_sum,
-                params: Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
-                optimizer: snapshot.optimizer.unwrap_or_default(),
-                evaluated: Default::default(),
-            };
-            let _ = ctx.eval_tx.send(Work::Checkpoint(Box::new(checkpoint))).await;
-            last_checkpoint = Instant::now();
-        }
-        if cancelled {
-            end_state = JobState::Cancelled;
-            break;
-        }
-        // The evaluator stopped on an error: no more metrics or checkpoints
-        // would be written, so training ends here and the error is reported.
-        if ctx.eval_tx.is_closed() {
-            end_state = JobState::Failed;
-            break;
-        }
-        if finished {
-            break;
-        }
-        tokio::select! {
-            _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
-            _ = stop.changed() => {}
-        }
+        return Err(error);
     }
-    let snapshot = ps.finish().await.ok_or(JobError::ServerStopped)?;
-    Ok((
-        end_state,
-        Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
-    ))
+    let supervised = ctx.stage.kind == StageKind::Supervised;
+    if supervised && ctx.target_hit.load(Ordering::Relaxed) && ctx.spec.train.stop_at_target {
+        run.scheduler.stop_after_open_epochs();
+    }
+    let expired = dispatch::expire_leases(execs, run, shared.config.task_lease);
+    shared.leases_expired.fetch_add(expired, Ordering::Relaxed);
+    let sends = if cancelled {
+        dispatch::cancel_all(execs, id)
+    } else {
+        dispatch::assign_idle(execs, run, ctx.spec)
+    };
+    run.ps.set_members(run.scheduler.busy_executors());
+    let mut completed = Vec::new();
+    while let Some((epoch, reassigned)) = run.scheduler.pop_completed() {
+        let stats = run.epochs.remove(&epoch).unwrap_or_default();
+        completed.push((epoch, reassigned, stats, executors));
+    }
+    // Progress is read before the parameters are, so every partition
+    // it counts as done has its updates in them.
+    let checkpoint_due = shared.config.checkpoint_dir.is_some()
+        && !cancelled
+        && (!completed.is_empty() || marks.checkpoint.elapsed() >= shared.config.checkpoint_interval);
+    let progress = checkpoint_due.then(|| {
+        let (done, open) = run.scheduler.progress();
+        let open: Vec<_> = open
+            .into_iter()
+            .map(|p| {
+                let accum = run.epochs.get(&p.epoch).copied().unwrap_or_default();
+                (p, accum)
+            })
+            .collect();
+        (done, open)
+    });
+    Ok(Pass {
+        sends,
+        completed,
+        finished: run.scheduler.finished(),
+        cancelled,
+        progress,
+    })
+}
+
+/// Sends a completed epoch, with a snapshot of the parameters, to the evaluator.
+async fn send_epoch(
+    ctx: &StageRun<'_>,
+    ps: &ParamServer,
+    (epoch, reassigned, stats, executors): Completed,
+    marks: &mut Marks,
+) -> Result<(), JobError> {
+    let Some(snapshot) = ps.snapshot().await else {
+        return Err(JobError::ServerStopped);
+    };
+    let now = Instant::now();
+    let (updates, staleness) = (
+        snapshot.version - marks.staleness.0,
+        snapshot.staleness_sum - marks.staleness.1,
+    );
+    marks.staleness = (snapshot.version, snapshot.staleness_sum);
+    let _ = ctx
+        .eval_tx
+        .send(Work::Epoch(Box::new(EvalItem {
+            stage: ctx.stage.name.clone(),
+            supervised: ctx.stage.kind == StageKind::Supervised,
+            model: ctx.model.clone(),
+            test: ctx.test.clone(),
+            epoch,
+            mean_staleness: staleness as f64 / updates.max(1) as f64,
+            snapshot,
+            elapsed_s: ctx.started.elapsed().as_secs_f64(),
+            train_s: ctx.training_started.elapsed().as_secs_f64(),
+            epoch_s: now.duration_since(marks.epoch_end).as_secs_f64(),
+            stats,
+            reassigned,
+            executors,
+            partitions: ctx.frames.len() as u32,
+        })))
+        .await;
+    marks.epoch_end = now;
+    Ok(())
+}
+
+/// Queues a checkpoint of the job at `progress` for the evaluator to write.
+async fn queue_checkpoint(
+    shared: &Arc<Shared>,
+    ctx: &StageRun<'_>,
+    ps: &ParamServer,
+    (epochs_done, open): Progress,
+) -> Result<(), JobError> {
+    let Some(snapshot) = ps.checkpoint().await else {
+        return Err(JobError::ServerStopped);
+    };
+    let checkpoint = JobCheckpoint {
+        job: ctx.id,
+        spec: ctx.spec.to_toml(),
+        output_dir: ctx.dir.to_path_buf(),
+        partitions: ctx.frames.iter().map(|(h, _)| *h).collect(),
+        next_executor: shared.next_executor.load(Ordering::Relaxed),
+        elapsed_s: ctx.started.elapsed().as_secs_f64(),
+        train_s: ctx.training_started.elapsed().as_secs_f64(),
+        layers: ctx.layers.to_vec(),
+        stage: ctx.index,
+        epochs_done,
+        open,
+        version: snapshot.version,
+        staleness_sum: snapshot.staleness_sum,
+        params: Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
+        optimizer: snapshot.optimizer.unwrap_or_default(),
+        evaluated: Default::default(),
+    };
+    let _ = ctx.eval_tx.send(Work::Checkpoint(Box::new(checkpoint))).await;
+    Ok(())
 }

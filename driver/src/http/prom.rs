@@ -11,8 +11,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::staleness::BOUNDS;
+use crate::staleness::{BOUNDS, StalenessLog};
 use crate::state::Shared;
+use crate::timings::Timings;
+use deepdist_wire::proto::StatusReport;
 
 /// The OpenMetrics content type, which Prometheus asks for first.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -72,153 +74,163 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<()
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.status();
-        let c = |e: &mut DescriptorEncoder, n, h, v| counter(e, n, h, v);
-        c(
-            &mut e,
+        counters(&mut e, &s)?;
+        jobs(&mut e, &s)?;
+        timings(&mut e, &self.0.timings)?;
+        staleness(&mut e, &self.0.staleness)
+    }
+}
+
+/// The driver's counters of updates, executors, tasks and connections.
+fn counters(e: &mut DescriptorEncoder, s: &StatusReport) -> Result<(), std::fmt::Error> {
+    for (name, help, v) in [
+        (
             "deepdist_updates_received",
             "Updates received from executors.",
             s.updates_received,
-        )?;
-        c(
-            &mut e,
+        ),
+        (
             "deepdist_updates_applied",
             "Updates handed to a parameter server.",
             s.updates_accepted,
-        )?;
-        {
-            let mut family = e.encode_descriptor(
-                "deepdist_updates_discarded",
-                "Updates discarded: repeated (already applied) or late (the sender no longer held the task).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, v) in [
-                ("repeated", s.duplicate_updates_discarded),
-                ("late", s.late_updates_discarded),
-            ] {
-                let labels = [("reason", reason)];
-                ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        c(
-            &mut e,
+        ),
+        (
             "deepdist_executors_lost",
             "Executors lost: dropped, silent, or gone with work in hand (not those that left cleanly).",
             s.executors_lost,
-        )?;
-        c(
-            &mut e,
+        ),
+        (
             "deepdist_task_leases_expired",
             "Tasks taken back from executors that made no progress.",
             s.leases_expired,
-        )?;
-        c(
-            &mut e,
+        ),
+        (
             "deepdist_tasks_reassigned",
             "Tasks given back by executors that were lost.",
             s.tasks_reassigned,
-        )?;
-        c(
-            &mut e,
+        ),
+        (
             "deepdist_connections_rejected",
-            "Connections closed for a bad frame or handshake.",
+            "Connections closed for a bad frame or handshake, or refused at a connection limit.",
             s.rejected_connections,
-        )?;
-        c(
-            &mut e,
+        ),
+        (
             "deepdist_tasks_push_mismatched",
             "Finished tasks whose reported update count differs from the accepted one.",
             s.task_push_mismatches,
-        )?;
-        gauge(
-            &mut e,
-            "deepdist_executors",
-            "Executors connected.",
-            s.executors.len() as f64,
-        )?;
-        {
-            let mut family = e.encode_descriptor(
-                "deepdist_jobs",
-                "Jobs known to the driver, by state.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for state in [
-                JobState::Queued,
-                JobState::Running,
-                JobState::Done,
-                JobState::Failed,
-                JobState::Cancelled,
-            ] {
-                let n = s.jobs.iter().filter(|j| j.state == state).count();
-                let name = state.to_string();
-                let labels = [("state", name.as_str())];
-                ConstGauge::new(n as f64).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        if let Some(job) = s.jobs.iter().rev().find(|j| j.state == JobState::Running) {
-            gauge(
-                &mut e,
-                "deepdist_job_epochs_done",
-                "Epochs of the running job's current stage evaluated.",
-                f64::from(job.epochs_done),
-            )?;
-            if let Some(a) = job.accuracy {
-                gauge(
-                    &mut e,
-                    "deepdist_job_accuracy_ratio",
-                    "The running job's latest evaluated accuracy (0–1).",
-                    a,
-                )?;
-            }
-        }
-        let t = &self.0.timings;
-        for (name, help, h) in [
-            (
-                "deepdist_push_duration",
-                "From a push's arrival to its place in the parameter server's queue.",
-                &t.push,
-            ),
-            (
-                "deepdist_fetch_duration",
-                "From a parameter fetch's arrival to its answer.",
-                &t.fetch,
-            ),
-            ("deepdist_evaluation_duration", "Evaluating one epoch.", &t.evaluation),
-            (
-                "deepdist_checkpoint_duration",
-                "Writing one job checkpoint.",
-                &t.checkpoint,
-            ),
-        ] {
-            h.encode(e.encode_descriptor(name, help, Some(&Unit::Seconds), h.metric_type())?)?;
-        }
-        for (name, help, v) in [
-            ("deepdist_executor_received", "Bytes read from executors.", &t.bytes_in),
-            ("deepdist_executor_sent", "Bytes written to executors.", &t.bytes_out),
-        ] {
-            let c = ConstCounter::new(v.load(std::sync::atomic::Ordering::Relaxed));
-            c.encode(e.encode_descriptor(name, help, Some(&Unit::Bytes), c.metric_type())?)?;
-        }
-        let total = self.0.staleness.total();
-        let buckets: Vec<(f64, u64)> = BOUNDS
-            .iter()
-            .map(|&b| b as f64)
-            .chain([f64::INFINITY])
-            .zip(total.buckets)
-            .collect();
-        let histogram = e.encode_descriptor(
-            "deepdist_update_staleness",
-            "Staleness of updates at the parameter server: versions applied since the parameters they were computed from.",
-            None,
-            MetricType::Histogram,
-        )?;
-        let mut histogram = histogram;
-        histogram.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            total.sum as f64,
-            total.count,
-            &buckets,
-            None,
-        )
+        ),
+    ] {
+        counter(e, name, help, v)?;
     }
+    let mut family = e.encode_descriptor(
+        "deepdist_updates_discarded",
+        "Updates discarded: repeated (already applied) or late (the sender no longer held the task).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, v) in [
+        ("repeated", s.duplicate_updates_discarded),
+        ("late", s.late_updates_discarded),
+    ] {
+        ConstCounter::new(v).encode(family.encode_family(&[("reason", reason)])?)?;
+    }
+    Ok(())
+}
+
+/// Executors connected, jobs by state, and the running job's progress.
+fn jobs(e: &mut DescriptorEncoder, s: &StatusReport) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "deepdist_executors",
+        "Executors connected.",
+        s.executors.len() as f64,
+    )?;
+    {
+        let mut family = e.encode_descriptor(
+            "deepdist_jobs",
+            "Jobs known to the driver, by state.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for state in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Done,
+            JobState::Failed,
+            JobState::Cancelled,
+        ] {
+            let n = s.jobs.iter().filter(|j| j.state == state).count();
+            let name = state.to_string();
+            ConstGauge::new(n as f64).encode(family.encode_family(&[("state", name.as_str())])?)?;
+        }
+    }
+    let Some(job) = s.jobs.iter().rev().find(|j| j.state == JobState::Running) else {
+        return Ok(());
+    };
+    gauge(
+        e,
+        "deepdist_job_epochs_done",
+        "Epochs of the running job's current stage evaluated.",
+        f64::from(job.epochs_done),
+    )?;
+    match job.accuracy {
+        Some(a) => gauge(
+            e,
+            "deepdist_job_accuracy_ratio",
+            "The running job's latest evaluated accuracy (0–1).",
+            a,
+        ),
+        None => Ok(()),
+    }
+}
+
+/// How long pushes, fetches, evaluations and checkpoints took, and the
+/// bytes exchanged with executors.
+fn timings(e: &mut DescriptorEncoder, t: &Timings) -> Result<(), std::fmt::Error> {
+    for (name, help, h) in [
+        (
+            "deepdist_push_duration",
+            "From a push's arrival to its place in the parameter server's queue.",
+            &t.push,
+        ),
+        (
+            "deepdist_fetch_duration",
+            "From a parameter fetch's arrival to its answer.",
+            &t.fetch,
+        ),
+        ("deepdist_evaluation_duration", "Evaluating one epoch.", &t.evaluation),
+        (
+            "deepdist_checkpoint_duration",
+            "Writing one job checkpoint.",
+            &t.checkpoint,
+        ),
+    ] {
+        h.encode(e.encode_descriptor(name, help, Some(&Unit::Seconds), h.metric_type())?)?;
+    }
+    for (name, help, v) in [
+        ("deepdist_executor_received", "Bytes read from executors.", &t.bytes_in),
+        ("deepdist_executor_sent", "Bytes written to executors.", &t.bytes_out),
+    ] {
+        let c = ConstCounter::new(v.load(std::sync::atomic::Ordering::Relaxed));
+        c.encode(e.encode_descriptor(name, help, Some(&Unit::Bytes), c.metric_type())?)?;
+    }
+    Ok(())
+}
+
+/// The staleness of updates at the parameter server, as a histogram.
+fn staleness(e: &mut DescriptorEncoder, tally: &StalenessLog) -> Result<(), std::fmt::Error> {
+    let total = tally.total();
+    let buckets: Vec<(f64, u64)> = BOUNDS
+        .iter()
+        .map(|&b| b as f64)
+        .chain([f64::INFINITY])
+        .zip(total.buckets)
+        .collect();
+    let mut histogram = e.encode_descriptor(
+        "deepdist_update_staleness",
+        "Staleness of updates at the parameter server: versions applied since the parameters they were computed from.",
+        None,
+        MetricType::Histogram,
+    )?;
+    histogram.encode_histogram::<prometheus_client::encoding::NoLabelSet>(total.sum as f64, total.count, &buckets, None)
 }
