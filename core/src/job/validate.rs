@@ -87,12 +87,7 @@ impl JobSpec {
 
     /// Checks every range; the first violation is reported.
     pub fn validate(&self, origin: &str) -> Result<(), JobError> {
-        let invalid = |key: &str, value: String, allowed: &str| JobError::Invalid {
-            origin: origin.to_string(),
-            key: key.to_string(),
-            value,
-            allowed: allowed.to_string(),
-        };
+        let c = Check { origin };
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
             && self
@@ -100,128 +95,147 @@ impl JobSpec {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !name_ok {
-            return Err(invalid(
+            return Err(c.invalid(
                 "name",
                 format!("{:?}", self.name),
                 "1 to 64 letters, digits, '-', '_' or '.'",
             ));
         }
-        let in_range = |key: &str, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(invalid(key, v.to_string(), &format!("must be between {lo} and {hi}")))
-            }
-        };
-        in_range("data.partitions", self.data.partitions.into(), 1, 4096)?;
+        c.in_range("data.partitions", self.data.partitions.into(), 1, 4096)?;
         self.validate_data(origin)?;
-        in_range("model.hidden (number of layers)", self.model.hidden.len() as u64, 0, 16)?;
+        self.validate_model(&c)?;
+        self.validate_train(&c)?;
+        self.validate_pretrain(&c)?;
+        self.optimizer.validate().map_err(|e| match e {
+            OptimError::BadSetting { key, value, allowed } => {
+                c.invalid(&format!("optimizer.{key}"), value.to_string(), allowed)
+            }
+            OptimError::NotFor { key, kind } => c.invalid(
+                &format!("optimizer.{key}"),
+                "(set)".into(),
+                &format!("does not apply to kind = {:?}", format!("{kind:?}").to_lowercase()),
+            ),
+            other => c.invalid("optimizer", String::new(), &other.to_string()),
+        })
+    }
+
+    /// Checks `[model]`: layers, widths and dropout.
+    fn validate_model(&self, c: &Check) -> Result<(), JobError> {
+        c.in_range("model.hidden (number of layers)", self.model.hidden.len() as u64, 0, 16)?;
         for (i, &h) in self.model.hidden.iter().enumerate() {
-            in_range(&format!("model.hidden[{i}]"), h as u64, 1, 65_536)?;
+            c.in_range(&format!("model.hidden[{i}]"), h as u64, 1, 65_536)?;
         }
         for (key, p) in [
             ("model.dropout", self.model.dropout),
             ("model.input_dropout", self.model.input_dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
-                return Err(invalid(key, p.to_string(), "must be in [0, 1)"));
+                return Err(c.invalid(key, p.to_string(), "must be in [0, 1)"));
             }
         }
-        in_range("train.epochs", self.train.epochs.into(), 1, 10_000)?;
-        in_range("train.batch_size", self.train.batch_size.into(), 1, 65_536)?;
-        in_range(
-            "train.reference_executors",
-            self.train.reference_executors.into(),
-            1,
-            4096,
-        )?;
-        for (key, n) in [
-            ("train.n_push", self.train.n_push),
-            ("train.n_fetch", self.train.n_fetch),
-        ] {
+        Ok(())
+    }
+
+    /// Checks `[train]`: epochs, minibatch, the mode's own keys, the target.
+    fn validate_train(&self, c: &Check) -> Result<(), JobError> {
+        let t = &self.train;
+        c.in_range("train.epochs", t.epochs.into(), 1, 10_000)?;
+        c.in_range("train.batch_size", t.batch_size.into(), 1, 65_536)?;
+        c.in_range("train.reference_executors", t.reference_executors.into(), 1, 4096)?;
+        for (key, n) in [("train.n_push", t.n_push), ("train.n_fetch", t.n_fetch)] {
             if let Some(n) = n {
-                in_range(key, n.into(), 1, 1000)?;
+                c.in_range(key, n.into(), 1, 1000)?;
             }
         }
-        if let Some(w) = self.train.push_warmup {
-            in_range("train.push_warmup", w.into(), 0, 1_000_000)?;
+        if let Some(w) = t.push_warmup {
+            c.in_range("train.push_warmup", w.into(), 0, 1_000_000)?;
         }
-        if let Some(d) = self.train.inject_delay {
-            in_range("train.inject_delay", d.into(), 0, 100_000)?;
+        if let Some(d) = t.inject_delay {
+            c.in_range("train.inject_delay", d.into(), 0, 100_000)?;
         }
-        self.train
-            .mode
-            .check(&self.train.mode_keys())
-            .map_err(|e| invalid(&format!("train.{}", e.key), e.value, &e.allowed))?;
-        if let Some(t) = self.train.target_accuracy
-            && !(t > 0.0 && t <= 1.0)
+        t.mode
+            .check(&t.mode_keys())
+            .map_err(|e| c.invalid(&format!("train.{}", e.key), e.value, &e.allowed))?;
+        if let Some(a) = t.target_accuracy
+            && !(a > 0.0 && a <= 1.0)
         {
-            return Err(invalid("train.target_accuracy", t.to_string(), "must be in (0, 1]"));
+            return Err(c.invalid("train.target_accuracy", a.to_string(), "must be in (0, 1]"));
         }
-        if self.train.stop_at_target && self.train.target_accuracy.is_none() {
-            return Err(invalid(
-                "train.stop_at_target",
-                "true".into(),
-                "needs train.target_accuracy",
+        if t.stop_at_target && t.target_accuracy.is_none() {
+            return Err(c.invalid("train.stop_at_target", "true".into(), "needs train.target_accuracy"));
+        }
+        Ok(())
+    }
+
+    /// Checks a DBN's layers and `[pretrain]`, which only a DBN may have.
+    fn validate_pretrain(&self, c: &Check) -> Result<(), JobError> {
+        if self.model.kind != ModelKind::Dbn {
+            return match self.pretrain {
+                Some(_) => Err(c.invalid(
+                    "pretrain",
+                    "(set)".into(),
+                    "only a model.kind = \"dbn\" job is pre-trained",
+                )),
+                None => Ok(()),
+            };
+        }
+        if self.model.hidden.is_empty() {
+            return Err(c.invalid("model.hidden", "[]".into(), "a DBN needs at least one hidden layer"));
+        }
+        if let Some(a) = self.model.activation.filter(|a| *a != Activation::Sigmoid) {
+            return Err(c.invalid(
+                "model.activation",
+                format!("{a:?}").to_lowercase(),
+                "a DBN's units are sigmoid",
             ));
         }
-        if self.model.kind == ModelKind::Dbn {
-            if self.model.hidden.is_empty() {
-                return Err(invalid(
-                    "model.hidden",
-                    "[]".into(),
-                    "a DBN needs at least one hidden layer",
-                ));
+        let p = self.pretrain.clone().unwrap_or_default();
+        c.in_range("pretrain.epochs", p.epochs.into(), 0, 10_000)?;
+        c.in_range("pretrain.batch_size", p.batch_size.into(), 1, 65_536)?;
+        c.in_range("pretrain.cd_k", p.cd_k.into(), 1, 100)?;
+        let rates = [
+            ("pretrain.lr", p.lr, false),
+            ("pretrain.weight_decay", p.weight_decay, true),
+        ];
+        for (key, v, zero_ok) in rates {
+            if !(v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))) {
+                return Err(c.invalid(key, v.to_string(), "must be a finite number > 0 (≥ 0 for weight_decay)"));
             }
-            if let Some(a) = self.model.activation.filter(|a| *a != Activation::Sigmoid) {
-                return Err(invalid(
-                    "model.activation",
-                    format!("{a:?}").to_lowercase(),
-                    "a DBN's units are sigmoid",
-                ));
-            }
-            let p = self.pretrain.clone().unwrap_or_default();
-            in_range("pretrain.epochs", p.epochs.into(), 0, 10_000)?;
-            in_range("pretrain.batch_size", p.batch_size.into(), 1, 65_536)?;
-            in_range("pretrain.cd_k", p.cd_k.into(), 1, 100)?;
-            let rates = [
-                ("pretrain.lr", p.lr, false),
-                ("pretrain.weight_decay", p.weight_decay, true),
-            ];
-            for (key, v, zero_ok) in rates {
-                if !(v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))) {
-                    return Err(invalid(
-                        key,
-                        v.to_string(),
-                        "must be a finite number > 0 (≥ 0 for weight_decay)",
-                    ));
-                }
-            }
-            for (key, m) in [
-                ("pretrain.momentum", p.momentum),
-                ("pretrain.final_momentum", p.final_momentum),
-            ] {
-                if !(0.0..1.0).contains(&m) {
-                    return Err(invalid(key, m.to_string(), "must be in [0, 1)"));
-                }
-            }
-        } else if self.pretrain.is_some() {
-            return Err(invalid(
-                "pretrain",
-                "(set)".into(),
-                "only a model.kind = \"dbn\" job is pre-trained",
-            ));
         }
-        self.optimizer.validate().map_err(|e| match e {
-            OptimError::BadSetting { key, value, allowed } => {
-                invalid(&format!("optimizer.{key}"), value.to_string(), allowed)
+        for (key, m) in [
+            ("pretrain.momentum", p.momentum),
+            ("pretrain.final_momentum", p.final_momentum),
+        ] {
+            if !(0.0..1.0).contains(&m) {
+                return Err(c.invalid(key, m.to_string(), "must be in [0, 1)"));
             }
-            OptimError::NotFor { key, kind } => invalid(
-                &format!("optimizer.{key}"),
-                "(set)".into(),
-                &format!("does not apply to kind = {:?}", format!("{kind:?}").to_lowercase()),
-            ),
-            other => invalid("optimizer", String::new(), &other.to_string()),
-        })
+        }
+        Ok(())
+    }
+}
+
+/// Makes the errors of one job's checks, naming where the job came from.
+struct Check<'a> {
+    origin: &'a str,
+}
+
+impl Check<'_> {
+    /// `key` holds `value`, which is not `allowed`.
+    fn invalid(&self, key: &str, value: String, allowed: &str) -> JobError {
+        JobError::Invalid {
+            origin: self.origin.to_string(),
+            key: key.to_string(),
+            value,
+            allowed: allowed.to_string(),
+        }
+    }
+
+    /// `key`'s value `v` must be within `lo..=hi`.
+    fn in_range(&self, key: &str, v: u64, lo: u64, hi: u64) -> Result<(), JobError> {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(self.invalid(key, v.to_string(), &format!("must be between {lo} and {hi}")))
+        }
     }
 }
