@@ -10,29 +10,20 @@
 //! Server: each push is one `descent()` step, with its staleness.
 //!
 //! **More executors.** Every executor's update meets the work the others
-//! pushed since it read its parameters, so staleness grows with the cluster.
-//! Measured on the default MLP job: 98.25% with 2 executors, but 45% with 4
-//! and chance with 8 when every executor kept the job's minibatch and
-//! windows; scaling the server's rate by 2/N or by 1/staleness stopped the
-//! divergence but left 8 and 16 executors 0.7–1.5 points short. What held
-//! accuracy was less work in flight per executor: the job's minibatch and
-//! windows are those of [`TrainSpec::reference_executors`] executors
-//! (default 2); with N more, each executor's minibatch shrinks by
+//! pushed since it read its parameters, so staleness grows with the cluster,
+//! and what it costs is the work each executor has in flight. The job's
+//! minibatch and windows are those of [`TrainSpec::reference_executors`]
+//! executors (default 2); with N more, each executor's minibatch shrinks by
 //! `share = reference / N` (its step with it, so the step per example stays
 //! the job's) and its push and fetch windows by `share²`, down to one
-//! minibatch (docs/modes.md has the measurements).
+//! minibatch. docs/modes.md has the measurements behind this and what else
+//! was tried.
 //!
 //! **Push warm-up** (`push_warmup = W`). Staleness costs most at the start,
 //! while the model moves fastest: each executor's push window grows from
 //! one minibatch to `n_push` over its first `W` minibatches of the stage,
-//! as post-local SGD (Lin et al. 2020) starts with frequent averaging.
-//! Measured on the default job with 10,000 held-out examples: after 3
-//! epochs 98.12–98.17% with `W = 200` (about one epoch per executor) against
-//! 97.68–98.07% without, for 0.3 s more in the first epoch; the window
-//! fixed at 1 for the whole first epoch did as well but cost twice that,
-//! and only the first 15–30 minibatches at 1 gained half as much. Once
-//! warmed up, a window of 8 did as well as 4 over 400 minibatches, in 8–10%
-//! less time: `jobs/mnist-mlp.toml` ships that.
+//! as post-local SGD (Lin et al. 2020) starts with frequent averaging
+//! (measured in docs/modes.md, *Push warm-up*).
 
 use super::{
     Compute, ExecutorLoop, Link, LocalSteps, LoopError, ModeKeys, ServerModel, ServerRule, Shape, TaskPlan, Update,
