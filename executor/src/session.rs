@@ -64,48 +64,21 @@ pub async fn connect_and_serve(
         }
     };
     let incoming = async {
-        let mut waiting: HashMap<u128, Vec<TaskSpec>> = HashMap::new();
-        let mut shared = SharedCuts::default();
+        let mut partitions = Partitions {
+            cache,
+            waiting: HashMap::new(),
+            shared: SharedCuts::default(),
+        };
         loop {
             match reader
                 .recv_within(silence, "a message or heartbeat from the driver")
                 .await?
             {
                 ToExecutor::Heartbeat => {}
-                ToExecutor::Assign(task) => match cache.get(task.partition_hash) {
-                    Some(data) => worker.submit(WorkItem { task: *task, data }),
-                    None => {
-                        let hash = task.partition_hash;
-                        let first = !waiting.contains_key(&hash);
-                        waiting.entry(hash).or_default().push(*task);
-                        if first {
-                            send(FromExecutor::NeedPartition { hash }).await;
-                        }
-                    }
-                },
-                ToExecutor::Partition { hash, bytes } => {
-                    let cache = cache.clone();
-                    let decoded = tokio::task::spawn_blocking(move || cache.insert_encoded(hash, &bytes))
-                        .await
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    let tasks = waiting.remove(&hash).unwrap_or_default();
-                    hand_on(decoded, tasks, worker, &send).await;
-                }
+                ToExecutor::Assign(task) => partitions.assign(*task, worker, &send).await,
+                ToExecutor::Partition { hash, bytes } => partitions.received(hash, bytes, worker, &send).await?,
                 ToExecutor::PartitionAt { hash, partition } => {
-                    let tasks = waiting.remove(&hash).unwrap_or_default();
-                    let Some(first) = tasks.first() else { continue };
-                    let (job, spec, cache) = (first.id.job, first.spec.clone(), cache.clone());
-                    let mut memo = std::mem::take(&mut shared);
-                    let (read, memo) = tokio::task::spawn_blocking(move || {
-                        let read = memo
-                            .partition(job, &spec, partition)
-                            .and_then(|p| cache.insert_read(hash, p));
-                        (read, memo)
-                    })
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    shared = memo;
-                    hand_on(read, tasks, worker, &send).await;
+                    partitions.read_shared(hash, partition, worker, &send).await?
                 }
                 ToExecutor::Params {
                     job,
@@ -120,7 +93,7 @@ pub async fn connect_and_serve(
                 }
                 ToExecutor::CancelTasks { job } => {
                     tracing::info!(job, "tasks cancelled by the driver");
-                    waiting.clear();
+                    partitions.waiting.clear();
                     worker.abandon_tasks();
                 }
                 ToExecutor::RunOver { state } => return Ok(Some(state)),
@@ -140,6 +113,82 @@ pub async fn connect_and_serve(
         }
         Ok(None) | Err(ProtoError::Closed) => Ok(Ended::Served),
         Err(e) => Err(e),
+    }
+}
+
+/// Tasks waiting for their partition on this connection, and where
+/// partitions come from: the driver's frames, or a shared filesystem.
+struct Partitions<'a> {
+    cache: &'a PartitionCache,
+    waiting: HashMap<u128, Vec<TaskSpec>>,
+    /// The last job's data as read from the shared filesystem.
+    shared: SharedCuts,
+}
+
+impl Partitions<'_> {
+    /// Starts an assigned task if its partition is cached; otherwise asks
+    /// the driver for it, once however many tasks wait on it.
+    async fn assign<F: std::future::Future<Output = ()>>(
+        &mut self,
+        task: TaskSpec,
+        worker: &WorkerHandle,
+        send: &impl Fn(FromExecutor) -> F,
+    ) {
+        if let Some(data) = self.cache.get(task.partition_hash) {
+            return worker.submit(WorkItem { task, data });
+        }
+        let hash = task.partition_hash;
+        let first = !self.waiting.contains_key(&hash);
+        self.waiting.entry(hash).or_default().push(task);
+        if first {
+            send(FromExecutor::NeedPartition { hash }).await;
+        }
+    }
+
+    /// Partition bytes from the driver: checked against their hash,
+    /// decoded and cached off the connection's task, then handed on.
+    async fn received<F: std::future::Future<Output = ()>>(
+        &mut self,
+        hash: u128,
+        bytes: Bytes,
+        worker: &WorkerHandle,
+        send: &impl Fn(FromExecutor) -> F,
+    ) -> Result<(), ProtoError> {
+        let cache = self.cache.clone();
+        let decoded = tokio::task::spawn_blocking(move || cache.insert_encoded(hash, &bytes))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tasks = self.waiting.remove(&hash).unwrap_or_default();
+        hand_on(decoded, tasks, worker, send).await;
+        Ok(())
+    }
+
+    /// The driver says the partition is on the shared filesystem: it is
+    /// read and cut here, and must hash as the driver's did.
+    async fn read_shared<F: std::future::Future<Output = ()>>(
+        &mut self,
+        hash: u128,
+        partition: u32,
+        worker: &WorkerHandle,
+        send: &impl Fn(FromExecutor) -> F,
+    ) -> Result<(), ProtoError> {
+        let tasks = self.waiting.remove(&hash).unwrap_or_default();
+        let Some(first) = tasks.first() else {
+            return Ok(());
+        };
+        let (job, spec, cache) = (first.id.job, first.spec.clone(), self.cache.clone());
+        let mut memo = std::mem::take(&mut self.shared);
+        let (read, memo) = tokio::task::spawn_blocking(move || {
+            let read = memo
+                .partition(job, &spec, partition)
+                .and_then(|p| cache.insert_read(hash, p));
+            (read, memo)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.shared = memo;
+        hand_on(read, tasks, worker, send).await;
+        Ok(())
     }
 }
 

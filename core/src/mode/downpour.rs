@@ -12,7 +12,7 @@
 //! **More executors.** Every executor's update meets the work the others
 //! pushed since it read its parameters, so staleness grows with the cluster,
 //! and what it costs is the work each executor has in flight. The job's
-//! minibatch and windows are those of [`TrainSpec::reference_executors`]
+//! minibatch and windows are those of [`crate::job::TrainSpec::reference_executors`]
 //! executors (default 2); with N more, each executor's minibatch shrinks by
 //! `share = reference / N` (its step with it, so the step per example stays
 //! the job's) and its push and fetch windows by `share²`, down to one
