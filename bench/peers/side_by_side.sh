@@ -21,7 +21,7 @@ DD=$ROOT/target/release/deepdist; V=${PEERS_VENV:-/tmp/venv-torch}
 (cd "$ROOT" && cargo build --release -q) || { echo "the release build failed"; exit 1; }
 "$V/bin/python" -c "import torch" 2>/dev/null || bash "$HERE/setup.sh" || exit 1
 export DEEPDIST_DATA=${DEEPDIST_DATA:-${XDG_CACHE_HOME:-$HOME/.cache}/deepdist}
-"$DD" data fetch --data-dir "$DEEPDIST_DATA" >/dev/null || { echo "cannot obtain MNIST"; exit 1; }
+"$DD" data fetch mnist --data-dir "$DEEPDIST_DATA" >/dev/null || { echo "cannot obtain MNIST"; exit 1; }
 export MNIST_DIR=${MNIST_DIR:-$DEEPDIST_DATA/mnist}
 peak() { "$DD" bench --threads 2 --trials 3 2>/dev/null | grep -m1 'sgemm' | awk -F'|' '{print "GEMM peak, 2 threads: " $5 " GFLOP/s"}'; }
 W=$(mktemp -d)
