@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use deepdist_core::data::Dataset;
 use deepdist_core::job::JobSpec;
-use deepdist_core::model::{StageEval, StageModel};
+use deepdist_core::model::{SharedNetwork, StageEval};
 use deepdist_wire::proto::{EpochMetrics, Progress, ToClient};
 use tokio::sync::mpsc;
 
@@ -33,7 +33,7 @@ pub enum Work {
 pub struct EvalItem {
     pub stage: String,
     pub supervised: bool,
-    pub model: StageModel,
+    pub model: SharedNetwork,
     pub test: Arc<Dataset>,
     pub epoch: u32,
     pub mean_staleness: f64,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use deepdist_core::data::Dataset;
 use deepdist_core::job::{JobSpec, JobState, ModelLimit, StageKind};
-use deepdist_core::model::{StageEval, StageModel};
+use deepdist_core::model::{SharedNetwork, StageEval};
 use deepdist_wire::proto::{self, JobSummary, ToClient, ToExecutor};
 use tokio::sync::{mpsc, watch};
 
@@ -326,7 +326,7 @@ fn end_state_text(shared: &Shared, id: u64, evaluated: &Result<Evaluated, JobErr
 async fn save_and_score<'p>(
     id: u64,
     dir: &std::path::Path,
-    (model, params): (StageModel, Vec<f32>),
+    (model, params): (SharedNetwork, Vec<f32>),
     state: String,
     held_test: Option<Arc<Dataset>>,
     provenance: &impl Fn(String) -> Provenance<'p>,

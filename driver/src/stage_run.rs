@@ -11,7 +11,7 @@ use bytes::Bytes;
 use deepdist_core::data::Dataset;
 use deepdist_core::job::{JobSpec, JobState, Stage, StageKind};
 use deepdist_core::mode::ServerModel;
-use deepdist_core::model::StageModel;
+use deepdist_core::model::SharedNetwork;
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::JobCheckpoint;
@@ -36,7 +36,7 @@ pub struct StageRun<'a> {
     /// The job's definition.
     pub spec: &'a JobSpec,
     /// The model the stage trains.
-    pub model: &'a StageModel,
+    pub model: &'a SharedNetwork,
     /// What each epoch is scored on.
     pub test: Arc<Dataset>,
     /// The encoded trained layers below the stage, if any.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use deepdist_core::data::Dataset;
 use deepdist_core::job::{JobSpec, Stage, StageKind};
-use deepdist_core::model::StageModel;
+use deepdist_core::model::SharedNetwork;
 use deepdist_wire::proto::{self, Tensor, ToExecutor};
 
 use crate::error::JobError;
@@ -18,7 +18,7 @@ use crate::error::JobError;
 pub async fn prepare_stage(
     spec: &JobSpec,
     stage: &Stage,
-    model: &StageModel,
+    model: &SharedNetwork,
     rbms: &[Vec<f32>],
     train: &Arc<Dataset>,
     test: &Arc<Dataset>,
@@ -37,7 +37,7 @@ pub async fn prepare_stage(
         let seed = spec.train.seed.wrapping_add(index as u64);
         let (dim, classes) = (train.dim(), train.classes());
         match stage.kind {
-            StageKind::Supervised if rbms.is_empty() => Ok((model.init(seed, None), test, None)),
+            StageKind::Supervised if rbms.is_empty() => Ok((model.init(seed), test, None)),
             StageKind::Supervised => {
                 let dbn = spec.build_dbn(dim, classes)?;
                 let (_, params) = dbn.unroll(&rbms, seed)?;
@@ -49,8 +49,7 @@ pub async fn prepare_stage(
                 // Visible biases start from the mean input, estimated on a sample.
                 let sample = train.head(5000);
                 let inputs = dbn.features(below, &sample, false, seed)?;
-                let means = deepdist_core::model::rbm::column_means(inputs.features());
-                let params = model.init(seed, Some(&means));
+                let params = model.init_for(seed, &inputs);
                 let stage_test = Arc::new(dbn.features(below, &test, false, seed)?);
                 let frozen = if layer == 0 {
                     None

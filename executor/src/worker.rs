@@ -15,7 +15,7 @@ use deepdist_core::cpu::compute_pool;
 use deepdist_core::data::Dataset;
 use deepdist_core::job::{ModelLimit, Stage, StageKind};
 use deepdist_core::mode::{Compute, ExecutorLoop, LoopError, TaskPlan};
-use deepdist_core::model::{GradientEngine, Mlp, Model, Rbm, StageModel};
+use deepdist_core::model::{Engine, Network, same_network};
 use deepdist_core::train::Minibatches;
 use deepdist_wire::proto::{FromExecutor, TaskReport, TaskSpec, Tensor};
 use tokio::sync::mpsc as tmpsc;
@@ -125,8 +125,7 @@ pub fn spawn(
             fetches: Fetches::default(),
         },
         frozen: handle.frozen.clone(),
-        mlp_engine: None,
-        rbm_engine: None,
+        engine: None,
         mode_loop: None,
         inputs: HashMap::new(),
         group,
@@ -143,16 +142,17 @@ pub fn spawn(
 /// What identifies a reusable engine: job, stage, batch size.
 type EngineKey = (u64, u32, usize);
 
-/// The cached engine if it was built for this key and model, else a new one.
-fn reuse<M: Model + PartialEq + Clone>(
-    cached: Option<(EngineKey, GradientEngine<M>)>,
+/// The cached engine if it was built for this key and model, else a new
+/// one with a shard per thread of the current pool.
+fn reuse(
+    cached: Option<(EngineKey, Box<dyn Engine>)>,
     key: EngineKey,
-    model: &M,
+    model: &dyn Network,
     seed: u64,
-) -> GradientEngine<M> {
+) -> Box<dyn Engine> {
     match cached {
-        Some((k, engine)) if k == key && engine.model() == model => engine,
-        _ => GradientEngine::new(model.clone(), key.2, seed),
+        Some((k, engine)) if k == key && same_network(engine.network(), model) => engine,
+        _ => model.engine(key.2, rayon::current_num_threads(), seed),
     }
 }
 
@@ -185,9 +185,8 @@ struct Worker {
     work: mpsc::Receiver<Queued>,
     link: DriverLink,
     frozen: Arc<Mutex<Frozen>>,
-    /// Engines of the last stage, reused while its tasks keep coming.
-    mlp_engine: Option<(EngineKey, GradientEngine<Mlp>)>,
-    rbm_engine: Option<(EngineKey, GradientEngine<Rbm>)>,
+    /// The engine of the last stage, reused while its tasks keep coming.
+    engine: Option<(EngineKey, Box<dyn Engine>)>,
     /// The mode's loop for the last (job, stage): its state (momentum, a
     /// local model, a clock) carries over from task to task.
     mode_loop: Option<((u64, u32), Box<dyn ExecutorLoop>)>,
@@ -231,8 +230,7 @@ impl Worker {
     }
 
     fn forget_cached(&mut self) {
-        self.mlp_engine = None;
-        self.rbm_engine = None;
+        self.engine = None;
         self.mode_loop = None;
         self.inputs.clear();
     }
@@ -286,24 +284,12 @@ impl Worker {
         }
         let mut link = self.link.for_task(task, generation);
         let choice = (hogwild, self.group.as_deref_mut());
-        let work = match model {
-            StageModel::Mlp(m) => {
-                let mut engine = reuse(self.mlp_engine.take(), key, &m, seed);
-                let work = train(&mut engine, &data, batches, choice, seed, |c| {
-                    mode_loop.run_task(&plan, c, &mut link)
-                });
-                self.mlp_engine = Some((key, engine));
-                work
-            }
-            StageModel::Rbm(r) => {
-                let mut engine = reuse(self.rbm_engine.take(), key, &r, seed);
-                let work = train(&mut engine, &data, batches, choice, seed, |c| {
-                    mode_loop.run_task(&plan, c, &mut link)
-                });
-                self.rbm_engine = Some((key, engine));
-                work
-            }
-        }?;
+        let mut engine = reuse(self.engine.take(), key, model.as_ref(), seed);
+        let work = train(engine.as_mut(), &data, batches, choice, seed, |c| {
+            mode_loop.run_task(&plan, c, &mut link)
+        });
+        self.engine = Some((key, engine));
+        let work = work?;
         self.mode_loop = Some((run, mode_loop));
         Ok(TaskReport {
             task,
@@ -355,8 +341,8 @@ impl Worker {
 type ComputeChoice<'g> = (bool, Option<&'g mut (dyn Group + 'static)>);
 
 /// Runs `body` on the compute the job asks for.
-fn train<M: Model + Clone, T>(
-    engine: &mut GradientEngine<M>,
+fn train<T>(
+    engine: &mut dyn Engine,
     data: &Dataset,
     batches: Minibatches,
     choice: ComputeChoice<'_>,

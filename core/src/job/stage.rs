@@ -2,7 +2,9 @@
 //! supervised stage.
 
 use super::{JobSpec, ModelKind};
-use crate::model::{ModelError, StageModel};
+use std::sync::Arc;
+
+use crate::model::{ModelError, SharedNetwork};
 use crate::optim::OptimizerConfig;
 
 /// What one stage of a job trains.
@@ -34,14 +36,11 @@ pub struct Stage {
 
 impl JobSpec {
     /// The model stage `kind` trains, for inputs of `input_dim` and `classes` outputs.
-    pub fn stage_model(&self, kind: StageKind, input_dim: usize, classes: usize) -> Result<StageModel, ModelError> {
-        match kind {
-            StageKind::Supervised => self.build_mlp(input_dim, classes).map(StageModel::Mlp),
-            StageKind::Rbm { layer } => self
-                .build_dbn(input_dim, classes)?
-                .rbm(layer as usize)
-                .map(StageModel::Rbm),
-        }
+    pub fn stage_model(&self, kind: StageKind, input_dim: usize, classes: usize) -> Result<SharedNetwork, ModelError> {
+        Ok(match kind {
+            StageKind::Supervised => Arc::new(self.build_mlp(input_dim, classes)?),
+            StageKind::Rbm { layer } => Arc::new(self.build_dbn(input_dim, classes)?.rbm(layer as usize)?),
+        })
     }
 
     /// The job's stages in order: for a DBN with pre-training, one per RBM,

@@ -1,6 +1,7 @@
 //! Models over one flat `f32` parameter vector: [`Mlp`], [`Rbm`] and [`Dbn`],
 //! each with a `gradient()` that [`GradientEngine`] spreads over every local
-//! core with rayon.
+//! core with rayon. The rest of deepdist sees every model through one seam,
+//! [`Network`] (and its [`Engine`]).
 
 pub mod activation;
 mod check;
@@ -10,6 +11,7 @@ pub mod engine;
 pub mod layout;
 pub mod mlp;
 pub mod narrow;
+pub mod network;
 pub mod rbm;
 pub mod stage;
 
@@ -21,8 +23,8 @@ pub use dropout::Dropout;
 pub use engine::GradientEngine;
 pub use layout::{Layout, TensorSpec};
 pub use mlp::{Evaluation, Mlp};
+pub use network::{Engine, Network, SharedNetwork, StageEval, same_network};
 pub use rbm::Rbm;
-pub use stage::{StageEval, StageModel};
 
 /// What can be wrong with a model specification or a call into a model.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

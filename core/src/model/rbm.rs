@@ -226,6 +226,57 @@ pub fn column_means(x: ArrayView2<'_, f32>) -> Vec<f32> {
     x.mean_axis(Axis(0)).map(|m| m.to_vec()).unwrap_or_default()
 }
 
+impl super::Network for Rbm {
+    fn layout(&self) -> &Layout {
+        Model::layout(self)
+    }
+
+    fn input_dim(&self) -> usize {
+        Model::input_dim(self)
+    }
+
+    fn classes(&self) -> Option<usize> {
+        Model::classes(self)
+    }
+
+    fn init(&self, seed: u64) -> Vec<f32> {
+        Model::init(self, seed)
+    }
+
+    /// Visible biases start at `log(p / (1 − p))` of the sample's mean
+    /// activations, as the practical guide recommends.
+    fn init_for(&self, seed: u64, sample: &crate::data::Dataset) -> Vec<f32> {
+        let mut params = Model::init(self, seed);
+        let means = column_means(sample.features());
+        if means.len() == self.visible {
+            let range = self.layout.range(1);
+            for (b, &p) in params[range].iter_mut().zip(&means) {
+                let p = p.clamp(0.01, 0.99);
+                *b = (p / (1.0 - p)).ln();
+            }
+        }
+        params
+    }
+
+    fn engine(&self, max_batch: usize, threads: usize, seed: u64) -> Box<dyn super::Engine> {
+        Box::new(super::GradientEngine::with_threads(
+            self.clone(),
+            max_batch,
+            threads,
+            seed,
+        ))
+    }
+
+    fn evaluate(&self, params: &[f32], data: &crate::data::Dataset) -> Result<super::StageEval, ModelError> {
+        self.reconstruction_error(params, data.features())
+            .map(super::StageEval::Reconstruction)
+    }
+
+    fn flops_per_example(&self) -> u64 {
+        Model::flops_per_example(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

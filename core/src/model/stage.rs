@@ -1,69 +1,11 @@
-//! The model one stage of a job trains, whatever its family.
+//! What a DBN's stages share: the features its trained RBMs give the next.
 
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::{Dbn, Evaluation, Layout, Mlp, Model, ModelError, Rbm};
+use super::{Dbn, ModelError};
 use crate::data::Dataset;
-
-/// An MLP (supervised stages) or one RBM of a DBN (pre-training stages).
-#[derive(Debug, Clone, PartialEq)]
-pub enum StageModel {
-    /// Trained with labels.
-    Mlp(Mlp),
-    /// Trained by contrastive divergence.
-    Rbm(Rbm),
-}
-
-/// How a stage's model did on the test set.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StageEval {
-    /// Loss and accuracy of a classifier.
-    Supervised(Evaluation),
-    /// Mean squared reconstruction error of an RBM.
-    Reconstruction(f32),
-}
-
-impl StageModel {
-    /// The parameter layout.
-    pub fn layout(&self) -> &Layout {
-        match self {
-            StageModel::Mlp(m) => m.layout(),
-            StageModel::Rbm(r) => r.layout(),
-        }
-    }
-
-    /// Fresh parameters. An RBM's visible biases start at `log(p / (1 − p))`
-    /// of the training data's mean activations `means`, as the practical
-    /// guide recommends.
-    pub fn init(&self, seed: u64, means: Option<&[f32]>) -> Vec<f32> {
-        match self {
-            StageModel::Mlp(m) => m.init(seed),
-            StageModel::Rbm(r) => {
-                let mut params = r.init(seed);
-                if let Some(means) = means.filter(|m| m.len() == r.visible()) {
-                    let range = r.layout().range(1);
-                    for (b, &p) in params[range].iter_mut().zip(means) {
-                        let p = p.clamp(0.01, 0.99);
-                        *b = (p / (1.0 - p)).ln();
-                    }
-                }
-                params
-            }
-        }
-    }
-
-    /// Evaluates on a dataset whose features are this stage's inputs.
-    pub fn evaluate(&self, params: &[f32], data: &Dataset) -> Result<StageEval, ModelError> {
-        match self {
-            StageModel::Mlp(m) => m.evaluate(params, data).map(StageEval::Supervised),
-            StageModel::Rbm(r) => r
-                .reconstruction_error(params, data.features())
-                .map(StageEval::Reconstruction),
-        }
-    }
-}
 
 impl Dbn {
     /// Passes `data` through the trained RBMs `rbms` (the first ones of the
@@ -85,13 +27,12 @@ impl Dbn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Activation;
 
     #[test]
     fn rbm_stages_see_the_features_of_the_layers_below() {
         let dbn = Dbn::new(&[6, 4, 3], 2, 1).unwrap();
         let data = Dataset::new(Array2::from_elem((5, 6), 1.0), vec![0, 1, 0, 1, 0], 2).unwrap();
-        let rbm0 = dbn.rbm(0).unwrap().init(1);
+        let rbm0 = crate::model::Model::init(&dbn.rbm(0).unwrap(), 1);
         let f = dbn.features(std::slice::from_ref(&rbm0), &data, false, 0).unwrap();
         assert_eq!((f.len(), f.dim()), (5, 4));
         assert!(f.features().iter().all(|&p| p > 0.0 && p < 1.0));
@@ -103,16 +44,15 @@ mod tests {
 
     #[test]
     fn visible_biases_start_at_the_data_log_odds() {
-        let model = StageModel::Rbm(Rbm::new(2, 3, 1).unwrap());
-        let params = model.init(1, Some(&[0.5, 0.9]));
+        use crate::model::{Activation, Mlp, Network, Rbm, StageEval};
+        let rbm: &dyn Network = &Rbm::new(2, 3, 1).unwrap();
+        let sample = Dataset::new(ndarray::array![[0.0, 0.8], [1.0, 1.0]], vec![0, 0], 2).unwrap();
+        let params = rbm.init_for(1, &sample);
         let b = &params[6..8];
         assert!(b[0].abs() < 1e-6 && (b[1] - 9f32.ln()).abs() < 1e-5, "{b:?}");
-        let mlp = StageModel::Mlp(Mlp::new(&[2, 2], Activation::Relu).unwrap());
+        let mlp: &dyn Network = &Mlp::new(&[2, 2], Activation::Relu).unwrap();
         assert!(matches!(
-            mlp.evaluate(
-                &mlp.init(0, None),
-                &Dataset::new(Array2::zeros((1, 2)), vec![1], 2).unwrap()
-            ),
+            mlp.evaluate(&mlp.init(0), &Dataset::new(Array2::zeros((1, 2)), vec![1], 2).unwrap()),
             Ok(StageEval::Supervised(_))
         ));
     }

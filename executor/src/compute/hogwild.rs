@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use deepdist_core::data::Dataset;
 use deepdist_core::mode::{Compute, LocalSteps, LoopError, Work};
-use deepdist_core::model::{GradientEngine, Model};
+use deepdist_core::model::Engine;
 use deepdist_core::train::{Batch, Minibatches, check_loss};
 use rayon::prelude::*;
 
@@ -73,8 +73,8 @@ impl SharedParams {
 }
 
 /// What one Hogwild! thread keeps.
-struct Lane<M: Model> {
-    engine: GradientEngine<M>,
+struct Lane {
+    engine: Box<dyn Engine>,
     batch: Batch,
     /// The shared parameters as read before this thread's last gradient.
     view: Vec<f32>,
@@ -84,29 +84,22 @@ struct Lane<M: Model> {
 }
 
 /// A task's minibatches, one per core at a time, on one shared copy.
-pub struct Hogwild<'a, M: Model + Clone> {
+pub struct Hogwild<'a> {
     /// For `accumulate` (`sync`'s gradient), which has no local steps to share.
-    split: SplitBatch<'a, M>,
-    lanes: Vec<Lane<M>>,
+    split: SplitBatch<'a>,
+    lanes: Vec<Lane>,
     shared: SharedParams,
 }
 
-impl<'a, M: Model + Clone> Hogwild<'a, M> {
+impl<'a> Hogwild<'a> {
     /// One lane per thread of the current rayon pool; `locked` shares the
     /// copy under a mutex instead.
-    pub fn new(
-        engine: &'a mut GradientEngine<M>,
-        data: &'a Dataset,
-        batches: Minibatches,
-        seed: u64,
-        locked: bool,
-    ) -> Self {
-        let model = engine.model().clone();
-        let len = model.layout().len();
+    pub fn new(engine: &'a mut dyn Engine, data: &'a Dataset, batches: Minibatches, seed: u64, locked: bool) -> Self {
+        let len = engine.network().layout().len();
         let rows = batches.batch_size();
         let lanes = (0..rayon::current_num_threads().max(1))
             .map(|i| Lane {
-                engine: GradientEngine::with_threads(model.clone(), rows, 1, seed ^ (i as u64 + 1)),
+                engine: engine.fork(rows, 1, seed ^ (i as u64 + 1)),
                 batch: Batch::new(rows, data.dim()),
                 view: vec![0.0; len],
                 velocity: vec![0.0; len],
@@ -121,7 +114,7 @@ impl<'a, M: Model + Clone> Hogwild<'a, M> {
     }
 }
 
-impl<M: Model + Clone> Compute for Hogwild<'_, M> {
+impl Compute for Hogwild<'_> {
     fn remaining(&self) -> usize {
         self.split.remaining()
     }
@@ -147,7 +140,7 @@ impl<M: Model + Clone> Compute for Hogwild<'_, M> {
             .par_iter_mut()
             .map(|lane| {
                 let mut work = Work::default();
-                let supervised = lane.engine.model().classes().is_some();
+                let supervised = lane.engine.network().classes().is_some();
                 while claimed.fetch_add(1, Ordering::Relaxed) < n {
                     let Some(rows) = batches.claim() else { break };
                     lane.batch.fill(data, rows);
@@ -185,6 +178,7 @@ mod tests {
     use super::*;
     use crate::compute::tests::{data, steps, train};
     use deepdist_core::model::{Activation, Mlp};
+    use deepdist_core::model::{GradientEngine, Model};
 
     #[test]
     fn two_threads_share_one_copy_and_learn_locked_or_not() {

@@ -16,7 +16,7 @@
 
 use deepdist_core::data::Dataset;
 use deepdist_core::mode::{Compute, LocalSteps, LoopError, Work};
-use deepdist_core::model::{GradientEngine, Model};
+use deepdist_core::model::Engine;
 use deepdist_core::train::{Batch, Minibatches, check_loss};
 use ndarray::s;
 
@@ -26,8 +26,8 @@ mod hogwild;
 pub use hogwild::{Hogwild, SharedParams};
 
 /// A task's minibatches through one engine that splits each across the cores.
-pub struct SplitBatch<'a, M: Model> {
-    engine: &'a mut GradientEngine<M>,
+pub struct SplitBatch<'a> {
+    engine: &'a mut dyn Engine,
     data: &'a Dataset,
     batches: Minibatches,
     batch: Batch,
@@ -43,9 +43,9 @@ struct Shared<'a> {
     fresh: bool,
 }
 
-impl<'a, M: Model> SplitBatch<'a, M> {
+impl<'a> SplitBatch<'a> {
     /// The task's minibatches of `data` in the order `batches`.
-    pub fn new(engine: &'a mut GradientEngine<M>, data: &'a Dataset, batches: Minibatches) -> Self {
+    pub fn new(engine: &'a mut dyn Engine, data: &'a Dataset, batches: Minibatches) -> Self {
         let batch = Batch::new(batches.batch_size(), data.dim());
         Self {
             engine,
@@ -59,12 +59,12 @@ impl<'a, M: Model> SplitBatch<'a, M> {
 
     /// The same, each minibatch shared with the other ranks of `group`.
     pub fn grouped(
-        engine: &'a mut GradientEngine<M>,
+        engine: &'a mut dyn Engine,
         data: &'a Dataset,
         batches: Minibatches,
         group: &'a mut dyn Group,
     ) -> Self {
-        let len = engine.model().layout().len();
+        let len = engine.network().layout().len();
         Self {
             group: Some(Shared {
                 group,
@@ -81,7 +81,7 @@ impl<'a, M: Model> SplitBatch<'a, M> {
         match &mut self.group {
             Some(shared) => group_gradient(self.engine, &self.batch, &mut *shared.group, params),
             None => {
-                let supervised = self.engine.model().classes().is_some();
+                let supervised = self.engine.network().classes().is_some();
                 let (x, labels) = (self.batch.x(), self.batch.labels(supervised));
                 Ok(self.engine.gradient(params, x, labels)?)
             }
@@ -110,7 +110,7 @@ impl<'a, M: Model> SplitBatch<'a, M> {
     }
 }
 
-impl<M: Model> Compute for SplitBatch<'_, M> {
+impl Compute for SplitBatch<'_> {
     fn remaining(&self) -> usize {
         self.batches.remaining()
     }
@@ -131,7 +131,7 @@ impl<M: Model> Compute for SplitBatch<'_, M> {
                 loss
             }
             None => {
-                let supervised = self.engine.model().classes().is_some();
+                let supervised = self.engine.network().classes().is_some();
                 self.engine
                     .accumulate(params, self.batch.x(), self.batch.labels(supervised))?
             }
@@ -169,13 +169,13 @@ impl<M: Model> Compute for SplitBatch<'_, M> {
 
 /// A minibatch's gradient computed by a group: the leader's rows here,
 /// the others' on the other ranks, combined by the group.
-fn group_gradient<'g, M: Model>(
-    engine: &mut GradientEngine<M>,
+fn group_gradient<'g>(
+    engine: &mut dyn Engine,
     batch: &Batch,
     group: &'g mut dyn Group,
     params: &[f32],
 ) -> Result<(f32, &'g [f32]), LoopError> {
-    let supervised = engine.model().classes().is_some();
+    let supervised = engine.network().classes().is_some();
     let (x, labels) = (batch.x(), batch.labels(supervised));
     group.gradient(params, x, labels, &mut |own, weight, out| {
         let (loss, grad) = engine.gradient(params, x.slice(s![..own, ..]), &labels[..own.min(labels.len())])?;
@@ -187,7 +187,7 @@ fn group_gradient<'g, M: Model>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deepdist_core::model::{Activation, Mlp};
+    use deepdist_core::model::{Activation, GradientEngine, Mlp, Model};
     use deepdist_core::optim::OptimizerConfig;
     use ndarray::Array2;
 

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use deepdist_core::cpu::compute_pool;
-use deepdist_core::model::{GradientEngine, Mlp, Model, ModelError, Rbm, StageModel};
 use mpi::topology::Communicator;
 use mpi::traits::*;
 use ndarray::ArrayView2;
@@ -44,8 +43,7 @@ pub struct Follower {
 
 /// The engine of the setup in force, or why there is none.
 enum Engine {
-    Mlp(GradientEngine<Mlp>),
-    Rbm(GradientEngine<Rbm>),
+    Ready(Box<dyn deepdist_core::model::Engine>),
     Unusable(String),
 }
 
@@ -63,29 +61,20 @@ impl Engine {
                 let model = s.spec.stage_model(stage, s.dim, s.classes).map_err(|e| e.to_string())?;
                 // Each rank samples dropout and RBM states from its own stream.
                 let seed = s.seed ^ rank.wrapping_mul(0xD1B5_4A32_D192_ED03);
-                Ok(match model {
-                    StageModel::Mlp(m) => Engine::Mlp(GradientEngine::new(m, s.batch, seed)),
-                    StageModel::Rbm(r) => Engine::Rbm(GradientEngine::new(r, s.batch, seed)),
-                })
+                Ok(model.engine(s.batch, rayon::current_num_threads(), seed))
             });
-        built.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "this rank cannot compute for its group");
-            Engine::Unusable(e)
-        })
+        match built {
+            Ok(engine) => Engine::Ready(engine),
+            Err(e) => {
+                tracing::error!(error = %e, "this rank cannot compute for its group");
+                Engine::Unusable(e)
+            }
+        }
     }
 
     fn gradient(&mut self, params: &[f32], x: ArrayView2<'_, f32>, y: &[u8]) -> Result<(f32, &[f32]), String> {
-        fn run<'e, M: Model>(
-            e: &'e mut GradientEngine<M>,
-            params: &[f32],
-            x: ArrayView2<'_, f32>,
-            y: &[u8],
-        ) -> Result<(f32, &'e [f32]), String> {
-            e.gradient(params, x, y).map_err(|e: ModelError| e.to_string())
-        }
         match self {
-            Engine::Mlp(e) => run(e, params, x, y),
-            Engine::Rbm(e) => run(e, params, x, y),
+            Engine::Ready(e) => e.gradient(params, x, y).map_err(|e| e.to_string()),
             Engine::Unusable(why) => Err(why.clone()),
         }
     }

@@ -4,8 +4,8 @@
 use deepdist_core::bench::{GradientBench, Throughput, median};
 use deepdist_core::cpu::compute_pool;
 use deepdist_core::gemm::{PEAK_SIZE, backend_name, gemm_gflops};
-use deepdist_core::job::{JobSpec, StageKind};
-use deepdist_core::model::{Activation, Mlp, Model, Rbm, StageModel};
+use deepdist_core::job::JobSpec;
+use deepdist_core::model::{Activation, Mlp, Model, Rbm};
 
 use crate::cli::BenchArgs;
 
@@ -15,10 +15,7 @@ const DBN_JOB: &str = include_str!("../../../jobs/mnist-dbn.toml");
 /// The fine-tuning stage's network of the shipped DBN job, on MNIST's shape.
 fn dbn_finetune() -> anyhow::Result<Mlp> {
     let spec = JobSpec::from_toml(DBN_JOB, "jobs/mnist-dbn.toml (built in)")?;
-    match spec.stage_model(StageKind::Supervised, 784, 10)? {
-        StageModel::Mlp(mlp) => Ok(mlp),
-        StageModel::Rbm(_) => anyhow::bail!("the DBN job's supervised stage is not an MLP"),
-    }
+    Ok(spec.build_mlp(784, 10)?)
 }
 
 /// One row of the result table.
