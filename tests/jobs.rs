@@ -2,7 +2,7 @@
 
 mod support;
 
-use deepdist_core::job::{JobSpec, ModelKind};
+use deepdist_core::job::JobSpec;
 use deepdist_core::mode::Mode;
 
 #[test]
@@ -54,13 +54,14 @@ fn the_dbn_jobs_differ_only_in_pretraining() {
         JobSpec::from_toml(&std::fs::read_to_string(&path).unwrap(), f).unwrap()
     };
     let (with, without) = (read("mnist-dbn.toml"), read("mnist-dbn-nopretrain.toml"));
-    assert_eq!(with.model.kind, ModelKind::Dbn);
+    assert_eq!(with.model.kind, "dbn");
     assert_eq!(
         (with.model.clone(), with.train.clone(), with.optimizer),
         (without.model.clone(), without.train.clone(), without.optimizer)
     );
     assert_eq!(without.stages().len(), 1);
-    assert_eq!(with.stages().len(), with.model.hidden.len() + 1);
+    let keys: deepdist_core::job::kinds::DenseKeys = with.model.keys("dbn").unwrap();
+    assert_eq!(with.stages().len(), keys.hidden.len() + 1);
 }
 
 #[test]

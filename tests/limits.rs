@@ -7,7 +7,6 @@ mod support;
 use std::time::Duration;
 
 use deepdist_core::job::{JobSpec, JobState};
-use deepdist_core::model::Model;
 use deepdist_driver::DriverConfig;
 use deepdist_executor::ExecutorConfig;
 use deepdist_wire::client::ClientError;
@@ -149,7 +148,7 @@ async fn a_full_disk_under_the_checkpoint_stops_the_job_and_the_model_is_kept() 
     // What it trained is saved, and says how the job ended.
     let model = std::path::Path::new(&summary.output_dir).join("model.safetensors");
     let spec = JobSpec::from_toml(&small_job("full", "async", 6), "full.toml").unwrap();
-    let layout = spec.build_mlp(784, 10).unwrap().layout().clone();
+    let layout = spec.final_network(784, 10).unwrap().layout().clone();
     let (_, metadata) = deepdist_core::checkpoint::load_model(&model, &layout).unwrap();
     let state = metadata.get("deepdist.state").cloned().unwrap_or_default();
     assert!(state.starts_with("failed after epoch"), "{state}");

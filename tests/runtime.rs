@@ -39,12 +39,14 @@ async fn completes_in_mode(mode: &str) {
     assert!(status.executors.iter().all(|e| e.tasks_done > 0), "{status:?}");
     // The model is saved with the job in its metadata, and evaluates as reported.
     let spec = JobSpec::from_toml(&text, "t").unwrap();
-    let mlp = spec.build_mlp(784, 10).unwrap();
+    let network = spec.final_network(784, 10).unwrap();
     let path = std::path::Path::new(&summary.output_dir).join("model.safetensors");
-    let (params, meta) = load_model(&path, deepdist_core::model::Model::layout(&mlp)).unwrap();
+    let (params, meta) = load_model(&path, network.layout()).unwrap();
     assert_eq!(JobSpec::from_toml(&meta["deepdist.job"], "meta").unwrap(), spec);
     let test = support::mnist().test.head(2000);
-    let eval = mlp.evaluate(&params, &test).unwrap();
+    let Ok(deepdist_core::model::StageEval::Supervised(eval)) = network.evaluate(&params, &test) else {
+        panic!("a supervised model evaluates as one")
+    };
     assert!((f64::from(eval.accuracy) - accuracy).abs() < 1e-6);
 }
 

@@ -7,7 +7,7 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::model::{GradientEngine, Model, ModelError};
+use crate::model::{Engine, ModelError, Network};
 
 /// Throughput of one timed window.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,17 +32,18 @@ pub fn median(values: &mut [f64]) -> f64 {
 /// A model's `gradient()` on one synthetic batch, timed a window at a time,
 /// so that the windows of several workloads (and of the GEMM peak) can take
 /// turns and the machine's drift reaches them all alike.
-pub struct GradientBench<M: Model> {
-    engine: GradientEngine<M>,
+pub struct GradientBench {
+    engine: Box<dyn Engine>,
     params: Vec<f32>,
     x: Array2<f32>,
     y: Vec<u8>,
     flops: f64,
 }
 
-impl<M: Model> GradientBench<M> {
-    /// A warmed-up engine on the current rayon pool for batches of `batch` rows.
-    pub fn new(model: M, batch: usize) -> Result<Self, ModelError> {
+impl GradientBench {
+    /// A warmed-up engine on the current rayon pool for batches of `batch`
+    /// rows, built through the model seam as executors build theirs.
+    pub fn new(model: &dyn Network, batch: usize) -> Result<Self, ModelError> {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(42);
         let x = Array2::from_shape_fn((batch, model.input_dim()), |_| rng.random::<f32>());
         let y: Vec<u8> = match model.classes() {
@@ -51,7 +52,7 @@ impl<M: Model> GradientBench<M> {
         };
         let params = model.init(1);
         let flops = model.flops_per_example() as f64;
-        let mut engine = GradientEngine::new(model, batch, 7);
+        let mut engine = model.engine(batch, rayon::current_num_threads(), 7);
         for _ in 0..5 {
             engine.gradient(&params, x.view(), &y)?;
         }
@@ -87,7 +88,7 @@ mod tests {
         use crate::model::{Activation, Mlp, Model};
         let mlp = Mlp::new(&[6, 5, 3], Activation::Relu).unwrap();
         let flops = mlp.flops_per_example() as f64;
-        let mut bench = super::GradientBench::new(mlp, 4).unwrap();
+        let mut bench = super::GradientBench::new(&mlp, 4).unwrap();
         let t = bench.window(0.05).unwrap();
         assert!(t.samples_per_s > 0.0);
         assert!((t.gflops - t.samples_per_s * flops / 1e9).abs() <= 1e-9 * t.gflops.max(1.0));

@@ -6,10 +6,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use deepdist_core::checkpoint::{CheckpointError, JOB_KEY, save_model};
+use deepdist_core::checkpoint::{CLASSES_KEY, CheckpointError, INPUT_KEY, JOB_KEY, save_model};
 use deepdist_core::data::load::Standardizer;
 use deepdist_core::job::JobSpec;
-use deepdist_core::model::Layout;
+use deepdist_core::model::Network;
 use deepdist_wire::proto::EpochMetrics;
 
 /// Appends metrics lines, flushing each so a crash loses at most the line
@@ -92,10 +92,11 @@ pub struct Provenance<'a> {
 pub fn save_final_model(
     dir: &Path,
     path: &Path,
-    layout: &Layout,
+    network: &dyn Network,
     params: &[f32],
     about: &Provenance<'_>,
 ) -> Result<PathBuf, CheckpointError> {
+    let layout = network.layout();
     let Provenance {
         spec,
         job,
@@ -110,6 +111,7 @@ pub fn save_final_model(
         (JOB_KEY.to_string(), spec.to_toml()),
         ("deepdist.job_id".to_string(), job.to_string()),
         ("deepdist.state".to_string(), state.clone()),
+        (INPUT_KEY.to_string(), network.input_dim().to_string()),
         (
             "deepdist.layer_sizes".to_string(),
             format!(
@@ -118,6 +120,9 @@ pub fn save_final_model(
             ),
         ),
     ]);
+    if let Some(classes) = network.classes() {
+        metadata.insert(CLASSES_KEY.to_string(), classes.to_string());
+    }
     if let Some(s) = standardizer {
         let json = serde_json::to_string(s).map_err(|e| CheckpointError::Format(e.to_string()))?;
         metadata.insert(deepdist_core::checkpoint::STANDARDIZER_KEY.to_string(), json);

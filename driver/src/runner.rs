@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use deepdist_core::data::Dataset;
-use deepdist_core::job::{JobSpec, JobState, ModelLimit, StageKind};
+use deepdist_core::job::{JobSpec, JobState, ModelLimit};
 use deepdist_core::model::{SharedNetwork, StageEval};
 use deepdist_wire::proto::{self, JobSummary, ToClient, ToExecutor};
 use tokio::sync::{mpsc, watch};
@@ -212,13 +212,16 @@ async fn run_job(
         target_hit.store(true, Ordering::Relaxed);
     }
     let first_stage = resume.as_ref().map_or(0, |c| c.stage as usize);
-    let mut rbms: Vec<Vec<f32>> = resume.as_ref().map(|c| c.layers.clone()).unwrap_or_default();
+    // The parameters of every finished stage before the last, which later
+    // stages start from or see their input through (a DBN's RBMs).
+    let mut trained: Vec<Vec<f32>> = resume.as_ref().map(|c| c.layers.clone()).unwrap_or_default();
     let mut resume = resume;
     let mut state_at_end = JobState::Done;
     let mut final_model = None;
     for (index, stage) in stages.iter().enumerate().skip(first_stage) {
-        let model = spec.stage_model(stage.kind, dim, classes)?;
-        let (params, stage_test, frozen) = prepare_stage(spec, stage, &model, &rbms, &train, &test, id, index).await?;
+        let model = spec.network(index, dim, classes)?;
+        let (params, stage_test, frozen) =
+            prepare_stage(spec, stage, &model, &trained, &train, &test, id, index).await?;
         let ctx = StageRun {
             id,
             index: index as u32,
@@ -229,22 +232,24 @@ async fn run_job(
             frozen,
             frames: frames.clone(),
             dir,
-            layers: &rbms,
+            layers: &trained,
             started,
             training_started,
             target_hit: &target_hit,
             eval_tx: &eval_tx,
         };
         let (state, params) = run_stage(shared, ctx, params, resume.take(), stop).await?;
-        if let StageKind::Rbm { layer } = stage.kind {
-            let path = dir.join(format!("rbm{}.safetensors", layer + 1));
-            save_final_model(dir, &path, model.layout(), &params, &provenance(state.to_string()))?;
+        let last = index + 1 == stages.len();
+        if !last {
+            // An earlier stage's model is saved beside the job's (`rbm1.safetensors`).
+            let path = dir.join(format!("{}.safetensors", stage.name));
+            save_final_model(dir, &path, model.as_ref(), &params, &provenance(state.to_string()))?;
         }
         let finished_stage = state == JobState::Done;
-        match stage.kind {
-            StageKind::Rbm { .. } if finished_stage => rbms.push(params),
-            StageKind::Rbm { .. } => {}
-            StageKind::Supervised => final_model = Some((model, params)),
+        match last {
+            true => final_model = Some((model, params)),
+            false if finished_stage => trained.push(params),
+            false => {}
         }
         if !finished_stage {
             state_at_end = state;
@@ -332,7 +337,7 @@ async fn save_and_score<'p>(
     provenance: &impl Fn(String) -> Provenance<'p>,
 ) -> Result<Option<f64>, JobError> {
     let path = dir.join("model.safetensors");
-    save_final_model(dir, &path, model.layout(), &params, &provenance(state.clone()))?;
+    save_final_model(dir, &path, model.as_ref(), &params, &provenance(state.clone()))?;
     tracing::info!(id, path = %path.display(), %state, "model saved");
     let Some(test) = held_test else {
         return Ok(None);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deepdist_core::data::Dataset;
-use deepdist_core::job::{JobSpec, JobState, Stage, StageKind};
+use deepdist_core::job::{JobSpec, JobState, Stage};
 use deepdist_core::mode::ServerModel;
 use deepdist_core::model::SharedNetwork;
 use tokio::sync::{mpsc, watch};
@@ -225,7 +225,7 @@ fn pass(shared: &Arc<Shared>, ctx: &StageRun<'_>, marks: &Marks) -> Result<Pass,
         }
         return Err(error);
     }
-    let supervised = ctx.stage.kind == StageKind::Supervised;
+    let supervised = ctx.stage.supervised;
     if supervised && ctx.target_hit.load(Ordering::Relaxed) && ctx.spec.train.stop_at_target {
         run.scheduler.stop_after_open_epochs();
     }
@@ -287,7 +287,7 @@ async fn send_epoch(
         .eval_tx
         .send(Work::Epoch(Box::new(EvalItem {
             stage: ctx.stage.name.clone(),
-            supervised: ctx.stage.kind == StageKind::Supervised,
+            supervised: ctx.stage.supervised,
             model: ctx.model.clone(),
             test: ctx.test.clone(),
             epoch,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use deepdist_core::cpu::compute_pool;
 use deepdist_core::data::Dataset;
-use deepdist_core::job::{ModelLimit, Stage, StageKind};
+use deepdist_core::job::{ModelLimit, Stage};
 use deepdist_core::mode::{Compute, ExecutorLoop, LoopError, TaskPlan};
 use deepdist_core::model::{Engine, Network, same_network};
 use deepdist_core::train::Minibatches;
@@ -246,7 +246,7 @@ impl Worker {
         let (dim, classes) = (item.data.dim(), item.data.classes());
         spec.check_size("the task's job", dim, classes, &self.limit)
             .map_err(LoopError::Refused)?;
-        let model = spec.stage_model(stage.kind, dim, classes)?;
+        let model = spec.network(task.stage as usize, dim, classes)?;
         let mode = spec.train.mode;
         let keys = spec.train.mode_keys();
         let shape = mode.shape(&keys, stage.batch_size, item.task.peers);
@@ -301,15 +301,16 @@ impl Worker {
         })
     }
 
-    /// The data a stage trains on: the partition itself, or for RBM `l > 0`
-    /// the partition passed through the frozen RBMs below (computed once per
-    /// partition and stage).
+    /// The data a stage trains on: the partition itself, or for a stage
+    /// whose input passes through earlier stages (a DBN's RBM `l > 0`) the
+    /// partition passed through their trained layers, which the driver sent
+    /// (computed once per partition and stage).
     fn stage_input(&mut self, item: &WorkItem, stage: &Stage) -> Result<Arc<Dataset>, LoopError> {
         let task = item.task.id;
-        let layer = match stage.kind {
-            StageKind::Rbm { layer } if layer > 0 => layer,
-            _ => return Ok(item.data.clone()),
-        };
+        let layers = stage.input_layers as usize;
+        if layers == 0 {
+            return Ok(item.data.clone());
+        }
         if self.inputs.keys().any(|&(_, s)| s != task.stage) {
             self.inputs.clear();
         }
@@ -317,8 +318,8 @@ impl Worker {
             return Ok(data.clone());
         }
         let frozen = self.frozen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let layers = match frozen {
-            Some((job, s, layers)) if job == task.job && s == task.stage && layers.len() == layer as usize => layers,
+        let trained = match frozen {
+            Some((job, s, trained)) if job == task.job && s == task.stage && trained.len() == layers => trained,
             _ => {
                 return Err(LoopError::Driver(format!(
                     "no trained layers for stage {} of job {}",
@@ -327,9 +328,10 @@ impl Worker {
             }
         };
         let spec = &item.task.spec;
-        let dbn = spec.build_dbn(item.data.dim(), item.data.classes())?;
-        let sample = spec.pretrain.as_ref().is_some_and(|p| p.sample_inputs);
-        let data = dbn.features(&layers, &item.data, sample, spec.train.seed ^ u64::from(task.partition))?;
+        let seed = spec.train.seed ^ u64::from(task.partition);
+        let data = spec
+            .kind()?
+            .input(spec, task.stage as usize, &trained, &item.data, true, seed)?;
         let data = Arc::new(data);
         self.inputs.insert((item.task.partition_hash, task.stage), data.clone());
         Ok(data)

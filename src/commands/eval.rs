@@ -92,8 +92,8 @@ pub fn evaluate(model: &SavedModel, test: &Dataset) -> anyhow::Result<Report> {
     for start in (0..test.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(test.len());
         let probs = model
-            .mlp
-            .predict_proba(&model.params, test.features().slice(s![start..end, ..]))?;
+            .network
+            .predict(&model.params, test.features().slice(s![start..end, ..]))?;
         for (row, &label) in probs.rows().into_iter().zip(&test.labels()[start..end]) {
             let p = row.to_vec();
             loss -= f64::from(p[usize::from(label)].max(1e-7)).ln();

@@ -38,7 +38,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         writeln!(out, "predicted,{}", header.join(","))?;
         for start in (0..x.nrows()).step_by(CHUNK) {
             let end = (start + CHUNK).min(x.nrows());
-            let probs = model.mlp.predict_proba(&model.params, x.slice(s![start..end, ..]))?;
+            let probs = model.network.predict(&model.params, x.slice(s![start..end, ..]))?;
             for row in probs.rows() {
                 let p = row.to_vec();
                 let cols: Vec<String> = p.iter().map(|v| format!("{v:.6}")).collect();

@@ -71,6 +71,10 @@ pub enum CheckpointError {
 pub const JOB_KEY: &str = "deepdist.job";
 /// The standardization statistics (JSON), when the job standardized its features.
 pub const STANDARDIZER_KEY: &str = "deepdist.standardize";
+/// Metadata key of a saved model's input width (features per example).
+pub const INPUT_KEY: &str = "deepdist.input_dim";
+/// Metadata key of a saved model's number of classes (supervised models).
+pub const CLASSES_KEY: &str = "deepdist.classes";
 
 /// Writes `params` as a safetensors file with one tensor per layout entry.
 pub fn save_model(

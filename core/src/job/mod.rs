@@ -1,6 +1,8 @@
 //! Job definitions: TOML files users submit, parsed strictly (unknown keys
 //! refused) and validated with errors that name the key and what is allowed.
 
+pub mod kinds;
+mod model_spec;
 mod size;
 mod stage;
 mod train;
@@ -9,11 +11,12 @@ mod validate;
 use serde::{Deserialize, Serialize};
 
 pub use crate::data::spec::{DataFormat, DataSpec, LabelColumn, Scale};
+pub use model_spec::{DEFAULT_KIND, ModelSpec};
 pub use size::{ModelLimit, default_model_bytes};
-pub use stage::{Stage, StageKind};
+pub use stage::Stage;
 pub use train::{Mode, ModeKeys, TrainSpec};
 
-use crate::model::{Activation, Dbn, Dropout, Mlp, ModelError};
+use crate::model::{ModelError, SharedNetwork};
 use crate::optim::OptimizerConfig;
 
 /// What is wrong with a job definition.
@@ -74,48 +77,6 @@ impl std::fmt::Display for JobState {
             JobState::Cancelled => "cancelled",
         };
         f.write_str(s)
-    }
-}
-
-/// Model families a job can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    /// Multi-layer perceptron.
-    #[default]
-    Mlp,
-    /// Deep belief network: RBMs pre-trained layer by layer, then fine-tuned
-    /// as a sigmoid MLP with a softmax layer.
-    Dbn,
-}
-
-/// `[model]`: the network.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelSpec {
-    /// The family (`mlp`).
-    pub kind: ModelKind,
-    /// Hidden layer sizes; input and output sizes come from the dataset.
-    pub hidden: Vec<usize>,
-    /// Hidden nonlinearity (`relu`, `tanh`, `sigmoid`); MLP default `relu`,
-    /// and a DBN's units are sigmoid.
-    pub activation: Option<Activation>,
-    /// Dropout probability of each hidden unit while training (fine-tuning,
-    /// for a DBN); 0 turns it off.
-    pub dropout: f32,
-    /// Dropout probability of each input pixel while training.
-    pub input_dropout: f32,
-}
-
-impl Default for ModelSpec {
-    fn default() -> Self {
-        Self {
-            kind: ModelKind::Mlp,
-            hidden: vec![500, 500],
-            activation: None,
-            dropout: 0.0,
-            input_dropout: 0.0,
-        }
     }
 }
 
@@ -202,28 +163,27 @@ impl JobSpec {
         toml::to_string(self).unwrap_or_default()
     }
 
-    /// The network this job trains (fine-tunes, for a DBN), for inputs of
-    /// `input_dim` and `classes` outputs.
-    pub fn build_mlp(&self, input_dim: usize, classes: usize) -> Result<Mlp, ModelError> {
-        let mut sizes = vec![input_dim];
-        sizes.extend(&self.model.hidden);
-        sizes.push(classes);
-        let default = match self.model.kind {
-            ModelKind::Mlp => Activation::Relu,
-            ModelKind::Dbn => Activation::Sigmoid,
-        };
-        Mlp::new(&sizes, self.model.activation.unwrap_or(default))?.with_dropout(Dropout {
-            input: self.model.input_dropout,
-            hidden: self.model.dropout,
+    /// The kind of model the job names, from this process's registry.
+    pub fn kind(&self) -> Result<std::sync::Arc<dyn kinds::ModelKind>, ModelError> {
+        kinds::kind(&self.model.kind).ok_or_else(|| {
+            ModelError::BadSpec(format!(
+                "model kind {:?} is not one this build knows ({})",
+                self.model.kind,
+                kinds::names().join(", ")
+            ))
         })
     }
 
-    /// The DBN of a `dbn` job.
-    pub fn build_dbn(&self, input_dim: usize, classes: usize) -> Result<Dbn, ModelError> {
-        let mut sizes = vec![input_dim];
-        sizes.extend(&self.model.hidden);
-        let cd_k = self.pretrain.clone().unwrap_or_default().cd_k as usize;
-        Dbn::new(&sizes, classes, cd_k)
+    /// The network stage `index` trains, for the data's `input_dim` features
+    /// and `classes` classes.
+    pub fn network(&self, index: usize, input_dim: usize, classes: usize) -> Result<SharedNetwork, ModelError> {
+        self.kind()?.network(self, index, input_dim, classes)
+    }
+
+    /// The network of the last stage: the model the job saves.
+    pub fn final_network(&self, input_dim: usize, classes: usize) -> Result<SharedNetwork, ModelError> {
+        let last = self.stages().len().saturating_sub(1);
+        self.network(last, input_dim, classes)
     }
 }
 
@@ -286,7 +246,8 @@ momentum = 0.9
     fn parses_a_good_job_and_round_trips() {
         let spec = JobSpec::from_toml(GOOD, "good.toml").unwrap();
         assert_eq!(spec.train.mode, Mode::Sync);
-        assert_eq!(spec.model.activation, Some(Activation::Tanh));
+        let keys: kinds::DenseKeys = spec.model.keys("good.toml").unwrap();
+        assert_eq!(keys.activation, Some(crate::model::Activation::Tanh));
         assert_eq!(spec.stages().len(), 1);
         assert_eq!(spec.stages()[0].name, "train");
         assert_eq!(spec.data.partitions, 4);
@@ -302,11 +263,16 @@ momentum = 0.9
         let stages = spec.stages();
         let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["rbm1", "rbm2", "finetune"]);
-        assert_eq!(stages[1].kind, StageKind::Rbm { layer: 1 });
+        assert_eq!((stages[1].supervised, stages[1].input_layers), (false, 1));
+        assert!(stages[2].supervised);
         let schedule = stages[0].optimizer.schedule();
         assert_eq!((schedule.momentum_at(1), schedule.momentum_at(2)), (0.5, 0.9));
-        assert_eq!(spec.build_mlp(784, 10).unwrap().activation(), Activation::Sigmoid);
-        assert_eq!(spec.build_dbn(784, 10).unwrap().depth(), 2);
+        assert_eq!(
+            spec.network(1, 784, 10).unwrap().input_dim(),
+            20,
+            "the second RBM sees the first's units"
+        );
+        assert_eq!(spec.final_network(784, 10).unwrap().layout().tensors().len(), 6);
         let no_pretraining = text.replace("epochs = 3", "epochs = 0");
         assert_eq!(JobSpec::from_toml(&no_pretraining, "d").unwrap().stages().len(), 1);
         let relu = text.replace("kind = \"dbn\"", "kind = \"dbn\"\nactivation = \"relu\"");
@@ -322,6 +288,19 @@ momentum = 0.9
                 .to_string()
                 .contains("`pretrain`")
         );
+    }
+
+    #[test]
+    fn a_model_kind_this_build_does_not_know_is_refused_naming_the_known_ones() {
+        let err = JobSpec::from_toml("name = \"x\"\n[model]\nkind = \"resnet\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`model.kind`") && err.contains("resnet"), "{err}");
+        assert!(err.contains("mlp") && err.contains("dbn"), "{err}");
+        let err = JobSpec::from_toml("name = \"x\"\n[model]\nhiden = [3]\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `hiden`") && err.contains("hidden"), "{err}");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! would not fit the process's share of memory, is refused at submit with the
 //! key to change, instead of taking the process down later.
 
-use super::{JobError, JobSpec, ModelKind};
+use super::{JobError, JobSpec};
 use crate::data::mnist;
+use crate::model::ModelError;
 
 /// Bytes a frame needs beyond the parameters it carries (message header,
 /// job spec, varints): generous, so a model at the limit still travels.
@@ -57,14 +58,6 @@ fn total_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Parameters of a layer stack `sizes[0] → … → sizes[n]`, weights and biases.
-fn stack_params(sizes: &[u64]) -> u64 {
-    sizes
-        .windows(2)
-        .map(|w| w[0].saturating_mul(w[1]).saturating_add(w[1]))
-        .fold(0, u64::saturating_add)
-}
-
 impl JobSpec {
     /// The input width and classes of the job's dataset, as far as they are
     /// known before its files are read: MNIST's exactly; for a user's files,
@@ -77,25 +70,15 @@ impl JobSpec {
         }
     }
 
-    /// Parameters of the largest model any stage trains, for inputs of
-    /// `input_dim` and `classes` outputs, computed without building it.
-    pub fn largest_model(&self, input_dim: usize, classes: usize) -> u64 {
-        let mut sizes = vec![input_dim as u64];
-        sizes.extend(self.model.hidden.iter().map(|&h| h as u64));
-        sizes.push(classes as u64);
-        let supervised = stack_params(&sizes);
-        let pretrains = self.model.kind == ModelKind::Dbn && self.pretrain.as_ref().is_none_or(|p| p.epochs > 0);
-        let largest_rbm = if pretrains {
-            // Visible biases beside the hidden ones.
-            sizes[..sizes.len() - 1]
-                .windows(2)
-                .map(|w| stack_params(w).saturating_add(w[0]))
-                .max()
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        supervised.max(largest_rbm)
+    /// Parameters of the largest network any stage trains, for inputs of
+    /// `input_dim` and `classes` outputs (building a network lays out its
+    /// parameters without allocating them).
+    pub fn largest_model(&self, input_dim: usize, classes: usize) -> Result<u64, ModelError> {
+        let mut largest = 0;
+        for index in 0..self.stages().len() {
+            largest = largest.max(self.network(index, input_dim, classes)?.layout().len() as u64);
+        }
+        Ok(largest)
     }
 
     /// Refuses a job whose model is above `limit`, naming the key to change.
@@ -106,14 +89,22 @@ impl JobSpec {
         classes: usize,
         limit: &ModelLimit,
     ) -> Result<(), JobError> {
-        let params = self.largest_model(input_dim, classes);
+        let params = self.largest_model(input_dim, classes).map_err(|e| JobError::Invalid {
+            origin: origin.into(),
+            key: "model".into(),
+            value: self.model.kind.clone(),
+            allowed: e.to_string(),
+        })?;
         if params <= limit.max_params {
             return Ok(());
         }
+        let (key, value) = self
+            .kind()
+            .map_or_else(|_| ("model".into(), String::new()), |k| k.size_key(self));
         Err(JobError::Invalid {
             origin: origin.into(),
-            key: "model.hidden".into(),
-            value: format!("{:?}", self.model.hidden),
+            key,
+            value,
             allowed: format!(
                 "the model has {params} parameters ({:.1} GB per copy); at most {} are accepted here: {}",
                 params as f64 * 4e-9,
@@ -127,7 +118,6 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Model;
 
     fn job(text: &str) -> JobSpec {
         JobSpec::from_toml(text, "t").unwrap()
@@ -137,15 +127,15 @@ mod tests {
     fn the_count_matches_the_built_models() {
         let mlp = job("name = \"m\"\n[model]\nhidden = [32, 16]\n");
         assert_eq!(
-            mlp.largest_model(784, 10),
-            mlp.build_mlp(784, 10).unwrap().layout().len() as u64
+            mlp.largest_model(784, 10).unwrap(),
+            (784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10) as u64
         );
         let dbn = job("name = \"d\"\n[model]\nkind = \"dbn\"\nhidden = [60, 5]\n[pretrain]\nepochs = 1\n");
-        let built = dbn.build_dbn(784, 10).unwrap();
-        let rbm = built.rbm(0).unwrap().layout().len() as u64;
-        let net = dbn.build_mlp(784, 10).unwrap().layout().len() as u64;
+        let rbm = dbn.network(0, 784, 10).unwrap().layout().len() as u64;
+        let net = dbn.final_network(784, 10).unwrap().layout().len() as u64;
+        assert_eq!(rbm, (784 * 60 + 784 + 60) as u64, "weights and both biases");
         assert!(rbm > net, "the first RBM is the larger here");
-        assert_eq!(dbn.largest_model(784, 10), rbm);
+        assert_eq!(dbn.largest_model(784, 10).unwrap(), rbm);
     }
 
     #[test]

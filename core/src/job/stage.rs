@@ -1,31 +1,20 @@
-//! A job as a sequence of stages: RBM pre-training per layer, then the
-//! supervised stage.
+//! A job as a sequence of stages, as its model kind cuts it: for a DBN, RBM
+//! pre-training per layer, then the supervised stage; for most kinds, one.
 
-use super::{JobSpec, ModelKind};
-use std::sync::Arc;
-
-use crate::model::{ModelError, SharedNetwork};
+use super::JobSpec;
 use crate::optim::OptimizerConfig;
-
-/// What one stage of a job trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StageKind {
-    /// RBM number `layer` (from 0) of a DBN, on the features of the layers below.
-    Rbm {
-        /// Which RBM.
-        layer: u32,
-    },
-    /// The whole network with its softmax output, supervised.
-    Supervised,
-}
 
 /// One stage: what it trains and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
-    /// Name in progress and metrics: `rbm1`, `rbm2`, …, `finetune` (or `train` for an MLP).
+    /// Name in progress, metrics and saved files: `train`, or `rbm1`, `rbm2`,
+    /// …, `finetune` for a DBN.
     pub name: String,
-    /// What it trains.
-    pub kind: StageKind,
+    /// Trained with labels: scored by accuracy, and what a target is for.
+    pub supervised: bool,
+    /// How many of the stages before this one its input passes through (0:
+    /// the data as it is; a DBN's RBM `l`: the `l` RBMs below).
+    pub input_layers: u32,
     /// Epochs.
     pub epochs: u32,
     /// Minibatch size.
@@ -34,52 +23,25 @@ pub struct Stage {
     pub optimizer: OptimizerConfig,
 }
 
-impl JobSpec {
-    /// The model stage `kind` trains, for inputs of `input_dim` and `classes` outputs.
-    pub fn stage_model(&self, kind: StageKind, input_dim: usize, classes: usize) -> Result<SharedNetwork, ModelError> {
-        Ok(match kind {
-            StageKind::Supervised => Arc::new(self.build_mlp(input_dim, classes)?),
-            StageKind::Rbm { layer } => Arc::new(self.build_dbn(input_dim, classes)?.rbm(layer as usize)?),
-        })
-    }
-
-    /// The job's stages in order: for a DBN with pre-training, one per RBM,
-    /// then the supervised stage.
-    pub fn stages(&self) -> Vec<Stage> {
-        let supervised = Stage {
-            name: if self.model.kind == ModelKind::Dbn {
-                "finetune"
-            } else {
-                "train"
-            }
-            .into(),
-            kind: StageKind::Supervised,
-            epochs: self.train.epochs,
-            batch_size: self.train.batch_size,
-            optimizer: self.optimizer,
-        };
-        let mut stages = Vec::new();
-        if self.model.kind == ModelKind::Dbn {
-            let p = self.pretrain.clone().unwrap_or_default();
-            if p.epochs > 0 {
-                for layer in 0..self.model.hidden.len() as u32 {
-                    stages.push(Stage {
-                        name: format!("rbm{}", layer + 1),
-                        kind: StageKind::Rbm { layer },
-                        epochs: p.epochs,
-                        batch_size: p.batch_size,
-                        optimizer: OptimizerConfig {
-                            lr: p.lr,
-                            weight_decay: p.weight_decay,
-                            momentum: Some(p.momentum),
-                            final_momentum: Some((p.momentum_epochs, p.final_momentum)),
-                            ..OptimizerConfig::default()
-                        },
-                    });
-                }
-            }
+impl Stage {
+    /// A supervised stage on the data as it is, with the job's `[train]`
+    /// epochs and minibatch and its `[optimizer]`.
+    pub fn supervised(name: &str, job: &JobSpec) -> Self {
+        Self {
+            name: name.into(),
+            supervised: true,
+            input_layers: 0,
+            epochs: job.train.epochs,
+            batch_size: job.train.batch_size,
+            optimizer: job.optimizer,
         }
-        stages.push(supervised);
-        stages
+    }
+}
+
+impl JobSpec {
+    /// The job's stages in order, as its model kind cuts it (none when this
+    /// process does not know the kind).
+    pub fn stages(&self) -> Vec<Stage> {
+        self.kind().map(|k| k.stages(self)).unwrap_or_default()
     }
 }

@@ -1,8 +1,7 @@
 //! Range checks of a parsed job, with errors naming the key and what is
 //! allowed.
 
-use super::{DataFormat, JobError, JobSpec, ModelKind};
-use crate::model::Activation;
+use super::{DataFormat, JobError, JobSpec, kinds};
 use crate::optim::OptimError;
 
 impl JobSpec {
@@ -103,9 +102,18 @@ impl JobSpec {
         }
         c.in_range("data.partitions", self.data.partitions.into(), 1, 4096)?;
         self.validate_data(origin)?;
-        self.validate_model(&c)?;
+        match kinds::kind(&self.model.kind) {
+            Some(kind) => kind.check(self, origin)?,
+            None => {
+                let known = kinds::names().join(", ");
+                return Err(c.invalid(
+                    "model.kind",
+                    format!("{:?}", self.model.kind),
+                    &format!("not a model kind this build knows: {known}"),
+                ));
+            }
+        }
         self.validate_train(&c)?;
-        self.validate_pretrain(&c)?;
         self.optimizer.validate().map_err(|e| match e {
             OptimError::BadSetting { key, value, allowed } => {
                 c.invalid(&format!("optimizer.{key}"), value.to_string(), allowed)
@@ -117,23 +125,6 @@ impl JobSpec {
             ),
             other => c.invalid("optimizer", String::new(), &other.to_string()),
         })
-    }
-
-    /// Checks `[model]`: layers, widths and dropout.
-    fn validate_model(&self, c: &Check) -> Result<(), JobError> {
-        c.in_range("model.hidden (number of layers)", self.model.hidden.len() as u64, 0, 16)?;
-        for (i, &h) in self.model.hidden.iter().enumerate() {
-            c.in_range(&format!("model.hidden[{i}]"), h as u64, 1, 65_536)?;
-        }
-        for (key, p) in [
-            ("model.dropout", self.model.dropout),
-            ("model.input_dropout", self.model.input_dropout),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(c.invalid(key, p.to_string(), "must be in [0, 1)"));
-            }
-        }
-        Ok(())
     }
 
     /// Checks `[train]`: epochs, minibatch, the mode's own keys, the target.
@@ -166,62 +157,21 @@ impl JobSpec {
         }
         Ok(())
     }
-
-    /// Checks a DBN's layers and `[pretrain]`, which only a DBN may have.
-    fn validate_pretrain(&self, c: &Check) -> Result<(), JobError> {
-        if self.model.kind != ModelKind::Dbn {
-            return match self.pretrain {
-                Some(_) => Err(c.invalid(
-                    "pretrain",
-                    "(set)".into(),
-                    "only a model.kind = \"dbn\" job is pre-trained",
-                )),
-                None => Ok(()),
-            };
-        }
-        if self.model.hidden.is_empty() {
-            return Err(c.invalid("model.hidden", "[]".into(), "a DBN needs at least one hidden layer"));
-        }
-        if let Some(a) = self.model.activation.filter(|a| *a != Activation::Sigmoid) {
-            return Err(c.invalid(
-                "model.activation",
-                format!("{a:?}").to_lowercase(),
-                "a DBN's units are sigmoid",
-            ));
-        }
-        let p = self.pretrain.clone().unwrap_or_default();
-        c.in_range("pretrain.epochs", p.epochs.into(), 0, 10_000)?;
-        c.in_range("pretrain.batch_size", p.batch_size.into(), 1, 65_536)?;
-        c.in_range("pretrain.cd_k", p.cd_k.into(), 1, 100)?;
-        let rates = [
-            ("pretrain.lr", p.lr, false),
-            ("pretrain.weight_decay", p.weight_decay, true),
-        ];
-        for (key, v, zero_ok) in rates {
-            if !(v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))) {
-                return Err(c.invalid(key, v.to_string(), "must be a finite number > 0 (≥ 0 for weight_decay)"));
-            }
-        }
-        for (key, m) in [
-            ("pretrain.momentum", p.momentum),
-            ("pretrain.final_momentum", p.final_momentum),
-        ] {
-            if !(0.0..1.0).contains(&m) {
-                return Err(c.invalid(key, m.to_string(), "must be in [0, 1)"));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Makes the errors of one job's checks, naming where the job came from.
-struct Check<'a> {
+pub(super) struct Check<'a> {
     origin: &'a str,
 }
 
-impl Check<'_> {
+impl<'a> Check<'a> {
+    /// Checks of the job from `origin`.
+    pub(super) fn new(origin: &'a str) -> Self {
+        Self { origin }
+    }
+
     /// `key` holds `value`, which is not `allowed`.
-    fn invalid(&self, key: &str, value: String, allowed: &str) -> JobError {
+    pub(super) fn invalid(&self, key: &str, value: String, allowed: &str) -> JobError {
         JobError::Invalid {
             origin: self.origin.to_string(),
             key: key.to_string(),
@@ -231,7 +181,7 @@ impl Check<'_> {
     }
 
     /// `key`'s value `v` must be within `lo..=hi`.
-    fn in_range(&self, key: &str, v: u64, lo: u64, hi: u64) -> Result<(), JobError> {
+    pub(super) fn in_range(&self, key: &str, v: u64, lo: u64, hi: u64) -> Result<(), JobError> {
         if (lo..=hi).contains(&v) {
             Ok(())
         } else {

@@ -409,6 +409,10 @@ impl super::Network for Mlp {
         Mlp::evaluate(self, params, data).map(super::StageEval::Supervised)
     }
 
+    fn predict(&self, params: &[f32], x: ArrayView2<'_, f32>) -> Result<Array2<f32>, ModelError> {
+        self.predict_proba(params, x)
+    }
+
     fn flops_per_example(&self) -> u64 {
         Model::flops_per_example(self)
     }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2};
 
 use super::{GradientEngine, Layout, Model, ModelError};
 use crate::data::Dataset;
@@ -51,6 +51,15 @@ pub trait Network: Send + Sync + std::fmt::Debug {
 
     /// Scores `params` on `data`, whose features are this model's inputs.
     fn evaluate(&self, params: &[f32], data: &Dataset) -> Result<StageEval, ModelError>;
+
+    /// The model's outputs for every row of `x` (class probabilities, for a
+    /// classifier); a model without outputs to predict says so.
+    fn predict(&self, params: &[f32], x: ArrayView2<'_, f32>) -> Result<Array2<f32>, ModelError> {
+        let _ = (params, x);
+        Err(ModelError::BadSpec(
+            "this model has no outputs to predict (an unsupervised stage)".into(),
+        ))
+    }
 
     /// Floating-point operations of one example's gradient, counting the
     /// matrix products (2 per multiply-add).

@@ -52,13 +52,10 @@ impl Engine {
         let built = postcard::from_bytes::<Setup>(bytes)
             .map_err(|e| format!("cannot decode the leader's setup: {e}"))
             .and_then(|s| {
-                let stage = s
+                let model = s
                     .spec
-                    .stages()
-                    .get(s.stage as usize)
-                    .map(|st| st.kind)
-                    .ok_or_else(|| format!("the job has no stage {}", s.stage))?;
-                let model = s.spec.stage_model(stage, s.dim, s.classes).map_err(|e| e.to_string())?;
+                    .network(s.stage as usize, s.dim, s.classes)
+                    .map_err(|e| e.to_string())?;
                 // Each rank samples dropout and RBM states from its own stream.
                 let seed = s.seed ^ rank.wrapping_mul(0xD1B5_4A32_D192_ED03);
                 Ok(model.engine(s.batch, rayon::current_num_threads(), seed))

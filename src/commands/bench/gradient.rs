@@ -5,7 +5,7 @@ use deepdist_core::bench::{GradientBench, Throughput, median};
 use deepdist_core::cpu::compute_pool;
 use deepdist_core::gemm::{PEAK_SIZE, backend_name, gemm_gflops};
 use deepdist_core::job::JobSpec;
-use deepdist_core::model::{Activation, Mlp, Model, Rbm};
+use deepdist_core::model::{Activation, Mlp, Network, Rbm, SharedNetwork};
 
 use crate::cli::BenchArgs;
 
@@ -13,9 +13,9 @@ use crate::cli::BenchArgs;
 const DBN_JOB: &str = include_str!("../../../jobs/mnist-dbn.toml");
 
 /// The fine-tuning stage's network of the shipped DBN job, on MNIST's shape.
-fn dbn_finetune() -> anyhow::Result<Mlp> {
+fn dbn_finetune() -> anyhow::Result<SharedNetwork> {
     let spec = JobSpec::from_toml(DBN_JOB, "jobs/mnist-dbn.toml (built in)")?;
-    Ok(spec.build_mlp(784, 10)?)
+    Ok(spec.final_network(784, 10)?)
 }
 
 /// One row of the result table.
@@ -87,9 +87,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         // this machine's speed drifts by several percent within a minute,
         // and a fraction is only meaningful between windows that shared it.
         let rounds = pool.install(|| -> anyhow::Result<Vec<Round>> {
-            let mut mlp = GradientBench::new(mlp.clone(), 128)?;
-            let mut rbm = GradientBench::new(rbm.clone(), 100)?;
-            let mut dbn = GradientBench::new(dbn.clone(), 128)?;
+            let mut mlp = GradientBench::new(&mlp, 128)?;
+            let mut rbm = GradientBench::new(&rbm, 100)?;
+            let mut dbn = GradientBench::new(dbn.as_ref(), 128)?;
             (0..args.trials)
                 .map(|_| {
                     Ok(Round {

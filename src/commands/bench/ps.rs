@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use deepdist_core::bench::median;
 use deepdist_core::job::JobSpec;
-use deepdist_core::model::Model;
 use deepdist_wire::client::Client;
 use deepdist_wire::proto::{self, FromExecutor, Handshake, Push, TaskId, Tensor, ToExecutor};
 use deepdist_wire::transport::{self, BoxRead, BoxWrite, Credentials};
@@ -103,7 +102,7 @@ fn table_row(r: &Row) -> String {
 fn mlp_len() -> usize {
     JobSpec::from_toml(&load_job(1), "load")
         .ok()
-        .and_then(|s| s.build_mlp(784, 10).ok())
+        .and_then(|s| s.final_network(784, 10).ok())
         .map_or(0, |m| m.layout().len())
 }
 
