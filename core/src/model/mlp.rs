@@ -380,30 +380,7 @@ pub fn argmax(v: &[f32]) -> usize {
 }
 
 impl super::Network for Mlp {
-    fn layout(&self) -> &Layout {
-        Model::layout(self)
-    }
-
-    fn input_dim(&self) -> usize {
-        Model::input_dim(self)
-    }
-
-    fn classes(&self) -> Option<usize> {
-        Model::classes(self)
-    }
-
-    fn init(&self, seed: u64) -> Vec<f32> {
-        Model::init(self, seed)
-    }
-
-    fn engine(&self, max_batch: usize, threads: usize, seed: u64) -> Box<dyn super::Engine> {
-        Box::new(super::GradientEngine::with_threads(
-            self.clone(),
-            max_batch,
-            threads,
-            seed,
-        ))
-    }
+    crate::network_from_model!();
 
     fn evaluate(&self, params: &[f32], data: &Dataset) -> Result<super::StageEval, ModelError> {
         Mlp::evaluate(self, params, data).map(super::StageEval::Supervised)
@@ -411,10 +388,6 @@ impl super::Network for Mlp {
 
     fn predict(&self, params: &[f32], x: ArrayView2<'_, f32>) -> Result<Array2<f32>, ModelError> {
         self.predict_proba(params, x)
-    }
-
-    fn flops_per_example(&self) -> u64 {
-        Model::flops_per_example(self)
     }
 }
 

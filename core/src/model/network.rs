@@ -135,6 +135,44 @@ impl<M: Model + Network + Clone + 'static> Engine for GradientEngine<M> {
     }
 }
 
+/// Writes the [`Network`] methods a [`Model`] already answers — `layout`,
+/// `input_dim`, `classes`, `init`, `engine` and `flops_per_example` — inside
+/// a model's `impl Network`, leaving it to write `evaluate` (and what else it
+/// adds). The model must be `Clone + 'static`.
+#[macro_export]
+macro_rules! network_from_model {
+    () => {
+        fn layout(&self) -> &$crate::model::Layout {
+            $crate::model::Model::layout(self)
+        }
+
+        fn input_dim(&self) -> usize {
+            $crate::model::Model::input_dim(self)
+        }
+
+        fn classes(&self) -> Option<usize> {
+            $crate::model::Model::classes(self)
+        }
+
+        fn init(&self, seed: u64) -> Vec<f32> {
+            $crate::model::Model::init(self, seed)
+        }
+
+        fn engine(&self, max_batch: usize, threads: usize, seed: u64) -> Box<dyn $crate::model::Engine> {
+            Box::new($crate::model::GradientEngine::with_threads(
+                self.clone(),
+                max_batch,
+                threads,
+                seed,
+            ))
+        }
+
+        fn flops_per_example(&self) -> u64 {
+            $crate::model::Model::flops_per_example(self)
+        }
+    };
+}
+
 /// A shared network: how stages, evaluators and workers hold a model.
 pub type SharedNetwork = Arc<dyn Network>;
 

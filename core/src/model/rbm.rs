@@ -227,21 +227,7 @@ pub fn column_means(x: ArrayView2<'_, f32>) -> Vec<f32> {
 }
 
 impl super::Network for Rbm {
-    fn layout(&self) -> &Layout {
-        Model::layout(self)
-    }
-
-    fn input_dim(&self) -> usize {
-        Model::input_dim(self)
-    }
-
-    fn classes(&self) -> Option<usize> {
-        Model::classes(self)
-    }
-
-    fn init(&self, seed: u64) -> Vec<f32> {
-        Model::init(self, seed)
-    }
+    crate::network_from_model!();
 
     /// Visible biases start at `log(p / (1 − p))` of the sample's mean
     /// activations, as the practical guide recommends.
@@ -258,22 +244,9 @@ impl super::Network for Rbm {
         params
     }
 
-    fn engine(&self, max_batch: usize, threads: usize, seed: u64) -> Box<dyn super::Engine> {
-        Box::new(super::GradientEngine::with_threads(
-            self.clone(),
-            max_batch,
-            threads,
-            seed,
-        ))
-    }
-
     fn evaluate(&self, params: &[f32], data: &crate::data::Dataset) -> Result<super::StageEval, ModelError> {
         self.reconstruction_error(params, data.features())
             .map(super::StageEval::Reconstruction)
-    }
-
-    fn flops_per_example(&self) -> u64 {
-        Model::flops_per_example(self)
     }
 }
 
