@@ -43,7 +43,7 @@ fn read_rows(path: &Path, spec: &DataSpec, labelled: bool) -> Result<Table, Data
     let mut records = reader.records();
     let first = match records.next() {
         None => return Err(DataError::defect(path, "", "empty file")),
-        Some(r) => r.map_err(|e| bad(1, e.to_string()))?,
+        Some(r) => r.map_err(|e| DataError::read(path, "line 1", e))?,
     };
     let numeric = |r: &csv::StringRecord| r.iter().all(|f| f.parse::<f64>().is_ok());
     let header = spec.header.unwrap_or(!numeric(&first));
@@ -58,7 +58,7 @@ fn read_rows(path: &Path, spec: &DataSpec, labelled: bool) -> Result<Table, Data
     let mut labels = Vec::new();
     let rows = (!header).then_some(Ok(first)).into_iter().chain(records);
     for (i, record) in rows.enumerate() {
-        let record = record.map_err(|e| bad(i as u64 + 1, e.to_string()))?;
+        let record = record.map_err(|e| DataError::read(path, format!("line {}", i + 1), e))?;
         let line = record.position().map_or(i as u64 + 1, |p| p.line());
         if record.len() != width {
             return Err(bad(
@@ -82,8 +82,7 @@ fn read_rows(path: &Path, spec: &DataSpec, labelled: bool) -> Result<Table, Data
     }
     let feature_width = if labelled { width - 1 } else { width };
     let n = features.len().checked_div(feature_width).unwrap_or(0);
-    let features =
-        Array2::from_shape_vec((n, feature_width), features).map_err(|e| DataError::defect(path, "", e.to_string()))?;
+    let features = Array2::from_shape_vec((n, feature_width), features).map_err(|e| DataError::read(path, "", e))?;
     Ok(Table {
         features,
         labels,

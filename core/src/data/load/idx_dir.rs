@@ -111,8 +111,7 @@ fn table(images: IdxArray, image_file: &Path, labels: IdxArray, label_file: &Pat
     let n = images.dims[0];
     let width: usize = images.dims[1..].iter().product();
     let pixels = images.data.iter().map(|&p| f32::from(p)).collect();
-    let features =
-        Array2::from_shape_vec((n, width), pixels).map_err(|e| DataError::defect(image_file, "", e.to_string()))?;
+    let features = Array2::from_shape_vec((n, width), pixels).map_err(|e| DataError::read(image_file, "", e))?;
     Ok(Table {
         features,
         labels: labels.data.iter().map(|&l| i64::from(l)).collect(),

@@ -49,6 +49,17 @@ pub enum DataError {
         /// What is wrong.
         why: String,
     },
+    /// A reader of the file's format failed (a CSV, NumPy or shape error),
+    /// with its error kept.
+    #[error("{path}: {at}{source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Where in it (`line 12: `), or empty.
+        at: String,
+        /// What the reader said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Train and test disagree.
     #[error("{train} has {train_width} features per example but {test} has {test_width}")]
     Widths {
@@ -67,6 +78,16 @@ pub enum DataError {
 }
 
 impl DataError {
+    /// A reader's error `source` at `at` in `path`.
+    pub fn read(path: &Path, at: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let at = at.into();
+        DataError::Read {
+            path: path.to_path_buf(),
+            at: if at.is_empty() { at } else { format!("{at}: ") },
+            source: Box::new(source),
+        }
+    }
+
     /// A defect at `at` in `path`.
     pub fn defect(path: &Path, at: impl Into<String>, why: impl Into<String>) -> Self {
         let at = at.into();
@@ -175,7 +196,7 @@ fn finish(spec: &DataSpec, train: Table, test: Table, fitted: Option<Standardize
     let build = |x, labels: Vec<i64>, file: &Path| {
         // Labels were checked to lie in 0..classes ≤ 256.
         let labels = labels.into_iter().map(|l| l as u8).collect();
-        Dataset::new(x, labels, classes).map_err(|e| DataError::defect(file, "", e.to_string()))
+        Dataset::new(x, labels, classes).map_err(|e| DataError::read(file, "", e))
     };
     Ok(Loaded {
         train: build(train_x, train.labels, &train.labels_file)?,
@@ -263,7 +284,7 @@ pub fn read_inputs(
         let n = images.dims.first().copied().unwrap_or(0);
         let width = images.dims.iter().skip(1).product();
         let x = Array2::from_shape_vec((n, width), images.data.iter().map(|&p| f32::from(p)).collect())
-            .map_err(|e| DataError::defect(path, "", e.to_string()))?;
+            .map_err(|e| DataError::read(path, "", e))?;
         (x, true)
     };
     if let Some(((row, col), v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {

@@ -51,7 +51,7 @@ fn flatten(x: ArrayD<f32>, path: &Path) -> Result<Array2<f32>, DataError> {
     x.as_standard_layout()
         .into_owned()
         .into_shape_with_order((n, width))
-        .map_err(|e| DataError::defect(path, "", e.to_string()))
+        .map_err(|e| DataError::read(path, "", e))
 }
 
 enum Source {
@@ -83,7 +83,7 @@ impl Source {
         match result {
             Ok(a) => Ok(Read::Array(a)),
             Err(ReadNpzError::Npy(ReadNpyError::WrongDescriptor(d))) => Ok(Read::Wrong(d.to_string())),
-            Err(e) => Err(DataError::defect(&place, "", e.to_string())),
+            Err(e) => Err(DataError::read(&place, "", e)),
         }
     }
 
