@@ -1,6 +1,7 @@
 //! Job definitions: TOML files users submit, parsed strictly (unknown keys
 //! refused) and validated with errors that name the key and what is allowed.
 
+mod check;
 pub mod kinds;
 mod model_spec;
 mod size;

@@ -1,6 +1,7 @@
 //! Range checks of a parsed job, with errors naming the key and what is
 //! allowed.
 
+use super::check::Check;
 use super::{DataFormat, JobError, JobSpec, kinds};
 use crate::optim::OptimError;
 
@@ -86,7 +87,7 @@ impl JobSpec {
 
     /// Checks every range; the first violation is reported.
     pub fn validate(&self, origin: &str) -> Result<(), JobError> {
-        let c = Check { origin };
+        let c = Check::new(origin);
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
             && self
@@ -156,36 +157,5 @@ impl JobSpec {
             return Err(c.invalid("train.stop_at_target", "true".into(), "needs train.target_accuracy"));
         }
         Ok(())
-    }
-}
-
-/// Makes the errors of one job's checks, naming where the job came from.
-pub(super) struct Check<'a> {
-    origin: &'a str,
-}
-
-impl<'a> Check<'a> {
-    /// Checks of the job from `origin`.
-    pub(super) fn new(origin: &'a str) -> Self {
-        Self { origin }
-    }
-
-    /// `key` holds `value`, which is not `allowed`.
-    pub(super) fn invalid(&self, key: &str, value: String, allowed: &str) -> JobError {
-        JobError::Invalid {
-            origin: self.origin.to_string(),
-            key: key.to_string(),
-            value,
-            allowed: allowed.to_string(),
-        }
-    }
-
-    /// `key`'s value `v` must be within `lo..=hi`.
-    pub(super) fn in_range(&self, key: &str, v: u64, lo: u64, hi: u64) -> Result<(), JobError> {
-        if (lo..=hi).contains(&v) {
-            Ok(())
-        } else {
-            Err(self.invalid(key, v.to_string(), &format!("must be between {lo} and {hi}")))
-        }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::super::validate::Check;
+use super::super::check::Check;
 use super::super::{JobError, JobSpec, Stage};
 use super::ModelKind;
 use super::dense::DenseKeys;

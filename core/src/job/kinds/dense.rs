@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::validate::Check;
+use super::super::check::Check;
 use super::super::{JobError, JobSpec, Stage};
 use super::ModelKind;
 use crate::model::{Activation, Dropout, ModelError, SharedNetwork};
