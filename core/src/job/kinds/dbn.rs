@@ -17,16 +17,10 @@ use crate::optim::OptimizerConfig;
 pub(super) struct Dbn;
 
 impl Dbn {
-    fn keys(job: &JobSpec) -> Result<DenseKeys, ModelError> {
-        job.model
-            .keys::<DenseKeys>("the job")
-            .map_err(|e| ModelError::BadSpec(e.to_string()))
-    }
-
     /// The stack for `input_dim` features.
     fn build(job: &JobSpec, input_dim: usize, classes: usize) -> Result<crate::model::Dbn, ModelError> {
         let mut sizes = vec![input_dim];
-        sizes.extend(&Self::keys(job)?.hidden);
+        sizes.extend(&DenseKeys::of(job)?.hidden);
         let cd_k = job.pretrain.clone().unwrap_or_default().cd_k as usize;
         crate::model::Dbn::new(&sizes, classes, cd_k)
     }
@@ -35,7 +29,7 @@ impl Dbn {
     /// `[pretrain] epochs = 0`.
     fn rbms(job: &JobSpec) -> usize {
         let pretrains = job.pretrain.clone().unwrap_or_default().epochs > 0;
-        match Self::keys(job) {
+        match DenseKeys::of(job) {
             Ok(keys) if pretrains => keys.hidden.len(),
             _ => 0,
         }
@@ -116,7 +110,7 @@ impl ModelKind for Dbn {
         if index < Self::rbms(job) {
             return Ok(Arc::new(Self::build(job, input_dim, classes)?.rbm(index)?));
         }
-        Ok(Arc::new(Self::keys(job)?.network(
+        Ok(Arc::new(DenseKeys::of(job)?.network(
             input_dim,
             classes,
             Activation::Sigmoid,
@@ -164,6 +158,6 @@ impl ModelKind for Dbn {
     }
 
     fn size_key(&self, job: &JobSpec) -> (String, String) {
-        Self::keys(job).map_or_else(|_| ("model".into(), "(unreadable)".into()), |k| k.size_key())
+        DenseKeys::size_key(job)
     }
 }

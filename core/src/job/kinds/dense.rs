@@ -69,9 +69,20 @@ impl DenseKeys {
         })
     }
 
-    /// What a refusal for size names.
-    pub(super) fn size_key(&self) -> (String, String) {
-        ("model.hidden".into(), format!("{:?}", self.hidden))
+    /// The keys of a job already validated (an unreadable table is then a
+    /// mismatch between builds, reported as a bad model).
+    pub(super) fn of(job: &JobSpec) -> Result<Self, ModelError> {
+        job.model
+            .keys::<DenseKeys>("the job")
+            .map_err(|e| ModelError::BadSpec(e.to_string()))
+    }
+
+    /// What a refusal for size names: the hidden layers.
+    pub(super) fn size_key(job: &JobSpec) -> (String, String) {
+        Self::of(job).map_or_else(
+            |_| ("model".into(), "(unreadable)".into()),
+            |k| ("model.hidden".into(), format!("{:?}", k.hidden)),
+        )
     }
 }
 
@@ -107,11 +118,7 @@ impl ModelKind for Mlp {
         input_dim: usize,
         classes: usize,
     ) -> Result<SharedNetwork, ModelError> {
-        let keys = job
-            .model
-            .keys::<DenseKeys>("the job")
-            .map_err(|e| ModelError::BadSpec(e.to_string()))?;
-        Ok(std::sync::Arc::new(keys.network(
+        Ok(std::sync::Arc::new(DenseKeys::of(job)?.network(
             input_dim,
             classes,
             Activation::Relu,
@@ -119,8 +126,6 @@ impl ModelKind for Mlp {
     }
 
     fn size_key(&self, job: &JobSpec) -> (String, String) {
-        job.model
-            .keys::<DenseKeys>("the job")
-            .map_or_else(|_| ("model".into(), "(unreadable)".into()), |k| k.size_key())
+        DenseKeys::size_key(job)
     }
 }
