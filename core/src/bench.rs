@@ -7,7 +7,10 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::model::{Engine, ModelError, Network};
+use rayon::prelude::*;
+
+use crate::model::layered::LayerPass;
+use crate::model::{Engine, Layered, ModelError, Network};
 
 /// Throughput of one timed window.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,6 +81,47 @@ impl GradientBench {
             samples_per_s,
             gflops: samples_per_s * self.flops / 1e9,
         })
+    }
+}
+
+/// One layer of a layered network timed alone: every thread of the current
+/// rayon pool runs its forward and backward passes on a shard of its own, as
+/// a training step's shards do.
+pub struct LayerBench<'a> {
+    shards: Vec<LayerPass<'a>>,
+    rows: usize,
+    flops: f64,
+}
+
+impl<'a> LayerBench<'a> {
+    /// Layer `l` of `net` for batches of `batch` examples split over the
+    /// pool's threads, warmed up.
+    pub fn new(net: &'a Layered, l: usize, batch: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let rows = batch.div_ceil(threads);
+        let mut shards: Vec<_> = (0..threads).map(|t| net.layer_pass(l, rows, t as u64)).collect();
+        shards.par_iter_mut().for_each(|s| s.run());
+        Self {
+            shards,
+            rows,
+            flops: net.layer_flops(l) as f64,
+        }
+    }
+
+    /// Runs the layer for about `seconds` and returns the window's throughput.
+    pub fn window(&mut self, seconds: f64) -> Throughput {
+        let start = Instant::now();
+        let mut steps = 0usize;
+        while start.elapsed().as_secs_f64() < seconds {
+            self.shards.par_iter_mut().for_each(|s| s.run());
+            steps += 1;
+        }
+        let examples = steps * self.rows * self.shards.len();
+        let samples_per_s = examples as f64 / start.elapsed().as_secs_f64();
+        Throughput {
+            samples_per_s,
+            gflops: samples_per_s * self.flops / 1e9,
+        }
     }
 }
 

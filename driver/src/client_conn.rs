@@ -53,9 +53,8 @@ pub async fn serve(
 /// hold or send, before anything is allocated for it.
 fn admit(shared: &Shared, text: &str, origin: &str) -> Result<JobSpec, deepdist_core::job::JobError> {
     let spec = JobSpec::from_toml(text, origin)?;
-    let (dim, classes) = spec.data_shape();
     let limit = ModelLimit::new(shared.config.max_frame, shared.config.max_model_bytes);
-    spec.check_size(origin, dim, classes, &limit)?;
+    spec.check_size_at_submit(origin, &limit)?;
     Ok(spec)
 }
 

@@ -29,11 +29,14 @@ pub struct JobData {
     pub classes: usize,
     /// How the features were standardized, if they were: saved with the model.
     pub standardizer: Option<Standardizer>,
+    /// One example's `[channels, height, width]`, when the job or the files say.
+    pub shape: Option<[usize; 3]>,
 }
 
 /// Loads and cuts the data of `spec`.
 pub async fn load_for(shared: &Shared, spec: &JobSpec) -> Result<JobData, JobError> {
     let mut standardizer = None;
+    let mut shape = spec.data.known_shape();
     let (train, test) = match spec.data.format {
         DataFormat::Mnist => {
             let mnist = load_mnist(shared).await?;
@@ -43,6 +46,7 @@ pub async fn load_for(shared: &Shared, spec: &JobSpec) -> Result<JobData, JobErr
             let data = spec.data.clone();
             let loaded = tokio::task::spawn_blocking(move || load::load(&data, None)).await??;
             standardizer = loaded.standardizer;
+            shape = loaded.shape;
             (Arc::new(loaded.train), Arc::new(loaded.test))
         }
     };
@@ -56,6 +60,7 @@ pub async fn load_for(shared: &Shared, spec: &JobSpec) -> Result<JobData, JobErr
         eval: cut.eval,
         held_test: cut.held_test,
         standardizer,
+        shape,
     })
 }
 

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use deepdist_core::checkpoint::{CLASSES_KEY, CheckpointError, INPUT_KEY, JOB_KEY, save_model};
+use deepdist_core::checkpoint::{CLASSES_KEY, LAYERS_KEY, CheckpointError, INPUT_KEY, JOB_KEY, save_model};
 use deepdist_core::data::load::Standardizer;
 use deepdist_core::job::JobSpec;
 use deepdist_core::model::Network;
@@ -122,6 +122,9 @@ pub fn save_final_model(
     ]);
     if let Some(classes) = network.classes() {
         metadata.insert(CLASSES_KEY.to_string(), classes.to_string());
+    }
+    if let Some(layers) = network.describe() {
+        metadata.insert(LAYERS_KEY.to_string(), layers);
     }
     if let Some(s) = standardizer {
         let json = serde_json::to_string(s).map_err(|e| CheckpointError::Format(e.to_string()))?;

@@ -159,6 +159,9 @@ async fn run_job(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Outcome, JobError> {
     let data = crate::job_data::load_for(shared, spec).await?;
+    // From here on the job says the shape its files have, so executors,
+    // checkpoints and saved models build the same network.
+    let spec = &spec.with_shape(data.shape);
     let (dim, classes) = (data.dim, data.classes);
     // The model's size was checked at submit against the least the data can
     // be; now its shape is known.

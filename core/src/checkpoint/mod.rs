@@ -75,6 +75,9 @@ pub const STANDARDIZER_KEY: &str = "deepdist.standardize";
 pub const INPUT_KEY: &str = "deepdist.input_dim";
 /// Metadata key of a saved model's number of classes (supervised models).
 pub const CLASSES_KEY: &str = "deepdist.classes";
+/// Metadata key of a saved model's layers, one per line with the shape each
+/// puts out (networks that describe them).
+pub const LAYERS_KEY: &str = "deepdist.layers";
 
 /// Writes `params` as a safetensors file with one tensor per layout entry.
 pub fn save_model(

@@ -44,6 +44,18 @@ pub enum Scale {
     None,
 }
 
+/// The order of an image's values in a row of features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageLayout {
+    /// Channel by channel, each map row by row (PyTorch's, and IDX files').
+    #[default]
+    Chw,
+    /// Pixel by pixel, each pixel's channels together (channels-last, as
+    /// many NumPy image sets are stored).
+    Hwc,
+}
+
 /// A CSV file's label column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LabelColumn {
@@ -109,6 +121,12 @@ pub struct DataSpec {
     pub header: Option<bool>,
     /// `csv`: the label column, by name or index (default `label`, else the first).
     pub label_column: Option<LabelColumn>,
+    /// The shape of one example, `[channels, height, width]`, for networks
+    /// with convolutions (default: what the files say, for IDX and NumPy
+    /// files; none, a flat vector, for CSV).
+    pub shape: Option<Vec<usize>>,
+    /// The order of an image's values: `chw` (the default) or `hwc`.
+    pub layout: ImageLayout,
     /// Number of classes (default: the largest label + 1).
     pub classes: Option<u32>,
     /// Feature scaling (default `unit` for byte features, else `none`).
@@ -131,6 +149,19 @@ pub struct DataSpec {
     pub shared: bool,
 }
 
+impl DataSpec {
+    /// One example's `[channels, height, width]` as far as the job tells:
+    /// its `shape`, or MNIST's 1×28×28; files' own shapes are known only
+    /// once read.
+    pub fn known_shape(&self) -> Option<[usize; 3]> {
+        match (&self.shape, self.format) {
+            (Some(s), _) => s.as_slice().try_into().ok(),
+            (None, DataFormat::Mnist) => Some([1, 28, 28]),
+            (None, _) => None,
+        }
+    }
+}
+
 impl Default for DataSpec {
     fn default() -> Self {
         Self {
@@ -138,6 +169,8 @@ impl Default for DataSpec {
             path: None,
             header: None,
             label_column: None,
+            shape: None,
+            layout: ImageLayout::Chw,
             classes: None,
             scale: None,
             validation: None,

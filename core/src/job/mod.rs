@@ -164,6 +164,16 @@ impl JobSpec {
         toml::to_string(self).unwrap_or_default()
     }
 
+    /// The job with `data.shape` set to `shape` (what the files hold) when
+    /// the job left it out.
+    pub fn with_shape(&self, shape: Option<[usize; 3]>) -> JobSpec {
+        let mut spec = self.clone();
+        if spec.data.shape.is_none() {
+            spec.data.shape = shape.map(|s| s.to_vec());
+        }
+        spec
+    }
+
     /// The kind of model the job names, from this process's registry.
     pub fn kind(&self) -> Result<std::sync::Arc<dyn kinds::ModelKind>, ModelError> {
         kinds::kind(&self.model.kind).ok_or_else(|| {

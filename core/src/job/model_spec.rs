@@ -8,6 +8,8 @@ use super::JobError;
 
 /// The kind a job gets when its `[model]` names none.
 pub const DEFAULT_KIND: &str = "mlp";
+/// The kind of a job that names none but lists `[[model.layers]]`.
+pub const LAYERS_KIND: &str = "layers";
 
 /// `[model]`: `kind` and the kind's own keys.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +66,8 @@ impl<'de> Deserialize<'de> for ModelSpec {
         if d.is_human_readable() {
             let mut keys = toml::Table::deserialize(d)?;
             let kind = match keys.remove("kind") {
+                // A job that lists its layers is a layered network.
+                None if keys.contains_key("layers") => LAYERS_KIND.to_string(),
                 None => DEFAULT_KIND.to_string(),
                 Some(toml::Value::String(kind)) => kind,
                 Some(other) => return Err(D::Error::custom(format!("`kind` must be a string, not {other}"))),

@@ -64,10 +64,24 @@ impl JobSpec {
     /// the least they can be (one feature, two classes), so that the hidden
     /// layers alone are checked at submit and the rest once the data is read.
     pub fn data_shape(&self) -> (usize, usize) {
-        match self.data.format {
-            super::DataFormat::Mnist => (mnist::IMAGE_DIM, mnist::CLASSES),
-            _ => (1, 2),
+        let classes = self.data.classes.map_or(2, |c| c as usize);
+        match (self.data.format, self.data.known_shape()) {
+            (super::DataFormat::Mnist, _) => (mnist::IMAGE_DIM, mnist::CLASSES),
+            (_, Some(shape)) => (shape.iter().product(), classes),
+            (_, None) => (1, 2),
         }
+    }
+
+    /// [`JobSpec::check_size`] before the files are read, on
+    /// [`JobSpec::data_shape`]. A network that cannot be built without its
+    /// input's shape (convolutions on files that carry it) is checked once
+    /// the driver has read them.
+    pub fn check_size_at_submit(&self, origin: &str, limit: &ModelLimit) -> Result<(), JobError> {
+        let (dim, classes) = self.data_shape();
+        if self.data.known_shape().is_none() && self.largest_model(dim, classes).is_err() {
+            return Ok(());
+        }
+        self.check_size(origin, dim, classes, limit)
     }
 
     /// Parameters of the largest network any stage trains, for inputs of

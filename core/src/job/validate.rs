@@ -75,6 +75,12 @@ impl JobSpec {
             let allowed = "MNIST is found or fetched by the driver; `shared` is for files of your own".into();
             return Err(invalid("shared", "true".into(), allowed));
         }
+        if let Some(shape) = &d.shape
+            && (shape.len() != 3 || shape.iter().any(|n| !(1..=65_536).contains(n)))
+        {
+            let allowed = "[channels, height, width], each 1 to 65536".into();
+            return Err(invalid("shape", format!("{shape:?}"), allowed));
+        }
         if d.validation == Some(0) {
             return Err(invalid(
                 "validation",

@@ -1,4 +1,5 @@
-//! Models over one flat `f32` parameter vector: [`Mlp`], [`Rbm`] and [`Dbn`],
+//! Models over one flat `f32` parameter vector: [`Mlp`], [`Rbm`], [`Dbn`]
+//! and [`Layered`] (convolutional networks listed layer by layer),
 //! each with a `gradient()` that [`GradientEngine`] spreads over every local
 //! core with rayon. The rest of deepdist sees every model through one seam,
 //! [`Network`] (and its [`Engine`]).
@@ -8,6 +9,7 @@ mod check;
 pub mod dbn;
 pub mod dropout;
 pub mod engine;
+pub mod layered;
 pub mod layout;
 pub mod mlp;
 pub mod narrow;
@@ -21,6 +23,7 @@ pub use activation::Activation;
 pub use dbn::Dbn;
 pub use dropout::Dropout;
 pub use engine::GradientEngine;
+pub use layered::{LayerSpec, Layered, Shape};
 pub use layout::{Layout, TensorSpec};
 pub use mlp::{Evaluation, Mlp};
 pub use network::{Engine, Network, SharedNetwork, StageEval, same_network};
@@ -32,6 +35,19 @@ pub enum ModelError {
     /// The specification itself is unusable.
     #[error("invalid model: {0}")]
     BadSpec(String),
+    /// A layer of `[[model.layers]]` that does not fit the shape before it,
+    /// or whose keys are out of range.
+    #[error("model.layers[{index}] ({layer}): its input is {input}; {why}")]
+    Layer {
+        /// Its place in the job's list.
+        index: usize,
+        /// Its type.
+        layer: &'static str,
+        /// The shape it was given.
+        input: String,
+        /// What it expected.
+        why: String,
+    },
     /// A parameter vector of the wrong length.
     #[error("parameter vector has {actual} values, the model's layout needs {expected}")]
     ParamLength {

@@ -64,6 +64,12 @@ pub trait Network: Send + Sync + std::fmt::Debug {
     /// Floating-point operations of one example's gradient, counting the
     /// matrix products (2 per multiply-add).
     fn flops_per_example(&self) -> u64;
+
+    /// The network's layers for people, one per line, when it has more to
+    /// say than its tensors' shapes (saved with the model, shown by `eval`).
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A model's batch gradients on every core, behind the seam: what

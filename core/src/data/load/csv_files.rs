@@ -87,6 +87,7 @@ fn read_rows(path: &Path, spec: &DataSpec, labelled: bool) -> Result<Table, Data
         features,
         labels,
         bytes: false,
+        dims: Vec::new(),
         features_file: path.to_path_buf(),
         labels_file: path.to_path_buf(),
     })

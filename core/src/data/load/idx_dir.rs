@@ -116,6 +116,7 @@ fn table(images: IdxArray, image_file: &Path, labels: IdxArray, label_file: &Pat
         features,
         labels: labels.data.iter().map(|&l| i64::from(l)).collect(),
         bytes: true,
+        dims: images.dims[1..].to_vec(),
         features_file: image_file.to_path_buf(),
         labels_file: label_file.to_path_buf(),
     })

@@ -17,7 +17,7 @@ use ndarray::Array2;
 
 use super::dataset::Dataset;
 use super::idx::IdxError;
-use crate::data::spec::{DataFormat, DataSpec, Scale};
+use crate::data::spec::{DataFormat, DataSpec, ImageLayout, Scale};
 
 pub use scale::Standardizer;
 
@@ -108,6 +108,9 @@ pub struct Table {
     pub labels: Vec<i64>,
     /// The features were stored as bytes (0–255): they scale to `[0, 1]` by default.
     pub bytes: bool,
+    /// The dimensions of one example as the file stores them (`[28, 28]`
+    /// for MNIST's images); empty when the file knows only rows of values.
+    pub dims: Vec<usize>,
     /// Where the features came from, for errors.
     pub features_file: PathBuf,
     /// Where the labels came from.
@@ -139,6 +142,9 @@ pub struct Loaded {
     pub test: Dataset,
     /// The statistics the features were standardized with (`scale = "standardize"`).
     pub standardizer: Option<Standardizer>,
+    /// One example's `[channels, height, width]`: the job's, or what the
+    /// files store; `None` for rows of values.
+    pub shape: Option<[usize; 3]>,
 }
 
 /// Reads the user's files of `spec`; `standardizer`, when given (a saved
@@ -168,6 +174,7 @@ fn finish(spec: &DataSpec, train: Table, test: Table, fitted: Option<Standardize
         });
     }
     let classes = classes(spec, &train, &test)?;
+    let shape = example_shape(spec, &train)?;
     let scale = spec
         .scale
         .unwrap_or(if train.bytes { Scale::Unit } else { Scale::None });
@@ -202,6 +209,32 @@ fn finish(spec: &DataSpec, train: Table, test: Table, fitted: Option<Standardize
         train: build(train_x, train.labels, &train.labels_file)?,
         test: build(test_x, test.labels, &test.labels_file)?,
         standardizer,
+        shape,
+    })
+}
+
+/// One example's `[channels, height, width]`: the job's `shape`, which must
+/// hold as many values as an example has; else the stored dimensions of an
+/// image (`[h, w]`, or three read in the job's `layout`).
+fn example_shape(spec: &DataSpec, train: &Table) -> Result<Option<[usize; 3]>, DataError> {
+    let width = train.features.ncols();
+    if let Some(given) = &spec.shape {
+        let shape: [usize; 3] = given.as_slice().try_into().map_err(|_| {
+            DataError::Setting(format!("data.shape = {given:?}: give [channels, height, width]"))
+        })?;
+        if shape.iter().product::<usize>() != width {
+            return Err(DataError::Setting(format!(
+                "data.shape = {given:?} holds {} values, but {}'s examples have {width} features",
+                shape.iter().product::<usize>(),
+                train.features_file.display()
+            )));
+        }
+        return Ok(Some(shape));
+    }
+    Ok(match (train.dims.as_slice(), spec.layout) {
+        (&[h, w], _) => Some([1, h, w]),
+        (&[c, h, w], ImageLayout::Chw) | (&[h, w, c], ImageLayout::Hwc) => Some([c, h, w]),
+        _ => None,
     })
 }
 
@@ -337,6 +370,7 @@ mod tests {
             features: Array2::from_shape_vec((rows, width), features).unwrap(),
             labels,
             bytes: false,
+            dims: Vec::new(),
             features_file: "x.npy".into(),
             labels_file: "y.npy".into(),
         }

@@ -139,10 +139,12 @@ impl Source {
                 ));
             }
         };
+        let dims = features.shape().get(1..).unwrap_or_default().to_vec();
         Ok(Table {
             features: flatten(features, &features_file)?,
             labels,
             bytes,
+            dims,
             features_file,
             labels_file,
         })

@@ -7,6 +7,7 @@
 
 mod dbn;
 mod dense;
+mod layers;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -16,6 +17,7 @@ use crate::data::Dataset;
 use crate::model::{ModelError, Network, SharedNetwork};
 
 pub use dense::DenseKeys;
+pub use layers::LayersKeys;
 
 /// A kind of model: how a job naming it is checked, cut into stages, and
 /// how each stage's network is built and started.
@@ -117,8 +119,8 @@ fn global() -> &'static RwLock<Registry> {
 }
 
 /// The built-in kinds: registered like any other, first.
-fn builtin() -> [Arc<dyn ModelKind>; 2] {
-    [Arc::new(dense::Mlp), Arc::new(dbn::Dbn)]
+fn builtin() -> [Arc<dyn ModelKind>; 3] {
+    [Arc::new(dense::Mlp), Arc::new(dbn::Dbn), Arc::new(layers::Layers)]
 }
 
 /// Adds a kind, so that jobs may name it; a process registers its kinds
