@@ -33,7 +33,7 @@ mod with_mpi {
     use tokio::process::Child;
 
     use super::support::{
-        self, TestDriver, cannot_run, slurm_is_up, small_dbn_job, small_job, spare_port, spawn_executor_process,
+        self, TestDriver, cannot_run, slurm_is_up, small_cnn_job, small_dbn_job, small_job, spare_port, spawn_executor_process,
     };
 
     /// `mpirun` as the tests run it: as root, more ranks than cores.
@@ -184,6 +184,26 @@ mod with_mpi {
             .await
             .unwrap();
         assert_eq!(group.len(), 3);
+        for (g, a) in group.iter().zip(&alone) {
+            assert!(
+                (g - a).abs() <= 0.02 * a,
+                "group {group:?} against one process {alone:?}"
+            );
+        }
+    }
+
+    /// The same for a convolutional network: the followers compute their
+    /// shards of each minibatch through the same layers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_trains_a_cnn_as_one_process_does() {
+        let spec = small_cnn_job("same-cnn", "sync", 2);
+        let Some(group) = losses_with(&spec, |addr| start_group(addr, "cnn-group")).await else {
+            return;
+        };
+        let alone = losses_with(&spec, |addr| Some(spawn_executor_process(addr, "cnn-alone")))
+            .await
+            .unwrap();
+        assert_eq!(group.len(), 2);
         for (g, a) in group.iter().zip(&alone) {
             assert!(
                 (g - a).abs() <= 0.02 * a,

@@ -238,6 +238,39 @@ batch_size = 32
     )
 }
 
+/// A small, quick convolutional network on a slice of real MNIST.
+pub fn small_cnn_job(name: &str, mode: &str, epochs: u32) -> String {
+    format!(
+        r#"name = "{name}"
+[data]
+partitions = 4
+train_examples = 3000
+test_examples = 1000
+[[model.layers]]
+type = "conv2d"
+filters = 4
+kernel = 5
+stride = 2
+activation = "relu"
+[[model.layers]]
+type = "max_pool2d"
+size = 2
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "output"
+[train]
+mode = "{mode}"
+epochs = {epochs}
+batch_size = 32
+[optimizer]
+kind = "sgd"
+lr = 0.05
+momentum = 0.9
+"#
+    )
+}
+
 /// The lines of a job's `metrics.jsonl`.
 pub fn metrics(dir: &str) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(std::path::Path::new(dir).join("metrics.jsonl")).unwrap();

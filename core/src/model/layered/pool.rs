@@ -91,29 +91,44 @@ impl Layer for Pool {
         });
     }
 
+    /// Which channels of a window have given their maximum its gradient.
+    fn work(&self, _rows: usize) -> usize {
+        self.input.channels
+    }
+
     fn backward(&self, b: Backward<'_>) {
         let Some(dx) = b.dx else { return };
         dx.fill(0.0);
         let c = self.input.channels;
         let offsets = &self.offsets;
         let scale = 1.0 / offsets.len() as f32;
-        self.for_each_window(b.rows, |at, origin| match self.reduce {
-            // The first position holding a channel's maximum takes its gradient.
-            Reduce::Max => {
-                for ch in 0..c {
-                    let (top, grad) = (b.y[at + ch], b.dy[at + ch]);
-                    if let Some(&o) = offsets.iter().find(|&&o| b.x[origin + o + ch] == top) {
-                        dx[origin + o + ch] += grad;
+        let taken = &mut b.work[..c];
+        crate::cpu::wide(|| {
+            self.for_each_window(b.rows, |at, origin| {
+                let (y, dy) = (&b.y[at..at + c], &b.dy[at..at + c]);
+                match self.reduce {
+                    // The first position holding a channel's maximum takes its
+                    // gradient: branch-free, so the loop runs a vector of
+                    // channels at a time.
+                    Reduce::Max => {
+                        taken.fill(0.0);
+                        for &o in offsets {
+                            let (x, dx) = (&b.x[origin + o..origin + o + c], &mut dx[origin + o..origin + o + c]);
+                            for ch in 0..c {
+                                let hit = f32::from(u8::from(x[ch] == y[ch])) * (1.0 - taken[ch]);
+                                dx[ch] += hit * dy[ch];
+                                taken[ch] += hit;
+                            }
+                        }
+                    }
+                    Reduce::Mean => {
+                        for &o in offsets {
+                            let run = &mut dx[origin + o..origin + o + c];
+                            run.iter_mut().zip(dy).for_each(|(d, &g)| *d += g * scale);
+                        }
                     }
                 }
-            }
-            Reduce::Mean => {
-                let dy = &b.dy[at..at + c];
-                for &o in offsets {
-                    let run = &mut dx[origin + o..origin + o + c];
-                    run.iter_mut().zip(dy).for_each(|(d, &g)| *d += g * scale);
-                }
-            }
+            })
         });
     }
 }
