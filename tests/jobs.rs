@@ -46,17 +46,26 @@ fn the_fashion_job_reads_debians_files_into_the_mnist_jobs_network() {
     let (fashion, mnist) = (read("fashion-cnn.toml"), read("mnist-cnn.toml"));
     let dir = fashion.data.path.clone().unwrap();
     if !std::path::Path::new(&dir).exists() {
-        support::cannot_run("the Fashion-MNIST job", &format!("{dir} is missing (apt-get install dataset-fashion-mnist)"));
+        support::cannot_run(
+            "the Fashion-MNIST job",
+            &format!("{dir} is missing (apt-get install dataset-fashion-mnist)"),
+        );
         return;
     }
     let loaded = deepdist_core::data::load::load(&fashion.data, None).unwrap();
-    assert_eq!((loaded.train.len(), loaded.test.len(), loaded.train.classes()), (60_000, 10_000, 10));
+    assert_eq!(
+        (loaded.train.len(), loaded.test.len(), loaded.train.classes()),
+        (60_000, 10_000, 10)
+    );
     assert_eq!(loaded.shape, Some([1, 28, 28]));
     let net = fashion.with_shape(loaded.shape).final_network(784, 10).unwrap();
     let shapes = |n: &dyn deepdist_core::model::Network| -> Vec<Vec<usize>> {
         n.layout().tensors().iter().map(|t| t.shape.clone()).collect()
     };
-    assert_eq!(shapes(net.as_ref()), shapes(mnist.final_network(784, 10).unwrap().as_ref()));
+    assert_eq!(
+        shapes(net.as_ref()),
+        shapes(mnist.final_network(784, 10).unwrap().as_ref())
+    );
     let layers = |spec: &JobSpec| spec.model.keys["layers"].as_array().unwrap().clone();
     let mut without_dropout = layers(&fashion);
     without_dropout.retain(|l| l["type"].as_str() != Some("dropout"));

@@ -38,7 +38,7 @@ fn stripes(n: usize, seed: u64) -> (Array4<f32>, Array1<u8>) {
         for y in 0..SIDE {
             for col in 0..SIDE {
                 let along = if across { y } else { col };
-                let lit = (along + phase) % 3 == 0;
+                let lit = (along + phase).is_multiple_of(3);
                 for c in 0..2 {
                     let signal = if c == channel && lit { 0.8 } else { 0.0 };
                     x[[i, y, col, c]] = signal + 0.5 * unit();
@@ -140,7 +140,10 @@ async fn a_cnn_trains_on_images_and_eval_and_predict_agree_with_the_job() {
     assert_eq!(shapes["layers.0.weight"], vec![3, 3, 2, 6]);
     assert_eq!(shapes["layers.3.weight"], vec![6 * 5 * 5, 24]);
     let job = &metadata[deepdist_core::checkpoint::JOB_KEY];
-    assert!(job.contains("shape = [2, 10, 10]"), "the files' shape is kept with the model:\n{job}");
+    assert!(
+        job.contains("shape = [2, 10, 10]"),
+        "the files' shape is kept with the model:\n{job}"
+    );
     assert!(
         metadata[deepdist_core::checkpoint::LAYERS_KEY].contains("[1] max_pool2d → 6×5×5"),
         "{metadata:?}"
@@ -150,7 +153,10 @@ async fn a_cnn_trains_on_images_and_eval_and_predict_agree_with_the_job() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let evaluated = report["accuracy"].as_f64().unwrap();
-    assert!((evaluated - accuracy).abs() <= 1.0 / 400.0 + 1e-9, "eval {evaluated} vs job {accuracy}");
+    assert!(
+        (evaluated - accuracy).abs() <= 1.0 / 400.0 + 1e-9,
+        "eval {evaluated} vs job {accuracy}"
+    );
 
     let preds = dir.path().join("preds.csv");
     let input = dir.path().join("x_test.npy");
@@ -174,7 +180,10 @@ async fn a_cnn_trains_on_images_and_eval_and_predict_agree_with_the_job() {
         .collect();
     // The test labels cycle 0, 1, 2, 3: the predictions score as the job did.
     let correct = predicted.iter().enumerate().filter(|(i, p)| i % 4 == **p).count();
-    assert!((correct as f64 / 400.0 - accuracy).abs() <= 1.0 / 400.0 + 1e-9, "{correct} of 400 vs {accuracy}");
+    assert!(
+        (correct as f64 / 400.0 - accuracy).abs() <= 1.0 / 400.0 + 1e-9,
+        "{correct} of 400 vs {accuracy}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +222,10 @@ type = "output"
     );
     let job = job.replace("type = \"dense\"\nunits = 10", "type = \"max_pool2d\"\nsize = 30");
     let err = client.submit(&job, "too-wide.toml").await.unwrap_err().to_string();
-    assert!(err.contains("model.layers[1]") && err.contains("a 30×30 window does not fit"), "{err}");
+    assert!(
+        err.contains("model.layers[1]") && err.contains("a 30×30 window does not fit"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,5 +237,8 @@ async fn a_shape_that_does_not_hold_the_files_examples_fails_the_job_naming_it()
     let summary = train(&driver, &job).await;
     assert_eq!(summary.state, JobState::Failed, "{summary:?}");
     let error = summary.error.clone().unwrap_or_default();
-    assert!(error.contains("data.shape = [3, 10, 10] holds 300 values") && error.contains("200 features"), "{error}");
+    assert!(
+        error.contains("data.shape = [3, 10, 10] holds 300 values") && error.contains("200 features"),
+        "{error}"
+    );
 }

@@ -33,7 +33,8 @@ mod with_mpi {
     use tokio::process::Child;
 
     use super::support::{
-        self, TestDriver, cannot_run, slurm_is_up, small_cnn_job, small_dbn_job, small_job, spare_port, spawn_executor_process,
+        self, TestDriver, cannot_run, slurm_is_up, small_cnn_job, small_dbn_job, small_job, spare_port,
+        spawn_executor_process,
     };
 
     /// `mpirun` as the tests run it: as root, more ranks than cores.

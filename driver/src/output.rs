@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use deepdist_core::checkpoint::{CLASSES_KEY, LAYERS_KEY, CheckpointError, INPUT_KEY, JOB_KEY, save_model};
+use deepdist_core::checkpoint::{CLASSES_KEY, CheckpointError, INPUT_KEY, JOB_KEY, LAYERS_KEY, save_model};
 use deepdist_core::data::load::Standardizer;
 use deepdist_core::job::JobSpec;
 use deepdist_core::model::Network;

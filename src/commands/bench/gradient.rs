@@ -121,7 +121,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             (0..args.trials)
                 .map(|_| {
                     let peak = gemm_gflops(PEAK_SIZE, threads, args.seconds);
-                    let workloads = workloads.iter_mut().map(|w| w(args.seconds)).collect::<Result<_, _>>()?;
+                    let workloads = workloads
+                        .iter_mut()
+                        .map(|w| w(args.seconds))
+                        .collect::<Result<_, _>>()?;
                     Ok(Round { peak, workloads })
                 })
                 .collect()

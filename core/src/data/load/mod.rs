@@ -219,9 +219,10 @@ fn finish(spec: &DataSpec, train: Table, test: Table, fitted: Option<Standardize
 fn example_shape(spec: &DataSpec, train: &Table) -> Result<Option<[usize; 3]>, DataError> {
     let width = train.features.ncols();
     if let Some(given) = &spec.shape {
-        let shape: [usize; 3] = given.as_slice().try_into().map_err(|_| {
-            DataError::Setting(format!("data.shape = {given:?}: give [channels, height, width]"))
-        })?;
+        let shape: [usize; 3] = given
+            .as_slice()
+            .try_into()
+            .map_err(|_| DataError::Setting(format!("data.shape = {given:?}: give [channels, height, width]")))?;
         if shape.iter().product::<usize>() != width {
             return Err(DataError::Setting(format!(
                 "data.shape = {given:?} holds {} values, but {}'s examples have {width} features",

@@ -10,7 +10,7 @@ use super::super::check::Check;
 use super::super::{JobError, JobSpec, Stage};
 use super::ModelKind;
 use crate::data::spec::ImageLayout;
-use crate::model::{LayerSpec, Layered, ModelError, Network, SharedNetwork, Shape};
+use crate::model::{LayerSpec, Layered, ModelError, Network, Shape, SharedNetwork};
 
 /// The `[model]` keys of a layered network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +77,11 @@ impl ModelKind for Layers {
                 format!("{{ type = \"{layer}\" }}"),
                 &format!("its input is {input}; {why}"),
             )),
-            Err(other) => Err(c.invalid("model.layers", format!("{} layers", keys.layers.len()), &other.to_string())),
+            Err(other) => Err(c.invalid(
+                "model.layers",
+                format!("{} layers", keys.layers.len()),
+                &other.to_string(),
+            )),
         }
     }
 
@@ -103,7 +107,10 @@ impl ModelKind for Layers {
             let tensors = net.layout().tensors();
             let biggest = tensors.iter().max_by_key(|t| t.len())?;
             let entry = biggest.name.split('.').nth(1)?.to_string();
-            Some((format!("model.layers[{entry}]"), format!("{} parameters", biggest.len())))
+            Some((
+                format!("model.layers[{entry}]"),
+                format!("{} parameters", biggest.len()),
+            ))
         });
         largest.unwrap_or_else(|| ("model.layers".into(), "(the list)".into()))
     }

@@ -1,7 +1,7 @@
 //! `relu`, `tanh`, `sigmoid`: a nonlinearity on every value.
 
-use super::layer::{Backward, Layer, Pass};
 use super::Shape;
+use super::layer::{Backward, Layer, Pass};
 use crate::model::{Activation, mat, mat_mut};
 
 /// A nonlinearity as a layer of its own.

@@ -11,8 +11,8 @@
 use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::layer::{Backward, Flops, Layer, Pass, column_sums, fill_rows};
 use super::Shape;
+use super::layer::{Backward, Flops, Layer, Pass, column_sums, fill_rows};
 use crate::model::{mat, mat_mut, narrow};
 
 /// A 2-D convolution. `weight` is `kernel × kernel × in_channels × filters`

@@ -2,8 +2,8 @@
 //! the survivors scaled by `1 / (1 − p)` (inverted dropout, so evaluation
 //! passes values through unchanged).
 
-use super::layer::{Backward, Layer, Pass};
 use super::Shape;
+use super::layer::{Backward, Layer, Pass};
 use crate::model::{dropout, mat_mut};
 
 /// Dropout of every value of `shape`.

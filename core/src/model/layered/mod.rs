@@ -18,11 +18,11 @@ mod reshape;
 mod shape;
 pub mod spec;
 
-use std::ops::Range;
 use ndarray::{Array2, ArrayView2, s};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
+use std::ops::Range;
 
 use super::activation::softmax_rows;
 use super::check::{check_labels, check_params, check_width};
@@ -68,7 +68,7 @@ impl Layered {
     /// The network `specs` describes, on examples of `input` (given
     /// channels-first when `channels_first`), for `classes` classes.
     pub fn new(specs: &[LayerSpec], input: Shape, channels_first: bool, classes: usize) -> Result<Self, ModelError> {
-        if classes < 2 || classes > 256 {
+        if !(2..=256).contains(&classes) {
             return Err(ModelError::BadSpec(format!(
                 "{classes} classes: labels are bytes, 2 to 256 classes"
             )));
@@ -125,8 +125,14 @@ impl Layered {
             let input = if l == 0 { x } else { &before[l - 1][..] };
             let input = &input[..rows * self.input_len(l)];
             let out = &mut rest[0][..rows * self.layer(l).output().len()];
-            self.layer(l)
-                .forward(rows, &params[self.ranges[l].clone()], input, out, &mut scratch.work[l], &mut pass);
+            self.layer(l).forward(
+                rows,
+                &params[self.ranges[l].clone()],
+                input,
+                out,
+                &mut scratch.work[l],
+                &mut pass,
+            );
         }
         let last = self.layers.len() - 1;
         softmax_rows(&mut mat_mut(&mut scratch.acts[last], rows, self.classes));
@@ -198,9 +204,7 @@ impl Layered {
         check_params(&self.layout, params)?;
         check_width(self.input.len(), x)?;
         let mut out = Array2::zeros((x.nrows(), self.classes));
-        for (start, block) in self
-            .chunked(params, x, |start, probs| (start, probs.to_owned()))
-        {
+        for (start, block) in self.chunked(params, x, |start, probs| (start, probs.to_owned())) {
             out.slice_mut(s![start..start + block.nrows(), ..]).assign(&block);
         }
         Ok(out)
@@ -333,7 +337,8 @@ impl Model for Layered {
                 _ => Activation::Tanh,
             };
             let bound = move |fan_in, fan_out| unit.init_bound(fan_in, fan_out);
-            self.layer(l).init(&mut params[self.ranges[l].clone()], &mut rng, &bound);
+            self.layer(l)
+                .init(&mut params[self.ranges[l].clone()], &mut rng, &bound);
         }
         params
     }

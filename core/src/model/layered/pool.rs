@@ -1,8 +1,8 @@
 //! `max_pool2d` and `avg_pool2d`: each channel's windows reduced to their
 //! largest or mean value.
 
-use super::layer::{Backward, Layer, Pass};
 use super::Shape;
+use super::layer::{Backward, Layer, Pass};
 
 /// How a window is reduced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,9 @@ impl Pool {
             output: Shape::image(input.channels, out(input.height)?, out(input.width)?),
             stride,
             reduce,
-            offsets: (0..size).flat_map(|i| (0..size).map(move |j| i * line + j * c)).collect(),
+            offsets: (0..size)
+                .flat_map(|i| (0..size).map(move |j| i * line + j * c))
+                .collect(),
         })
     }
 
@@ -50,7 +52,10 @@ impl Pool {
             let (image, out) = (r * self.input.len(), r * self.output.len());
             for y in 0..oh {
                 for x in 0..ow {
-                    f(out + (y * ow + x) * c, image + (y * self.stride * w + x * self.stride) * c);
+                    f(
+                        out + (y * ow + x) * c,
+                        image + (y * self.stride * w + x * self.stride) * c,
+                    );
                 }
             }
         }

@@ -1,8 +1,8 @@
 //! Layers that only move values: `flatten`, and the reordering of
 //! channels-first input into the channels-last order between layers.
 
-use super::layer::{Backward, Layer, Pass};
 use super::Shape;
+use super::layer::{Backward, Layer, Pass};
 
 /// `flatten`: an image as a flat vector of its values (channels-last order),
 /// for the dense layers after convolutions.

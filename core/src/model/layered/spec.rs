@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::Shape;
 use super::activation::Nonlinearity;
 use super::conv::Conv2d;
 use super::dense::Dense;
@@ -14,7 +15,6 @@ use super::dropout::Dropout;
 use super::layer::Layer;
 use super::pool::{Pool, Reduce};
 use super::reshape::{Flatten, ToChannelsLast};
-use super::Shape;
 use crate::model::{Activation, ModelError};
 
 /// Most units in a dense layer.
@@ -143,9 +143,8 @@ impl LayerSpec {
                 if *padding >= *kernel {
                     return Err(format!("padding {padding} must be smaller than the kernel ({kernel})"));
                 }
-                let conv = Conv2d::new(input, *filters, *kernel, *stride, *padding).ok_or_else(|| {
-                    format!("a {kernel}×{kernel} kernel with padding {padding} does not fit it")
-                })?;
+                let conv = Conv2d::new(input, *filters, *kernel, *stride, *padding)
+                    .ok_or_else(|| format!("a {kernel}×{kernel} kernel with padding {padding} does not fit it"))?;
                 built.extend(then(Arc::new(conv), activation));
             }
             LayerSpec::MaxPool2d { size, stride } | LayerSpec::AvgPool2d { size, stride } => {
@@ -187,10 +186,18 @@ pub struct Built {
 
 /// Builds `specs` on examples of `input` (channels-first when
 /// `channels_first`) for `classes` classes, checking that the shapes chain.
-pub fn build(specs: &[LayerSpec], input: Shape, channels_first: bool, classes: usize) -> Result<Vec<Built>, ModelError> {
+pub fn build(
+    specs: &[LayerSpec],
+    input: Shape,
+    channels_first: bool,
+    classes: usize,
+) -> Result<Vec<Built>, ModelError> {
     let bad = |why: String| ModelError::BadSpec(why);
     if specs.is_empty() || specs.len() > MAX_LAYERS {
-        return Err(bad(format!("model.layers: 1 to {MAX_LAYERS} layers, got {}", specs.len())));
+        return Err(bad(format!(
+            "model.layers: 1 to {MAX_LAYERS} layers, got {}",
+            specs.len()
+        )));
     }
     if let Some(i) = specs.iter().position(|s| *s == LayerSpec::Output)
         && i + 1 != specs.len()

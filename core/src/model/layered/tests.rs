@@ -35,7 +35,9 @@ fn check_layer(layer: &dyn Layer, input: Shape, draw: impl Fn(usize, &mut Xoshir
     let x = draw(rows * input.len(), &mut r);
     let mut params: Vec<f32> = vec![0.0; layer.tensors().iter().map(|(_, s)| s.iter().product::<usize>()).sum()];
     params.iter_mut().for_each(|p| *p = r.random_range(-0.5..0.5));
-    let dy: Vec<f32> = (0..rows * layer.output().len()).map(|_| r.random_range(-1.0..1.0)).collect();
+    let dy: Vec<f32> = (0..rows * layer.output().len())
+        .map(|_| r.random_range(-1.0..1.0))
+        .collect();
     let mut work = vec![0.0; layer.work(rows)];
 
     let mut y = vec![0.0; dy.len()];
@@ -153,7 +155,10 @@ fn conv2d_is_a_convolution() {
     let input = Shape::image(c, h, w);
     let conv = Conv2d::new(input, f, k, s, p).unwrap();
     let out = conv.output();
-    assert_eq!((out.height, out.width), ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1));
+    assert_eq!(
+        (out.height, out.width),
+        ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
+    );
     let mut r = rng(3);
     let x: Vec<f32> = (0..2 * input.len()).map(|_| uniform(&mut r)).collect();
     let params: Vec<f32> = (0..k * k * c * f + f).map(|_| uniform(&mut r)).collect();
@@ -187,7 +192,10 @@ fn conv2d_is_a_convolution() {
                         }
                     }
                     let got = y[n * out.len() + (oy * out.width + ox) * f + fi];
-                    assert!((f64::from(got) - want).abs() < 1e-4, "({n},{oy},{ox},{fi}): {got} vs {want}");
+                    assert!(
+                        (f64::from(got) - want).abs() < 1e-4,
+                        "({n},{oy},{ox},{fi}): {got} vs {want}"
+                    );
                 }
             }
         }
@@ -292,7 +300,9 @@ fn engines_on_one_and_several_threads_agree() {
     assert!((l1 - l3).abs() < 1e-5);
     assert!(g1.iter().zip(g3).all(|(a, b)| (a - b).abs() < 1e-5));
     // Evaluation in chunks agrees with the training pass's loss.
-    let eval = net.evaluate(&params, &Dataset::new(x.clone(), y.clone(), 3).unwrap()).unwrap();
+    let eval = net
+        .evaluate(&params, &Dataset::new(x.clone(), y.clone(), 3).unwrap())
+        .unwrap();
     assert!((eval.loss - l1).abs() < 1e-4, "{} vs {l1}", eval.loss);
 }
 
@@ -337,16 +347,28 @@ fn shapes_that_do_not_chain_are_refused_naming_the_layer() {
         activation: None,
     };
     let e = err(&[conv(5), dense.clone(), LayerSpec::Output], image);
-    assert!(e.contains("model.layers[1] (dense): its input is 4×24×24; expected a flat vector"), "{e}");
+    assert!(
+        e.contains("model.layers[1] (dense): its input is 4×24×24; expected a flat vector"),
+        "{e}"
+    );
     let e = err(&[conv(5), LayerSpec::Output], Shape::flat(784));
-    assert!(e.contains("model.layers[0] (conv2d): its input is 784 features; expected an image"), "{e}");
+    assert!(
+        e.contains("model.layers[0] (conv2d): its input is 784 features; expected an image"),
+        "{e}"
+    );
     let e = err(&[conv(30), LayerSpec::Flatten, LayerSpec::Output], image);
     assert!(e.contains("a 30×30 kernel"), "{e}");
     let e = err(&[LayerSpec::Flatten, LayerSpec::Output, dense.clone()], image);
-    assert!(e.contains("model.layers[1] (output): the output layer must be the last"), "{e}");
+    assert!(
+        e.contains("model.layers[1] (output): the output layer must be the last"),
+        "{e}"
+    );
     let e = err(&[LayerSpec::Flatten, dense], image);
     assert!(e.contains("the last layer must be"), "{e}");
-    let e = err(&[LayerSpec::Dropout { p: 1.0 }, LayerSpec::Flatten, LayerSpec::Output], image);
+    let e = err(
+        &[LayerSpec::Dropout { p: 1.0 }, LayerSpec::Flatten, LayerSpec::Output],
+        image,
+    );
     assert!(e.contains("model.layers[0] (dropout)") && e.contains("[0, 1)"), "{e}");
 }
 
