@@ -261,6 +261,7 @@ async fn the_page_shows_the_job_and_its_executors_in_a_browser() {
     assert_eq!(points, 3, "an accuracy point per epoch:\n{dom}");
     assert_eq!(dom.matches("class=\"executor\"").count(), 2, "{dom}");
     assert!(dom.contains("page") && dom.contains("done"), "the job's row: {dom}");
+    assert!(dom.contains("model: mlp, input 784"), "the job's network: {dom}");
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let out = tokio::process::Command::new(browser)

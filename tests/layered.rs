@@ -98,13 +98,14 @@ type = "output"
 
 [train]
 mode = "{mode}"
-epochs = 6
+epochs = 8
 batch_size = 32
 {extra}
 [optimizer]
 kind = "sgd"
-lr = 0.05
+lr = 0.02
 momentum = 0.9
+warmup_steps = 30
 "#
     )
 }
@@ -132,6 +133,11 @@ async fn a_cnn_trains_on_images_and_eval_and_predict_agree_with_the_job() {
     write_images(dir.path());
     let summary = train(&driver, &cnn_job("stripes", dir.path(), "async", "")).await;
     let accuracy = trained(&summary, 0.95);
+    // The status (and the page with it) shows the network the job built.
+    let status = driver.client().await.status().await.unwrap();
+    let model = status.jobs[0].model.clone().unwrap_or_default();
+    assert!(model.starts_with("input 2×10×10 · [0] conv2d"), "{model}");
+    assert!(model.ends_with(" parameters"), "{model}");
 
     // The saved model names its tensors after the job's layers and keeps the
     // kernel's shape (height, width, input channels, filters).
@@ -158,21 +164,8 @@ async fn a_cnn_trains_on_images_and_eval_and_predict_agree_with_the_job() {
         "eval {evaluated} vs job {accuracy}"
     );
 
-    let preds = dir.path().join("preds.csv");
-    let input = dir.path().join("x_test.npy");
-    let out = support::deepdist(
-        &[
-            "predict",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--out",
-            preds.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = std::fs::read_to_string(&preds).unwrap();
+    let (input, preds) = (dir.path().join("x_test.npy"), dir.path().join("preds.csv"));
+    let text = support::predict(&model, &input, &preds);
     let predicted: Vec<usize> = text
         .lines()
         .skip(1)

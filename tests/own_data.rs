@@ -261,21 +261,8 @@ async fn predict_and_inspect_work_on_the_results() {
     let summary = train(&driver, "predictable", &data).await;
     let accuracy = assert_trained(&summary, 0.9);
     let model = Path::new(&summary.output_dir).join("model.safetensors");
-    let out_file = npy.path().join("preds.csv");
-    let input = npy.path().join("x_test.npy");
-    let out = support::deepdist(
-        &[
-            "predict",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--out",
-            out_file.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = std::fs::read_to_string(&out_file).unwrap();
+    let (input, out_file) = (npy.path().join("x_test.npy"), npy.path().join("preds.csv"));
+    let text = support::predict(&model, &input, &out_file);
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("predicted,p0,p1"));
     // The test labels alternate 0, 1, …: the predictions score as the job did.

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use deepdist_core::job::JobState;
 use support::faults::check_and_report;
-use support::{DriverProcess, metrics, small_dbn_job, small_job};
+use support::{DriverProcess, metrics, small_cnn_job, small_dbn_job, small_job};
 
 /// Files a checkpoint write in progress leaves in `dir`.
 fn temporaries(dir: &Path) -> usize {
@@ -132,6 +132,20 @@ async fn driver_killed_between_dbn_stages_resumes_with_recover() {
         job: small_dbn_job("recover-dbn", 2),
         stages: &[("rbm1", 2), ("rbm2", 2), ("finetune", 3)],
         kill_when: |j| j.stage == "rbm2",
+        during_write: false,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_killed_mid_cnn_job_resumes_with_recover() {
+    // A layered network's checkpoint holds its kernels and the moving
+    // average like any other: the job goes on from its last epoch.
+    driver_killed_then_recovered(RecoverCase {
+        scenario: "CNN: driver SIGKILL, --recover",
+        job: small_cnn_job("recover-cnn", "async", 5),
+        stages: &[("train", 5)],
+        kill_when: |j| j.epochs_done >= 2,
         during_write: false,
     })
     .await;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use deepdist_core::data::Dataset;
 use deepdist_core::job::{JobSpec, JobState, ModelLimit};
-use deepdist_core::model::{SharedNetwork, StageEval};
+use deepdist_core::model::{Network, SharedNetwork, StageEval};
 use deepdist_wire::proto::{self, JobSummary, ToClient, ToExecutor};
 use tokio::sync::{mpsc, watch};
 
@@ -223,6 +223,9 @@ async fn run_job(
     let mut final_model = None;
     for (index, stage) in stages.iter().enumerate().skip(first_stage) {
         let model = spec.network(index, dim, classes)?;
+        if let Some(job) = shared.lock().job_mut(id) {
+            job.model = Some(one_line(spec, &*model));
+        }
         let (params, stage_test, frozen) =
             prepare_stage(spec, stage, &model, &trained, &train, &test, id, index).await?;
         let ctx = StageRun {
@@ -352,5 +355,22 @@ async fn save_and_score<'p>(
             Ok(Some(f64::from(e.accuracy)))
         }
         _ => Ok(None),
+    }
+}
+
+/// A network for the status page: its layers when it lists them, else its
+/// kind and input, then its size.
+fn one_line(spec: &JobSpec, network: &dyn Network) -> String {
+    let params = network.layout().len();
+    match network.describe() {
+        Some(layers) => format!(
+            "{} — {params} parameters",
+            layers.lines().collect::<Vec<_>>().join(" · ")
+        ),
+        None => format!(
+            "{}, input {} — {params} parameters",
+            spec.kind().map_or("model", |k| k.name()),
+            network.input_dim()
+        ),
     }
 }

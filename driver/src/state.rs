@@ -72,6 +72,8 @@ pub struct JobRecord {
     pub resume: Option<Box<JobCheckpoint>>,
     /// Where its outputs go, once it has started.
     pub output_dir: Option<PathBuf>,
+    /// The running stage's network in one line (see [`crate::runner`]).
+    pub model: Option<String>,
 }
 
 impl JobRecord {
@@ -90,6 +92,7 @@ impl JobRecord {
             summary: None,
             resume: None,
             output_dir: None,
+            model: None,
         }
     }
 }
@@ -306,6 +309,7 @@ impl Shared {
                     accuracy: j.accuracy,
                     error: j.error.clone(),
                     warning: j.warning.clone(),
+                    model: j.model.clone(),
                 })
                 .collect(),
             rejected_connections: self.rejected_connections.load(Relaxed),

@@ -16,7 +16,7 @@ pub fn cannot_run(scenario: &str, why: &str) {
     println!("FAULT | {scenario} | skipped: {why} | | | | |");
 }
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -51,6 +51,24 @@ pub fn deepdist(args: &[&str], env: &[(&str, &str)]) -> Output {
         Ok(out) => out,
         Err(e) => panic!("cannot run deepdist: {e}"),
     }
+}
+
+/// `deepdist predict MODEL --input INPUT --out OUT`, which must succeed:
+/// the CSV it wrote.
+pub fn predict(model: &Path, input: &Path, out: &Path) -> String {
+    let run = deepdist(
+        &[
+            "predict",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    std::fs::read_to_string(out).unwrap()
 }
 
 use std::time::{Duration, Instant};

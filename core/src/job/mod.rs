@@ -165,10 +165,11 @@ impl JobSpec {
     }
 
     /// The job with `data.shape` set to `shape` (what the files hold) when
-    /// the job left it out.
+    /// neither the job nor its format says it (MNIST's is known), so a saved
+    /// job reads back as it was submitted wherever it can.
     pub fn with_shape(&self, shape: Option<[usize; 3]>) -> JobSpec {
         let mut spec = self.clone();
-        if spec.data.shape.is_none() {
+        if spec.data.known_shape().is_none() {
             spec.data.shape = shape.map(|s| s.to_vec());
         }
         spec

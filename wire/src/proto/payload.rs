@@ -214,6 +214,8 @@ pub struct JobInfo {
     pub error: Option<String>,
     /// Why training looks divergent, if it does.
     pub warning: Option<String>,
+    /// The running (or last) stage's network in one line, once it is built.
+    pub model: Option<String>,
 }
 
 /// The driver's answer to [`super::FromClient::Status`].

@@ -36,7 +36,7 @@ pub struct Backward<'a> {
     pub grad: &'a mut [f32],
     /// Add to `grad` instead of overwriting it.
     pub accumulate: bool,
-    /// The working memory the forward pass left (e.g. a convolution's patches).
+    /// The layer's working memory ([`Layer::work`] values), as the forward pass left it.
     pub work: &'a mut [f32],
 }
 

@@ -147,6 +147,69 @@ fn nonlinearity_dropout_and_reshape_gradients_match_finite_differences() {
     check_layer(&ToChannelsLast::new(shape), shape, uniforms);
 }
 
+/// A layer's output and input gradient for `rows` examples in one pass; the
+/// parameter gradient goes to `grad`, or is added to it.
+fn pass_through(
+    layer: &dyn Layer,
+    rows: usize,
+    params: &[f32],
+    (x, dy): (&[f32], &[f32]),
+    grad: &mut [f32],
+    accumulate: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut work = vec![0.0; layer.work(rows)];
+    let mut y = vec![0.0; dy.len()];
+    let mut seeded = rng(0);
+    let mut pass = Pass {
+        train: true,
+        rng: &mut seeded,
+    };
+    layer.forward(rows, params, x, &mut y, &mut work, &mut pass);
+    let mut dx = vec![0.0; x.len()];
+    layer.backward(Backward {
+        rows,
+        params,
+        x,
+        y: &y,
+        dy,
+        dx: Some(&mut dx),
+        grad,
+        accumulate,
+        work: &mut work,
+    });
+    (y, dx)
+}
+
+/// A shard too big to unroll at once goes through in chunks: the same
+/// output and gradients as one example at a time.
+#[test]
+fn conv2d_in_chunks_matches_one_example_at_a_time() {
+    let input = Shape::image(3, 40, 40);
+    let conv = Conv2d::new(input, 4, 5, 1, 2).unwrap();
+    let rows = 5;
+    assert!(conv.work(rows) < rows * conv.work(1), "the shard is unrolled in chunks");
+    let mut r = rng(4);
+    let x = uniforms(rows * input.len(), &mut r);
+    let dy = uniforms(rows * conv.output().len(), &mut r);
+    let params = uniforms(5 * 5 * 3 * 4 + 4, &mut r);
+    let mut grad = vec![1.0; params.len()];
+    let (y, dx) = pass_through(&conv, rows, &params, (&x, &dy), &mut grad, false);
+    let mut one_by_one = vec![1.0; params.len()];
+    let (n, m) = (input.len(), conv.output().len());
+    for i in 0..rows {
+        let example = (&x[i * n..][..n], &dy[i * m..][..m]);
+        let (yi, dxi) = pass_through(&conv, 1, &params, example, &mut one_by_one, i > 0);
+        let near = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+        assert!(near(&y[i * m..][..m], &yi), "example {i}'s output");
+        assert!(near(&dx[i * n..][..n], &dxi), "example {i}'s input gradient");
+    }
+    let near = grad
+        .iter()
+        .zip(&one_by_one)
+        .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + b.abs()));
+    assert!(near, "the parameters' gradient");
+}
+
 /// The convolution computes what its definition says: every output a sum
 /// over the kernel's window of input times weight, plus the filter's bias.
 #[test]
