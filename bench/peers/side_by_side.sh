@@ -66,7 +66,7 @@ torch_run() {  # JOB RECIPE
     "$V/bin/python" "$HERE/train_cnn_torch.py" --threads 2 --epochs "${PEER_EPOCHS:-8}" $(cnn_flags "$ROOT/$1" "$2") 2>/dev/null \
       | grep summary | python3 -c "
 import json, sys; s = json.loads(sys.stdin.read())
-print(json.dumps(dict(run='lenet-$tag', t=s['time_to_target_s'], sps=s['samples_per_s_median'], final=s['final_test_acc'])))"
+print(json.dumps(dict(run='$tag-lenet', t=s['time_to_target_s'], sps=s['samples_per_s_median'], final=s['final_test_acc'])))"
   else
     "$V/bin/python" "$HERE/train_mlp_torch.py" --threads 2 --epochs 8 --recipe "$2" 2>/dev/null | grep summary | python3 -c "
 import json, sys; s = json.loads(sys.stdin.read())
