@@ -12,7 +12,8 @@
 # PEER_RECIPES chooses (default "deepdist plain"). The f32 GEMM peak on 2 threads is
 # printed before and after, since absolute figures mean little without it.
 # A job with conv2d layers (jobs/mnist-cnn.toml) is run against the LeNet peer instead,
-# its recipe flags read from the job, for PEER_EPOCHS epochs (default 8).
+# its recipe flags read from the job, for PEER_EPOCHS epochs (default 8). The peer
+# follows the first job given, so give jobs of one kind (MLP or LeNet) per run.
 # Prints one JSON line per run, then medians and the ratios deepdist / PyTorch:
 # t = training seconds to the first epoch at the job's `train.target_accuracy` (default
 # 0.98) in test accuracy; sps = samples/s.
@@ -76,11 +77,8 @@ print(json.dumps(dict(run='$tag', t=s['time_to_98_s'], sps=s['samples_per_s_medi
 peak
 for i in $(seq "$ROUNDS"); do
   for j in "${JOBS[@]}"; do dd_run "$j" "$(basename "$j" .toml)"; done
-  # One peer run per recipe for each kind of job (MLP, LeNet) in the list.
-  for j in $(for j in "${JOBS[@]}"; do is_cnn "$ROOT/$j" && echo "$j" || echo MLP; done | sort -u); do
-    [ "$j" = MLP ] && j=${JOBS[0]}
-    for r in ${PEER_RECIPES:-deepdist plain}; do torch_run "$j" "$r"; done
-  done
+  # The peer takes the first job's network and recipe: one kind of job per run.
+  for r in ${PEER_RECIPES:-deepdist plain}; do torch_run "${JOBS[0]}" "$r"; done
 done | tee "$W/all.jsonl"
 python3 - "$W/all.jsonl" <<'PY'
 import json, sys, statistics as st
