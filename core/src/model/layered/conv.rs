@@ -1,4 +1,4 @@
-//! `conv2d`: filters slid over an image, as one matrix product per shard.
+//! `conv2d`: filters slid over an image, as matrix products over the shard.
 //!
 //! The patches are unrolled into a matrix (im2col): one row per output
 //! position of every example, `kernel × kernel × channels` wide. The output
