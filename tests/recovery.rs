@@ -143,8 +143,8 @@ async fn driver_killed_mid_cnn_job_resumes_with_recover() {
     // average like any other: the job goes on from its last epoch.
     driver_killed_then_recovered(RecoverCase {
         scenario: "CNN: driver SIGKILL, --recover",
-        job: small_cnn_job("recover-cnn", "async", 5),
-        stages: &[("train", 5)],
+        job: small_cnn_job("recover-cnn", "async", 10),
+        stages: &[("train", 10)],
         kill_when: |j| j.epochs_done >= 2,
         during_write: false,
     })

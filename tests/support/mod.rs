@@ -283,8 +283,9 @@ epochs = {epochs}
 batch_size = 32
 [optimizer]
 kind = "sgd"
-lr = 0.05
+lr = 0.02
 momentum = 0.9
+warmup_steps = 30
 "#
     )
 }
