@@ -21,7 +21,7 @@ use crate::scheduler::EpochProgress;
 use crate::tally::{EpochAccum, Evaluated};
 
 /// The checkpoint file format; bumped whenever [`JobCheckpoint`] changes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// The directory of checkpoints in the runs directory.
 pub const DIR_NAME: &str = "checkpoints";
@@ -207,6 +207,7 @@ mod tests {
             params: vec![1.0, -2.0],
             optimizer: OptimizerState {
                 steps: 40,
+                minibatches: 160.0,
                 buffers: vec![vec![0.1, 0.2]],
             },
             evaluated: Evaluated::default(),

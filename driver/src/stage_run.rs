@@ -182,7 +182,8 @@ fn start_server(
         staleness: shared.staleness.clone(),
         mirrors_local: mode.server_mirrors_local(&stage.optimizer),
     };
-    let mut model = ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum);
+    let mut model =
+        ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum).with_batch(stage.batch_size);
     // Versions a delayed update may have been computed at: the injected
     // delay plus the natural staleness of a large cluster.
     model.keep_versions(plan.delay as usize + 256);

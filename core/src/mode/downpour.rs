@@ -155,7 +155,7 @@ pub struct Server;
 
 impl ServerRule for Server {
     fn push(&mut self, model: &mut ServerModel, update: Update<'_>) {
-        if let Err(e) = model.descend(update.values, update.base_version) {
+        if let Err(e) = model.descend(update.values, update.base_version, update.samples.into()) {
             tracing::warn!(executor = update.from, error = %e, "descent step refused");
         }
     }

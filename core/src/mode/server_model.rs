@@ -18,6 +18,9 @@ pub struct ServerModel {
     /// Recent versions' parameters, oldest first (only if the optimizer wants them).
     history: VecDeque<(u64, Vec<f32>)>,
     keep: usize,
+    /// The job's minibatch: an update's examples over this are the job
+    /// minibatches it advances the schedule's warm-up by (0: one per update).
+    batch: u32,
 }
 
 impl ServerModel {
@@ -32,7 +35,15 @@ impl ServerModel {
             refused: 0,
             history: VecDeque::new(),
             keep: 0,
+            batch: 0,
         }
+    }
+
+    /// Counts the schedule's warm-up in minibatches of `batch` examples
+    /// rather than in updates, whatever minibatch the executors run.
+    pub fn with_batch(mut self, batch: u32) -> Self {
+        self.batch = batch;
+        self
     }
 
     /// Keeps the parameters of the last `versions` versions when the
@@ -105,12 +116,12 @@ impl ServerModel {
 
     /// One `descent()` step with `update` (a gradient, or summed step
     /// directions) computed from version `base_version`; a new version.
-    pub fn descend(&mut self, update: &[f32], base_version: u64) -> Result<(), OptimError> {
-        self.descend_with(Grad::Values(update), base_version)
+    pub fn descend(&mut self, update: &[f32], base_version: u64, examples: u64) -> Result<(), OptimError> {
+        self.descend_with(Grad::Values(update), base_version, examples)
     }
 
     /// [`ServerModel::descend`] with an update the step forms as it reads it.
-    pub fn descend_with(&mut self, update: Grad<'_>, base_version: u64) -> Result<(), OptimError> {
+    pub fn descend_with(&mut self, update: Grad<'_>, base_version: u64, examples: u64) -> Result<(), OptimError> {
         let staleness = self.version.saturating_sub(base_version);
         let base = (self.keep > 0)
             .then(|| {
@@ -120,8 +131,13 @@ impl ServerModel {
                     .or(self.history.back())
             })
             .flatten();
+        let minibatches = match (examples, self.batch) {
+            (0, _) | (_, 0) => 1.0,
+            (examples, batch) => examples as f64 / f64::from(batch),
+        };
         let step = Step {
             base: base.map(|(_, b)| b.as_slice()),
+            minibatches,
             ..Step::new(update, staleness)
         };
         match self.optimizer.apply(&mut self.params, &step) {
@@ -171,7 +187,7 @@ mod tests {
         let (mut by_hand, mut w) = (dc.build(1).unwrap(), vec![0.0]);
         let mut versions = vec![w.clone()];
         for base_version in [0, 1, 0] {
-            model.descend(&[1.0], base_version).unwrap();
+            model.descend(&[1.0], base_version, 0).unwrap();
             let base = versions[base_version as usize].clone();
             by_hand.step_from(&mut w, &[1.0], 0, &base).unwrap();
             versions.push(w.clone());
@@ -180,9 +196,30 @@ mod tests {
         // Without the versions kept, the stale step is not compensated.
         let mut blind = ServerModel::new(vec![0.0], dc.build(1).unwrap(), 0, 0);
         for base_version in [0, 1, 0] {
-            blind.descend(&[1.0], base_version).unwrap();
+            blind.descend(&[1.0], base_version, 0).unwrap();
         }
         assert_ne!(blind.params(), model.params());
         assert_eq!((model.version(), model.staleness_sum()), (3, 2));
+    }
+
+    #[test]
+    fn the_warmup_counts_examples_not_updates() {
+        let warm = OptimizerConfig {
+            lr: 1.0,
+            warmup_steps: Some(4),
+            ..OptimizerConfig::default()
+        };
+        // One update of 64 examples, then four of 16: each reaches the same rate.
+        let mut full = ServerModel::new(vec![0.0], warm.build(1).unwrap(), 0, 0).with_batch(64);
+        full.descend(&[1.0], 0, 64).unwrap();
+        let mut quarters = ServerModel::new(vec![0.0], warm.build(1).unwrap(), 0, 0).with_batch(64);
+        for version in 0..4 {
+            quarters.descend(&[4.0], version, 16).unwrap();
+        }
+        // 64 examples bring the ramp to 1/4 of the rate; four updates of 16
+        // bring it there in quarters (rates 1/16, 2/16, 3/16, 4/16).
+        assert_eq!(full.params(), &[-0.25]);
+        assert_eq!(quarters.params(), &[-(4.0 * (1.0 + 2.0 + 3.0 + 4.0) / 16.0)]);
+        assert_eq!(quarters.optimizer().minibatches(), 1.0);
     }
 }

@@ -118,7 +118,7 @@ impl Server {
 impl ServerRule for Server {
     fn push(&mut self, model: &mut ServerModel, update: Update<'_>) {
         *self.clocks.entry(update.from).or_default() += 1;
-        if let Err(e) = model.descend(update.values, update.base_version) {
+        if let Err(e) = model.descend(update.values, update.base_version, update.samples.into()) {
             tracing::warn!(executor = update.from, error = %e, "descent step refused");
         }
     }

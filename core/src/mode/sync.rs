@@ -156,7 +156,7 @@ impl Rounds {
             },
         };
         let version = model.version();
-        if let Err(e) = model.descend_with(grad, version) {
+        if let Err(e) = model.descend_with(grad, version, self.samples) {
             tracing::warn!(error = %e, "descent step refused");
         }
         self.pushed.clear();

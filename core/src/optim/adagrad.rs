@@ -51,7 +51,7 @@ impl AdaGrad {
 impl Optimizer for AdaGrad {
     fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError> {
         chunks::check(self.sum_sq.len(), params, &step.grad)?;
-        let lr = self.common.rate(step.staleness);
+        let lr = self.common.rate(step);
         let (c, eps) = (self.common, self.eps);
         // (keep, add, correction): G ← keep·G + add·g², read as G / correction.
         let (keep, add, correction) = match self.rho {
@@ -73,7 +73,7 @@ impl Optimizer for AdaGrad {
                 }
             },
         );
-        self.common.tick();
+        self.common.tick(step);
         Ok(())
     }
 

@@ -60,7 +60,7 @@ impl AdaRevision {
 impl Optimizer for AdaRevision {
     fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError> {
         chunks::check(self.z_prime.len(), params, &step.grad)?;
-        let (staleness, lr) = (step.staleness, self.common.rate(step.staleness));
+        let (staleness, lr) = (step.staleness, self.common.rate(step));
         // Delays past what is remembered (or before the first step) count as
         // the oldest remembered.
         let delay = staleness.min(self.common.steps()).min(self.history.len() as u64 - 2);
@@ -93,7 +93,7 @@ impl Optimizer for AdaRevision {
             },
         );
         self.history[next] = new_z;
-        self.common.tick();
+        self.common.tick(step);
         Ok(())
     }
 

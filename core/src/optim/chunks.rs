@@ -107,6 +107,9 @@ pub struct Step<'a> {
     pub base: Option<&'a [f32]>,
     /// Sees every chunk of the new parameters.
     pub stepped: Option<Stepped<'a>>,
+    /// Job minibatches' worth of examples the update covers: how far it
+    /// takes the warm-up.
+    pub minibatches: f64,
 }
 
 impl<'a> Step<'a> {
@@ -117,6 +120,7 @@ impl<'a> Step<'a> {
             staleness,
             base: None,
             stepped: None,
+            minibatches: 1.0,
         }
     }
 }

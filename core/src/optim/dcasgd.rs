@@ -64,7 +64,7 @@ impl Optimizer for DcAsgd {
             }
         };
         chunks::check(len, base, &step.grad)?;
-        let lr = self.common.rate(step.staleness);
+        let lr = self.common.rate(step);
         let (c, lambda) = (self.common, self.lambda);
         let buffers = [&mut self.mean_square[..]];
         chunks::for_each_block(
@@ -82,7 +82,7 @@ impl Optimizer for DcAsgd {
                 }
             },
         );
-        self.common.tick();
+        self.common.tick(step);
         Ok(())
     }
 

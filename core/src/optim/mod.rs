@@ -92,6 +92,11 @@ pub trait Optimizer: Send {
         self.common().steps
     }
 
+    /// Job minibatches' worth of examples applied so far.
+    fn minibatches(&self) -> f64 {
+        self.common().minibatches
+    }
+
     /// Moves to epoch `epoch` (from 1) of the schedule: its rate and momentum.
     fn begin_epoch(&mut self, epoch: u32) {
         self.common_mut().epoch = epoch;
@@ -125,6 +130,7 @@ pub trait Optimizer: Send {
     fn state(&self) -> OptimizerState {
         OptimizerState {
             steps: self.steps(),
+            minibatches: self.minibatches(),
             buffers: self.buffers().into_iter().cloned().collect(),
         }
     }
@@ -132,8 +138,10 @@ pub trait Optimizer: Send {
     /// Takes back a state from [`Optimizer::state`] of an optimizer built
     /// the same way; refused if its shape differs.
     fn restore(&mut self, state: OptimizerState) -> Result<(), OptimError> {
-        let steps = state.unpack(&mut self.buffers_mut())?;
-        self.common_mut().steps = steps;
+        let (steps, minibatches) = (state.steps, state.minibatches);
+        state.unpack(&mut self.buffers_mut())?;
+        let common = self.common_mut();
+        (common.steps, common.minibatches) = (steps, minibatches);
         Ok(())
     }
 }
@@ -144,13 +152,15 @@ pub trait Optimizer: Send {
 pub struct OptimizerState {
     /// Steps applied.
     pub steps: u64,
+    /// Job minibatches' worth of examples applied (the warm-up's progress).
+    pub minibatches: f64,
     /// The buffers.
     pub buffers: Vec<Vec<f32>>,
 }
 
 impl OptimizerState {
-    /// Moves the buffers into `into` (same count, same lengths) and returns the step count.
-    pub(crate) fn unpack(self, into: &mut [&mut Vec<f32>]) -> Result<u64, OptimError> {
+    /// Moves the buffers into `into` (same count, same lengths).
+    pub(crate) fn unpack(self, into: &mut [&mut Vec<f32>]) -> Result<(), OptimError> {
         let shape = |b: &[Vec<f32>]| b.iter().map(Vec::len).collect::<Vec<_>>();
         let expected: Vec<usize> = into.iter().map(|b| b.len()).collect();
         if shape(&self.buffers) != expected {
@@ -162,12 +172,12 @@ impl OptimizerState {
         for (dst, src) in into.iter_mut().zip(self.buffers) {
             **dst = src;
         }
-        Ok(self.steps)
+        Ok(())
     }
 }
 
 /// What every optimizer keeps besides its buffers: the schedule, weight
-/// decay, the epoch it is in and the steps applied.
+/// decay, the epoch it is in and the steps and examples applied.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Common {
     /// The learning-rate and momentum schedule.
@@ -178,6 +188,8 @@ pub struct Common {
     epoch: u32,
     /// Steps applied.
     steps: u64,
+    /// Job minibatches' worth of examples applied.
+    minibatches: f64,
 }
 
 impl Default for Common {
@@ -194,6 +206,7 @@ impl Common {
             weight_decay,
             epoch: 1,
             steps: 0,
+            minibatches: 0.0,
         }
     }
 
@@ -214,9 +227,10 @@ impl Common {
         non_negative("weight_decay", self.weight_decay)
     }
 
-    /// The rate for the next step, for an update of this staleness.
-    pub fn rate(&self, staleness: u64) -> f32 {
-        self.schedule.rate(self.epoch, self.steps, staleness)
+    /// The rate for `step`, by its staleness and the examples it brings the stage to.
+    pub fn rate(&self, step: &Step<'_>) -> f32 {
+        self.schedule
+            .rate(self.epoch, self.minibatches + step.minibatches, step.staleness)
     }
 
     /// The momentum for the next step.
@@ -229,9 +243,10 @@ impl Common {
         self.steps
     }
 
-    /// Counts a step taken.
-    pub(crate) fn tick(&mut self) {
+    /// Counts `step` taken.
+    pub(crate) fn tick(&mut self, step: &Step<'_>) {
         self.steps += 1;
+        self.minibatches += step.minibatches;
     }
 
     /// The gradient with weight decay folded in.

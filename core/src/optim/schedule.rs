@@ -10,7 +10,11 @@ pub struct Schedule {
     pub lr: f32,
     /// Multiplies the rate after every epoch: epoch `e` uses `lr · lr_decay^(e−1)`.
     pub lr_decay: f32,
-    /// Steps over which the rate ramps up linearly to the epoch's rate (0: none).
+    /// Minibatches of the job's size over which the rate ramps up linearly
+    /// to the epoch's rate (0: none). Counted in examples, not in server
+    /// steps: the executor-count rule shrinks each executor's minibatch as
+    /// executors are added, and a warm-up counted in steps would then end
+    /// after fewer examples.
     pub warmup_steps: u32,
     /// Divide the rate by `max(1, staleness)`.
     pub staleness_scaled: bool,
@@ -47,15 +51,17 @@ impl Schedule {
         }
     }
 
-    /// The rate for step `step` (from 0) of the stage, in epoch `epoch`, for
-    /// an update of this staleness.
-    pub fn rate(&self, epoch: u32, step: u64, staleness: u64) -> f32 {
+    /// The rate in epoch `epoch` for an update of this staleness that brings
+    /// the stage to `through` job minibatches' worth of examples (the first
+    /// step of the job's size brings it to 1).
+    pub fn rate(&self, epoch: u32, through: f64, staleness: u64) -> f32 {
         let lr = self.lr_at(epoch);
         // An adaptive rule's first steps move every coordinate by about `lr`
         // whatever its gradient (AdaGrad's first step is `lr·sign(g)`); the
         // ramp keeps them from undoing pre-trained weights.
-        let lr = if step < u64::from(self.warmup_steps) {
-            lr * (step + 1) as f32 / self.warmup_steps as f32
+        let warmup = f64::from(self.warmup_steps);
+        let lr = if through < warmup {
+            lr * (through.max(0.0) / warmup) as f32
         } else {
             lr
         };
@@ -78,14 +84,14 @@ mod tests {
             staleness_scaled: true,
             ..Schedule::default()
         };
-        assert_eq!(c.rate(1, 0, 0), 0.6);
-        assert_eq!(c.rate(1, 0, 1), 0.6);
-        assert!((c.rate(1, 0, 3) - 0.2).abs() < 1e-7);
+        assert_eq!(c.rate(1, 1.0, 0), 0.6);
+        assert_eq!(c.rate(1, 1.0, 1), 0.6);
+        assert!((c.rate(1, 1.0, 3) - 0.2).abs() < 1e-7);
         let fixed = Schedule {
             lr: 0.6,
             ..Schedule::default()
         };
-        assert_eq!(fixed.rate(1, 0, 3), 0.6);
+        assert_eq!(fixed.rate(1, 1.0, 3), 0.6);
     }
 
     #[test]
@@ -95,8 +101,21 @@ mod tests {
             warmup_steps: 4,
             ..Schedule::default()
         };
-        let rates: Vec<f32> = (0..6).map(|step| c.rate(1, step, 0)).collect();
+        let rates: Vec<f32> = (1..7).map(|through| c.rate(1, f64::from(through), 0)).collect();
         assert_eq!(rates, [0.2, 0.4, 0.6, 0.8, 0.8, 0.8]);
+    }
+
+    #[test]
+    fn warmup_counts_examples_whatever_the_step_size() {
+        let c = Schedule {
+            lr: 0.8,
+            warmup_steps: 4,
+            ..Schedule::default()
+        };
+        // Quarter-size minibatches: four steps take the ramp where one full one does.
+        let quarters: Vec<f32> = (1..=4).map(|i| c.rate(1, f64::from(i) * 0.25, 0)).collect();
+        assert_eq!(quarters, [0.05, 0.1, 0.15, 0.2]);
+        assert_eq!(c.rate(1, 1.0, 0), quarters[3]);
     }
 
     #[test]
@@ -108,7 +127,7 @@ mod tests {
             final_momentum: Some((2, 0.9)),
             ..Schedule::default()
         };
-        assert_eq!((s.lr_at(1), s.lr_at(3), s.rate(3, 100, 0)), (0.4, 0.1, 0.1));
+        assert_eq!((s.lr_at(1), s.lr_at(3), s.rate(3, 100.0, 0)), (0.4, 0.1, 0.1));
         assert_eq!((s.momentum_at(2), s.momentum_at(3)), (0.5, 0.9));
     }
 }

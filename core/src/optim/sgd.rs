@@ -106,7 +106,7 @@ fn check_momentum(momentum: f32) -> Result<(), OptimError> {
 impl Optimizer for Sgd {
     fn apply(&mut self, params: &mut [f32], step: &Step<'_>) -> Result<(), OptimError> {
         chunks::check(self.velocity.len(), params, &step.grad)?;
-        let lr = self.common.rate(step.staleness);
+        let lr = self.common.rate(step);
         let rule = StepRule {
             lr,
             scale: 1.0,
@@ -122,7 +122,7 @@ impl Optimizer for Sgd {
             step.stepped,
             |_, params, grad, [velocity]| rule.step_block(params, grad, velocity),
         );
-        self.common.tick();
+        self.common.tick(step);
         Ok(())
     }
 
