@@ -42,6 +42,40 @@ pub enum BenchExperiment {
     /// Load on one parameter server: simulated executors speaking the real
     /// protocol push updates of the real MLP's shape, without computing.
     Ps(PsBenchArgs),
+    /// Speed-up as the cluster grows: the job on simulated clusters of N
+    /// executors × C cores (the real training code in virtual time, costs
+    /// measured here), time to its target against one executor's.
+    Scaling(ScalingBenchArgs),
+}
+
+/// The scaling sweep's options.
+#[derive(Debug, Args)]
+pub struct ScalingBenchArgs {
+    /// The job (default: the built-in jobs/mnist-mlp.toml); it must set `train.target_accuracy`.
+    pub job: Option<PathBuf>,
+    /// Executor counts, comma-separated; 1 is the baseline of the speed-up.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    pub executors: Vec<usize>,
+    /// Cores per executor, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub cores: Vec<usize>,
+    /// The network: a rate such as 10gbit, 1gbit, 100mbit (50 µs latency).
+    #[arg(long, default_value = "10gbit")]
+    pub link: String,
+    /// What each core beyond the first adds, as a fraction of one (default: measured on 1 and 2 threads here).
+    #[arg(long)]
+    pub core_efficiency: Option<f64>,
+    /// Evaluate after every this many epochs' worth of examples.
+    #[arg(long, default_value_t = 0.25)]
+    pub eval_every: f64,
+    /// Length of each timed window of the cost measurement, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Where the tables go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 /// The parameter-server load test's options.

@@ -10,6 +10,7 @@ mod job;
 mod modes;
 mod modes_report;
 mod ps;
+mod scaling;
 
 use crate::cli::{BenchArgs, BenchExperiment};
 
@@ -21,6 +22,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchExperiment::Delays(args)) => delays::run(args),
         Some(BenchExperiment::Hogwild(args)) => hogwild::run(args),
         Some(BenchExperiment::Ps(args)) => ps::run(args),
+        Some(BenchExperiment::Scaling(args)) => scaling::run(args),
         None => gradient::run(args),
     }
 }

@@ -1,0 +1,198 @@
+//! A simulated deepdist cluster: N executors of C cores and a parameter
+//! server in virtual time, running the real code. Each executor is a thread
+//! running its mode's real [`ExecutorLoop`](deepdist_core::mode::ExecutorLoop)
+//! over the real split-minibatch compute; the server is the real
+//! [`ServerModel`](deepdist_core::mode::ServerModel) with the mode's real
+//! [`ServerRule`](deepdist_core::mode::ServerRule) and optimizer. Only time
+//! is modelled ([`cost`]): a minibatch costs its examples on C cores, a step
+//! its parameters, a message its bytes over a link whose cards queue their
+//! senders. The arithmetic is real, so staleness and accuracy are the
+//! simulated cluster's, and one executor runs at a time in a fixed order,
+//! so a run repeats bit for bit.
+//!
+//! docs/scaling.md explains the model and how it was checked.
+
+mod cluster;
+pub mod cost;
+mod events;
+mod executor;
+
+use std::sync::Arc;
+
+use deepdist_core::data::{Dataset, Partition};
+use deepdist_core::job::{JobSpec, Stage};
+use deepdist_core::model::{ModelError, SharedNetwork};
+use deepdist_core::optim::OptimError;
+
+pub use cost::{CostModel, LinkModel};
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The job cannot be simulated (say, a stage whose input passes through
+    /// earlier stages).
+    #[error("cannot simulate this job: {0}")]
+    Unsupported(String),
+    /// The model refused the job or its data.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The optimizer refused its settings.
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    /// Threads could not be started or ended unexpectedly.
+    #[error("the simulation could not run: {0}")]
+    Setup(String),
+    /// Executors wait for what no one will send.
+    #[error("the simulation is stuck: {0}")]
+    Stuck(String),
+}
+
+/// A job's stage, its data and its model, ready to simulate.
+pub struct SimJob {
+    /// The job.
+    pub spec: JobSpec,
+    /// The stage simulated: the job's last.
+    pub stage: Stage,
+    /// Its network.
+    pub network: SharedNetwork,
+    /// The parameters it starts from.
+    pub init: Vec<f32>,
+    /// The training partitions.
+    pub partitions: Arc<Vec<Partition>>,
+    /// What accuracy is measured on.
+    pub eval: Arc<Dataset>,
+}
+
+impl SimJob {
+    /// The last stage of `spec` on `partitions`, evaluated on `eval`. Only
+    /// a stage that trains on the data as it is can be simulated (a DBN's
+    /// fine-tuning without pre-training, not its RBMs).
+    pub fn new(spec: JobSpec, partitions: Vec<Partition>, eval: Arc<Dataset>) -> Result<Self, SimError> {
+        let stages = spec.stages();
+        let index = stages
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| SimError::Unsupported("the job has no stages".into()))?;
+        let stage = stages[index].clone();
+        if stage.input_layers > 0 || index > 0 {
+            return Err(SimError::Unsupported(format!(
+                "stage `{}` follows {index} other stages; only single-stage jobs are simulated (set pretrain epochs to 0)",
+                stage.name
+            )));
+        }
+        let first = partitions
+            .first()
+            .ok_or_else(|| SimError::Unsupported("the job has no partitions".into()))?;
+        let (dim, classes) = (first.data.dim(), first.data.classes());
+        let network = spec.network(index, dim, classes)?;
+        let sample = first.data.head(2048);
+        let kind = spec.kind()?;
+        let init = kind.start(
+            &spec,
+            index,
+            &[],
+            network.as_ref(),
+            &sample,
+            spec.train.seed.wrapping_add(index as u64),
+        )?;
+        Ok(Self {
+            spec,
+            stage,
+            network,
+            init,
+            partitions: Arc::new(partitions),
+            eval,
+        })
+    }
+
+    /// Training examples in one epoch.
+    pub fn train_examples(&self) -> usize {
+        self.partitions.iter().map(|p| p.data.len()).sum()
+    }
+
+    fn eval_every_examples(&self, epochs: f64) -> u64 {
+        ((self.train_examples() as f64 * epochs).round() as u64).max(1)
+    }
+
+    /// Runs the job on the simulated cluster `config`.
+    pub fn simulate(&self, config: &SimConfig) -> Result<SimReport, SimError> {
+        cluster::simulate(self, config)
+    }
+}
+
+/// The simulated cluster.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimConfig {
+    /// Executors.
+    pub executors: usize,
+    /// Cores of each.
+    pub cores: usize,
+    /// What compute and messages cost.
+    pub cost: CostModel,
+    /// Evaluate after every this many epochs' worth of examples applied at
+    /// the server.
+    pub eval_every: f64,
+    /// Stop handing out tasks once the job's target accuracy is reached.
+    pub stop_at_target: bool,
+    /// Threads of this machine that compute the real arithmetic (they do
+    /// not change the result, only how long the simulation takes).
+    pub machine_threads: usize,
+}
+
+/// One evaluation of the server's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalPoint {
+    /// Virtual seconds since the start.
+    pub time_s: f64,
+    /// Epochs' worth of examples applied at the server.
+    pub epochs: f64,
+    /// Accuracy on the evaluation set.
+    pub accuracy: f64,
+    /// Mean loss on it.
+    pub loss: f64,
+}
+
+/// What a simulated run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimReport {
+    /// Every evaluation, in order.
+    pub points: Vec<EvalPoint>,
+    /// Accuracy at the end.
+    pub final_accuracy: f64,
+    /// Loss at the end.
+    pub final_loss: f64,
+    /// Virtual seconds to the end.
+    pub time_s: f64,
+    /// Virtual seconds to the first evaluation at the job's target accuracy.
+    pub time_to_target_s: Option<f64>,
+    /// Epochs' worth of examples by then.
+    pub epochs_to_target: Option<f64>,
+    /// Examples the server applied.
+    pub examples: u64,
+    /// Updates (versions) the server applied.
+    pub updates: u64,
+    /// Mean staleness of those updates.
+    pub mean_staleness: f64,
+    /// Bytes into the driver's network card.
+    pub bytes_in: u64,
+    /// Bytes out of it.
+    pub bytes_out: u64,
+    /// Virtual seconds the server spent applying updates.
+    pub server_busy_s: f64,
+    /// Virtual seconds the busier direction of the driver's card was sending.
+    pub card_busy_s: f64,
+    /// Why training stopped early, if it did (divergence).
+    pub failed: Option<String>,
+    /// The server's parameters at the end.
+    pub params: Vec<f32>,
+}
+
+impl SimReport {
+    /// Examples per virtual second.
+    pub fn samples_per_s(&self) -> f64 {
+        self.examples as f64 / self.time_s.max(1e-12)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! The simulator on a small learnable problem: it repeats bit for bit, it
+//! trains, and its clock follows the cost model.
+
+use std::sync::Arc;
+
+use deepdist_core::data::Dataset;
+use deepdist_core::data::partition::split;
+use deepdist_core::job::JobSpec;
+use ndarray::Array2;
+
+use super::*;
+
+/// Four classes, each a cluster of 16-dimensional points: a small MLP
+/// learns it in an epoch or two.
+fn clusters(n: usize, salt: usize) -> Dataset {
+    let label = |i: usize| (i * 7 + salt) % 4;
+    let noise = |i: usize, j: usize| (((i * 31 + j * 17 + salt * 13) % 97) as f32 / 97.0 - 0.5) * 0.8;
+    let x = Array2::from_shape_fn(
+        (n, 16),
+        |(i, j)| if j % 4 == label(i) { 1.0 } else { 0.0 } + noise(i, j),
+    );
+    Dataset::new(x, (0..n).map(|i| label(i) as u8).collect(), 4).unwrap()
+}
+
+fn job(mode: &str, extra: &str) -> SimJob {
+    let spec = JobSpec::from_toml(
+        &format!(
+            r#"name = "sim-{mode}"
+[data]
+partitions = 8
+[model]
+kind = "mlp"
+hidden = [24]
+[train]
+mode = "{mode}"
+epochs = 2
+batch_size = 16
+seed = 3
+target_accuracy = 0.9
+{extra}
+[optimizer]
+kind = "sgd"
+lr = 0.1
+momentum = 0.5
+"#
+        ),
+        "test",
+    )
+    .unwrap();
+    let train = clusters(2048, 0);
+    let partitions = split(&train, 8, 3, true).unwrap();
+    SimJob::new(spec, partitions, Arc::new(clusters(512, 1))).unwrap()
+}
+
+fn config(executors: usize) -> SimConfig {
+    SimConfig {
+        executors,
+        cores: 4,
+        cost: CostModel {
+            example_s: 1e-4,
+            core_efficiency: 0.8,
+            step_s_per_value: 1e-9,
+            link: LinkModel::gbit(1.0),
+        },
+        eval_every: 0.5,
+        stop_at_target: false,
+        machine_threads: 2,
+    }
+}
+
+#[test]
+fn a_run_repeats_bit_for_bit_in_every_mode() {
+    for (mode, extra) in [
+        ("async", "n_push = 2"),
+        ("sync", ""),
+        ("ssp", ""),
+        ("average", ""),
+        ("easgd", ""),
+    ] {
+        let job = job(mode, extra);
+        let first = job.simulate(&config(4)).unwrap();
+        let second = job.simulate(&config(4)).unwrap();
+        assert_eq!(first, second, "{mode}");
+        assert!(first.failed.is_none(), "{mode}: {:?}", first.failed);
+        assert!(first.final_accuracy > 0.9, "{mode} trains: {}", first.final_accuracy);
+        assert_eq!(
+            first.examples,
+            2 * 2048,
+            "{mode}: every example of both epochs reached the server"
+        );
+        assert_eq!(first.points.len(), 4, "{mode}: an evaluation every half epoch");
+    }
+}
+
+#[test]
+fn the_clock_follows_the_cost_model() {
+    let job = job("async", "");
+    let one = job.simulate(&config(1)).unwrap();
+    // One executor: its compute is the critical path, at least the examples' cost.
+    let compute = config(1).cost.gradient_s(2 * 2048, 4);
+    assert!(
+        one.time_s >= compute && one.time_s < compute * 1.5,
+        "{} vs {compute}",
+        one.time_s
+    );
+    // It pushes and computes on while the server applies: at most one step behind.
+    assert!(one.mean_staleness <= 1.0, "{}", one.mean_staleness);
+    // Four executors on a fast link: the same examples in about a quarter of the time, now stale.
+    let four = job.simulate(&config(4)).unwrap();
+    assert!(four.time_s < one.time_s / 2.5, "{} vs {}", four.time_s, one.time_s);
+    assert!(
+        four.mean_staleness > one.mean_staleness + 1.0,
+        "{}",
+        four.mean_staleness
+    );
+    // The same cluster on a slow link waits for the driver's card.
+    let mut slow = config(4);
+    slow.cost.link = LinkModel::parse("10mbit").unwrap();
+    let slow = job.simulate(&slow).unwrap();
+    assert!(slow.time_s > four.time_s * 2.0, "{} vs {}", slow.time_s, four.time_s);
+    assert!(slow.card_busy_s > slow.time_s * 0.5, "the card is the bottleneck");
+}

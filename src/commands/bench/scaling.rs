@@ -1,0 +1,260 @@
+//! `deepdist bench scaling`: a job on simulated clusters of N executors × C
+//! cores (`deepdist-sim`: the real executor loops, server rules and
+//! optimizers in virtual time). For every N and C: epochs and updates to the
+//! job's target, simulated time to it, samples/s, bytes per update, the
+//! server's and its network card's utilisation, and the speed-up over one
+//! executor of C cores. The cost model is measured here first: one
+//! example's gradient on 1 and 2 threads, one step over the parameters.
+//! Outputs `scaling.md` and `scaling.csv`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use deepdist_core::bench::{GradientBench, median};
+use deepdist_core::cpu::compute_pool;
+use deepdist_core::data::cut::cut;
+use deepdist_core::data::load;
+use deepdist_core::gemm::gemm_peak;
+use deepdist_core::job::{DataFormat, JobSpec};
+use deepdist_sim::{CostModel, LinkModel, SimConfig, SimJob, SimReport};
+
+use super::job::write;
+use crate::cli::{DataDirArg, ScalingBenchArgs};
+use crate::roles::local::DEFAULT_JOB;
+
+/// Runs the sweep and writes its tables.
+pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.executors.iter().chain(&args.cores).all(|&n| n > 0),
+        "--executors and --cores take counts of at least 1"
+    );
+    let link = LinkModel::parse(&args.link)
+        .with_context(|| format!("--link {:?}: give a rate such as 10gbit, 1gbit or 100mbit", args.link))?;
+    let (text, origin) = match &args.job {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (DEFAULT_JOB.to_string(), "jobs/mnist-mlp.toml (built in)".to_string()),
+    };
+    let spec = JobSpec::from_toml(&text, &origin)?;
+    let job = load_job(spec, &args.data)?;
+    let peak = gemm_peak(2);
+    let mut cost = measure(&job, link, args.seconds)?;
+    if let Some(e) = args.core_efficiency {
+        anyhow::ensure!((0.0..=1.0).contains(&e), "--core-efficiency is a fraction in [0, 1]");
+        cost.core_efficiency = e;
+    }
+    println!(
+        "{origin}: one example's gradient {:.1} µs on one core, each further core adds {:.0}% of one, a step {:.2} ns per value; link {}; GEMM peak {peak:.1} GFLOP/s on 2 threads",
+        cost.example_s * 1e6,
+        cost.core_efficiency * 100.0,
+        cost.step_s_per_value * 1e9,
+        args.link
+    );
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut rows = Vec::new();
+    for &cores in &args.cores {
+        let mut single = None;
+        for &executors in &args.executors {
+            let config = SimConfig {
+                executors,
+                cores,
+                cost,
+                eval_every: args.eval_every,
+                stop_at_target: true,
+                machine_threads: threads,
+            };
+            let started = Instant::now();
+            let report = job.simulate(&config)?;
+            if executors == 1 {
+                single = report.time_to_target_s;
+            }
+            let row = Row::new(executors, cores, &report, single);
+            println!(
+                "{}   ({:.0} s to simulate)",
+                row.line(),
+                started.elapsed().as_secs_f64()
+            );
+            rows.push(row);
+        }
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let header = format!(
+        "`{origin}` on simulated clusters; link {}; one example {:.1} µs on one core, each further core {:.0}% of one; a step {:.2} ns per value; GEMM peak {peak:.1} GFLOP/s on 2 threads.",
+        args.link,
+        cost.example_s * 1e6,
+        cost.core_efficiency * 100.0,
+        cost.step_s_per_value * 1e9
+    );
+    write(&args.out.join("scaling.md"), &markdown(&header, &rows))?;
+    write(&args.out.join("scaling.csv"), &csv(&rows))?;
+    println!("wrote {}/scaling.md and scaling.csv", args.out.display());
+    Ok(())
+}
+
+/// The job's data, loaded and cut as the driver cuts it.
+fn load_job(spec: JobSpec, data: &DataDirArg) -> anyhow::Result<SimJob> {
+    let (train, test, shape) = match spec.data.format {
+        DataFormat::Mnist => {
+            let mnist = super::super::load_mnist(data)?;
+            (mnist.train, mnist.test, spec.data.known_shape())
+        }
+        _ => {
+            let loaded = load::load(&spec.data, None)?;
+            (Arc::new(loaded.train), Arc::new(loaded.test), loaded.shape)
+        }
+    };
+    let spec = spec.with_shape(shape);
+    let cut = cut(&spec.data, spec.train.seed, &train, &test)?;
+    anyhow::ensure!(
+        spec.train.target_accuracy.is_some(),
+        "the job sets no train.target_accuracy: the sweep measures the time to it"
+    );
+    Ok(SimJob::new(spec, cut.partitions, cut.eval)?)
+}
+
+/// The cost model measured on this machine: the gradient at the job's
+/// minibatch on 1 and 2 threads, and the server's step over the parameters.
+fn measure(job: &SimJob, link: LinkModel, seconds: f64) -> anyhow::Result<CostModel> {
+    let batch = job.stage.batch_size as usize;
+    let rate = |threads: usize| -> anyhow::Result<f64> {
+        let pool = compute_pool(Some(threads))?;
+        pool.install(|| {
+            let mut bench = GradientBench::new(job.network.as_ref(), batch)?;
+            let mut windows = (0..3)
+                .map(|_| bench.window(seconds).map(|t| t.samples_per_s))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(median(&mut windows))
+        })
+    };
+    let (one, two) = (rate(1)?, rate(2)?);
+    let len = job.init.len();
+    let mode = job.spec.train.mode;
+    let mut optimizer = mode.server_optimizer(&job.stage.optimizer).build(len)?;
+    let (mut params, grad) = (job.init.clone(), vec![1e-6f32; len]);
+    let pool = compute_pool(Some(1))?;
+    let step_s = pool.install(|| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut steps = 0u32;
+        while started.elapsed().as_secs_f64() < seconds {
+            optimizer.step(&mut params, &grad, 0)?;
+            steps += 1;
+        }
+        Ok(started.elapsed().as_secs_f64() / f64::from(steps.max(1)))
+    })?;
+    Ok(CostModel {
+        example_s: 1.0 / one,
+        core_efficiency: (two / one - 1.0).clamp(0.0, 1.0),
+        step_s_per_value: step_s / len.max(1) as f64,
+        link,
+    })
+}
+
+/// One simulated cluster's figures.
+struct Row {
+    executors: usize,
+    cores: usize,
+    epochs: Option<f64>,
+    time_s: Option<f64>,
+    updates_per_epoch: f64,
+    samples_per_s: f64,
+    bytes_per_update: f64,
+    server_busy: f64,
+    card_busy: f64,
+    staleness: f64,
+    speedup: Option<f64>,
+    final_accuracy: f64,
+}
+
+impl Row {
+    fn new(executors: usize, cores: usize, r: &SimReport, single: Option<f64>) -> Self {
+        let epochs_done = r.points.last().map_or(0.0, |p| p.epochs).max(1e-9);
+        Self {
+            executors,
+            cores,
+            epochs: r.epochs_to_target,
+            time_s: r.time_to_target_s,
+            updates_per_epoch: r.updates as f64 / epochs_done,
+            samples_per_s: r.samples_per_s(),
+            bytes_per_update: (r.bytes_in + r.bytes_out) as f64 / r.updates.max(1) as f64,
+            server_busy: r.server_busy_s / r.time_s.max(1e-12),
+            card_busy: r.card_busy_s / r.time_s.max(1e-12),
+            staleness: r.mean_staleness,
+            speedup: single.zip(r.time_to_target_s).map(|(one, t)| one / t),
+            final_accuracy: r.final_accuracy,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{:>3} × {:<2} cores: target {} in {} (speed-up {}), {:.0} samples/s, staleness {:.1}, server {:.0}% busy, card {:.0}%",
+            self.executors,
+            self.cores,
+            opt(self.epochs, |e| format!("at {e:.2} epochs")),
+            opt(self.time_s, |t| format!("{t:.2} s")),
+            opt(self.speedup, |s| format!("{s:.2}×")),
+            self.samples_per_s,
+            self.staleness,
+            self.server_busy * 100.0,
+            self.card_busy * 100.0
+        )
+    }
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "never".to_string(), f)
+}
+
+fn markdown(header: &str, rows: &[Row]) -> String {
+    let mut s = format!("# Scaling\n\n{header}\n\n");
+    s.push_str("| executors × cores | epochs to target | simulated time to target | speed-up | samples/s | updates per epoch | MB per update | staleness | server busy | card busy | accuracy at the end |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} × {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.0}% | {:.0}% | {:.2}% |",
+            r.executors,
+            r.cores,
+            opt(r.epochs, |e| format!("{e:.2}")),
+            opt(r.time_s, |t| format!("{t:.2} s")),
+            opt(r.speedup, |x| format!("{x:.2}×")),
+            r.samples_per_s,
+            r.updates_per_epoch,
+            r.bytes_per_update / 1e6,
+            r.staleness,
+            r.server_busy * 100.0,
+            r.card_busy * 100.0,
+            r.final_accuracy * 100.0
+        );
+    }
+    s
+}
+
+fn csv(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "executors,cores,epochs_to_target,time_to_target_s,speedup,samples_per_s,updates_per_epoch,bytes_per_update,staleness,server_busy,card_busy,final_accuracy\n",
+    );
+    let cell = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{:.1},{:.1},{:.0},{:.3},{:.4},{:.4},{:.4}",
+            r.executors,
+            r.cores,
+            cell(r.epochs),
+            cell(r.time_s),
+            cell(r.speedup),
+            r.samples_per_s,
+            r.updates_per_epoch,
+            r.bytes_per_update,
+            r.staleness,
+            r.server_busy,
+            r.card_busy,
+            r.final_accuracy
+        );
+    }
+    s
+}
