@@ -23,6 +23,7 @@ pub mod gemm;
 pub mod job;
 pub mod mode;
 pub mod model;
+pub mod noise;
 pub mod optim;
 pub mod tensor;
 pub mod train;

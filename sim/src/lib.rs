@@ -137,6 +137,10 @@ pub struct SimConfig {
     /// Threads of this machine that compute the real arithmetic (they do
     /// not change the result, only how long the simulation takes).
     pub machine_threads: usize,
+    /// Measure the gradient noise scale at the first evaluation and at the
+    /// first after every epoch's worth of examples (off the virtual clock,
+    /// like evaluation).
+    pub noise: bool,
 }
 
 /// One evaluation of the server's parameters.
@@ -150,6 +154,8 @@ pub struct EvalPoint {
     pub accuracy: f64,
     /// Mean loss on it.
     pub loss: f64,
+    /// The gradient noise scale there, when measured.
+    pub b_noise: Option<f64>,
 }
 
 /// What a simulated run did.

@@ -65,6 +65,7 @@ fn config(executors: usize) -> SimConfig {
         eval_every: 0.5,
         stop_at_target: false,
         machine_threads: 2,
+        noise: false,
     }
 }
 
@@ -90,6 +91,21 @@ fn a_run_repeats_bit_for_bit_in_every_mode() {
         );
         assert_eq!(first.points.len(), 4, "{mode}: an evaluation every half epoch");
     }
+}
+
+#[test]
+fn the_noise_scale_is_measured_once_an_epoch() {
+    let job = job("sync", "");
+    let report = job
+        .simulate(&SimConfig {
+            noise: true,
+            ..config(2)
+        })
+        .unwrap();
+    let measured: Vec<f64> = report.points.iter().filter_map(|p| p.b_noise).collect();
+    // At the first evaluation (half an epoch in), then as epochs 1 and 2 complete.
+    assert_eq!(measured.len(), 3, "{:?}", report.points);
+    assert!(measured.iter().all(|b| b.is_finite() && *b > 0.0), "{measured:?}");
 }
 
 #[test]

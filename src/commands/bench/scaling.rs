@@ -56,21 +56,33 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
     );
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rows = Vec::new();
+    let mut noise = Vec::new();
     for &cores in &args.cores {
         let mut single = None;
         for &executors in &args.executors {
+            // The first run goes to the end of the job, measuring the noise
+            // scale every epoch; the others stop at the target.
+            let first = rows.is_empty();
             let config = SimConfig {
                 executors,
                 cores,
                 cost,
                 eval_every: args.eval_every,
-                stop_at_target: true,
+                stop_at_target: !first,
                 machine_threads: threads,
+                noise: first,
             };
             let started = Instant::now();
             let report = job.simulate(&config)?;
             if executors == 1 {
                 single = report.time_to_target_s;
+            }
+            if first {
+                noise = report
+                    .points
+                    .iter()
+                    .filter_map(|p| p.b_noise.map(|b| (p.epochs, b)))
+                    .collect();
             }
             let row = Row::new(executors, cores, &report, single);
             println!(
@@ -89,7 +101,13 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
         cost.core_efficiency * 100.0,
         cost.step_s_per_value * 1e9
     );
-    write(&args.out.join("scaling.md"), &markdown(&header, &rows))?;
+    let batch = f64::from(job.stage.batch_size);
+    let noise_table = noise_table(&noise, batch, &args.executors);
+    println!("{noise_table}");
+    write(
+        &args.out.join("scaling.md"),
+        &(markdown(&header, &rows) + "\n" + &noise_table),
+    )?;
     write(&args.out.join("scaling.csv"), &csv(&rows))?;
     println!("wrote {}/scaling.md and scaling.csv", args.out.display());
     Ok(())
@@ -229,6 +247,34 @@ fn markdown(header: &str, rows: &[Row]) -> String {
             r.card_busy * 100.0,
             r.final_accuracy * 100.0
         );
+    }
+    s
+}
+
+/// The noise scale per epoch and the ceilings it implies when the global
+/// batch grows with the executors (`N ×` the job's minibatch).
+fn noise_table(noise: &[(f64, f64)], batch: f64, executors: &[usize]) -> String {
+    let mut s = format!(
+        "## Gradient noise scale\n\nB_noise at the server's parameters (minibatches of {batch} against {}), and the speed-up ceiling `(1 + B/b)/(1 + B/(N·b))` it implies for N executors whose global batch is N × {batch}:\n\n| epochs | B_noise |",
+        8.0 * batch
+    );
+    for n in executors.iter().filter(|&&n| n > 1) {
+        let _ = write!(s, " ceiling at {n} |");
+    }
+    s.push_str("\n|---:|---:|");
+    s.push_str(&"---:|".repeat(executors.iter().filter(|&&n| n > 1).count()));
+    s.push('\n');
+    for (epochs, b) in noise {
+        let scale = deepdist_core::noise::NoiseScale {
+            b_noise: *b,
+            g2: 1.0,
+            trace: *b,
+        };
+        let _ = write!(s, "| {epochs:.2} | {b:.0} |");
+        for &n in executors.iter().filter(|&&n| n > 1) {
+            let _ = write!(s, " {:.2}× |", scale.ceiling(batch, batch * n as f64));
+        }
+        s.push('\n');
     }
     s
 }
