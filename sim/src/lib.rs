@@ -64,10 +64,17 @@ pub struct SimJob {
 }
 
 impl SimJob {
-    /// The last stage of `spec` on `partitions`, evaluated on `eval`. Only
-    /// a stage that trains on the data as it is can be simulated (a DBN's
-    /// fine-tuning without pre-training, not its RBMs).
-    pub fn new(spec: JobSpec, partitions: Vec<Partition>, eval: Arc<Dataset>) -> Result<Self, SimError> {
+    /// The last stage of `spec` on `partitions`, evaluated on `eval`,
+    /// starting from the parameters the driver would draw from `sample`
+    /// (the first 5,000 training examples). Only a stage that trains on
+    /// the data as it is can be simulated (a DBN's fine-tuning without
+    /// pre-training, not its RBMs).
+    pub fn new(
+        spec: JobSpec,
+        sample: &Dataset,
+        partitions: Vec<Partition>,
+        eval: Arc<Dataset>,
+    ) -> Result<Self, SimError> {
         let stages = spec.stages();
         let index = stages
             .len()

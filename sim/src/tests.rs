@@ -49,7 +49,7 @@ momentum = 0.5
     .unwrap();
     let train = clusters(2048, 0);
     let partitions = split(&train, 8, 3, true).unwrap();
-    SimJob::new(spec, partitions, Arc::new(clusters(512, 1))).unwrap()
+    SimJob::new(spec, &train, partitions, Arc::new(clusters(512, 1))).unwrap()
 }
 
 fn config(executors: usize) -> SimConfig {

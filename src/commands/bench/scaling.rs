@@ -131,7 +131,7 @@ fn load_job(spec: JobSpec, data: &DataDirArg) -> anyhow::Result<SimJob> {
         spec.train.target_accuracy.is_some(),
         "the job sets no train.target_accuracy: the sweep measures the time to it"
     );
-    Ok(SimJob::new(spec, cut.partitions, cut.eval)?)
+    Ok(SimJob::new(spec, &cut.train.head(5000), cut.partitions, cut.eval)?)
 }
 
 /// The cost model measured on this machine: the gradient at the job's
