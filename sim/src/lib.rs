@@ -92,14 +92,13 @@ impl SimJob {
             .ok_or_else(|| SimError::Unsupported("the job has no partitions".into()))?;
         let (dim, classes) = (first.data.dim(), first.data.classes());
         let network = spec.network(index, dim, classes)?;
-        let sample = first.data.head(2048);
         let kind = spec.kind()?;
         let init = kind.start(
             &spec,
             index,
             &[],
             network.as_ref(),
-            &sample,
+            sample,
             spec.train.seed.wrapping_add(index as u64),
         )?;
         Ok(Self {
