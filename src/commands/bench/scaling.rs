@@ -5,7 +5,7 @@
 //! server's and its network card's utilisation, and the speed-up over one
 //! executor of C cores. The cost model is measured here first: one
 //! example's gradient on 1 and 2 threads, one step over the parameters.
-//! Outputs `scaling.md` and `scaling.csv`.
+//! Outputs `scaling.md`, `scaling.csv` and `scaling.svg`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -20,6 +20,9 @@ use deepdist_core::gemm::gemm_peak;
 use deepdist_core::job::{DataFormat, JobSpec};
 use deepdist_sim::{CostModel, LinkModel, SimConfig, SimJob, SimReport};
 
+use plotters::prelude::*;
+
+use super::dbn_report::{TAB10, draw_legend, draw_line, plot_error};
 use super::job::write;
 use crate::cli::{DataDirArg, ScalingBenchArgs};
 use crate::roles::local::DEFAULT_JOB;
@@ -109,7 +112,8 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
         &(markdown(&header, &rows) + "\n" + &noise_table),
     )?;
     write(&args.out.join("scaling.csv"), &csv(&rows))?;
-    println!("wrote {}/scaling.md and scaling.csv", args.out.display());
+    plot(&rows, &args.out.join("scaling.svg"))?;
+    println!("wrote {}/scaling.md, scaling.csv and scaling.svg", args.out.display());
     Ok(())
 }
 
@@ -277,6 +281,58 @@ fn noise_table(noise: &[(f64, f64)], batch: f64, executors: &[usize]) -> String 
         s.push('\n');
     }
     s
+}
+
+/// Speed-up against executors, one line per core count, with the ideal.
+fn plot(rows: &[Row], path: &std::path::Path) -> anyhow::Result<()> {
+    let log = |v: f64| v.max(1e-3).log2();
+    let most = rows.iter().map(|r| r.executors).max().unwrap_or(1) as f64;
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "speed-up to the target against executors (simulated)",
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(-0.3..log(most) + 0.3, -7.0..log(most) + 0.5)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("executors (log scale)")
+        .y_desc("speed-up over one executor (log scale)")
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 0.05 {
+                format!("{:.0}", v.round().exp2())
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|v| format!("{:.2}", v.exp2()))
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(plot_error)?;
+    let ideal: Vec<(f64, f64)> = [1.0, most].iter().map(|&n| (log(n), log(n))).collect();
+    draw_line(&mut chart, ideal, BLACK.mix(0.4), "ideal".into())?;
+    let mut cores: Vec<usize> = rows.iter().map(|r| r.cores).collect();
+    cores.dedup();
+    for (i, c) in cores.iter().enumerate() {
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.cores == *c)
+            .filter_map(|r| Some((log(r.executors as f64), log(r.speedup?))))
+            .collect();
+        draw_line(
+            &mut chart,
+            points,
+            TAB10[i % TAB10.len()].to_rgba(),
+            format!("{c} cores each"),
+        )?;
+    }
+    draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
+    root.present().map_err(plot_error)
 }
 
 fn csv(rows: &[Row]) -> String {
