@@ -49,8 +49,13 @@ impl NoiseScale {
     /// How many times fewer steps the model predicts at global batch `batch`
     /// than at `base`: the ceiling on the speed-up of growing one into the other.
     pub fn ceiling(&self, base: f64, batch: f64) -> f64 {
-        (1.0 + self.b_noise / base) / (1.0 + self.b_noise / batch)
+        ceiling(self.b_noise, base, batch)
     }
+}
+
+/// [`NoiseScale::ceiling`] for a noise scale of `b_noise` examples.
+pub fn ceiling(b_noise: f64, base: f64, batch: f64) -> f64 {
+    (1.0 + b_noise / base) / (1.0 + b_noise / batch)
 }
 
 /// Measures the noise scale of `network` at `params` on `data`: `rounds`

@@ -11,6 +11,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 use deepdist_core::mode::{ServerModel, ServerRule, Shape, TaskPlan, Update};
 use deepdist_core::model::StageEval;
+use deepdist_core::noise::NoiseScale;
 
 use crate::cost::Nic;
 use crate::events::{Event, Queue};
@@ -464,7 +465,7 @@ impl Run<'_> {
     /// The gradient noise scale at the server's parameters, on a partition
     /// that changes with the epoch: minibatches of the job's size against
     /// eight times as many examples (`None` when the estimate is unresolved).
-    fn noise_scale(&self, epoch: usize) -> Result<Option<f64>, SimError> {
+    fn noise_scale(&self, epoch: usize) -> Result<Option<NoiseScale>, SimError> {
         let parts = &self.job.partitions;
         let Some(part) = parts.get(epoch % parts.len().max(1)) else {
             return Ok(None);
@@ -482,7 +483,7 @@ impl Run<'_> {
                 seed,
             )
         })?;
-        Ok(measured.map(|n| n.b_noise))
+        Ok(measured)
     }
 
     /// Evaluates at every `eval_every` epochs' worth of examples the server
@@ -499,7 +500,7 @@ impl Run<'_> {
         let epochs = self.server.examples as f64 / self.job.train_examples() as f64;
         let whole = epochs.floor();
         let first_of_epoch = self.points.last().is_none_or(|p| p.epochs.floor() < whole);
-        let b_noise = if self.config.noise && first_of_epoch {
+        let noise = if self.config.noise && first_of_epoch {
             self.noise_scale(whole as usize)?
         } else {
             None
@@ -509,7 +510,7 @@ impl Run<'_> {
             epochs,
             accuracy,
             loss,
-            b_noise,
+            noise,
         });
         if let Some(target) = self.job.spec.train.target_accuracy
             && self.target_at.is_none()

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use deepdist_core::data::{Dataset, Partition};
 use deepdist_core::job::{JobSpec, Stage};
 use deepdist_core::model::{ModelError, SharedNetwork};
+use deepdist_core::noise::NoiseScale;
 use deepdist_core::optim::OptimError;
 
 pub use cost::{CostModel, LinkModel};
@@ -160,8 +161,8 @@ pub struct EvalPoint {
     pub accuracy: f64,
     /// Mean loss on it.
     pub loss: f64,
-    /// The gradient noise scale there, when measured.
-    pub b_noise: Option<f64>,
+    /// The gradient noise scale there, when measured and resolved.
+    pub noise: Option<NoiseScale>,
 }
 
 /// What a simulated run did.
@@ -200,6 +201,20 @@ pub struct SimReport {
 }
 
 impl SimReport {
+    /// The noise scale pooled over the measurements from `from_epochs` on:
+    /// the ratio of the mean `tr(Σ)` to the mean `|G|²`, steadier than any
+    /// one measurement (each ratio of two noisy estimates is noisier still).
+    pub fn pooled_noise(&self, from_epochs: f64) -> Option<f64> {
+        let measured: Vec<NoiseScale> = self
+            .points
+            .iter()
+            .filter(|p| p.epochs >= from_epochs)
+            .filter_map(|p| p.noise)
+            .collect();
+        let (trace, g2) = measured.iter().fold((0.0, 0.0), |(t, g), n| (t + n.trace, g + n.g2));
+        (!measured.is_empty() && g2 > 0.0).then(|| trace / g2)
+    }
+
     /// Examples per virtual second.
     pub fn samples_per_s(&self) -> f64 {
         self.examples as f64 / self.time_s.max(1e-12)

@@ -102,10 +102,19 @@ fn the_noise_scale_is_measured_once_an_epoch() {
             ..config(2)
         })
         .unwrap();
-    let measured: Vec<f64> = report.points.iter().filter_map(|p| p.b_noise).collect();
+    let measured: Vec<f64> = report
+        .points
+        .iter()
+        .filter_map(|p| p.noise.map(|n| n.b_noise))
+        .collect();
     // At the first evaluation (half an epoch in), then as epochs 1 and 2 complete.
     assert_eq!(measured.len(), 3, "{:?}", report.points);
     assert!(measured.iter().all(|b| b.is_finite() && *b > 0.0), "{measured:?}");
+    let pooled = report.pooled_noise(0.0).unwrap();
+    let (low, high) = measured
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(l, h), b| (l.min(*b), h.max(*b)));
+    assert!(pooled >= low && pooled <= high, "{pooled} outside {low}..{high}");
 }
 
 #[test]

@@ -18,6 +18,7 @@ use deepdist_core::data::cut::cut;
 use deepdist_core::data::load;
 use deepdist_core::gemm::gemm_peak;
 use deepdist_core::job::{DataFormat, JobSpec};
+use deepdist_core::noise::ceiling;
 use deepdist_sim::{CostModel, LinkModel, SimConfig, SimJob, SimReport};
 
 use plotters::prelude::*;
@@ -84,8 +85,14 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
                 noise = report
                     .points
                     .iter()
-                    .filter_map(|p| p.b_noise.map(|b| (p.epochs, b)))
+                    .filter_map(|p| p.noise.map(|n| (format!("{:.2}", p.epochs), n.b_noise)))
                     .collect();
+                noise.extend(report.pooled_noise(0.0).map(|b| ("pooled, all".to_string(), b)));
+                noise.extend(
+                    report
+                        .pooled_noise(1.0)
+                        .map(|b| ("pooled, from epoch 1".to_string(), b)),
+                );
             }
             let row = Row::new(executors, cores, &report, single);
             println!(
@@ -257,26 +264,22 @@ fn markdown(header: &str, rows: &[Row]) -> String {
 
 /// The noise scale per epoch and the ceilings it implies when the global
 /// batch grows with the executors (`N ×` the job's minibatch).
-fn noise_table(noise: &[(f64, f64)], batch: f64, executors: &[usize]) -> String {
+fn noise_table(noise: &[(String, f64)], batch: f64, executors: &[usize]) -> String {
+    let grown: Vec<usize> = executors.iter().copied().filter(|&n| n > 1).collect();
     let mut s = format!(
-        "## Gradient noise scale\n\nB_noise at the server's parameters (minibatches of {batch} against {}), and the speed-up ceiling `(1 + B/b)/(1 + B/(N·b))` it implies for N executors whose global batch is N × {batch}:\n\n| epochs | B_noise |",
+        "## Gradient noise scale\n\nB_noise at the server's parameters (minibatches of {batch} against {}), each epoch and pooled (mean tr(Σ) over mean |G|²), and the speed-up ceiling `(1 + B/b)/(1 + B/(N·b))` it implies for N executors whose global batch is N × {batch}:\n\n| epochs | B_noise |",
         8.0 * batch
     );
-    for n in executors.iter().filter(|&&n| n > 1) {
+    for n in &grown {
         let _ = write!(s, " ceiling at {n} |");
     }
-    s.push_str("\n|---:|---:|");
-    s.push_str(&"---:|".repeat(executors.iter().filter(|&&n| n > 1).count()));
+    s.push_str("\n|---|---:|");
+    s.push_str(&"---:|".repeat(grown.len()));
     s.push('\n');
-    for (epochs, b) in noise {
-        let scale = deepdist_core::noise::NoiseScale {
-            b_noise: *b,
-            g2: 1.0,
-            trace: *b,
-        };
-        let _ = write!(s, "| {epochs:.2} | {b:.0} |");
-        for &n in executors.iter().filter(|&&n| n > 1) {
-            let _ = write!(s, " {:.2}× |", scale.ceiling(batch, batch * n as f64));
+    for (when, b) in noise {
+        let _ = write!(s, "| {when} | {b:.0} |");
+        for &n in &grown {
+            let _ = write!(s, " {:.2}× |", ceiling(*b, batch, batch * n as f64));
         }
         s.push('\n');
     }
