@@ -5,26 +5,16 @@
 //! least that call's time, so nothing they do later can reach the server
 //! before it: the order is the cluster's, not this machine's scheduler's.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use deepdist_core::mode::{ServerModel, ServerRule, Shape, TaskPlan, Update};
-use deepdist_core::model::StageEval;
-use deepdist_core::noise::NoiseScale;
+use deepdist_core::mode::{ServerModel, Shape, TaskPlan, Update};
 
-use crate::cost::Nic;
 use crate::events::{Event, Queue};
 use crate::executor::{self, Answer, Call, Delivered, Message, Setup, Task};
-use crate::{EvalPoint, SimConfig, SimError, SimJob, SimReport};
-
-/// Bytes of a message without parameters (a fetch, an unchanged answer).
-const SMALL: u64 = 64;
-
-/// Minibatches of each size a noise-scale measurement averages: late in
-/// training the two norms differ by little, and with 8 the estimate of
-/// `|G|²` came out negative in a third of the MLP job's epochs.
-const NOISE_ROUNDS: usize = 32;
+use crate::measure::{Measurements, evaluate};
+use crate::server::{SMALL, Server, Waiting};
+use crate::{SimConfig, SimError, SimJob, SimReport};
 
 struct Exec {
     clock: f64,
@@ -41,26 +31,6 @@ struct Exec {
     stopped: bool,
 }
 
-/// A fetch the server holds until its rule lets it be answered.
-struct Waiting {
-    from: usize,
-    wait_for: u64,
-    newer_than: Option<u64>,
-}
-
-struct Server {
-    model: ServerModel,
-    rule: Box<dyn ServerRule>,
-    free_at: f64,
-    busy_s: f64,
-    waiting: Vec<Waiting>,
-    card_in: Nic,
-    card_out: Nic,
-    frame: Option<(u64, Arc<Vec<f32>>)>,
-    members: HashSet<u64>,
-    examples: u64,
-}
-
 struct Run<'a> {
     job: &'a SimJob,
     config: &'a SimConfig,
@@ -69,9 +39,7 @@ struct Run<'a> {
     queue: Queue,
     tasks: std::vec::IntoIter<(u32, u32)>,
     shape: Shape,
-    points: Vec<EvalPoint>,
-    next_eval: u64,
-    target_at: Option<(f64, f64)>,
+    measured: Measurements,
     stop: bool,
     /// The machine's threads, for the noise measurement.
     setup_pool: Arc<rayon::ThreadPool>,
@@ -130,24 +98,11 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         job,
         config,
         execs,
-        server: Server {
-            model,
-            rule: mode.server_rule(&keys),
-            free_at: 0.0,
-            busy_s: 0.0,
-            waiting: Vec::new(),
-            card_in: Nic::default(),
-            card_out: Nic::default(),
-            frame: None,
-            members: HashSet::new(),
-            examples: 0,
-        },
+        server: Server::new(model, mode.server_rule(&keys)),
         queue: Queue::default(),
         tasks: tasks.into_iter(),
         shape: mode.shape(&keys, stage.batch_size, config.executors as u32),
-        points: Vec::new(),
-        next_eval: job.eval_every_examples(config.eval_every),
-        target_at: None,
+        measured: Measurements::new(job, config),
         stop: false,
         setup_pool: setup.pool.clone(),
         failed: None,
@@ -158,8 +113,7 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
     let Run {
         execs,
         server,
-        points,
-        target_at,
+        measured,
         failed,
         last_time,
         ..
@@ -171,8 +125,9 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
     outcome?;
     let final_eval = evaluate(job, &server.model)?;
     let updates = server.model.version();
+    let target_at = measured.target_at;
     Ok(SimReport {
-        points,
+        points: measured.points,
         final_accuracy: final_eval.0,
         final_loss: final_eval.1,
         time_s: last_time,
@@ -188,16 +143,6 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         failed,
         params: server.model.params().to_vec(),
     })
-}
-
-/// The accuracy and loss of the server's parameters (their average, if the
-/// optimizer keeps one) on the job's evaluation set.
-fn evaluate(job: &SimJob, model: &ServerModel) -> Result<(f64, f64), SimError> {
-    let params = model.optimizer().average().unwrap_or(model.params());
-    match job.network.evaluate(params, &job.eval)? {
-        StageEval::Supervised(e) => Ok((f64::from(e.accuracy), f64::from(e.loss))),
-        StageEval::Reconstruction(r) => Ok((f64::NAN, f64::from(r))),
-    }
 }
 
 impl Run<'_> {
@@ -355,14 +300,7 @@ impl Run<'_> {
     }
 
     fn set_member(&mut self, i: usize, member: bool, now: f64) {
-        let changed = if member {
-            self.server.members.insert(i as u64)
-        } else {
-            self.server.members.remove(&(i as u64))
-        };
-        if changed {
-            let server = &mut self.server;
-            server.rule.members(&mut server.model, &server.members);
+        if self.server.set_member(i as u64, member) {
             self.serve_waiting(now.max(self.server.free_at));
         }
     }
@@ -382,23 +320,23 @@ impl Run<'_> {
                 samples,
                 values,
             } => {
-                let server = &mut self.server;
-                server.model.optimizer_mut().begin_epoch(epoch);
-                server.rule.push(
-                    &mut server.model,
-                    Update {
-                        from: from as u64,
-                        base_version,
-                        samples,
-                        values: &values,
-                    },
-                );
-                let step = self.config.cost.step_s(values.len());
-                server.free_at = at + step;
-                server.busy_s += step;
-                server.examples += u64::from(samples);
-                let done = server.free_at;
-                self.maybe_evaluate(done)?;
+                let step_s = self.config.cost.step_s(values.len());
+                let update = Update {
+                    from: from as u64,
+                    base_version,
+                    samples,
+                    values: &values,
+                };
+                self.server.apply(at, epoch, update, step_s);
+                let done = self.server.free_at;
+                let reached = self.measured.maybe_evaluate(
+                    (self.job, self.config),
+                    &self.setup_pool,
+                    &self.server.model,
+                    self.server.examples,
+                    done,
+                )?;
+                self.stop |= reached && self.config.stop_at_target;
                 self.serve_waiting(done);
             }
             Event::Request {
@@ -406,7 +344,7 @@ impl Run<'_> {
                 wait_for,
                 newer_than,
             } => {
-                self.server.waiting.push(Waiting {
+                self.server.hold(Waiting {
                     from,
                     wait_for,
                     newer_than,
@@ -427,98 +365,8 @@ impl Run<'_> {
 
     /// Answers every held fetch the rule now allows, at time `now`.
     fn serve_waiting(&mut self, now: f64) {
-        let link = self.config.cost.link;
-        let server = &mut self.server;
-        let (rule, model) = (&mut server.rule, &server.model);
-        let (ready, still): (Vec<_>, Vec<_>) = std::mem::take(&mut server.waiting)
-            .into_iter()
-            .partition(|w| rule.ready(model, w.from as u64, w.wait_for));
-        server.waiting = still;
-        let version = server.model.version();
-        for w in ready {
-            let (values, bytes) = if w.newer_than == Some(version) {
-                (None, SMALL)
-            } else {
-                let frame = match &server.frame {
-                    Some((v, f)) if *v == version => f.clone(),
-                    _ => {
-                        let f = Arc::new(server.model.params().to_vec());
-                        server.frame = Some((version, f.clone()));
-                        f
-                    }
-                };
-                let bytes = frame.len() as u64 * 4 + SMALL;
-                (Some(frame), bytes)
-            };
-            let left = server.card_out.send(now, bytes, &link);
-            self.queue.at(
-                left + link.latency_s,
-                Event::Delivery {
-                    to: w.from,
-                    version,
-                    values,
-                },
-            );
+        for (at, delivery) in self.server.answer_ready(now, &self.config.cost.link) {
+            self.queue.at(at, delivery);
         }
-    }
-
-    /// The gradient noise scale at the server's parameters, on a partition
-    /// that changes with the epoch: minibatches of the job's size against
-    /// eight times as many examples (`None` when the estimate is unresolved).
-    fn noise_scale(&self, epoch: usize) -> Result<Option<NoiseScale>, SimError> {
-        let parts = &self.job.partitions;
-        let Some(part) = parts.get(epoch % parts.len().max(1)) else {
-            return Ok(None);
-        };
-        let batch = self.job.stage.batch_size as usize;
-        let seed = self.job.spec.train.seed ^ epoch as u64;
-        let params = self.server.model.params();
-        let measured = self.setup_pool.install(|| {
-            deepdist_core::noise::measure(
-                self.job.network.as_ref(),
-                params,
-                &part.data,
-                (batch, 8 * batch),
-                NOISE_ROUNDS,
-                seed,
-            )
-        })?;
-        Ok(measured)
-    }
-
-    /// Evaluates at every `eval_every` epochs' worth of examples the server
-    /// has applied, at virtual time `now`.
-    fn maybe_evaluate(&mut self, now: f64) -> Result<(), SimError> {
-        if self.server.examples < self.next_eval {
-            return Ok(());
-        }
-        let step = self.job.eval_every_examples(self.config.eval_every);
-        while self.next_eval <= self.server.examples {
-            self.next_eval += step;
-        }
-        let (accuracy, loss) = evaluate(self.job, &self.server.model)?;
-        let epochs = self.server.examples as f64 / self.job.train_examples() as f64;
-        let whole = epochs.floor();
-        let first_of_epoch = self.points.last().is_none_or(|p| p.epochs.floor() < whole);
-        let noise = if self.config.noise && first_of_epoch {
-            self.noise_scale(whole as usize)?
-        } else {
-            None
-        };
-        self.points.push(EvalPoint {
-            time_s: now,
-            epochs,
-            accuracy,
-            loss,
-            noise,
-        });
-        if let Some(target) = self.job.spec.train.target_accuracy
-            && self.target_at.is_none()
-            && accuracy >= target
-        {
-            self.target_at = Some((now, epochs));
-            self.stop = self.config.stop_at_target;
-        }
-        Ok(())
     }
 }

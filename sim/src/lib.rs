@@ -16,6 +16,8 @@ mod cluster;
 pub mod cost;
 mod events;
 mod executor;
+mod measure;
+mod server;
 
 use std::sync::Arc;
 
