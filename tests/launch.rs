@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{cannot_run, data_dir, slurm_is_up, small_job, spare_port};
+use support::{cannot_run, data_dir, slurm_is_up, small_job};
 
 /// The stdout and stderr of a launcher's run that must have succeeded;
 /// panics with both, and `what` failed, otherwise.
@@ -111,7 +111,9 @@ fn srun_tasks_run_a_job_from_slurms_node_list() {
             "job.toml",
             "--insecure-plaintext",
             "--port",
-            &spare_port().to_string(),
+            "0",
+            "--rendezvous",
+            "driver.addr",
         ])
         .env("DEEPDIST_SECRET", support::CLUSTER_SECRET)
         .current_dir(dir.path())
@@ -142,7 +144,7 @@ fn the_shipped_sbatch_script_runs_a_job() {
     let out = Command::new("sbatch")
         .args(["--wait", "--overcommit", "--ntasks=3", "--output=batch.out"])
         .arg(&script)
-        .args(["job.toml", "--port", &spare_port().to_string()])
+        .args(["job.toml", "--port", "0", "--rendezvous", "driver.addr"])
         .current_dir(dir.path())
         .env("DEEPDIST", env!("CARGO_BIN_EXE_deepdist"))
         .env("DEEPDIST_DATA", data_dir())

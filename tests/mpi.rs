@@ -33,8 +33,7 @@ mod with_mpi {
     use tokio::process::Child;
 
     use super::support::{
-        self, TestDriver, cannot_run, slurm_is_up, small_cnn_job, small_dbn_job, small_job, spare_port,
-        spawn_executor_process,
+        self, TestDriver, cannot_run, slurm_is_up, small_cnn_job, small_dbn_job, small_job, spawn_executor_process,
     };
 
     /// `mpirun` as the tests run it: as root, more ranks than cores.
@@ -325,7 +324,9 @@ mod with_mpi {
                 "--mpi",
                 "--insecure-plaintext",
                 "--port",
-                &spare_port().to_string(),
+                "0",
+                "--rendezvous",
+                "driver.addr",
             ])
             .env("DEEPDIST_SECRET", support::CLUSTER_SECRET)
             .current_dir(dir.path())

@@ -466,13 +466,3 @@ pub fn slurm_is_up(scenario: &str) -> bool {
     }
     up
 }
-
-/// A port nothing listens on now, for a driver rank that must use a known
-/// port (Slurm's executors dial the first node at --port).
-pub fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
