@@ -58,6 +58,28 @@ pub struct Minibatches {
     next: AtomicUsize,
 }
 
+/// The seeds of one task's random streams, from the job's seed and the
+/// task's place (epoch, partition) — never from which executor or thread
+/// runs it, so a task draws the same wherever and whenever it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSeeds {
+    /// The order of the partition's rows.
+    pub order: u64,
+    /// Everything the gradient draws (dropout masks, Gibbs samples).
+    pub draws: u64,
+}
+
+impl TaskSeeds {
+    /// The seeds of partition `partition` in epoch `epoch` of a job seeded `seed`.
+    pub fn new(seed: u64, epoch: u32, partition: u32) -> Self {
+        let place = (u64::from(epoch) << 32) ^ u64::from(partition);
+        Self {
+            order: seed ^ place,
+            draws: (seed ^ place.rotate_left(17)).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        }
+    }
+}
+
 impl Minibatches {
     /// The rows `0..len` shuffled by `rng`, in minibatches of `batch` (the
     /// last one may be smaller).

@@ -53,15 +53,26 @@ pub fn expire_leases(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut Run
     expired
 }
 
-/// Gives each idle executor its next task, preferring partitions it holds;
-/// an executor new to the stage first gets the trained layers it needs.
+/// Gives each idle executor its next task — preferring partitions it holds,
+/// or, where the mode deals work, the next one dealt to its rank (its place
+/// among the executors by id); an executor new to the stage first gets the
+/// trained layers it needs.
 pub fn assign_idle(executors: &mut BTreeMap<u64, ExecutorEntry>, run: &mut RunState, spec: &JobSpec) -> Vec<Outgoing> {
     let mut sends = Vec::new();
     let peers = executors.len() as u32;
-    for (&eid, e) in executors.iter_mut().filter(|(_, e)| e.task.is_none()) {
+    let dealt = spec.train.mode.deals_work();
+    for (rank, (&eid, e)) in executors.iter_mut().enumerate() {
+        if e.task.is_some() {
+            continue;
+        }
         let frames = &run.partition_frames;
         let cached = |p: u32| frames.get(p as usize).is_some_and(|(h, _)| e.cached.contains(h));
-        let Some(task) = run.scheduler.next_for(eid, cached) else {
+        let next = if dealt {
+            run.scheduler.next_dealt(eid, rank as u32, peers)
+        } else {
+            run.scheduler.next_for(eid, cached)
+        };
+        let Some(task) = next else {
             continue;
         };
         e.task = Some(task);

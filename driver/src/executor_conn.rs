@@ -56,6 +56,7 @@ pub async fn serve(
     );
     tracing::info!(id, %name, cores, "executor registered");
     shared.wake.notify_one();
+    shared.executors_changed.notify_waiters();
     if let Some(state) = *shared
         .run_over
         .lock()
@@ -113,6 +114,6 @@ fn remove_executor(shared: &Shared, id: u64) -> usize {
     shared.tasks_reassigned.fetch_add(lost as u64, Relaxed);
     drop(state);
     shared.wake.notify_one();
-    shared.executor_left.notify_waiters();
+    shared.executors_changed.notify_waiters();
     lost
 }

@@ -120,6 +120,7 @@ async fn push(shared: &Shared, id: u64, push: Push) {
             return;
         }
         log.last_seq = push.seq;
+        log.last_base = push.base_version;
         log.accepted += 1;
         shared.updates_accepted.fetch_add(1, Relaxed);
         run.ps.clone()
@@ -154,7 +155,12 @@ fn task_done(shared: &Shared, id: u64, report: TaskReport) {
             acc.samples += report.samples;
             acc.batches += report.batches;
             acc.loss_sum += report.loss_sum;
-            let accepted = run.pushes.remove(&report.task).unwrap_or_default().accepted;
+            let log = run.pushes.remove(&report.task).unwrap_or_default();
+            if log.accepted > 0 {
+                let end = run.epoch_ends.entry(report.task.epoch).or_default();
+                *end = (*end).max(log.last_base + 1);
+            }
+            let accepted = log.accepted;
             if accepted != report.pushes {
                 shared.push_mismatches.fetch_add(1, Relaxed);
                 tracing::warn!(id, task = ?report.task, sent = report.pushes, accepted, "a task's updates do not add up");

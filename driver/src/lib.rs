@@ -234,17 +234,27 @@ impl Driver {
                 executor.tx.offer(frame.clone());
             }
         }
+        self.executors_until(|n| n == 0, within).await
+    }
+
+    /// Waits up to `within` for `n` executors to register (a mode that
+    /// deals work repeats its results only if all of them are there from the
+    /// start); returns how many there are.
+    pub async fn await_executors(&self, n: usize, within: Duration) -> usize {
+        self.executors_until(|here| here >= n, within).await
+    }
+
+    /// Waits up to `within` until the number of registered executors
+    /// satisfies `enough`; returns it.
+    async fn executors_until(&self, enough: impl Fn(usize) -> bool, within: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let left = self.shared.executor_left.notified();
-            tokio::pin!(left);
-            left.as_mut().enable();
-            let connected = self.shared.lock().executors.len();
-            if connected == 0 {
-                return 0;
-            }
-            if tokio::time::timeout_at(deadline, left).await.is_err() {
-                return connected;
+            let changed = self.shared.executors_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let here = self.shared.lock().executors.len();
+            if enough(here) || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return here;
             }
         }
     }

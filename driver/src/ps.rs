@@ -25,8 +25,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 enum Command {
     Push(Incoming, OwnedSemaphorePermit),
     Fetch(Waiting),
+    /// A snapshot once the version is at least `at`.
     Snapshot {
         with_optimizer: bool,
+        at: u64,
         reply: oneshot::Sender<Snapshot>,
     },
     Members(HashSet<u64>),
@@ -118,6 +120,7 @@ impl ParamServer {
             model,
             rule,
             waiting: Vec::new(),
+            deferred: Vec::new(),
             frame: None,
             delayed: VecDeque::new(),
             authors: Authors::default(),
@@ -181,9 +184,21 @@ impl ParamServer {
     }
 
     async fn snapshot_with(&self, with_optimizer: bool) -> Option<Snapshot> {
+        self.snapshot_when(with_optimizer, 0).await.ok()
+    }
+
+    /// A snapshot (with the optimizer's state, for a checkpoint) taken as
+    /// soon as the version reaches `at` — or when the stage ends, if it never
+    /// does. The answer comes through the receiver, so the caller need not
+    /// wait for it.
+    pub fn snapshot_when(&self, with_optimizer: bool, at: u64) -> oneshot::Receiver<Snapshot> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Snapshot { with_optimizer, reply }).ok()?;
-        rx.await.ok()
+        let _ = self.tx.send(Command::Snapshot {
+            with_optimizer,
+            at,
+            reply,
+        });
+        rx
     }
 
     /// The executors holding a task of the stage.
@@ -206,6 +221,8 @@ struct ServerThread {
     /// Where unaligned update bytes are decoded.
     scratch: Vec<f32>,
     waiting: Vec<Waiting>,
+    /// Snapshots asked for at a version not yet reached.
+    deferred: Vec<(u64, bool, oneshot::Sender<Snapshot>)>,
     frame: Option<(u64, Bytes)>,
     delayed: VecDeque<Incoming>,
     authors: Authors,
@@ -231,18 +248,42 @@ impl ServerThread {
                     while let Some(next) = self.delayed.pop_front() {
                         self.apply(next);
                     }
+                    // The stage is over: a version not reached now never will be.
+                    for (_, with_optimizer, reply) in std::mem::take(&mut self.deferred) {
+                        let _ = reply.send(self.snapshot(with_optimizer));
+                    }
                 }
                 Command::Fetch(waiting) => self.waiting.push(waiting),
-                Command::Snapshot { with_optimizer, reply } => {
-                    let _ = reply.send(self.snapshot(with_optimizer));
-                }
+                Command::Snapshot {
+                    with_optimizer,
+                    at,
+                    reply,
+                } => self.deferred.push((at, with_optimizer, reply)),
                 Command::Members(members) => {
                     let before = self.model.version();
                     self.rule.members(&mut self.model, &members);
                     self.authors.record(before, self.model.version(), None);
                 }
             }
+            self.serve_deferred();
             self.serve_waiting();
+        }
+    }
+
+    /// Answers the snapshots whose version has come, in the order asked.
+    /// Checked after every command, and a command takes at most one step,
+    /// so each is taken at exactly the version it waits for.
+    fn serve_deferred(&mut self) {
+        let version = self.model.version();
+        if self.deferred.iter().all(|(at, ..)| *at > version) {
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(at, ..)| *at <= version);
+        self.deferred = later;
+        for (_, with_optimizer, reply) in due {
+            let _ = reply.send(self.snapshot(with_optimizer));
         }
     }
 

@@ -136,14 +136,33 @@ impl Scheduler {
         self.next_epoch += 1;
     }
 
-    /// The next task for an idle executor, preferring partitions in `cached`.
-    pub fn next_for(&mut self, executor: u64, cached: impl Fn(u32) -> bool) -> Option<TaskId> {
-        // Open the next epoch once every open one has nothing left to hand out.
-        if self.open.values().all(|e| e.pending.is_empty()) && self.open.len() < 2 {
+    /// The next task of the executor of rank `rank` among `ranks` when work
+    /// is dealt ([`deepdist_core::mode::dealt_rank`]): the first pending one
+    /// dealt to that rank, opening epochs as far as it needs — a rank never
+    /// idles while its tasks are in an epoch not yet open, since an idle
+    /// executor would leave its rounds and change what they sum.
+    pub fn next_dealt(&mut self, executor: u64, rank: u32, ranks: u32) -> Option<TaskId> {
+        let partitions = self.partitions;
+        let mine = |epoch: u32, p: u32| deepdist_core::mode::dealt_rank(epoch, p, partitions, ranks) == rank;
+        loop {
+            let found = self.open.iter().find_map(|(&epoch, state)| {
+                let pos = state.pending.iter().position(|&p| mine(epoch, p))?;
+                Some((epoch, pos))
+            });
+            if let Some((epoch, pos)) = found {
+                return self.start(epoch, pos, executor);
+            }
+            let before = self.next_epoch;
             self.open_next();
+            if self.next_epoch == before {
+                return None;
+            }
         }
-        let (&epoch, state) = self.open.iter_mut().find(|(_, e)| !e.pending.is_empty())?;
-        let pos = state.pending.iter().position(|&p| cached(p)).unwrap_or(0);
+    }
+
+    /// Starts the pending task at `pos` of `epoch` on `executor`.
+    fn start(&mut self, epoch: u32, pos: usize, executor: u64) -> Option<TaskId> {
+        let state = self.open.get_mut(&epoch)?;
         let partition = state.pending.remove(pos)?;
         let attempt = self.attempts.entry((epoch, partition)).or_insert(0);
         *attempt += 1;
@@ -155,6 +174,17 @@ impl Scheduler {
             partition,
             attempt: *attempt,
         })
+    }
+
+    /// The next task for an idle executor, preferring partitions in `cached`.
+    pub fn next_for(&mut self, executor: u64, cached: impl Fn(u32) -> bool) -> Option<TaskId> {
+        // Open the next epoch once every open one has nothing left to hand out.
+        if self.open.values().all(|e| e.pending.is_empty()) && self.open.len() < 2 {
+            self.open_next();
+        }
+        let (&epoch, state) = self.open.iter().find(|(_, e)| !e.pending.is_empty())?;
+        let pos = state.pending.iter().position(|&p| cached(p)).unwrap_or(0);
+        self.start(epoch, pos, executor)
     }
 
     /// True if `task` is the live assignment of `executor`.

@@ -3,6 +3,7 @@
 //! queues checkpoints, until the stage's epochs are done or the job is
 //! cancelled.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,13 +13,13 @@ use deepdist_core::data::Dataset;
 use deepdist_core::job::{JobSpec, JobState, Stage};
 use deepdist_core::mode::ServerModel;
 use deepdist_core::model::SharedNetwork;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::JobCheckpoint;
 use crate::dispatch;
 use crate::error::JobError;
 use crate::evaluator::{EvalItem, Work};
-use crate::ps::{ParamServer, Resumed, ServerPlan};
+use crate::ps::{ParamServer, Resumed, ServerPlan, Snapshot};
 use crate::scheduler::Scheduler;
 use crate::state::{RunState, Shared};
 
@@ -73,21 +74,29 @@ pub async fn run_stage(
         staleness: (resumed.version, resumed.staleness_sum),
         checkpoint: Instant::now(),
     };
+    // Snapshots are asked for in the pass that completes an epoch but may
+    // come later (a mode that deals work takes an epoch's at the version
+    // after its last update): the loop goes on handing out tasks meanwhile.
+    let mut queued: VecDeque<Queued> = VecDeque::new();
     let end_state = loop {
         if *stop.borrow() {
             return Err(JobError::ShuttingDown);
         }
         let pass = pass(shared, &ctx, &marks)?;
+        // Asked for before the new tasks go out, so none of their updates
+        // can be in an epoch's snapshot.
+        for epoch in pass.completed {
+            let answer = ps.snapshot_when(false, epoch.at);
+            queued.push_back(Queued::new(Asked::Epoch(epoch), answer));
+        }
         for (outbox, frame) in pass.sends {
             outbox.offer(frame);
         }
-        for epoch in pass.completed {
-            send_epoch(&ctx, &ps, epoch, &mut marks).await?;
-        }
         if let Some(progress) = pass.progress {
-            queue_checkpoint(shared, &ctx, &ps, progress).await?;
+            queued.push_back(Queued::new(Asked::Checkpoint(progress), ps.snapshot_when(true, 0)));
             marks.checkpoint = Instant::now();
         }
+        forward_answered(shared, &ctx, &mut queued, &mut marks).await?;
         if pass.cancelled {
             break JobState::Cancelled;
         }
@@ -99,17 +108,64 @@ pub async fn run_stage(
         if pass.finished {
             break JobState::Done;
         }
-        tokio::select! {
-            _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
-            _ = stop.changed() => {}
+        let answered = async {
+            match queued.front_mut() {
+                Some(q) => (&mut q.answer).await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let arrived = tokio::select! {
+            _ = shared.wake.notified() => None,
+            _ = tokio::time::sleep(TICK) => None,
+            _ = stop.changed() => None,
+            snapshot = answered => Some(snapshot.ok_or(JobError::ServerStopped)?),
+        };
+        if let (Some(snapshot), Some(front)) = (arrived, queued.front_mut()) {
+            front.arrived = Some(snapshot);
         }
     };
+    // The stage's end answers every snapshot still waiting.
     let snapshot = ps.finish().await.ok_or(JobError::ServerStopped)?;
+    for q in queued {
+        let snapshot = match q.arrived {
+            Some(snapshot) => snapshot,
+            None => q.answer.await.map_err(|_| JobError::ServerStopped)?,
+        };
+        forward(shared, &ctx, q.what, snapshot, &mut marks).await;
+    }
     Ok((
         end_state,
         Arc::try_unwrap(snapshot.params).unwrap_or_else(|p| (*p).clone()),
     ))
+}
+
+/// Sends the evaluator what the parameter server has answered, in order,
+/// stopping at the first still waiting.
+async fn forward_answered(
+    shared: &Arc<Shared>,
+    ctx: &StageRun<'_>,
+    queued: &mut VecDeque<Queued>,
+    marks: &mut Marks,
+) -> Result<(), JobError> {
+    while let Some(front) = queued.front_mut() {
+        let snapshot = match front.arrived.take().map(Ok).unwrap_or_else(|| front.answer.try_recv()) {
+            Ok(snapshot) => snapshot,
+            Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
+            Err(oneshot::error::TryRecvError::Closed) => return Err(JobError::ServerStopped),
+        };
+        if let Some(q) = queued.pop_front() {
+            forward(shared, ctx, q.what, snapshot, marks).await;
+        }
+    }
+    Ok(())
+}
+
+/// Sends the evaluator an epoch or a checkpoint with its snapshot.
+async fn forward(shared: &Arc<Shared>, ctx: &StageRun<'_>, what: Asked, snapshot: Snapshot, marks: &mut Marks) {
+    match what {
+        Asked::Epoch(epoch) => send_epoch(ctx, snapshot, epoch, marks).await,
+        Asked::Checkpoint(progress) => queue_checkpoint(shared, ctx, snapshot, progress).await,
+    }
 }
 
 /// When the loop last closed an epoch and a checkpoint, and the server's
@@ -120,13 +176,47 @@ struct Marks {
     checkpoint: Instant,
 }
 
-/// An epoch all of whose partitions are done: its number, the tasks
-/// reassigned in it, its training figures and the executors at its end.
-type Completed = (u32, u32, crate::tally::EpochAccum, u32);
+/// An epoch all of whose partitions are done.
+struct Completed {
+    epoch: u32,
+    /// Its tasks reassigned.
+    reassigned: u32,
+    /// Its training figures.
+    stats: crate::tally::EpochAccum,
+    /// Executors at its end.
+    executors: u32,
+    /// The version its snapshot waits for (0: now).
+    at: u64,
+}
 
 /// A checkpoint's progress: epochs done, and the open epochs' partitions
 /// with what they have accumulated.
 type Progress = (u32, Vec<(crate::scheduler::EpochProgress, crate::tally::EpochAccum)>);
+
+/// What goes to the evaluator once the parameter server answers, in the
+/// order it was asked for.
+struct Queued {
+    what: Asked,
+    answer: oneshot::Receiver<Snapshot>,
+    /// The answer, once the loop has waited for it.
+    arrived: Option<Snapshot>,
+}
+
+/// What a snapshot was asked for.
+enum Asked {
+    Epoch(Completed),
+    Checkpoint(Progress),
+}
+
+impl Queued {
+    fn new(what: Asked, answer: oneshot::Receiver<Snapshot>) -> Self {
+        Self {
+            what,
+            answer,
+            arrived: None,
+        }
+    }
+}
 
 /// What one pass over the stage's state decided, to act on unlocked.
 struct Pass {
@@ -199,6 +289,7 @@ fn start_server(
         ps: ps.clone(),
         epochs: accums,
         pushes: Default::default(),
+        epoch_ends: Default::default(),
         fatal: None,
     });
     Ok((ps, resumed))
@@ -240,8 +331,14 @@ fn pass(shared: &Arc<Shared>, ctx: &StageRun<'_>, marks: &Marks) -> Result<Pass,
     run.ps.set_members(run.scheduler.busy_executors());
     let mut completed = Vec::new();
     while let Some((epoch, reassigned)) = run.scheduler.pop_completed() {
-        let stats = run.epochs.remove(&epoch).unwrap_or_default();
-        completed.push((epoch, reassigned, stats, executors));
+        let end = run.epoch_ends.remove(&epoch).unwrap_or(0);
+        completed.push(Completed {
+            epoch,
+            reassigned,
+            stats: run.epochs.remove(&epoch).unwrap_or_default(),
+            executors,
+            at: if ctx.spec.train.mode.deals_work() { end } else { 0 },
+        });
     }
     // Progress is read before the parameters are, so every partition
     // it counts as done has its updates in them.
@@ -268,16 +365,15 @@ fn pass(shared: &Arc<Shared>, ctx: &StageRun<'_>, marks: &Marks) -> Result<Pass,
     })
 }
 
-/// Sends a completed epoch, with a snapshot of the parameters, to the evaluator.
-async fn send_epoch(
-    ctx: &StageRun<'_>,
-    ps: &ParamServer,
-    (epoch, reassigned, stats, executors): Completed,
-    marks: &mut Marks,
-) -> Result<(), JobError> {
-    let Some(snapshot) = ps.snapshot().await else {
-        return Err(JobError::ServerStopped);
-    };
+/// Sends a completed epoch, with its snapshot of the parameters, to the evaluator.
+async fn send_epoch(ctx: &StageRun<'_>, snapshot: Snapshot, epoch: Completed, marks: &mut Marks) {
+    let Completed {
+        epoch,
+        reassigned,
+        stats,
+        executors,
+        ..
+    } = epoch;
     let now = Instant::now();
     let (updates, staleness) = (
         snapshot.version - marks.staleness.0,
@@ -304,19 +400,10 @@ async fn send_epoch(
         })))
         .await;
     marks.epoch_end = now;
-    Ok(())
 }
 
 /// Queues a checkpoint of the job at `progress` for the evaluator to write.
-async fn queue_checkpoint(
-    shared: &Arc<Shared>,
-    ctx: &StageRun<'_>,
-    ps: &ParamServer,
-    (epochs_done, open): Progress,
-) -> Result<(), JobError> {
-    let Some(snapshot) = ps.checkpoint().await else {
-        return Err(JobError::ServerStopped);
-    };
+async fn queue_checkpoint(shared: &Arc<Shared>, ctx: &StageRun<'_>, snapshot: Snapshot, (epochs_done, open): Progress) {
     let checkpoint = JobCheckpoint {
         job: ctx.id,
         spec: ctx.spec.to_toml(),
@@ -336,5 +423,4 @@ async fn queue_checkpoint(
         evaluated: Default::default(),
     };
     let _ = ctx.eval_tx.send(Work::Checkpoint(Box::new(checkpoint))).await;
-    Ok(())
 }

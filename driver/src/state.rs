@@ -116,6 +116,10 @@ pub struct RunState {
     /// The updates accepted per task attempt, so a repeated push is not
     /// applied twice and a finished task's count can be checked.
     pub pushes: HashMap<TaskId, PushLog>,
+    /// Per open epoch, the first version after every update of its finished
+    /// tasks, where a mode steps in rounds: the version its snapshot is
+    /// taken at, so it is the same in every run.
+    pub epoch_ends: HashMap<u32, u64>,
     /// Why the job cannot go on (training diverged, a task failed too
     /// often), once an executor's report showed it.
     pub fatal: Option<crate::error::JobError>,
@@ -128,6 +132,8 @@ pub struct PushLog {
     pub last_seq: u64,
     /// How many were accepted.
     pub accepted: u64,
+    /// The version the last accepted one was computed from.
+    pub last_base: u64,
 }
 
 /// Everything behind the mutex.
@@ -182,8 +188,8 @@ pub struct Shared {
     /// Set once [`crate::Driver::end_run`] has told executors the run is
     /// over; one that registers later is told at once.
     pub run_over: Mutex<Option<deepdist_core::job::JobState>>,
-    /// Wakes whoever waits for executors to leave.
-    pub executor_left: Notify,
+    /// Wakes whoever waits for executors to register or leave.
+    pub executors_changed: Notify,
 }
 
 impl Shared {
@@ -248,7 +254,7 @@ impl Shared {
             push_mismatches: AtomicU64::new(0),
             mnist: tokio::sync::OnceCell::new(),
             run_over: Mutex::new(None),
-            executor_left: Notify::new(),
+            executors_changed: Notify::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use deepdist_core::data::Dataset;
 use deepdist_core::job::{ModelLimit, Stage};
 use deepdist_core::mode::{Compute, ExecutorLoop, LoopError, TaskPlan};
 use deepdist_core::model::{Engine, Network, same_network};
-use deepdist_core::train::Minibatches;
+use deepdist_core::train::{Minibatches, TaskSeeds};
 use deepdist_wire::proto::{FromExecutor, TaskReport, TaskSpec, Tensor};
 use tokio::sync::mpsc as tmpsc;
 
@@ -264,9 +264,8 @@ impl Worker {
             _ => mode.executor_loop(&keys, &stage.optimizer, len),
         };
         let key = (task.job, task.stage, shape.batch);
-        let seed = spec.train.seed ^ u64::from(task.partition);
-        let order_seed = spec.train.seed ^ (u64::from(task.epoch) << 32) ^ u64::from(task.partition);
-        let batches = Minibatches::seeded(data.len(), shape.batch, order_seed);
+        let seeds = TaskSeeds::new(spec.train.seed, task.epoch, task.partition);
+        let batches = Minibatches::seeded(data.len(), shape.batch, seeds.order);
         let mut hogwild = spec.train.hogwild;
         if let Some(group) = &mut self.group {
             group.setup(&Setup {
@@ -284,8 +283,9 @@ impl Worker {
         }
         let mut link = self.link.for_task(task, generation);
         let choice = (hogwild, self.group.as_deref_mut());
-        let mut engine = reuse(self.engine.take(), key, model.as_ref(), seed);
-        let work = train(engine.as_mut(), &data, batches, choice, seed, |c| {
+        let mut engine = reuse(self.engine.take(), key, model.as_ref(), seeds.draws);
+        engine.reseed(seeds.draws);
+        let work = train(engine.as_mut(), &data, batches, choice, seeds.draws, |c| {
             mode_loop.run_task(&plan, c, &mut link)
         });
         self.engine = Some((key, engine));

@@ -5,10 +5,11 @@
 //! least that call's time, so nothing they do later can reach the server
 //! before it: the order is the cluster's, not this machine's scheduler's.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use deepdist_core::mode::{ServerModel, Shape, TaskPlan, Update};
+use deepdist_core::mode::{ServerModel, Shape, TaskPlan, Update, dealt_rank};
 
 use crate::events::{Event, Queue};
 use crate::executor::{self, Answer, Call, Delivered, Message, Setup, Task};
@@ -22,6 +23,9 @@ struct Exec {
     pending: Option<Call>,
     /// Waiting in a receive for parameters still in flight.
     blocked: bool,
+    /// Its task's report is on its way to the driver; the next task comes
+    /// back once it arrives.
+    reporting: bool,
     /// Parameters arrived or on their way: (arrival, version, values).
     mailbox: Vec<(f64, Delivered)>,
     /// Answers taken from the mailbox by a receive still waiting.
@@ -37,7 +41,9 @@ struct Run<'a> {
     execs: Vec<Exec>,
     server: Server,
     queue: Queue,
-    tasks: std::vec::IntoIter<(u32, u32)>,
+    /// The tasks left, (epoch, partition) in order: one queue for all, or
+    /// one per executor where the mode deals work by rank.
+    tasks: Vec<VecDeque<(u32, u32)>>,
     shape: Shape,
     measured: Measurements,
     stop: bool,
@@ -69,9 +75,17 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         pool: Arc::new(pool),
     });
     let parts = job.partitions.len() as u32;
-    let tasks: Vec<(u32, u32)> = (1..=stage.epochs)
-        .flat_map(|e| (0..parts).map(move |p| (e, p)))
-        .collect();
+    let ranks = config.executors as u32;
+    let queues = if mode.deals_work() { ranks as usize } else { 1 };
+    let mut tasks = vec![VecDeque::new(); queues];
+    for (e, p) in (1..=stage.epochs).flat_map(|e| (0..parts).map(move |p| (e, p))) {
+        let queue = if queues > 1 {
+            dealt_rank(e, p, parts, ranks) as usize
+        } else {
+            0
+        };
+        tasks[queue].push_back((e, p));
+    }
     let mut threads = Vec::new();
     let mut execs = Vec::new();
     for i in 0..config.executors {
@@ -87,6 +101,7 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
             clock: 0.0,
             pending: None,
             blocked: false,
+            reporting: false,
             mailbox: Vec::new(),
             drained: 0,
             tx: answer_tx,
@@ -100,7 +115,7 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         execs,
         server: Server::new(model, mode.server_rule(&keys)),
         queue: Queue::default(),
-        tasks: tasks.into_iter(),
+        tasks,
         shape: mode.shape(&keys, stage.batch_size, config.executors as u32),
         measured: Measurements::new(job, config),
         stop: false,
@@ -152,7 +167,10 @@ impl Run<'_> {
         }
         loop {
             let exec = (0..self.execs.len())
-                .filter(|&i| self.execs[i].pending.is_some() && !self.execs[i].blocked && !self.execs[i].stopped)
+                .filter(|&i| {
+                    let e = &self.execs[i];
+                    e.pending.is_some() && !e.blocked && !e.reporting && !e.stopped
+                })
                 .min_by(|&a, &b| self.execs[a].clock.total_cmp(&self.execs[b].clock));
             let event_at = self.queue.next_at();
             let event_first = event_at.is_some_and(|at| exec.is_none_or(|i| at <= self.execs[i].clock));
@@ -208,27 +226,18 @@ impl Run<'_> {
             return Ok(());
         };
         match call {
-            Call::NextTask(finished) => {
-                if finished.is_some() {
-                    self.set_member(i, false, now);
-                }
-                let next = if self.stop { None } else { self.tasks.next() };
-                match next {
-                    None => {
-                        self.execs[i].stopped = true;
-                        let _ = self.execs[i].tx.send(Answer::Task(None));
-                    }
-                    Some((epoch, partition)) => {
-                        self.set_member(i, true, now);
-                        // The report goes to the driver and the task comes back.
-                        self.execs[i].clock += 2.0 * link.latency_s;
-                        let task = Task {
-                            plan: self.plan(epoch),
-                            partition,
-                        };
-                        self.answer(i, Answer::Task(Some(task)))?;
-                    }
-                }
+            Call::NextTask(Some(finished)) => {
+                // The report follows the task's pushes down the link and
+                // into the server's queue, as on one real connection.
+                let at = self.server.card_in.send(now + link.latency_s, SMALL, &link);
+                self.queue.at(at, Event::TaskDone { from: i });
+                self.execs[i].pending = Some(Call::NextTask(Some(finished)));
+                self.execs[i].reporting = true;
+            }
+            Call::NextTask(None) => {
+                // Registering: the executor's first task.
+                let at = now + link.latency_s;
+                self.next_task(i, at)?;
             }
             Call::Failed(why) => {
                 self.execs[i].stopped = true;
@@ -299,6 +308,35 @@ impl Run<'_> {
         }
     }
 
+    /// The driver, at `at`, gives executor `i` its next task (it arrives one
+    /// latency later) or tells it there is none. An executor going from one
+    /// task to the next stays a member throughout, as in the driver, where
+    /// the report and the next assignment happen in one pass.
+    fn next_task(&mut self, i: usize, at: f64) -> Result<(), SimError> {
+        let queue = i.min(self.tasks.len() - 1);
+        let next = if self.stop { None } else { self.tasks[queue].pop_front() };
+        let exec = &mut self.execs[i];
+        exec.reporting = false;
+        match next {
+            None => {
+                exec.pending = None;
+                exec.stopped = true;
+                let _ = exec.tx.send(Answer::Task(None));
+                self.set_member(i, false, at);
+                Ok(())
+            }
+            Some((epoch, partition)) => {
+                exec.clock = exec.clock.max(at + self.config.cost.link.latency_s);
+                self.set_member(i, true, at);
+                let task = Task {
+                    plan: self.plan(epoch),
+                    partition,
+                };
+                self.answer(i, Answer::Task(Some(task)))
+            }
+        }
+    }
+
     fn set_member(&mut self, i: usize, member: bool, now: f64) {
         if self.server.set_member(i as u64, member) {
             self.serve_waiting(now.max(self.server.free_at));
@@ -308,7 +346,7 @@ impl Run<'_> {
     fn on_event(&mut self, at: f64, event: Event) -> Result<(), SimError> {
         // The server applies one update at a time: one that arrives while
         // it is busy waits in line.
-        if matches!(event, Event::Push { .. }) && at < self.server.free_at {
+        if matches!(event, Event::Push { .. } | Event::TaskDone { .. }) && at < self.server.free_at {
             self.queue.at(self.server.free_at, event);
             return Ok(());
         }
@@ -351,6 +389,7 @@ impl Run<'_> {
                 });
                 self.serve_waiting(at.max(self.server.free_at));
             }
+            Event::TaskDone { from } => self.next_task(from, at)?,
             Event::Delivery { to, version, values } => {
                 let exec = &mut self.execs[to];
                 exec.mailbox.push((at, (version, values)));

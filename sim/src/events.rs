@@ -16,6 +16,8 @@ pub(crate) enum Event {
         samples: u32,
         values: Vec<f32>,
     },
+    /// A task's report reaches the driver (after that executor's pushes).
+    TaskDone { from: usize },
     /// A fetch reaches the server.
     Request {
         from: usize,

@@ -12,7 +12,7 @@ use deepdist_core::data::Partition;
 use deepdist_core::job::{JobSpec, Stage};
 use deepdist_core::mode::{Compute, ExecutorLoop, Link, LocalSteps, LoopError, Received, TaskPlan, Work};
 use deepdist_core::model::{Engine, SharedNetwork};
-use deepdist_core::train::Minibatches;
+use deepdist_core::train::{Minibatches, TaskSeeds};
 use deepdist_executor::compute::SplitBatch;
 
 use crate::cost::CostModel;
@@ -97,17 +97,17 @@ pub(crate) fn run(setup: Arc<Setup>, tx: Sender<Message>, rx: Receiver<Answer>) 
     let mut finished = None;
     while let Ok(Some(task)) = link.next_task(finished.take()) {
         let batch = task.plan.shape.batch;
-        let seed = spec.train.seed ^ u64::from(task.partition);
+        let seeds = TaskSeeds::new(spec.train.seed, task.plan.epoch, task.partition);
         let mut eng = match engine.take() {
             Some((b, e)) if b == batch => e,
-            _ => setup.network.engine(batch, setup.cores, seed),
+            _ => setup.network.engine(batch, setup.cores, seeds.draws),
         };
+        eng.reseed(seeds.draws);
         let Some(part) = setup.partitions.get(task.partition as usize) else {
             link.fail(format!("no partition {}", task.partition));
             return;
         };
-        let order_seed = spec.train.seed ^ (u64::from(task.plan.epoch) << 32) ^ u64::from(task.partition);
-        let batches = Minibatches::seeded(part.data.len(), batch, order_seed);
+        let batches = Minibatches::seeded(part.data.len(), batch, seeds.order);
         link.epoch = task.plan.epoch;
         let mut compute = Priced {
             inner: SplitBatch::new(eng.as_mut(), &part.data, batches),

@@ -160,30 +160,21 @@ impl RunHost {
 
     /// Returns once `n` executors are registered or `wait` has passed.
     async fn await_executors(&self, n: usize, wait: Duration) {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let mut said = false;
-        loop {
-            tick.tick().await;
-            let here = self.driver.status().executors.len();
-            if here >= n {
-                println!("{here} executors registered");
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                println!(
-                    "{here} of {n} executors registered after {} s: starting with them",
-                    wait.as_secs()
-                );
-                return;
-            }
-            if !said {
-                println!(
-                    "waiting for {n} executors ({here} so far, at most {} s)",
-                    wait.as_secs()
-                );
-                said = true;
-            }
+        let here = self.driver.status().executors.len();
+        if here < n {
+            println!(
+                "waiting for {n} executors ({here} so far, at most {} s)",
+                wait.as_secs()
+            );
+        }
+        let here = self.driver.await_executors(n, wait).await;
+        if here >= n {
+            println!("{here} executors registered");
+        } else {
+            println!(
+                "{here} of {n} executors registered after {} s: starting with them",
+                wait.as_secs()
+            );
         }
     }
 }

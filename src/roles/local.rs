@@ -73,6 +73,9 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     })
 }
 
+/// How long the executors of a local cluster may take to connect.
+const EXECUTORS_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A driver and executors in this process.
 pub struct LocalCluster {
     driver: Driver,
@@ -106,6 +109,14 @@ impl LocalCluster {
             };
             tokio::spawn(deepdist_executor::run(config, stopped.clone()));
         }
+        // Every executor is there before a job starts: a mode that deals
+        // work by rank then repeats its results run after run.
+        let here = driver.await_executors(executors, EXECUTORS_WITHIN).await;
+        anyhow::ensure!(
+            here >= executors,
+            "only {here} of {executors} executors reached the driver within {} s",
+            EXECUTORS_WITHIN.as_secs()
+        );
         Ok(Self { driver, stop, addr })
     }
 

@@ -103,7 +103,7 @@ pub fn save_model(
         .zip(&bytes)
         .map(|(t, b)| TensorView::new(Dtype::F32, t.shape.clone(), b).map(|v| (t.name.clone(), v)))
         .collect::<Result<Vec<_>, _>>()?;
-    let encoded = safetensors::serialize(views, Some(metadata))?;
+    let encoded = sorted_header(safetensors::serialize(views, Some(metadata))?)?;
     write_atomically(path, &encoded).map_err(|source| CheckpointError::Io {
         path: path.display().to_string(),
         source,
@@ -127,6 +127,33 @@ pub fn model_info(path: &Path) -> Result<ModelInfo, CheckpointError> {
         .map(|(name, info)| (name, info.shape.clone()))
         .collect();
     Ok((meta.metadata().clone().unwrap_or_default(), shapes))
+}
+
+/// The file with its header's keys in sorted order: safetensors writes the
+/// metadata map in hash order, and the same model must be the same bytes.
+fn sorted_header(encoded: Vec<u8>) -> Result<Vec<u8>, CheckpointError> {
+    let bad = |e: String| CheckpointError::Format(format!("safetensors wrote a header it cannot read back: {e}"));
+    let len = encoded
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("no length".into()))? as usize;
+    let header = encoded.get(8..8 + len).ok_or_else(|| bad("short".into()))?;
+    let mut entries: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| bad(e.to_string()))?;
+    if let Some(meta) = entries.get_mut("__metadata__") {
+        let sorted: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(meta.take()).map_err(|e| bad(e.to_string()))?;
+        *meta = serde_json::to_value(sorted).map_err(|e| bad(e.to_string()))?;
+    }
+    let mut sorted = serde_json::to_vec(&entries).map_err(|e| bad(e.to_string()))?;
+    // The tensors start 8-aligned, as safetensors pads them (with spaces).
+    sorted.resize(sorted.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + sorted.len() + encoded.len() - 8 - len);
+    out.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
+    out.extend_from_slice(&sorted);
+    out.extend_from_slice(&encoded[8 + len..]);
+    Ok(out)
 }
 
 /// Reads a model saved by [`save_model`] back into a flat vector in layout
@@ -160,6 +187,24 @@ pub fn load_model(path: &Path, layout: &Layout) -> Result<(Vec<f32>, HashMap<Str
 mod tests {
     use super::*;
     use crate::model::{Activation, Mlp, Model};
+
+    #[test]
+    fn the_same_model_is_the_same_bytes() {
+        let mlp = Mlp::new(&[4, 3, 2], Activation::Relu).unwrap();
+        let params = mlp.init(1);
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let path = dir.path().join(format!("{i}.safetensors"));
+                // A fresh map each time: its hash order differs.
+                let meta: HashMap<String, String> = (0..16).map(|k| (format!("key{k}"), k.to_string())).collect();
+                save_model(&path, mlp.layout(), &params, meta.clone()).unwrap();
+                assert_eq!(load_model(&path, mlp.layout()).unwrap(), (params.clone(), meta));
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(files.iter().all(|f| f == &files[0]));
+    }
 
     #[test]
     fn saves_and_loads_with_metadata() {

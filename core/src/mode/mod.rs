@@ -97,6 +97,13 @@ impl Mode {
         }
     }
 
+    /// Whether work is dealt to executors by rank ([`dealt_rank`]) rather
+    /// than pulled: the modes that step in rounds, so a round holds the same
+    /// examples, summed in the same order, in every run.
+    pub fn deals_work(self) -> bool {
+        matches!(self, Mode::Sync | Mode::Average)
+    }
+
     /// Whether the server's optimizer keeps the job's momentum and weight
     /// decay. Where executors step locally, both are theirs: applied again to
     /// the directions they push they would count twice.
@@ -324,6 +331,15 @@ pub struct Received {
 pub trait ExecutorLoop: Send {
     /// Trains the task to its end; returns its work.
     fn run_task(&mut self, plan: &TaskPlan, compute: &mut dyn Compute, link: &mut dyn Link) -> Result<Work, LoopError>;
+}
+
+/// The rank (0-based, of `ranks`) that trains partition `partition` of
+/// epoch `epoch` (1-based) when work is dealt ([`Mode::deals_work`]): the
+/// stage's tasks in order, round-robin. A rank's tasks follow from its place
+/// alone, not from which executor holds it or when it asks.
+pub fn dealt_rank(epoch: u32, partition: u32, partitions: u32, ranks: u32) -> u32 {
+    let item = u64::from(epoch.saturating_sub(1)) * u64::from(partitions) + u64::from(partition);
+    (item % u64::from(ranks.max(1))) as u32
 }
 
 /// An update as the server's half receives it.

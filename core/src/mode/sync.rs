@@ -17,7 +17,7 @@
 //! minibatch by default), shared among the executors taking part, so the
 //! steps, and the accuracy, are the same with any number of them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::optim::Grad;
 use crate::tensor::Tensor;
@@ -108,47 +108,129 @@ fn missing(version: u64) -> LoopError {
 
 /// The server's half of `sync` and `average`: one step per round, the
 /// examples-weighted mean of every member's update for the current version.
+///
+/// A round's updates are summed in the order of their executors' ids, not
+/// as they arrive, since float addition depends on order: an update that
+/// arrives before one ordered ahead of it is held until it can be added, so
+/// a round sums the same way in every run. With work dealt by rank
+/// ([`super::dealt_rank`]) the id order is the rank order, and a round is
+/// the same examples summed the same way whichever executor holds which
+/// rank.
 #[derive(Debug, Default)]
 pub struct Rounds {
     sum: Vec<f32>,
+    /// Whether `sum` holds this round's first terms.
+    started: bool,
     samples: u64,
-    pushed: HashSet<u64>,
+    /// Updates this round, per executor.
+    pushed: HashMap<u64, u32>,
     members: HashSet<u64>,
+    /// Updates waiting for one ordered ahead of them, by (executor, its n-th
+    /// update this round).
+    held: BTreeMap<(u64, u32), Held>,
+    /// Buffers of held updates, kept for the next.
+    spare: Vec<Vec<f32>>,
+}
+
+/// An update kept until it can be summed in order.
+#[derive(Debug)]
+struct Held {
+    values: Vec<f32>,
+    weight: f32,
 }
 
 impl Rounds {
     /// Every member has pushed for this version.
     fn complete(&self) -> bool {
-        !self.pushed.is_empty() && self.members.is_subset(&self.pushed)
+        !self.pushed.is_empty() && self.members.iter().all(|m| self.pushed.contains_key(m))
+    }
+
+    /// Whether a member ordered before `executor` has yet to push: then
+    /// `executor`'s update must wait to be summed.
+    fn waits(&self, executor: u64) -> bool {
+        self.members
+            .iter()
+            .any(|&m| m < executor && !self.pushed.contains_key(&m))
     }
 
     /// Adds `values · weight` to the sum, on this thread alone: other
     /// members are still computing their updates, and a pass spread over
     /// every core would take its share from them.
     fn add(&mut self, values: &[f32], weight: f32) {
-        if self.pushed.is_empty() {
+        if self.started {
+            self.sum.iter_mut().zip(values).for_each(|(s, v)| *s += v * weight);
+        } else {
             self.sum.clear();
             self.sum.extend(values.iter().map(|v| v * weight));
-        } else {
-            self.sum.iter_mut().zip(values).for_each(|(s, v)| *s += v * weight);
+            self.started = true;
         }
     }
 
-    /// Takes the round's step with its mean, `(sum + last · weight) / samples`
-    /// where `last` is the update that completed it, if any: the step folds
-    /// that update in as it reads it, since the last push of a round is on
-    /// every executor's critical path (they all wait for the step).
-    fn step(&mut self, model: &mut ServerModel, last: Option<(&[f32], f32)>) {
+    /// Adds the held updates no missing member is ordered ahead of.
+    fn drain(&mut self) {
+        while let Some((&key, _)) = self.held.first_key_value() {
+            if self.waits(key.0) {
+                break;
+            }
+            if let Some(h) = self.held.remove(&key) {
+                self.add(&h.values, h.weight);
+                self.spare.push(h.values);
+            }
+        }
+    }
+
+    /// Keeps a copy of an update that must wait for its turn.
+    fn hold(&mut self, key: (u64, u32), values: &[f32], weight: f32) {
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(values);
+        self.held.insert(key, Held { values: buffer, weight });
+    }
+
+    /// Takes the round's step with its mean: every update summed in order,
+    /// the last of them folded into the step as it reads it (the last push
+    /// of a round is on every executor's critical path: they all wait for
+    /// the step). `last` is the update that completed the round, if one did.
+    fn step(&mut self, model: &mut ServerModel, last: Option<((u64, u32), &[f32], f32)>) {
+        let mut held: Vec<((u64, u32), Held)> = std::mem::take(&mut self.held).into_iter().collect();
+        // The final term in order: the latest held update, or `last` if it
+        // is ordered after every held one.
+        let final_held = match (last, held.last()) {
+            (Some((key, ..)), Some((k, _))) => *k > key,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        let final_term = if final_held { held.pop() } else { None };
+        let mut in_order = held.into_iter().peekable();
+        if let Some((key, values, weight)) = last {
+            while let Some((_, h)) = in_order.next_if(|(k, _)| *k < key) {
+                self.add(&h.values, h.weight);
+                self.spare.push(h.values);
+            }
+            if final_held {
+                self.add(values, weight);
+            }
+        }
+        for (_, h) in in_order {
+            self.add(&h.values, h.weight);
+            self.spare.push(h.values);
+        }
         let scale = 1.0 / self.samples.max(1) as f32;
-        let sum = (!self.pushed.is_empty()).then_some(&self.sum[..]);
-        let grad = match last {
-            Some((values, weight)) => Grad::Folded {
+        let sum = self.started.then_some(&self.sum[..]);
+        let grad = match (&final_term, last) {
+            (Some((_, h)), _) => Grad::Folded {
+                sum,
+                values: &h.values,
+                weight: h.weight,
+                scale,
+            },
+            (None, Some((_, values, weight))) => Grad::Folded {
                 sum,
                 values,
                 weight,
                 scale,
             },
-            None => Grad::Folded {
+            (None, None) => Grad::Folded {
                 sum: None,
                 values: &self.sum,
                 weight: 1.0,
@@ -159,37 +241,55 @@ impl Rounds {
         if let Err(e) = model.descend_with(grad, version, self.samples) {
             tracing::warn!(error = %e, "descent step refused");
         }
+        if let Some((_, h)) = final_term {
+            self.spare.push(h.values);
+        }
         self.pushed.clear();
         self.samples = 0;
+        self.started = false;
     }
 }
 
 impl ServerRule for Rounds {
     fn push(&mut self, model: &mut ServerModel, update: Update<'_>) {
         // An update computed from another version (a late joiner's) would
-        // corrupt this step's mean; its executor fetches the new one. A second
-        // update from the same executor for this version (the first of its
-        // next task) is as valid as the first: it adds examples to the mean.
+        // corrupt this step's mean; its executor fetches the new one.
         if update.base_version != model.version() {
             model.refuse();
             return;
         }
         let weight = update.samples.max(1) as f32;
         self.samples += u64::from(update.samples.max(1));
+        let nth = self.pushed.get(&update.from).copied().unwrap_or(0);
+        let key = (update.from, nth);
         let last = self
             .members
             .iter()
-            .all(|m| *m == update.from || self.pushed.contains(m));
+            .all(|m| *m == update.from || self.pushed.contains_key(m));
         if last {
-            self.step(model, Some((update.values, weight)));
+            self.step(model, Some((key, update.values, weight)));
+            return;
+        }
+        if self.waits(update.from) {
+            self.hold(key, update.values, weight);
         } else {
             self.add(update.values, weight);
-            self.pushed.insert(update.from);
         }
+        self.pushed.insert(update.from, nth + 1);
+        self.drain();
+    }
+
+    /// An executor that has pushed for this round gets no parameters until
+    /// the round's step, even for a new task: each member adds one update
+    /// per round, so what a round sums does not depend on how quickly a new
+    /// task reaches an executor.
+    fn ready(&mut self, model: &ServerModel, from: u64, wait_for: u64) -> bool {
+        model.version() >= wait_for && !self.pushed.contains_key(&from)
     }
 
     fn members(&mut self, model: &mut ServerModel, members: &HashSet<u64>) {
         self.members.clone_from(members);
+        self.drain();
         if self.complete() {
             self.step(model, None);
         }
@@ -235,6 +335,46 @@ mod tests {
         rounds.push(&mut m, update(1, 1, 1, &[1.0]));
         rounds.members(&mut m, &[1].into());
         assert_eq!((m.version(), m.params()[0]), (2, -6.0));
+    }
+
+    #[test]
+    fn a_round_sums_in_executor_order_whatever_the_arrival_order() {
+        // In f32, (1e8 + 1) - 1e8 = 0 but (1e8 - 1e8) + 1 = 1: the order shows.
+        let by_executor = [(1, 1e8_f32), (2, 1.0), (3, -1e8)];
+        let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let results: Vec<f32> = orders
+            .iter()
+            .map(|order| {
+                let mut m = model(vec![0.0]);
+                let mut rounds = Rounds::default();
+                rounds.members(&mut m, &[1, 2, 3].into());
+                for &i in order {
+                    let (from, value) = by_executor[i];
+                    rounds.push(&mut m, update(from, 0, 1, &[value]));
+                }
+                assert_eq!(m.version(), 1, "{order:?}");
+                m.params()[0]
+            })
+            .collect();
+        assert!(
+            results.iter().all(|r| r.to_bits() == results[0].to_bits()),
+            "{results:?}"
+        );
+        assert_eq!(results[0], 0.0, "-((1e8 + 1) - 1e8) / 3, summed in executor order");
+    }
+
+    #[test]
+    fn a_member_that_pushed_waits_for_the_step_even_for_a_new_task() {
+        let mut m = model(vec![0.0]);
+        let mut rounds = Rounds::default();
+        rounds.members(&mut m, &[1, 2].into());
+        rounds.push(&mut m, update(2, 0, 1, &[1.0]));
+        assert!(!rounds.ready(&m, 2, 0), "executor 2 pushed for version 0");
+        assert!(rounds.ready(&m, 1, 0), "executor 1 has yet to");
+        // A member leaving while another's update is held sums it.
+        rounds.members(&mut m, &[2].into());
+        assert_eq!((m.version(), m.params()[0]), (1, -1.0));
+        assert!(rounds.ready(&m, 2, 1));
     }
 
     #[test]

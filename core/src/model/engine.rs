@@ -24,6 +24,11 @@ use super::{Model, ModelError};
 /// task overhead, small enough to spread over the cores.
 const REDUCE_CHUNK: usize = 16 * 1024;
 
+/// Shard `i`'s seed: each shard samples from its own stream.
+fn shard_seed(seed: u64, i: usize) -> u64 {
+    seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 struct Shard<S> {
     scratch: S,
     grad: Vec<f32>,
@@ -54,8 +59,7 @@ impl<M: Model> GradientEngine<M> {
         let len = model.layout().len();
         let shards = (0..threads)
             .map(|i| Shard {
-                // Each shard samples from its own stream.
-                scratch: model.scratch(rows, seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                scratch: model.scratch(rows, shard_seed(seed, i)),
                 grad: vec![0.0; len],
                 loss: 0.0,
                 holds_gradient: false,
@@ -65,6 +69,15 @@ impl<M: Model> GradientEngine<M> {
             model,
             shards,
             max_batch,
+        }
+    }
+
+    /// Restarts every shard's random stream from `seed` (as a new engine
+    /// would start them).
+    pub fn reseed(&mut self, seed: u64) {
+        let rows = self.max_batch.div_ceil(self.shards.len());
+        for (i, shard) in self.shards.iter_mut().enumerate() {
+            shard.scratch = self.model.scratch(rows, shard_seed(seed, i));
         }
     }
 

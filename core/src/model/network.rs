@@ -100,6 +100,11 @@ pub trait Engine: Send {
 
     /// Another engine for the same network (a Hogwild! thread's own).
     fn fork(&self, max_batch: usize, threads: usize, seed: u64) -> Box<dyn Engine>;
+
+    /// Restarts every random stream (dropout's masks, sampling) from `seed`,
+    /// so what a task draws depends on the task, not on the tasks this
+    /// engine ran before.
+    fn reseed(&mut self, seed: u64);
 }
 
 impl<M: Model + Network + Clone + 'static> Engine for GradientEngine<M> {
@@ -138,6 +143,10 @@ impl<M: Model + Network + Clone + 'static> Engine for GradientEngine<M> {
             threads,
             seed,
         ))
+    }
+
+    fn reseed(&mut self, seed: u64) {
+        GradientEngine::reseed(self, seed)
     }
 }
 

@@ -97,9 +97,13 @@ pub trait Optimizer: Send {
         self.common().minibatches
     }
 
-    /// Moves to epoch `epoch` (from 1) of the schedule: its rate and momentum.
+    /// Moves to epoch `epoch` (from 1) of the schedule, its rate and
+    /// momentum, unless a later one is reached: updates of two epochs
+    /// overlap at an epoch's end, and the rate must not follow the order in
+    /// which they happen to arrive.
     fn begin_epoch(&mut self, epoch: u32) {
-        self.common_mut().epoch = epoch;
+        let common = self.common_mut();
+        common.epoch = common.epoch.max(epoch);
     }
 
     /// The moving average of the parameters, when this optimizer keeps one
