@@ -10,7 +10,7 @@ mod launch_args;
 mod model_args;
 pub use bench_args::{
     BenchArgs, BenchExperiment, DbnBenchArgs, DelaysBenchArgs, HogwildBenchArgs, ModesBenchArgs, PsBenchArgs,
-    ScalingBenchArgs,
+    ScalingBenchArgs, SimCheckBenchArgs,
 };
 pub use launch_args::LaunchArgs;
 pub use model_args::{EvalArgs, FormatArg, PredictArgs};

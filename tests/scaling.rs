@@ -55,6 +55,7 @@ fn simulate(text: &str, executors: usize, cores: usize) -> (SimJob, SimReport) {
         eval_every: 1.0,
         stop_at_target: false,
         machine_threads: 2,
+        machine: None,
         noise: false,
     };
     let report = job.simulate(&config).unwrap();

@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Upper bounds of the buckets; one more bucket holds everything above.
-pub const BOUNDS: [u64; 8] = [0, 1, 2, 4, 8, 16, 32, 64];
+pub use deepdist_core::mode::STALENESS_BOUNDS as BOUNDS;
 
 /// A staleness distribution.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,8 +20,7 @@ pub struct Counts {
 
 impl Counts {
     fn record(&mut self, staleness: u64) {
-        let bucket = BOUNDS.iter().position(|&b| staleness <= b).unwrap_or(BOUNDS.len());
-        self.buckets[bucket] += 1;
+        self.buckets[deepdist_core::mode::staleness_bucket(staleness)] += 1;
         self.sum += staleness;
         self.count += 1;
     }

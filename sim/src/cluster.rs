@@ -11,6 +11,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 use deepdist_core::mode::{ServerModel, Shape, TaskPlan, Update, dealt_rank};
 
+use crate::cost::Cores;
 use crate::events::{Event, Queue};
 use crate::executor::{self, Answer, Call, Delivered, Message, Setup, Task};
 use crate::measure::{Measurements, evaluate};
@@ -41,6 +42,8 @@ struct Run<'a> {
     execs: Vec<Exec>,
     server: Server,
     queue: Queue,
+    /// The one machine everything runs on, when simulating this one.
+    machine: Option<Cores>,
     /// The tasks left, (epoch, partition) in order: one queue for all, or
     /// one per executor where the mode deals work by rank.
     tasks: Vec<VecDeque<(u32, u32)>>,
@@ -73,6 +76,7 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         cost: config.cost,
         cores: config.cores,
         pool: Arc::new(pool),
+        copy_s_per_byte: config.machine.map_or(0.0, |m| m.copy_s_per_byte),
     });
     let parts = job.partitions.len() as u32;
     let ranks = config.executors as u32;
@@ -115,6 +119,7 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         execs,
         server: Server::new(model, mode.server_rule(&keys)),
         queue: Queue::default(),
+        machine: config.machine.map(|m| Cores::new(m.cores)),
         tasks,
         shape: mode.shape(&keys, stage.batch_size, config.executors as u32),
         measured: Measurements::new(job, config),
@@ -151,6 +156,7 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         examples: server.examples,
         updates,
         mean_staleness: server.model.staleness_sum() as f64 / updates.max(1) as f64,
+        staleness: server.staleness.to_vec(),
         bytes_in: server.card_in.bytes,
         bytes_out: server.card_out.bytes,
         server_busy_s: server.busy_s,
@@ -203,7 +209,10 @@ impl Run<'_> {
             .rx
             .recv()
             .map_err(|_| SimError::Setup(format!("simulated executor {i} ended without a word")))?;
-        exec.clock += compute_s;
+        exec.clock = match &mut self.machine {
+            Some(machine) if compute_s > 0.0 => machine.run(exec.clock, compute_s, self.config.cores),
+            _ => exec.clock + compute_s,
+        };
         self.last_time = self.last_time.max(exec.clock);
         exec.pending = Some(call);
         Ok(())
@@ -365,6 +374,10 @@ impl Run<'_> {
                     samples,
                     values: &values,
                 };
+                let copy_s = self.copy_s(values.len());
+                if let Some(machine) = &mut self.machine {
+                    machine.preempt(at, step_s + copy_s);
+                }
                 self.server.apply(at, epoch, update, step_s);
                 let done = self.server.free_at;
                 let reached = self.measured.maybe_evaluate(
@@ -405,7 +418,21 @@ impl Run<'_> {
     /// Answers every held fetch the rule now allows, at time `now`.
     fn serve_waiting(&mut self, now: f64) {
         for (at, delivery) in self.server.answer_ready(now, &self.config.cost.link) {
+            if let Event::Delivery { values: Some(v), .. } = &delivery {
+                let copy_s = self.copy_s(v.len());
+                if let Some(machine) = &mut self.machine {
+                    machine.preempt(now, copy_s);
+                }
+            }
             self.queue.at(at, delivery);
         }
+    }
+
+    /// What copying `values` parameters costs a core of the simulated
+    /// machine (nothing on a cluster: there the cost is the link's).
+    fn copy_s(&self, values: usize) -> f64 {
+        self.config
+            .machine
+            .map_or(0.0, |m| values as f64 * 4.0 * m.copy_s_per_byte)
     }
 }

@@ -104,6 +104,46 @@ impl Nic {
     }
 }
 
+/// The cores of one machine, shared by every simulated executor and the
+/// server when the simulation is of this machine: a piece of work runs on the
+/// cores that come free first, once it is ready. (The operating system
+/// shares cores by time slices; queueing whole pieces gives the same
+/// throughput with coarser interleaving.)
+#[derive(Debug, Clone, Default)]
+pub struct Cores {
+    free_at: Vec<f64>,
+}
+
+impl Cores {
+    /// A machine of `n` cores (at least one), all free.
+    pub fn new(n: usize) -> Self {
+        Self {
+            free_at: vec![0.0; n.max(1)],
+        }
+    }
+
+    /// Runs `seconds` of work ready at `ready` on `wanted` cores (at most
+    /// all of them); returns when it ends.
+    pub fn run(&mut self, ready: f64, seconds: f64, wanted: usize) -> f64 {
+        self.free_at.sort_by(f64::total_cmp);
+        let taken = wanted.clamp(1, self.free_at.len());
+        let start = ready.max(self.free_at[taken - 1]);
+        let end = start + seconds;
+        self.free_at[..taken].iter_mut().for_each(|f| *f = end);
+        end
+    }
+
+    /// Work of `seconds` at `at` that does not wait for a core: a thread that
+    /// mostly sleeps (the server) is scheduled at once when it wakes, and
+    /// its time is taken from the work that comes after it on the core
+    /// that frees first.
+    pub fn preempt(&mut self, at: f64, seconds: f64) {
+        if let Some(first) = self.free_at.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+            *first = first.max(at) + seconds;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +161,19 @@ mod tests {
         // One ready after the card is idle again leaves on its own time.
         assert!((card.send(1.0, 1_250_000, &ten) - 1.001).abs() < 1e-12);
         assert_eq!(card.bytes, 3_750_000);
+    }
+
+    #[test]
+    fn a_machine_runs_as_many_pieces_at_once_as_it_has_cores() {
+        let mut machine = Cores::new(2);
+        assert_eq!(machine.run(0.0, 1.0, 1), 1.0);
+        assert_eq!(machine.run(0.0, 1.0, 1), 1.0, "the second core");
+        assert_eq!(machine.run(0.0, 1.0, 1), 2.0, "waits for a core");
+        assert_eq!(machine.run(5.0, 1.0, 1), 6.0, "ready after both are free");
+        assert_eq!(machine.run(0.0, 1.0, 2), 7.0, "needs both");
+        machine.preempt(7.5, 0.25);
+        assert_eq!(machine.run(7.0, 1.0, 1), 8.0, "the other core");
+        assert_eq!(machine.run(7.0, 1.0, 1), 8.75, "after the preempting work");
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub(crate) struct Setup {
     pub cost: CostModel,
     pub cores: usize,
     pub pool: Arc<rayon::ThreadPool>,
+    /// Seconds a core spends copying a byte of a message (0 but on one machine).
+    pub copy_s_per_byte: f64,
 }
 
 /// The executor thread's body: tasks until the simulation says stop.
@@ -85,6 +87,7 @@ pub(crate) fn run(setup: Arc<Setup>, tx: Sender<Message>, rx: Receiver<Answer>) 
         tx,
         rx,
         spent: spent.clone(),
+        copy_s_per_byte: setup.copy_s_per_byte,
         sent: 0,
         answered: 0,
         epoch: 0,
@@ -198,6 +201,7 @@ struct SimLink {
     tx: Sender<Message>,
     rx: Receiver<Answer>,
     spent: Arc<Spent>,
+    copy_s_per_byte: f64,
     sent: u64,
     answered: u64,
     epoch: u32,
@@ -238,6 +242,7 @@ impl SimLink {
 impl Link for SimLink {
     fn push(&mut self, base_version: u64, work: Work, values: &[f32]) -> Result<(), LoopError> {
         let epoch = self.epoch;
+        self.spent.add(values.len() as f64 * 4.0 * self.copy_s_per_byte);
         self.go(Call::Push {
             base_version,
             epoch,
@@ -274,6 +279,7 @@ impl Link for SimLink {
                 Ok(newest.map(|(version, values)| {
                     if let Some(values) = &values {
                         params.copy_from_slice(values);
+                        self.spent.add(values.len() as f64 * 4.0 * self.copy_s_per_byte);
                     }
                     Received {
                         version,

@@ -129,6 +129,16 @@ impl SimJob {
     }
 }
 
+/// One machine that a simulation puts every executor and the server on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Machine {
+    /// Its cores.
+    pub cores: usize,
+    /// Seconds a core takes to copy one byte: messages between processes on
+    /// one machine are copies, and they cost its cores, not a network.
+    pub copy_s_per_byte: f64,
+}
+
 /// The simulated cluster.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SimConfig {
@@ -146,6 +156,10 @@ pub struct SimConfig {
     /// Threads of this machine that compute the real arithmetic (they do
     /// not change the result, only how long the simulation takes).
     pub machine_threads: usize,
+    /// Simulate one machine that every executor and the server share (this
+    /// machine, to compare with `deepdist local`), rather than a cluster of
+    /// executors with cores of their own.
+    pub machine: Option<Machine>,
     /// Measure the gradient noise scale at the first evaluation and at the
     /// first after every epoch's worth of examples (off the virtual clock,
     /// like evaluation).
@@ -188,6 +202,9 @@ pub struct SimReport {
     pub updates: u64,
     /// Mean staleness of those updates.
     pub mean_staleness: f64,
+    /// Those updates by staleness ([`deepdist_core::mode::STALENESS_BOUNDS`],
+    /// then the rest).
+    pub staleness: Vec<u64>,
     /// Bytes into the driver's network card.
     pub bytes_in: u64,
     /// Bytes out of it.

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use deepdist_core::mode::{ServerModel, ServerRule, Update};
+use deepdist_core::mode::{STALENESS_BOUNDS, ServerModel, ServerRule, Update, staleness_bucket};
 
 use crate::cost::{LinkModel, Nic};
 use crate::events::Event;
@@ -36,6 +36,8 @@ pub(crate) struct Server {
     members: HashSet<u64>,
     /// Examples applied.
     pub examples: u64,
+    /// Updates by staleness ([`deepdist_core::mode::STALENESS_BOUNDS`]).
+    pub staleness: [u64; STALENESS_BOUNDS.len() + 1],
 }
 
 impl Server {
@@ -51,6 +53,7 @@ impl Server {
             frame: None,
             members: HashSet::new(),
             examples: 0,
+            staleness: Default::default(),
         }
     }
 
@@ -58,6 +61,8 @@ impl Server {
     pub fn apply(&mut self, at: f64, epoch: u32, update: Update<'_>, step_s: f64) {
         self.model.optimizer_mut().begin_epoch(epoch);
         self.examples += u64::from(update.samples);
+        let staleness = self.model.version().saturating_sub(update.base_version);
+        self.staleness[staleness_bucket(staleness)] += 1;
         self.rule.push(&mut self.model, update);
         self.free_at = at + step_s;
         self.busy_s += step_s;

@@ -65,6 +65,7 @@ fn config(executors: usize) -> SimConfig {
         eval_every: 0.5,
         stop_at_target: false,
         machine_threads: 2,
+        machine: None,
         noise: false,
     }
 }
@@ -144,4 +145,31 @@ fn the_clock_follows_the_cost_model() {
     let slow = job.simulate(&slow).unwrap();
     assert!(slow.time_s > four.time_s * 2.0, "{} vs {}", slow.time_s, four.time_s);
     assert!(slow.card_busy_s > slow.time_s * 0.5, "the card is the bottleneck");
+}
+
+#[test]
+fn executors_sharing_one_machine_share_its_throughput() {
+    let job = job("async", "n_push = 2");
+    let on = |executors: usize, cores: Option<usize>| {
+        job.simulate(&SimConfig {
+            cores: 1,
+            machine: cores.map(|cores| Machine {
+                cores,
+                copy_s_per_byte: 0.0,
+            }),
+            ..config(executors)
+        })
+        .unwrap()
+        .samples_per_s()
+    };
+    let (two, eight) = (on(2, Some(2)), on(8, Some(2)));
+    assert!(
+        (eight / two - 1.0).abs() < 0.25,
+        "8 executors on 2 cores train as fast as 2: {eight:.0} vs {two:.0} samples/s"
+    );
+    let cluster = on(8, None);
+    assert!(
+        cluster > 2.5 * eight,
+        "8 machines of their own: {cluster:.0} vs {eight:.0}"
+    );
 }

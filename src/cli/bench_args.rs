@@ -46,6 +46,31 @@ pub enum BenchExperiment {
     /// executors × C cores (the real training code in virtual time, costs
     /// measured here), time to its target against one executor's.
     Scaling(ScalingBenchArgs),
+    /// The simulation against real runs on this machine: the job in local
+    /// mode and simulated on this machine's cores, for several executor
+    /// counts and seeds; accuracy by epoch, staleness and samples/s compared.
+    SimCheck(SimCheckBenchArgs),
+}
+
+/// The simulation check's options.
+#[derive(Debug, Args)]
+pub struct SimCheckBenchArgs {
+    /// The job (default: the built-in jobs/mnist-mlp.toml).
+    pub job: Option<PathBuf>,
+    /// Executor counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8")]
+    pub executors: Vec<usize>,
+    /// Seeds, comma-separated: each count runs once per seed, and medians are compared.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub seeds: Vec<u64>,
+    /// Length of each timed window of the cost measurement, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Where the report and the real runs go.
+    #[arg(long, default_value = "bench/results/sim-check")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 /// The scaling sweep's options.

@@ -342,6 +342,19 @@ pub fn dealt_rank(epoch: u32, partition: u32, partitions: u32, ranks: u32) -> u3
     (item % u64::from(ranks.max(1))) as u32
 }
 
+/// Upper bounds of the staleness histogram's buckets (one more holds
+/// everything above), shared by the driver's log and the simulation.
+pub const STALENESS_BOUNDS: [u64; 8] = [0, 1, 2, 4, 8, 16, 32, 64];
+
+/// The bucket of [`STALENESS_BOUNDS`] (or the one above them) that holds
+/// `staleness`.
+pub fn staleness_bucket(staleness: u64) -> usize {
+    STALENESS_BOUNDS
+        .iter()
+        .position(|&b| staleness <= b)
+        .unwrap_or(STALENESS_BOUNDS.len())
+}
+
 /// An update as the server's half receives it.
 #[derive(Debug, Clone, Copy)]
 pub struct Update<'a> {

@@ -35,6 +35,10 @@ pub struct JobRun {
     pub summary: JobSummary,
     /// One line per evaluated epoch, as metrics.jsonl has them.
     pub epochs: Vec<EpochMetrics>,
+    /// The updates by staleness at the parameter server, over every
+    /// executor (buckets of [`deepdist_core::mode::STALENESS_BOUNDS`]), when
+    /// the cluster was this run's own.
+    pub staleness: Vec<u64>,
 }
 
 /// Runs `spec` on `target` to its end; fails unless it ends done.
@@ -62,7 +66,12 @@ pub async fn run_job(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<JobRu
             }
         })
         .await?;
+    let mut staleness = Vec::new();
     if let Some(cluster) = cluster {
+        for executor in client.status().await?.executors {
+            staleness.resize(staleness.len().max(executor.staleness.len()), 0);
+            staleness.iter_mut().zip(&executor.staleness).for_each(|(t, n)| *t += n);
+        }
         cluster.shutdown().await;
     }
     anyhow::ensure!(
@@ -72,7 +81,27 @@ pub async fn run_job(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<JobRu
         summary.state,
         summary.error.clone().unwrap_or_default()
     );
-    Ok(JobRun { summary, epochs })
+    Ok(JobRun {
+        summary,
+        epochs,
+        staleness,
+    })
+}
+
+/// The job at `path`, or the built-in MLP job; and where it came from.
+pub fn read_spec(path: Option<&Path>) -> anyhow::Result<(JobSpec, String)> {
+    let (text, origin) = match path {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            crate::roles::local::DEFAULT_JOB.to_string(),
+            "jobs/mnist-mlp.toml (built in)".to_string(),
+        ),
+    };
+    let spec = JobSpec::from_toml(&text, &origin)?;
+    Ok((spec, origin))
 }
 
 /// Writes `text` to `path`.

@@ -11,6 +11,7 @@ mod modes;
 mod modes_report;
 mod ps;
 mod scaling;
+mod sim_check;
 
 use crate::cli::{BenchArgs, BenchExperiment};
 
@@ -23,6 +24,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchExperiment::Hogwild(args)) => hogwild::run(args),
         Some(BenchExperiment::Ps(args)) => ps::run(args),
         Some(BenchExperiment::Scaling(args)) => scaling::run(args),
+        Some(BenchExperiment::SimCheck(args)) => sim_check::run(args),
         None => gradient::run(args),
     }
 }

@@ -26,7 +26,6 @@ use plotters::prelude::*;
 use super::dbn_report::{TAB10, draw_legend, draw_line, plot_error};
 use super::job::write;
 use crate::cli::{DataDirArg, ScalingBenchArgs};
-use crate::roles::local::DEFAULT_JOB;
 
 /// Runs the sweep and writes its tables.
 pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
@@ -36,17 +35,10 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
     );
     let link = LinkModel::parse(&args.link)
         .with_context(|| format!("--link {:?}: give a rate such as 10gbit, 1gbit or 100mbit", args.link))?;
-    let (text, origin) = match &args.job {
-        Some(path) => (
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
-            path.display().to_string(),
-        ),
-        None => (DEFAULT_JOB.to_string(), "jobs/mnist-mlp.toml (built in)".to_string()),
-    };
-    let spec = JobSpec::from_toml(&text, &origin)?;
+    let (spec, origin) = super::job::read_spec(args.job.as_deref())?;
     let job = load_job(spec, &args.data)?;
     let peak = gemm_peak(2);
-    let mut cost = measure(&job, link, args.seconds)?;
+    let mut cost = measure(&job, job.stage.batch_size as usize, link, args.seconds)?;
     if let Some(e) = args.core_efficiency {
         anyhow::ensure!((0.0..=1.0).contains(&e), "--core-efficiency is a fraction in [0, 1]");
         cost.core_efficiency = e;
@@ -74,6 +66,7 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
                 eval_every: args.eval_every,
                 stop_at_target: !first,
                 machine_threads: threads,
+                machine: None,
                 noise: first,
             };
             let started = Instant::now();
@@ -125,7 +118,7 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
 }
 
 /// The job's data, loaded and cut as the driver cuts it.
-fn load_job(spec: JobSpec, data: &DataDirArg) -> anyhow::Result<SimJob> {
+pub(super) fn load_job(spec: JobSpec, data: &DataDirArg) -> anyhow::Result<SimJob> {
     let (train, test, shape) = match spec.data.format {
         DataFormat::Mnist => {
             let mnist = super::super::load_mnist(data)?;
@@ -145,10 +138,9 @@ fn load_job(spec: JobSpec, data: &DataDirArg) -> anyhow::Result<SimJob> {
     Ok(SimJob::new(spec, &cut.train.head(5000), cut.partitions, cut.eval)?)
 }
 
-/// The cost model measured on this machine: the gradient at the job's
-/// minibatch on 1 and 2 threads, and the server's step over the parameters.
-fn measure(job: &SimJob, link: LinkModel, seconds: f64) -> anyhow::Result<CostModel> {
-    let batch = job.stage.batch_size as usize;
+/// The cost model measured on this machine: the gradient at minibatch
+/// `batch` on 1 and 2 threads, and the server's step over the parameters.
+pub(super) fn measure(job: &SimJob, batch: usize, link: LinkModel, seconds: f64) -> anyhow::Result<CostModel> {
     let rate = |threads: usize| -> anyhow::Result<f64> {
         let pool = compute_pool(Some(threads))?;
         pool.install(|| {
