@@ -160,10 +160,9 @@ fn task_done(shared: &Shared, id: u64, report: TaskReport) {
                 let end = run.epoch_ends.entry(report.task.epoch).or_default();
                 *end = (*end).max(log.last_base + 1);
             }
-            let accepted = log.accepted;
-            if accepted != report.pushes {
+            if log.accepted != report.pushes {
                 shared.push_mismatches.fetch_add(1, Relaxed);
-                tracing::warn!(id, task = ?report.task, sent = report.pushes, accepted, "a task's updates do not add up");
+                tracing::warn!(id, task = ?report.task, sent = report.pushes, accepted = log.accepted, "a task's updates do not add up");
             }
             true
         }

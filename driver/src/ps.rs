@@ -169,22 +169,13 @@ impl ParamServer {
 
     /// The current parameters (their moving average, if kept).
     pub async fn snapshot(&self) -> Option<Snapshot> {
-        self.snapshot_with(false).await
-    }
-
-    /// The current parameters and optimizer state, for a checkpoint.
-    pub async fn checkpoint(&self) -> Option<Snapshot> {
-        self.snapshot_with(true).await
+        self.snapshot_when(false, 0).await.ok()
     }
 
     /// Applies every delayed update, then takes a snapshot: the stage's end.
     pub async fn finish(&self) -> Option<Snapshot> {
         self.tx.send(Command::Flush).ok()?;
         self.snapshot().await
-    }
-
-    async fn snapshot_with(&self, with_optimizer: bool) -> Option<Snapshot> {
-        self.snapshot_when(with_optimizer, 0).await.ok()
     }
 
     /// A snapshot (with the optimizer's state, for a checkpoint) taken as

@@ -173,10 +173,15 @@ impl Rounds {
                 break;
             }
             if let Some(h) = self.held.remove(&key) {
-                self.add(&h.values, h.weight);
-                self.spare.push(h.values);
+                self.add_held(h);
             }
         }
+    }
+
+    /// Adds a held update, keeping its buffer for the next.
+    fn add_held(&mut self, h: Held) {
+        self.add(&h.values, h.weight);
+        self.spare.push(h.values);
     }
 
     /// Keeps a copy of an update that must wait for its turn.
@@ -204,38 +209,29 @@ impl Rounds {
         let mut in_order = held.into_iter().peekable();
         if let Some((key, values, weight)) = last {
             while let Some((_, h)) = in_order.next_if(|(k, _)| *k < key) {
-                self.add(&h.values, h.weight);
-                self.spare.push(h.values);
+                self.add_held(h);
             }
             if final_held {
                 self.add(values, weight);
             }
         }
         for (_, h) in in_order {
-            self.add(&h.values, h.weight);
-            self.spare.push(h.values);
+            self.add_held(h);
         }
         let scale = 1.0 / self.samples.max(1) as f32;
         let sum = self.started.then_some(&self.sum[..]);
-        let grad = match (&final_term, last) {
-            (Some((_, h)), _) => Grad::Folded {
-                sum,
-                values: &h.values,
-                weight: h.weight,
-                scale,
-            },
-            (None, Some((_, values, weight))) => Grad::Folded {
-                sum,
-                values,
-                weight,
-                scale,
-            },
-            (None, None) => Grad::Folded {
-                sum: None,
-                values: &self.sum,
-                weight: 1.0,
-                scale,
-            },
+        // With no update left to fold in (a member's leaving completed the
+        // round), the sum itself is the final term.
+        let (sum, values, weight) = match (&final_term, last) {
+            (Some((_, h)), _) => (sum, &h.values[..], h.weight),
+            (None, Some((_, values, weight))) => (sum, values, weight),
+            (None, None) => (None, &self.sum[..], 1.0),
+        };
+        let grad = Grad::Folded {
+            sum,
+            values,
+            weight,
+            scale,
         };
         let version = model.version();
         if let Err(e) = model.descend_with(grad, version, self.samples) {

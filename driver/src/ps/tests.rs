@@ -102,6 +102,24 @@ async fn sync_averages_all_members_then_steps_once() {
 }
 
 #[tokio::test]
+async fn a_snapshot_waits_for_its_version_or_the_stages_end() {
+    let ps = start(vec![0.0], 1.0, Mode::Sync);
+    ps.set_members([1, 2].into());
+    let at_one = ps.snapshot_when(false, 1);
+    let never = ps.snapshot_when(false, 5);
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[2.0])).await;
+    ps.push(2, 0, 1, 1, Tensor::from_f32(&[4.0])).await;
+    // Taken at the step that reached version 1, before the next round's.
+    ps.push(1, 1, 1, 1, Tensor::from_f32(&[8.0])).await;
+    ps.push(2, 1, 1, 1, Tensor::from_f32(&[8.0])).await;
+    let snap = at_one.await.unwrap();
+    assert_eq!((snap.version, snap.params[0]), (1, -3.0));
+    let end = ps.finish().await.unwrap();
+    assert_eq!(end.version, 2);
+    assert_eq!(never.await.unwrap().version, 2, "answered when the stage ends");
+}
+
+#[tokio::test]
 async fn delayed_updates_are_applied_late_and_flushed_at_the_end() {
     let ps = start_with(vec![0.0], config(1.0), Mode::Async, 2);
     for _ in 0..3 {
@@ -127,7 +145,7 @@ async fn an_averaging_stage_shows_its_average_but_checkpoints_its_parameters() {
     ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0])).await;
     let (_, fetched) = params_of(ps.fetch(1, 2, None).await.unwrap());
     assert_eq!(fetched, vec![-3.0], "executors train the parameters themselves");
-    let checkpoint = ps.checkpoint().await.unwrap();
+    let checkpoint = ps.snapshot_when(true, 0).await.unwrap();
     assert_eq!(*checkpoint.params, vec![-3.0]);
     let average = ps.snapshot().await.unwrap().params[0];
     let expected = (-1.0 - 3.0 * 10.0) / 11.0;

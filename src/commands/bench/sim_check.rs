@@ -15,7 +15,6 @@ use std::time::Instant;
 use anyhow::Context;
 use deepdist_core::bench::median;
 use deepdist_core::gemm::gemm_peak;
-use deepdist_core::job::JobSpec;
 use deepdist_core::mode::STALENESS_BOUNDS;
 use deepdist_sim::{LinkModel, Machine, SimConfig};
 use plotters::prelude::*;
@@ -64,21 +63,30 @@ pub fn run(args: SimCheckBenchArgs) -> anyhow::Result<()> {
     let peak = gemm_peak(2);
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let runtime = crate::roles::runtime()?;
-    let copy_s = copy_s_per_byte(spec.clone(), &args)?;
+    let mut copy_s = None;
     let mut compared = Vec::new();
     for &executors in &args.executors {
         let (mut real, mut sim) = (Vec::new(), Vec::new());
+        let mut cost = None;
         for &seed in &args.seeds {
             let mut spec = spec.clone();
             spec.train.seed = seed;
             let job = load_job(spec.clone(), &args.data)?;
-            let keys = spec.train.mode_keys();
-            let batch = spec
-                .train
-                .mode
-                .shape(&keys, job.stage.batch_size, executors as u32)
-                .batch;
-            let cost = measure(&job, batch, link, args.seconds)?;
+            // The costs depend on the network and the minibatch, not the
+            // seed: measured once per executor count.
+            let cost = match cost {
+                Some(cost) => cost,
+                None => {
+                    let keys = spec.train.mode_keys();
+                    let batch = spec
+                        .train
+                        .mode
+                        .shape(&keys, job.stage.batch_size, executors as u32)
+                        .batch;
+                    *cost.insert(measure(&job, batch, link, args.seconds)?)
+                }
+            };
+            let copy_s = *copy_s.get_or_insert_with(|| copy_s_per_byte(job.init.len(), args.seconds));
             let target = Target::Local {
                 config: Box::new(bench_driver(&args.out, &args.data)),
                 executors,
@@ -127,7 +135,7 @@ pub fn run(args: SimCheckBenchArgs) -> anyhow::Result<()> {
         "`{origin}`, {} seeds ({}), executors of one core on this machine's {cores} cores, real (`deepdist local`) against simulated (one machine of {cores} cores, a message copied at {:.1} GB/s per core); GEMM peak {peak:.1} GFLOP/s on 2 threads.",
         args.seeds.len(),
         args.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-        1e-9 / copy_s
+        1e-9 / copy_s.unwrap_or(f64::INFINITY)
     );
     let report = markdown(&header, &compared);
     println!("{report}");
@@ -137,28 +145,21 @@ pub fn run(args: SimCheckBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seconds one core takes to copy a byte of a message, copying the job's
-/// parameters from and to memory (messages from many executors do not stay
-/// in the caches, so the buffers are made larger than they are).
-fn copy_s_per_byte(spec: JobSpec, args: &SimCheckBenchArgs) -> anyhow::Result<f64> {
+/// Seconds one core takes to copy a byte of a message of `values`
+/// parameters, copied from and to memory (messages from many executors do
+/// not stay in the caches, so the buffers are made larger than they are).
+fn copy_s_per_byte(values: usize, seconds: f64) -> f64 {
     const BEYOND_CACHES: usize = 16 << 20;
-    let job = load_job(spec, &args.data)?;
-    let from: Vec<f32> = job
-        .init
-        .iter()
-        .copied()
-        .cycle()
-        .take(job.init.len().max(BEYOND_CACHES))
-        .collect();
+    let from = vec![1f32; values.max(BEYOND_CACHES)];
     let mut to = vec![0f32; from.len()];
     let mut copies = 0u32;
     let started = Instant::now();
-    while started.elapsed().as_secs_f64() < args.seconds {
+    while started.elapsed().as_secs_f64() < seconds {
         to.copy_from_slice(std::hint::black_box(&from));
         std::hint::black_box(&mut to);
         copies += 1;
     }
-    Ok(started.elapsed().as_secs_f64() / (f64::from(copies.max(1)) * from.len().max(1) as f64 * 4.0))
+    started.elapsed().as_secs_f64() / (f64::from(copies.max(1)) * from.len() as f64 * 4.0)
 }
 
 /// A real run's figures: its epochs' accuracy, the staleness of its updates
