@@ -7,7 +7,6 @@
 //! `127.0.0.1:0` exactly as production does.
 
 mod admission;
-mod authors;
 pub mod checkpoint;
 mod client_conn;
 mod dispatch;

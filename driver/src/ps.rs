@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use bytes::Bytes;
-use deepdist_core::mode::{RuleStats, ServerModel, ServerRule, Update};
+use deepdist_core::mode::{Authors, RuleStats, ServerModel, ServerRule, Update};
 use deepdist_core::optim::OptimizerState;
 use deepdist_wire::proto::{self, Tensor, ToExecutor};
 
-use crate::authors::Authors;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Requests to the parameter server.

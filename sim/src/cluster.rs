@@ -117,7 +117,11 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         job,
         config,
         execs,
-        server: Server::new(model, mode.server_rule(&keys)),
+        server: Server::new(
+            model,
+            mode.server_rule(&keys),
+            mode.server_mirrors_local(&stage.optimizer),
+        ),
         queue: Queue::default(),
         machine: config.machine.map(|m| Cores::new(m.cores)),
         tasks,

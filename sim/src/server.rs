@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use deepdist_core::mode::{STALENESS_BOUNDS, ServerModel, ServerRule, Update, staleness_bucket};
+use deepdist_core::mode::{Authors, STALENESS_BOUNDS, ServerModel, ServerRule, Update, staleness_bucket};
 
 use crate::cost::{LinkModel, Nic};
 use crate::events::Event;
@@ -34,6 +34,10 @@ pub(crate) struct Server {
     /// The parameters of the current version, copied once for every answer.
     frame: Option<(u64, Arc<Vec<f32>>)>,
     members: HashSet<u64>,
+    /// Who produced the latest versions, and whether an executor's own
+    /// updates leave its copy equal to the server's (as the driver answers).
+    authors: Authors,
+    mirrors_local: bool,
     /// Examples applied.
     pub examples: u64,
     /// Updates by staleness ([`deepdist_core::mode::STALENESS_BOUNDS`]).
@@ -41,7 +45,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub fn new(model: ServerModel, rule: Box<dyn ServerRule>) -> Self {
+    pub fn new(model: ServerModel, rule: Box<dyn ServerRule>, mirrors_local: bool) -> Self {
         Self {
             model,
             rule,
@@ -52,6 +56,8 @@ impl Server {
             card_out: Nic::default(),
             frame: None,
             members: HashSet::new(),
+            authors: Authors::default(),
+            mirrors_local,
             examples: 0,
             staleness: Default::default(),
         }
@@ -63,7 +69,9 @@ impl Server {
         self.examples += u64::from(update.samples);
         let staleness = self.model.version().saturating_sub(update.base_version);
         self.staleness[staleness_bucket(staleness)] += 1;
+        let (before, from) = (self.model.version(), update.from);
         self.rule.push(&mut self.model, update);
+        self.authors.record(before, self.model.version(), Some(from));
         self.free_at = at + step_s;
         self.busy_s += step_s;
     }
@@ -81,7 +89,9 @@ impl Server {
             self.members.remove(&id)
         };
         if changed {
+            let before = self.model.version();
             self.rule.members(&mut self.model, &self.members);
+            self.authors.record(before, self.model.version(), None);
         }
         changed
     }
@@ -97,7 +107,10 @@ impl Server {
         let version = self.model.version();
         let mut deliveries = Vec::with_capacity(ready.len());
         for w in ready {
-            let (values, bytes) = if w.newer_than == Some(version) {
+            let held = w.newer_than.is_some_and(|have| {
+                have == version || (self.mirrors_local && self.authors.holds(w.from as u64, have, version))
+            });
+            let (values, bytes) = if held {
                 (None, SMALL)
             } else {
                 let frame = self.frame(version);

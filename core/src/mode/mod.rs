@@ -12,6 +12,7 @@
 //! `job::train`) and one line in each match below.
 //! The executor and the driver know modes only through these traits.
 
+pub mod authors;
 pub mod average;
 pub mod downpour;
 pub mod easgd;
@@ -23,6 +24,7 @@ pub mod sync;
 use std::collections::HashSet;
 
 pub use crate::job::{Mode, ModeKeys};
+pub use authors::Authors;
 pub use local::LocalSteps;
 pub use server_model::ServerModel;
 

@@ -7,8 +7,9 @@
 //!
 //! Only valid where the server's step on a pushed window moves the model
 //! exactly as the executor's local steps did
-//! ([`crate::ps::ServerPlan::mirrors_local`]): otherwise the copies would
-//! drift apart.
+//! ([`crate::mode::Mode::server_mirrors_local`]): otherwise the copies would
+//! drift apart. The driver's parameter server and the simulated one both
+//! keep it.
 
 /// The run of consecutive versions produced by one executor's updates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
