@@ -66,6 +66,14 @@ pub struct SimCheckBenchArgs {
     /// Length of each timed window of the cost measurement, in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
+    /// Run the real jobs on this running driver instead of a local cluster:
+    /// its executors (one core each, on this machine, e.g. in a network
+    /// namespace behind a rate limit) must number the one count in --executors.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub driver: Option<String>,
+    /// The network the simulation models (default: in-process pipes, 40gbit).
+    #[arg(long)]
+    pub link: Option<String>,
     /// Where the report and the real runs go.
     #[arg(long, default_value = "bench/results/sim-check")]
     pub out: PathBuf,
@@ -209,6 +217,18 @@ pub struct DbnBenchArgs {
     /// At most this many fine-tuning epochs per run.
     #[arg(long)]
     pub max_epochs: Option<u32>,
+    /// Run the grid on simulated clusters (`deepdist-sim`: executors of
+    /// their own cores behind --link, the costs measured here) instead of
+    /// this machine's cores; each run stops at > 90%.
+    #[arg(long, conflicts_with_all = ["driver", "from_csv"])]
+    pub simulate: bool,
+    /// With --simulate: the network, e.g. 10gbit, 1gbit, 100mbit.
+    #[arg(long, default_value = "10gbit", requires = "simulate")]
+    pub link: String,
+    /// One partition per executor (as the study cut its data by MPI
+    /// task): --partitions is then ignored.
+    #[arg(long)]
+    pub one_partition_each: bool,
     /// Where the table, the plot and the runs go.
     #[arg(long, default_value = "bench/results", value_name = "DIR")]
     pub out: PathBuf,

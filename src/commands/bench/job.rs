@@ -36,8 +36,7 @@ pub struct JobRun {
     /// One line per evaluated epoch, as metrics.jsonl has them.
     pub epochs: Vec<EpochMetrics>,
     /// The updates by staleness at the parameter server, over every
-    /// executor (buckets of [`deepdist_core::mode::STALENESS_BOUNDS`]), when
-    /// the cluster was this run's own.
+    /// executor (buckets of [`deepdist_core::mode::STALENESS_BOUNDS`]).
     pub staleness: Vec<u64>,
 }
 
@@ -57,6 +56,8 @@ pub async fn run_job(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<JobRu
         Target::Remote(addr, credentials) => (None, addr.to_string(), credentials),
     };
     let mut client = Client::connect(&addr, credentials).await?;
+    // A running driver's counts include its earlier jobs': this run's are the difference.
+    let before = staleness(&mut client).await?;
     let job = client.submit(&spec.to_toml(), &spec.name).await?;
     let mut epochs = Vec::new();
     let summary = client
@@ -66,12 +67,12 @@ pub async fn run_job(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<JobRu
             }
         })
         .await?;
-    let mut staleness = Vec::new();
+    let mut staleness = staleness(&mut client).await?;
+    staleness
+        .iter_mut()
+        .zip(&before)
+        .for_each(|(t, b)| *t = t.saturating_sub(*b));
     if let Some(cluster) = cluster {
-        for executor in client.status().await?.executors {
-            staleness.resize(staleness.len().max(executor.staleness.len()), 0);
-            staleness.iter_mut().zip(&executor.staleness).for_each(|(t, n)| *t += n);
-        }
         cluster.shutdown().await;
     }
     anyhow::ensure!(
@@ -86,6 +87,16 @@ pub async fn run_job(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<JobRu
         epochs,
         staleness,
     })
+}
+
+/// The updates the driver's executors have pushed, by staleness, summed.
+async fn staleness(client: &mut Client) -> anyhow::Result<Vec<u64>> {
+    let mut total = Vec::new();
+    for executor in client.status().await?.executors {
+        total.resize(total.len().max(executor.staleness.len()), 0);
+        total.iter_mut().zip(&executor.staleness).for_each(|(t, n)| *t += n);
+    }
+    Ok(total)
 }
 
 /// The job at `path`, or the built-in MLP job; and where it came from.

@@ -17,6 +17,8 @@ use deepdist_core::bench::median;
 use deepdist_core::gemm::gemm_peak;
 use deepdist_core::mode::STALENESS_BOUNDS;
 use deepdist_sim::{LinkModel, Machine, SimConfig};
+use deepdist_wire::client::Client;
+use deepdist_wire::transport::Credentials;
 use plotters::prelude::*;
 
 use super::dbn_report::{TAB10, draw_legend, draw_line, plot_error};
@@ -58,11 +60,27 @@ pub fn run(args: SimCheckBenchArgs) -> anyhow::Result<()> {
     );
     let (spec, origin) = super::job::read_spec(args.job.as_deref())?;
     let cores = machine_cores();
-    // In-process pipes: memory copies, not a network.
-    let link = LinkModel::gbit(40.0);
+    // Without --link, in-process pipes: memory copies, not a network.
+    let link = match &args.link {
+        Some(text) => {
+            LinkModel::parse(text).with_context(|| format!("--link {text}: expected e.g. 1gbit or 250mbit"))?
+        }
+        None => LinkModel::gbit(40.0),
+    };
     let peak = gemm_peak(2);
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let runtime = crate::roles::runtime()?;
+    let credentials = Credentials::default();
+    if let Some(addr) = &args.driver {
+        let registered = runtime.block_on(async {
+            let mut client = Client::connect(addr, &credentials).await?;
+            anyhow::Ok(client.status().await?.executors.len())
+        })?;
+        anyhow::ensure!(
+            args.executors == [registered],
+            "the driver at {addr} has {registered} executors: --executors must be that one count"
+        );
+    }
     let mut copy_s = None;
     let mut compared = Vec::new();
     for &executors in &args.executors {
@@ -87,10 +105,13 @@ pub fn run(args: SimCheckBenchArgs) -> anyhow::Result<()> {
                 }
             };
             let copy_s = *copy_s.get_or_insert_with(|| copy_s_per_byte(job.init.len(), args.seconds));
-            let target = Target::Local {
-                config: Box::new(bench_driver(&args.out, &args.data)),
-                executors,
-                cores: 1,
+            let target = match &args.driver {
+                Some(addr) => Target::Remote(addr, &credentials),
+                None => Target::Local {
+                    config: Box::new(bench_driver(&args.out, &args.data)),
+                    executors,
+                    cores: 1,
+                },
             };
             let run = runtime.block_on(run_job(target, &spec))?;
             let report = job.simulate(&SimConfig {
@@ -131,11 +152,16 @@ pub fn run(args: SimCheckBenchArgs) -> anyhow::Result<()> {
             sim: medians(&sim),
         });
     }
+    let real = match &args.driver {
+        Some(addr) => format!("the driver at {addr} and its executors"),
+        None => "`deepdist local`".to_string(),
+    };
     let header = format!(
-        "`{origin}`, {} seeds ({}), executors of one core on this machine's {cores} cores, real (`deepdist local`) against simulated (one machine of {cores} cores, a message copied at {:.1} GB/s per core); GEMM peak {peak:.1} GFLOP/s on 2 threads.",
+        "`{origin}`, {} seeds ({}), executors of one core on this machine's {cores} cores, real ({real}) against simulated (one machine of {cores} cores, a message copied at {:.1} GB/s per core, a link of {:.0} Mbit/s); GEMM peak {peak:.1} GFLOP/s on 2 threads.",
         args.seeds.len(),
         args.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-        1e-9 / copy_s.unwrap_or(f64::INFINITY)
+        1e-9 / copy_s.unwrap_or(f64::INFINITY),
+        link.bytes_per_s * 8e-6
     );
     let report = markdown(&header, &compared);
     println!("{report}");
