@@ -32,8 +32,7 @@ pub use cost::{CostModel, LinkModel};
 /// Why a simulation could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    /// The job cannot be simulated (say, a stage whose input passes through
-    /// earlier stages).
+    /// The job cannot be simulated as asked (say, several stages at once).
     #[error("cannot simulate this job: {0}")]
     Unsupported(String),
     /// The model refused the job or its data.
@@ -54,7 +53,7 @@ pub enum SimError {
 pub struct SimJob {
     /// The job.
     pub spec: JobSpec,
-    /// The stage simulated: the job's last.
+    /// The stage simulated.
     pub stage: Stage,
     /// Its network.
     pub network: SharedNetwork,
@@ -67,43 +66,68 @@ pub struct SimJob {
 }
 
 impl SimJob {
-    /// The last stage of `spec` on `partitions`, evaluated on `eval`,
-    /// starting from the parameters the driver would draw from `sample`
-    /// (the first 5,000 training examples). Only a stage that trains on
-    /// the data as it is can be simulated (a DBN's fine-tuning without
-    /// pre-training, not its RBMs).
+    /// The job `spec` on `partitions`, evaluated on `eval`, starting from
+    /// the parameters the driver would draw from `sample` (the first 5,000
+    /// training examples). A job of several stages (a DBN) is simulated a
+    /// stage at a time with [`SimJob::stage`].
     pub fn new(
         spec: JobSpec,
         sample: &Dataset,
         partitions: Vec<Partition>,
         eval: Arc<Dataset>,
     ) -> Result<Self, SimError> {
-        let stages = spec.stages();
-        let index = stages
-            .len()
-            .checked_sub(1)
-            .ok_or_else(|| SimError::Unsupported("the job has no stages".into()))?;
-        let stage = stages[index].clone();
-        if stage.input_layers > 0 || index > 0 {
+        let stages = spec.stages().len();
+        if stages != 1 {
             return Err(SimError::Unsupported(format!(
-                "stage `{}` follows {index} other stages; only single-stage jobs are simulated (set pretrain epochs to 0)",
-                stage.name
+                "the job has {stages} stages: simulate them one at a time (SimJob::stage)"
             )));
         }
+        Self::stage(spec, 0, &[], sample, &partitions, &eval)
+    }
+
+    /// Stage `index` of `spec`, after the stages before it trained the
+    /// parameters `trained` (a DBN's RBMs, in order). Where the stage's
+    /// input passes through those stages, the partitions are passed as each
+    /// executor passes its own (seeded by the partition), and the
+    /// evaluation set and `sample` as the driver passes them.
+    pub fn stage(
+        spec: JobSpec,
+        index: usize,
+        trained: &[Vec<f32>],
+        sample: &Dataset,
+        partitions: &[Partition],
+        eval: &Arc<Dataset>,
+    ) -> Result<Self, SimError> {
+        let stage = spec
+            .stages()
+            .get(index)
+            .cloned()
+            .ok_or_else(|| SimError::Unsupported(format!("the job has no stage {index}")))?;
         let first = partitions
             .first()
             .ok_or_else(|| SimError::Unsupported("the job has no partitions".into()))?;
+        // The network is built for the data's own shape, as the driver builds it.
         let (dim, classes) = (first.data.dim(), first.data.classes());
         let network = spec.network(index, dim, classes)?;
         let kind = spec.kind()?;
-        let init = kind.start(
-            &spec,
-            index,
-            &[],
-            network.as_ref(),
-            sample,
-            spec.train.seed.wrapping_add(index as u64),
-        )?;
+        let seed = spec.train.seed.wrapping_add(index as u64);
+        let (partitions, eval, sample) = if stage.input_layers == 0 {
+            (partitions.to_vec(), eval.clone(), sample.clone())
+        } else {
+            let input =
+                |data: &Dataset, training: bool, seed: u64| kind.input(&spec, index, trained, data, training, seed);
+            let parts = partitions
+                .iter()
+                .map(|p| {
+                    Ok(Partition::new(
+                        p.id,
+                        input(&p.data, true, spec.train.seed ^ u64::from(p.id))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, ModelError>>()?;
+            (parts, Arc::new(input(eval, false, seed)?), input(sample, false, seed)?)
+        };
+        let init = kind.start(&spec, index, trained, network.as_ref(), &sample, seed)?;
         Ok(Self {
             spec,
             stage,

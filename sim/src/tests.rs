@@ -173,3 +173,68 @@ fn executors_sharing_one_machine_share_its_throughput() {
         "8 machines of their own: {cluster:.0} vs {eight:.0}"
     );
 }
+
+#[test]
+fn one_executor_is_not_sent_the_model_its_own_updates_made() {
+    // Async with plain SGD: the server's step on a pushed window is the
+    // executor's own local steps, so its fetches are answered in a few bytes.
+    let job = job("async", "n_push = 2");
+    let one = job.simulate(&config(1)).unwrap();
+    let model_bytes = job.init.len() as u64 * 4;
+    let fetches = 2 * 2048 / 16;
+    assert!(
+        one.bytes_out < model_bytes * fetches / 8,
+        "{} bytes out for {fetches} fetches of a {model_bytes}-byte model",
+        one.bytes_out
+    );
+    // Two executors break each other's runs: most fetches carry the model.
+    let two = job.simulate(&config(2)).unwrap();
+    assert!(two.bytes_out > model_bytes * fetches / 4, "{}", two.bytes_out);
+}
+
+#[test]
+fn a_dbn_is_simulated_a_stage_at_a_time() {
+    let spec = JobSpec::from_toml(
+        r#"name = "sim-dbn"
+[data]
+partitions = 4
+[model]
+kind = "dbn"
+hidden = [12, 8]
+[pretrain]
+epochs = 1
+batch_size = 16
+[train]
+mode = "async"
+epochs = 4
+batch_size = 16
+seed = 3
+[optimizer]
+kind = "sgd"
+lr = 0.5
+"#,
+        "test",
+    )
+    .unwrap();
+    let train = clusters(1024, 0);
+    let partitions = split(&train, 4, 3, true).unwrap();
+    let eval = Arc::new(clusters(256, 1));
+    assert!(matches!(
+        SimJob::new(spec.clone(), &train, partitions.clone(), eval.clone()),
+        Err(SimError::Unsupported(_))
+    ));
+    let mut trained = Vec::new();
+    let mut last = None;
+    for index in 0..spec.stages().len() {
+        let job = SimJob::stage(spec.clone(), index, &trained, &train, &partitions, &eval).unwrap();
+        // The second RBM learns from the first's 12 hidden units.
+        let dim = if index == 1 { 12 } else { 16 };
+        assert_eq!(job.partitions[0].data.dim(), dim, "stage {index}");
+        let report = job.simulate(&config(2)).unwrap();
+        assert!(report.failed.is_none(), "stage {index}: {:?}", report.failed);
+        trained.push(report.params.clone());
+        last = Some(report);
+    }
+    let accuracy = last.unwrap().final_accuracy;
+    assert!(accuracy > 0.9, "the fine-tuned stack: {accuracy}");
+}

@@ -60,7 +60,10 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         })?;
         let (executors, cores) = runtime.block_on(cluster_shape(driver, &credentials))?;
         println!("cluster at {driver}: {executors} executors × {cores} cores");
-        let combos: Vec<_> = args.partitions.iter().map(|&p| (executors, cores, p)).collect();
+        let combos: Vec<_> = partitions_for(&args, executors)
+            .into_iter()
+            .map(|p| (executors, cores, p))
+            .collect();
         let runs = run_grid(&runtime, &base, &combos, &args, |_| {
             Target::Remote(driver, &credentials)
         })?;
@@ -70,9 +73,13 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         .executors
         .iter()
         .flat_map(|&e| args.cores.iter().map(move |&c| (e, c)))
-        .filter(|&(e, c)| args.oversubscribe || e * c <= machine_cores())
-        .flat_map(|(e, c)| args.partitions.iter().map(move |&p| (e, c, p)))
+        .filter(|&(e, c)| args.simulate || args.oversubscribe || e * c <= machine_cores())
+        .flat_map(|(e, c)| partitions_for(&args, e).into_iter().map(move |p| (e, c, p)))
         .collect();
+    if args.simulate {
+        let runs = super::dbn_sim::run_grid(&base, &combos, &args)?;
+        return report(&runs, &args.out);
+    }
     anyhow::ensure!(
         !combos.is_empty(),
         "no executors × cores combination fits this machine's {} cores (pass --oversubscribe to run them anyway)",
@@ -85,6 +92,15 @@ pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
         cores,
     })?;
     report(&runs, &args.out)
+}
+
+/// The partition counts to run `executors` executors with.
+fn partitions_for(args: &DbnBenchArgs, executors: usize) -> Vec<u32> {
+    if args.one_partition_each {
+        vec![executors as u32]
+    } else {
+        args.partitions.clone()
+    }
 }
 
 /// Executors and cores per executor of a running cluster.

@@ -34,11 +34,16 @@ pub fn percent(a: Option<f64>) -> String {
     a.map_or("—".into(), |a| format!("{:.2}%", a * 100.0))
 }
 
-/// Time to > 90% of the 1 × 1 run with the same partitions over this run's.
+/// Time to > 90% of the 1 × 1 run with the same partitions over this
+/// run's; where there is none and one 1 × 1 run (one partition per
+/// executor, as the study cut its data), that run's.
 fn speedup(runs: &[GridRun], run: &GridRun) -> Option<f64> {
-    let single = runs
-        .iter()
-        .find(|r| r.executors == 1 && r.cores == 1 && r.partitions == run.partitions)?;
+    let singles: Vec<&GridRun> = runs.iter().filter(|r| r.executors == 1 && r.cores == 1).collect();
+    let single = match singles.iter().find(|r| r.partitions == run.partitions) {
+        Some(single) => single,
+        None if singles.len() == 1 => singles[0],
+        None => return None,
+    };
     Some(single.time_to[0]? / run.time_to[0]?)
 }
 

@@ -3,6 +3,7 @@
 
 mod dbn;
 mod dbn_report;
+mod dbn_sim;
 mod delays;
 mod gradient;
 mod hogwild;

@@ -15,7 +15,7 @@ use anyhow::Context;
 use deepdist_core::bench::{GradientBench, median};
 use deepdist_core::cpu::compute_pool;
 use deepdist_core::data::cut::cut;
-use deepdist_core::data::load;
+use deepdist_core::data::{Dataset, load};
 use deepdist_core::gemm::gemm_peak;
 use deepdist_core::job::{DataFormat, JobSpec};
 use deepdist_core::noise::ceiling;
@@ -119,6 +119,17 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
 
 /// The job's data, loaded and cut as the driver cuts it.
 pub(super) fn load_job(spec: JobSpec, data: &DataDirArg) -> anyhow::Result<SimJob> {
+    let (spec, train, test) = load_sets(spec, data)?;
+    let cut = cut(&spec.data, spec.train.seed, &train, &test)?;
+    anyhow::ensure!(
+        spec.train.target_accuracy.is_some(),
+        "the job sets no train.target_accuracy: the sweep measures the time to it"
+    );
+    Ok(SimJob::new(spec, &cut.train.head(5000), cut.partitions, cut.eval)?)
+}
+
+/// The job's training and test sets, and the job with their shape.
+pub(super) fn load_sets(spec: JobSpec, data: &DataDirArg) -> anyhow::Result<(JobSpec, Arc<Dataset>, Arc<Dataset>)> {
     let (train, test, shape) = match spec.data.format {
         DataFormat::Mnist => {
             let mnist = super::super::load_mnist(data)?;
@@ -129,13 +140,7 @@ pub(super) fn load_job(spec: JobSpec, data: &DataDirArg) -> anyhow::Result<SimJo
             (Arc::new(loaded.train), Arc::new(loaded.test), loaded.shape)
         }
     };
-    let spec = spec.with_shape(shape);
-    let cut = cut(&spec.data, spec.train.seed, &train, &test)?;
-    anyhow::ensure!(
-        spec.train.target_accuracy.is_some(),
-        "the job sets no train.target_accuracy: the sweep measures the time to it"
-    );
-    Ok(SimJob::new(spec, &cut.train.head(5000), cut.partitions, cut.eval)?)
+    Ok((spec.with_shape(shape), train, test))
 }
 
 /// The cost model measured on this machine: the gradient at minibatch
