@@ -389,3 +389,67 @@ async fn executors_read_a_shared_directory_themselves_and_check_what_they_read()
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_and_arrow_files_as_users_tools_write_them_train_and_eval_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    // (layout, [data] keys, classes, features)
+    let cases = [
+        ("columns", "format = \"parquet\"\nlabel_column = \"class\"", 3, 12),
+        ("list", "format = \"parquet\"", 3, 12),
+        ("vector", "format = \"parquet\"", 3, 12),
+        ("arrow", "format = \"arrow\"\nlabel_column = \"digit\"", 4, 64),
+    ];
+    for (layout, _, _, _) in cases {
+        if !support::write_columnar("columnar files", layout, &dir.path().join(layout)) {
+            return;
+        }
+    }
+    let driver = TestDriver::start().await;
+    for (layout, keys, classes, width) in cases {
+        let data = format!("{keys}\npath = {:?}", dir.path().join(layout));
+        let summary = train(&driver, layout, &data).await;
+        let accuracy = assert_trained(&summary, 0.9);
+        let report = eval(&summary);
+        assert_agrees(&report, accuracy);
+        assert_eq!(report["per_class"].as_array().unwrap().len(), classes, "{layout}");
+        let model = Path::new(&summary.output_dir).join("model.safetensors");
+        let (_, shapes) = deepdist_core::checkpoint::model_info(&model).unwrap();
+        assert_eq!(shapes["layer0.weight"], vec![width, 32], "{layout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_or_mistyped_columnar_file_fails_its_job_naming_the_defect() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("corrupt", "train.parquet: Parquet error"),
+        ("mistyped", "train.parquet: column \"note\": Utf8 is not a number"),
+        ("null", "train.parquet: column \"f3\": row 6: null"),
+    ];
+    for (layout, _) in cases {
+        if !support::write_columnar("bad columnar files", layout, &dir.path().join(layout)) {
+            return;
+        }
+    }
+    let driver = TestDriver::start().await;
+    let mut client = driver.client().await;
+    for (layout, want) in cases {
+        let data = format!(
+            "format = \"parquet\"\nlabel_column = \"class\"\npath = {:?}",
+            dir.path().join(layout)
+        );
+        let id = client.submit(&job(layout, &data), "bad.toml").await.unwrap();
+        let summary = support::watch(&mut client, id, |_| {}).await;
+        assert_eq!(summary.state, JobState::Failed, "{summary:?}");
+        let error = summary.error.unwrap_or_default();
+        assert!(error.contains(want), "{layout}: {error}");
+    }
+    // Columns are named: a label column by position is refused at submit.
+    let by_index = job("index", "format = \"parquet\"\npath = \"x\"\nlabel_column = 0");
+    let err = client.submit(&by_index, "index.toml").await.unwrap_err().to_string();
+    assert!(
+        err.contains("data.label_column") && err.contains("columns are named"),
+        "{err}"
+    );
+}

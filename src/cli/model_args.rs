@@ -49,6 +49,10 @@ pub enum FormatArg {
     Csv,
     /// NumPy arrays in a directory, or one .npz file.
     Npy,
+    /// train and test Parquet files, or directories of part files.
+    Parquet,
+    /// train and test Arrow IPC files, or directories of part files.
+    Arrow,
 }
 
 impl From<FormatArg> for deepdist_core::job::DataFormat {
@@ -59,6 +63,8 @@ impl From<FormatArg> for deepdist_core::job::DataFormat {
             FormatArg::Idx => DataFormat::Idx,
             FormatArg::Csv => DataFormat::Csv,
             FormatArg::Npy => DataFormat::Npy,
+            FormatArg::Parquet => DataFormat::Parquet,
+            FormatArg::Arrow => DataFormat::Arrow,
         }
     }
 }

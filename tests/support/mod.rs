@@ -466,3 +466,35 @@ pub fn slurm_is_up(scenario: &str) -> bool {
     }
     up
 }
+
+/// Writes the columnar dataset `layout` into `dir` with pyarrow
+/// (`tests/support/columnar.py`), through `$DEEPDIST_PYTHON` (the
+/// virtualenv `.ci/run` makes) or else `python3`. False, after
+/// [`cannot_run`], when no Python here has pyarrow.
+pub fn write_columnar(scenario: &str, layout: &str, dir: &Path) -> bool {
+    let python = std::env::var("DEEPDIST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_pyarrow = Command::new(&python)
+        .args(["-c", "import pyarrow, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pyarrow {
+        cannot_run(
+            scenario,
+            &format!("{python} has no pyarrow and numpy (set DEEPDIST_PYTHON to a Python that has them)"),
+        );
+        return false;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/columnar.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(layout)
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "columnar.py {layout}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}

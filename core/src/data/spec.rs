@@ -18,6 +18,10 @@ pub enum DataFormat {
     /// `x_train.npy`, `y_train.npy`, `x_test.npy`, `y_test.npy` in a
     /// directory, or one `.npz` file holding those four arrays.
     Npy,
+    /// `train` and `test` Parquet files, or directories of part files.
+    Parquet,
+    /// `train` and `test` Arrow IPC files, or directories of part files.
+    Arrow,
 }
 
 impl DataFormat {
@@ -28,6 +32,8 @@ impl DataFormat {
             DataFormat::Idx => "idx",
             DataFormat::Csv => "csv",
             DataFormat::Npy => "npy",
+            DataFormat::Parquet => "parquet",
+            DataFormat::Arrow => "arrow",
         }
     }
 }

@@ -2,7 +2,7 @@
 //! allowed.
 
 use super::check::Check;
-use super::{DataFormat, JobError, JobSpec, kinds};
+use super::{DataFormat, JobError, JobSpec, LabelColumn, kinds};
 use crate::optim::OptimError;
 
 impl JobSpec {
@@ -35,7 +35,7 @@ impl JobSpec {
         }
         match (&d.path, mnist) {
             (Some(p), true) => {
-                let allowed = "MNIST is built in (found under --data-dir or fetched): set `format` to idx, csv or npy for files of your own";
+                let allowed = "MNIST is built in (found under --data-dir or fetched): set `format` to idx, csv, npy, parquet or arrow for files of your own";
                 return Err(invalid("path", format!("{p:?}"), allowed.into()));
             }
             (None, false) => {
@@ -44,18 +44,21 @@ impl JobSpec {
             }
             _ => {}
         }
-        let csv_only = [
-            ("header", d.header.is_some()),
-            ("label_column", d.label_column.is_some()),
-        ];
-        for (key, given) in csv_only {
-            if given && d.format != DataFormat::Csv {
-                return Err(invalid(
-                    key,
-                    "a value".into(),
-                    format!("only for format = \"csv\", not \"{format}\""),
-                ));
+        if d.header.is_some() && d.format != DataFormat::Csv {
+            let allowed = format!("only for format = \"csv\", not \"{format}\"");
+            return Err(invalid("header", "a value".into(), allowed));
+        }
+        let columnar = matches!(d.format, DataFormat::Parquet | DataFormat::Arrow);
+        match &d.label_column {
+            Some(_) if !columnar && d.format != DataFormat::Csv => {
+                let allowed = format!("only for format = \"csv\", \"parquet\" or \"arrow\", not \"{format}\"");
+                return Err(invalid("label_column", "a value".into(), allowed));
             }
+            Some(LabelColumn::Index(i)) if columnar => {
+                let allowed = format!("a column's name: {format} columns are named");
+                return Err(invalid("label_column", i.to_string(), allowed));
+            }
+            _ => {}
         }
         for (key, given) in [("classes", d.classes.is_some()), ("scale", d.scale.is_some())] {
             if given && mnist {

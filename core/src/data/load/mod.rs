@@ -6,6 +6,8 @@
 //!
 //! A new format is a module with a [`Format`] and one line in [`format`].
 
+mod arrow_table;
+mod columnar_files;
 mod csv_files;
 mod idx_dir;
 mod npy_files;
@@ -130,6 +132,8 @@ pub fn format(f: DataFormat) -> Option<&'static dyn Format> {
         DataFormat::Idx => Some(&idx_dir::IdxDir),
         DataFormat::Csv => Some(&csv_files::CsvFiles),
         DataFormat::Npy => Some(&npy_files::NpyFiles),
+        DataFormat::Parquet => Some(&columnar_files::ParquetFiles),
+        DataFormat::Arrow => Some(&columnar_files::ArrowFiles),
     }
 }
 
