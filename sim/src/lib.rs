@@ -138,6 +138,17 @@ impl SimJob {
         })
     }
 
+    /// The minibatch each of `executors` executors computes, as the job's
+    /// mode shapes it for that many.
+    pub fn executor_batch(&self, executors: usize) -> usize {
+        let keys = self.spec.train.mode_keys();
+        self.spec
+            .train
+            .mode
+            .shape(&keys, self.stage.batch_size, executors as u32)
+            .batch
+    }
+
     /// Training examples in one epoch.
     pub fn train_examples(&self) -> usize {
         self.partitions.iter().map(|p| p.data.len()).sum()

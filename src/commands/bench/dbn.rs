@@ -125,20 +125,13 @@ fn run_grid<'a>(
 ) -> anyhow::Result<Vec<GridRun>> {
     let mut runs = Vec::new();
     for (i, &(executors, cores, partitions)) in combos.iter().enumerate() {
-        let mut spec = base.clone();
+        let mut spec = grid_spec(base, partitions, THRESHOLDS[1], args.max_epochs);
         spec.name = format!("{}-e{executors}c{cores}p{partitions}", base.name);
-        spec.data.partitions = partitions;
-        spec.train.target_accuracy = Some(THRESHOLDS[1]);
-        spec.train.stop_at_target = true;
-        if let Some(cap) = args.max_epochs {
-            spec.train.epochs = spec.train.epochs.min(cap);
-        }
-        print!(
-            "[{}/{}] {executors} executors × {cores} cores, {partitions} partitions … ",
-            i + 1,
-            combos.len()
-        );
-        std::io::Write::flush(&mut std::io::stdout())?;
+        announce(
+            i,
+            combos.len(),
+            &format!("{executors} executors × {cores} cores, {partitions} partitions"),
+        )?;
         let mut run = runtime.block_on(run_one(target((executors, cores)), &spec))?;
         (run.executors, run.cores) = (executors, cores);
         println!(
@@ -150,6 +143,25 @@ fn run_grid<'a>(
         runs.push(run);
     }
     Ok(runs)
+}
+
+/// The job of one run of the grid: `base` on `partitions`, stopping at
+/// `target`, fine-tuning at most `max_epochs`.
+pub(super) fn grid_spec(base: &JobSpec, partitions: u32, target: f64, max_epochs: Option<u32>) -> JobSpec {
+    let mut spec = base.clone();
+    spec.data.partitions = partitions;
+    spec.train.target_accuracy = Some(target);
+    spec.train.stop_at_target = true;
+    if let Some(cap) = max_epochs {
+        spec.train.epochs = spec.train.epochs.min(cap);
+    }
+    spec
+}
+
+/// Prints which run of `total` starts (the `i`th, from 0), its result to follow on the line.
+pub(super) fn announce(i: usize, total: usize, what: &str) -> std::io::Result<()> {
+    print!("[{}/{total}] {what} … ", i + 1);
+    std::io::Write::flush(&mut std::io::stdout())
 }
 
 /// Writes and prints the table, the CSV and the plot.

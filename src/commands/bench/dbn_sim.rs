@@ -13,7 +13,7 @@ use deepdist_core::data::cut::cut;
 use deepdist_core::job::JobSpec;
 use deepdist_sim::{CostModel, LinkModel, SimConfig, SimJob};
 
-use super::dbn::times_to;
+use super::dbn::{announce, grid_spec, times_to};
 use super::dbn_report::GridRun;
 use super::job::machine_cores;
 use super::scaling::{load_sets, measure};
@@ -34,18 +34,12 @@ pub fn run_grid(base: &JobSpec, combos: &[(usize, usize, u32)], args: &DbnBenchA
     let mut costs = Costs::default();
     let mut runs = Vec::new();
     for (i, &(executors, cores, partitions)) in combos.iter().enumerate() {
-        let mut spec = base.clone();
-        spec.data.partitions = partitions;
-        spec.train.target_accuracy = Some(TARGET);
-        if let Some(cap) = args.max_epochs {
-            spec.train.epochs = spec.train.epochs.min(cap);
-        }
-        print!(
-            "[{}/{}] simulated {executors} executors × {cores} cores, {partitions} partitions … ",
-            i + 1,
-            combos.len()
-        );
-        std::io::Write::flush(&mut std::io::stdout())?;
+        let spec = grid_spec(&base, partitions, TARGET, args.max_epochs);
+        announce(
+            i,
+            combos.len(),
+            &format!("simulated {executors} executors × {cores} cores, {partitions} partitions"),
+        )?;
         let cut = cut(&spec.data, spec.train.seed, &train, &test)?;
         let sample = cut.train.head(5000);
         let stages = spec.stages().len();
@@ -55,12 +49,7 @@ pub fn run_grid(base: &JobSpec, combos: &[(usize, usize, u32)], args: &DbnBenchA
         let mut clock = 0.0;
         for index in 0..stages {
             let job = SimJob::stage(spec.clone(), index, &trained, &sample, &cut.partitions, &cut.eval)?;
-            let keys = spec.train.mode_keys();
-            let batch = spec
-                .train
-                .mode
-                .shape(&keys, job.stage.batch_size, executors as u32)
-                .batch;
+            let batch = job.executor_batch(executors);
             let cost = costs.get(&job, index, batch, link, &sample, &trained)?;
             // Executors pass each partition through the stages below once
             // before training on it: the cluster's share of that, up front.

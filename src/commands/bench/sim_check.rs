@@ -94,15 +94,7 @@ pub fn run(args: SimCheckBenchArgs) -> anyhow::Result<()> {
             // seed: measured once per executor count.
             let cost = match cost {
                 Some(cost) => cost,
-                None => {
-                    let keys = spec.train.mode_keys();
-                    let batch = spec
-                        .train
-                        .mode
-                        .shape(&keys, job.stage.batch_size, executors as u32)
-                        .batch;
-                    *cost.insert(measure(&job, batch, link, args.seconds)?)
-                }
+                None => *cost.insert(measure(&job, job.executor_batch(executors), link, args.seconds)?),
             };
             let copy_s = *copy_s.get_or_insert_with(|| copy_s_per_byte(job.init.len(), args.seconds));
             let target = match &args.driver {

@@ -154,14 +154,22 @@ mod tests {
     fn part_files_skip_markers_and_read_partition_directories() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for f in ["_SUCCESS", ".part-0.parquet.crc", "part-1.parquet", "label=3/part-0.parquet"] {
+        for f in [
+            "_SUCCESS",
+            ".part-0.parquet.crc",
+            "part-1.parquet",
+            "label=3/part-0.parquet",
+        ] {
             let path = root.join(f);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, b"").unwrap();
         }
         let files = part_files(root).unwrap();
         let names: Vec<_> = files.iter().map(|(p, _)| p.strip_prefix(root).unwrap()).collect();
-        assert_eq!(names, [Path::new("label=3/part-0.parquet"), Path::new("part-1.parquet")]);
+        assert_eq!(
+            names,
+            [Path::new("label=3/part-0.parquet"), Path::new("part-1.parquet")]
+        );
         let label = Constant {
             name: "label".into(),
             value: "3".into(),
@@ -170,6 +178,9 @@ mod tests {
         assert!(files[1].1.is_empty());
         std::fs::create_dir(root.join("stray")).unwrap();
         let err = part_files(root).unwrap_err().to_string();
-        assert!(err.contains("stray") && err.contains("not a key=value partition"), "{err}");
+        assert!(
+            err.contains("stray") && err.contains("not a key=value partition"),
+            "{err}"
+        );
     }
 }
