@@ -25,5 +25,6 @@ pub mod mode;
 pub mod model;
 pub mod noise;
 pub mod optim;
+pub mod shards;
 pub mod tensor;
 pub mod train;
