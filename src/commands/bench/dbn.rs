@@ -12,6 +12,7 @@ use deepdist_core::job::JobSpec;
 use deepdist_wire::client::Client;
 use deepdist_wire::transport::Credentials;
 
+use super::dbn_grid::{THRESHOLDS, announce, grid_spec, times_to};
 use super::dbn_report::{GridRun, csv, markdown, parse_csv, percent, plot, seconds};
 use super::job::{Target, bench_driver, machine_cores, run_job, write};
 use crate::cli::{DbnBenchArgs, DriverAddr, SecretArg};
@@ -20,10 +21,6 @@ use crate::roles::client::{credentials, read_job};
 /// The job the grid runs when given none: the DBN tuned for time to 90% and
 /// 98%, the experiment's figures.
 const DEFAULT_JOB: &str = include_str!("../../../jobs/mnist-dbn-fast.toml");
-
-/// The original criterion, and the one that says the network learned more
-/// than softmax regression on raw pixels (about 91%).
-const THRESHOLDS: [f64; 2] = [0.90, 0.98];
 
 /// Runs the grid and writes its table and plot.
 pub fn run(args: DbnBenchArgs) -> anyhow::Result<()> {
@@ -145,25 +142,6 @@ fn run_grid<'a>(
     Ok(runs)
 }
 
-/// The job of one run of the grid: `base` on `partitions`, stopping at
-/// `target`, fine-tuning at most `max_epochs`.
-pub(super) fn grid_spec(base: &JobSpec, partitions: u32, target: f64, max_epochs: Option<u32>) -> JobSpec {
-    let mut spec = base.clone();
-    spec.data.partitions = partitions;
-    spec.train.target_accuracy = Some(target);
-    spec.train.stop_at_target = true;
-    if let Some(cap) = max_epochs {
-        spec.train.epochs = spec.train.epochs.min(cap);
-    }
-    spec
-}
-
-/// Prints which run of `total` starts (the `i`th, from 0), its result to follow on the line.
-pub(super) fn announce(i: usize, total: usize, what: &str) -> std::io::Result<()> {
-    print!("[{}/{total}] {what} … ", i + 1);
-    std::io::Write::flush(&mut std::io::stdout())
-}
-
 /// Writes and prints the table, the CSV and the plot.
 fn report(runs: &[GridRun], out: &Path) -> anyhow::Result<()> {
     let table = markdown(runs);
@@ -195,48 +173,4 @@ async fn run_one(target: Target<'_>, spec: &JobSpec) -> anyhow::Result<GridRun> 
         best_accuracy,
         elapsed_s: run.summary.elapsed_s,
     })
-}
-
-/// From each epoch's (test accuracy, seconds since the job started): the
-/// time of the first epoch past each threshold (strictly above the first,
-/// the original "> 90%"; at or above the others), and the best accuracy.
-pub fn times_to(epochs: &[(Option<f64>, f64)], thresholds: &[f64]) -> (Vec<Option<f64>>, Option<f64>) {
-    let mut times = vec![None; thresholds.len()];
-    let mut best: Option<f64> = None;
-    for &(accuracy, elapsed) in epochs {
-        let Some(accuracy) = accuracy else { continue };
-        best = Some(best.map_or(accuracy, |b| b.max(accuracy)));
-        for (i, (&threshold, time)) in thresholds.iter().zip(&mut times).enumerate() {
-            let passed = if i == 0 {
-                accuracy > threshold
-            } else {
-                accuracy >= threshold
-            };
-            if passed && time.is_none() {
-                *time = Some(elapsed);
-            }
-        }
-    }
-    (times, best)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_the_first_epochs_past_each_threshold() {
-        // An RBM epoch (no accuracy), then fine-tuning.
-        let epochs = [
-            (None, 3.0),
-            (Some(0.90), 5.0),
-            (Some(0.95), 7.0),
-            (Some(0.98), 9.0),
-            (Some(0.97), 11.0),
-        ];
-        let (times, best) = times_to(&epochs, &THRESHOLDS);
-        // Exactly 90% is not "> 90%"; exactly 98% is "≥ 98%".
-        assert_eq!(times, vec![Some(7.0), Some(9.0)]);
-        assert_eq!(best, Some(0.98));
-    }
 }

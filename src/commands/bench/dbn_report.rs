@@ -13,7 +13,7 @@ pub struct GridRun {
     pub executors: usize,
     pub cores: usize,
     pub partitions: u32,
-    /// Seconds from the job's start to the first epoch above each of [`THRESHOLDS`].
+    /// Seconds from the job's start to the first epoch above each of [`super::dbn_grid::THRESHOLDS`].
     pub time_to: [Option<f64>; 2],
     pub best_accuracy: Option<f64>,
     pub elapsed_s: f64,

@@ -13,14 +13,11 @@ use deepdist_core::data::cut::cut;
 use deepdist_core::job::JobSpec;
 use deepdist_sim::{CostModel, LinkModel, SimConfig, SimJob};
 
-use super::dbn::{announce, grid_spec, times_to};
+use super::dbn_grid::{THRESHOLDS, announce, grid_spec, times_to};
 use super::dbn_report::GridRun;
 use super::job::machine_cores;
 use super::scaling::{load_sets, measure};
 use crate::cli::DbnBenchArgs;
-
-/// The study's criterion: a run stops once past it.
-const TARGET: f64 = 0.90;
 
 /// Runs every (executors, cores, partitions) combination in the simulator.
 pub fn run_grid(base: &JobSpec, combos: &[(usize, usize, u32)], args: &DbnBenchArgs) -> anyhow::Result<Vec<GridRun>> {
@@ -34,7 +31,7 @@ pub fn run_grid(base: &JobSpec, combos: &[(usize, usize, u32)], args: &DbnBenchA
     let mut costs = Costs::default();
     let mut runs = Vec::new();
     for (i, &(executors, cores, partitions)) in combos.iter().enumerate() {
-        let spec = grid_spec(&base, partitions, TARGET, args.max_epochs);
+        let spec = grid_spec(&base, partitions, THRESHOLDS[0], args.max_epochs);
         announce(
             i,
             combos.len(),
@@ -77,7 +74,7 @@ pub fn run_grid(base: &JobSpec, combos: &[(usize, usize, u32)], args: &DbnBenchA
             }
             clock += report.time_s;
         }
-        let (time_to, best_accuracy) = times_to(&points, &[TARGET, 0.98]);
+        let (time_to, best_accuracy) = times_to(&points, &THRESHOLDS);
         println!(
             "> 90% at {}, best {}",
             super::dbn_report::seconds(time_to[0]),

@@ -2,6 +2,7 @@
 //! experiment; each is a module of its own, and this one only dispatches.
 
 mod dbn;
+mod dbn_grid;
 mod dbn_report;
 mod dbn_sim;
 mod delays;
