@@ -158,6 +158,11 @@ pub struct DriverSettings {
     /// disconnected.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub task_lease_s: u64,
+    /// Parameter-server threads the model's values are cut between, each
+    /// with its own share of the optimizer's state (a cut falls between
+    /// tensors, so a model gets at most as many shards as it allows).
+    #[arg(long, default_value_t = 1, value_name = "S", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub server_shards: u16,
     /// Serve the status and job metrics as JSON (`/api/status`,
     /// `/api/jobs/ID/metrics`) and Prometheus's `/metrics` over HTTP here,
     /// e.g. 127.0.0.1:4040 (beyond loopback: needs --secret-file, sent as a

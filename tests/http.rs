@@ -208,6 +208,53 @@ async fn beyond_loopback_every_request_needs_the_secret() {
     assert_eq!(summary.state, JobState::Cancelled);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_server_shard_shows_in_status_metrics_and_the_cli() {
+    let mut driver = TestDriver::start_with(deepdist_driver::DriverConfig {
+        server_shards: 3,
+        ..Default::default()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = driver.driver.serve_http(listener).unwrap();
+    let _a = support::start_executor(&driver.addr(), "a");
+    let _b = support::start_executor(&driver.addr(), "b");
+    let mut client = driver.client().await;
+    // Long enough to be watched running; cancelled once seen.
+    let job = client
+        .submit(
+            &small_job("shards", "async", 200).replace("target_accuracy = 0.8\n", ""),
+            "shards.toml",
+        )
+        .await
+        .unwrap();
+    let status = driver
+        .await_status("three shards applying updates and answering fetches", |s| {
+            s.server_shards.len() == 3 && s.server_shards.iter().all(|h| h.updates > 0 && h.bytes_fetched > 0)
+        })
+        .await;
+    let params = (784 * 32 + 32 + 32 * 10 + 10) as u64;
+    assert_eq!(status.server_shards.iter().map(|h| h.values).sum::<u64>(), params);
+    for h in &status.server_shards {
+        assert!(h.bytes_pushed >= 4 * h.values, "{h:?}");
+    }
+
+    let (code, metrics) = request(http, "GET", "/metrics", None).await;
+    assert_eq!(code, 200);
+    for shard in 0..3 {
+        let updates = counter(&metrics, &format!("deepdist_shard_updates_total{{shard=\"{shard}\"}}"));
+        assert!(updates > 0, "{metrics}");
+    }
+    check_with_promtool(&metrics);
+    let addr = driver.addr();
+    let cli = tokio::task::spawn_blocking(move || support::deepdist(&["status", "--driver", &addr], &[]))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(text.contains("parameter-server shards (3):"), "{text}");
+    client.cancel(job).await.unwrap();
+}
+
 /// The page in a real headless browser (Debian's chromium): after a job,
 /// its accuracy curve has a point per epoch and the executor table a row
 /// per executor; a screenshot goes to the test's output directory.
@@ -260,6 +307,7 @@ async fn the_page_shows_the_job_and_its_executors_in_a_browser() {
         .map_or(0, |p| p.split_whitespace().count());
     assert_eq!(points, 3, "an accuracy point per epoch:\n{dom}");
     assert_eq!(dom.matches("class=\"executor\"").count(), 2, "{dom}");
+    assert!(dom.contains("id=\"shards\""), "the shards' table: {dom}");
     assert!(dom.contains("page") && dom.contains("done"), "the job's row: {dom}");
     assert!(dom.contains("model: mlp, input 784"), "the job's network: {dom}");
 

@@ -37,6 +37,8 @@ struct RecoverCase<'a> {
     kill_when: fn(&deepdist_wire::proto::JobInfo) -> bool,
     /// Kill while a checkpoint write is held open.
     during_write: bool,
+    /// Flags of the killed driver and of the recovering one (besides `--recover`).
+    flags: [&'a [&'a str]; 2],
 }
 
 /// Kills the driver process mid-job, restarts it with `--recover` on the
@@ -46,7 +48,7 @@ async fn driver_killed_then_recovered(case: RecoverCase<'_>) {
     let runs = tempfile::tempdir().unwrap();
     let stall = [(deepdist_driver::fault::CHECKPOINT_STALL_ENV, "1500")];
     let env: &[(&str, &str)] = if during_write { &stall } else { &[] };
-    let mut driver = DriverProcess::start(runs.path(), "127.0.0.1:0", &[], env).await;
+    let mut driver = DriverProcess::start(runs.path(), "127.0.0.1:0", case.flags[0], env).await;
     let addr = driver.addr.clone();
     let mut a = support::spawn_executor_process(&addr, "a");
     let mut b = support::spawn_executor_process(&addr, "b");
@@ -78,7 +80,8 @@ async fn driver_killed_then_recovered(case: RecoverCase<'_>) {
     let before = metrics(summary_dir.to_str().unwrap());
     assert!(!before.is_empty());
 
-    let driver = DriverProcess::start(runs.path(), &addr, &["--recover"], &[]).await;
+    let recover: Vec<&str> = ["--recover"].iter().chain(case.flags[1]).copied().collect();
+    let driver = DriverProcess::start(runs.path(), &addr, &recover, &[]).await;
     driver
         .await_status("the resumed job to run", |s| {
             s.jobs.iter().any(|j| j.id == job && j.state == JobState::Running) && !s.executors.is_empty()
@@ -110,12 +113,24 @@ fn mlp_case(scenario: &str, during_write: bool) -> RecoverCase<'_> {
         stages: &[("train", 8)],
         kill_when: |j| j.epochs_done >= 2,
         during_write,
+        flags: [&[], &[]],
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_killed_mid_job_resumes_with_recover() {
     driver_killed_then_recovered(mlp_case("driver SIGKILL, --recover", false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_server_killed_resumes_with_other_shards() {
+    // The checkpoint holds one parameter vector and one optimizer state
+    // (AdaRevision's, with its history), whatever the shards were.
+    driver_killed_then_recovered(RecoverCase {
+        flags: [&["--server-shards", "3"], &["--server-shards", "1"]],
+        ..mlp_case("driver with 3 server shards SIGKILL, --recover with 1", false)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +148,7 @@ async fn driver_killed_between_dbn_stages_resumes_with_recover() {
         stages: &[("rbm1", 2), ("rbm2", 2), ("finetune", 3)],
         kill_when: |j| j.stage == "rbm2",
         during_write: false,
+        flags: [&["--server-shards", "3"], &["--server-shards", "2"]],
     })
     .await;
 }
@@ -147,6 +163,7 @@ async fn driver_killed_mid_cnn_job_resumes_with_recover() {
         stages: &[("train", 10)],
         kill_when: |j| j.epochs_done >= 2,
         during_write: false,
+        flags: [&[], &["--server-shards", "4"]],
     })
     .await;
 }

@@ -14,6 +14,15 @@ use crate::model::Layout;
 /// `f32`, the partition size BytePS found to balance its servers).
 pub const SPLIT_ABOVE: usize = 1 << 20;
 
+/// The cut a sharded server uses: a tensor is split only when it is larger
+/// than an eighth of an even share of the parameters (or than
+/// [`SPLIT_ABOVE`]), so the largest shard comes out within an eighth of an
+/// even share while every smaller tensor stays whole.
+pub fn even(layout: &Layout, shards: usize) -> Vec<Range<usize>> {
+    let share = layout.len().div_ceil(shards.max(1));
+    cut(layout, shards, (share / 8).clamp(1, SPLIT_ABOVE))
+}
+
 /// The ranges of at most `shards` shards of the parameters laid out as
 /// `layout`, in order, covering every value once. Fewer when more would not
 /// make the largest smaller: a tensor that may not be split bounds it.
@@ -114,6 +123,26 @@ mod tests {
         let fine = cut(&mlp, 4, 100_000);
         covers(&fine, mlp.len());
         assert_eq!(fine.len(), 4);
+    }
+
+    #[test]
+    fn an_even_cut_splits_only_the_tensors_larger_than_a_share() {
+        let mlp = layout(&[&[784, 500], &[500], &[500, 500], &[500], &[500, 10], &[10]]);
+        for s in 1..=8 {
+            let ranges = even(&mlp, s);
+            covers(&ranges, mlp.len());
+            assert_eq!(ranges.len(), s);
+            let largest = ranges.iter().map(|r| r.len()).max().unwrap();
+            // Within an eighth of an even share.
+            assert!(largest <= mlp.len().div_ceil(s) * 9 / 8, "{s}: {ranges:?}");
+        }
+        // Two shards: the biases and the last layer (smaller than a share) are whole.
+        let two = even(&mlp, 2);
+        let (b2, w3) = (
+            392_500 + 250_000..393_000 + 250_000,
+            393_000 + 250_000..398_000 + 250_000,
+        );
+        assert!(two.iter().any(|r| r.start <= b2.start && r.end >= w3.end), "{two:?}");
     }
 
     #[test]

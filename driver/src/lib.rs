@@ -91,6 +91,10 @@ pub struct DriverConfig {
     /// Longest time between checkpoints within an epoch; every completed
     /// epoch is checkpointed as well.
     pub checkpoint_interval: Duration,
+    /// Threads the parameter server's values are cut between
+    /// (`--server-shards`; each stage uses at most as many as its tensors
+    /// allow, see [`deepdist_core::shards::cut`]).
+    pub server_shards: usize,
 }
 
 impl Default for DriverConfig {
@@ -109,6 +113,7 @@ impl Default for DriverConfig {
             checkpoint_dir: None,
             journal: None,
             checkpoint_interval: Duration::from_secs(60),
+            server_shards: 1,
         }
     }
 }

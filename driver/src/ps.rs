@@ -1,48 +1,32 @@
 //! The parameter server: owns the master model and runs the job's mode's
-//! server rule ([`ServerRule`]) on every update, on a thread of its own so
+//! server rule ([`ServerRule`]) on every update, on threads of its own so
 //! the network tasks never wait on arithmetic.
 //!
-//! It knows no mode itself: it decodes updates, moves the optimizer's
-//! schedule to each update's epoch,
-//! delays updates for experiments (`train.inject_delay`), answers fetches
-//! once the rule says they are ready, and takes snapshots. Encoded `Params`
-//! frames are cached per version, so executors fetching the same version
-//! share one encoding.
+//! The parameters are cut into shards ([`deepdist_core::shards::cut`]), one
+//! thread each ([`shard`]) with its own optimizer state and its own copy of
+//! the rule. This handle slices each push between the shards, gathers a
+//! fetch's answer from all of them, and joins their snapshots. It knows no
+//! mode itself: the shards decode updates, move the optimizer's schedule to
+//! each update's epoch, delay updates for experiments
+//! (`train.inject_delay`), answer fetches once the rule says they are ready,
+//! and take snapshots. Encoded `Params` frames are cached per version, so
+//! executors fetching the same version share one encoding.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
-use std::sync::mpsc;
+mod shard;
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Instant;
 
 use bytes::Bytes;
-use deepdist_core::mode::{Authors, RuleStats, ServerModel, ServerRule, Update};
+use deepdist_core::mode::{RuleStats, ServerModel, ServerRule};
 use deepdist_core::optim::OptimizerState;
-use deepdist_wire::proto::{self, Tensor, ToExecutor};
+use deepdist_wire::proto::{self, ShardInfo, Tensor, ToExecutor};
+use tokio::sync::{Semaphore, oneshot};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-
-/// Requests to the parameter server.
-enum Command {
-    Push(Incoming, OwnedSemaphorePermit),
-    Fetch(Waiting),
-    /// A snapshot once the version is at least `at`.
-    Snapshot {
-        with_optimizer: bool,
-        at: u64,
-        reply: oneshot::Sender<Snapshot>,
-    },
-    Members(HashSet<u64>),
-    /// Apply every delayed update now (the stage is over).
-    Flush,
-}
-
-/// An update as it came off the wire.
-struct Incoming {
-    executor: u64,
-    base_version: u64,
-    epoch: u32,
-    samples: u32,
-    values: Tensor,
-}
+use shard::{Command, Counters, Incoming, Piece, Shard, ShardSnapshot, Waiting};
 
 /// Parameters at one version.
 #[derive(Debug, Clone)]
@@ -89,289 +73,237 @@ pub struct ServerPlan {
     pub mirrors_local: bool,
 }
 
-/// Bytes of updates that may wait for the server thread at once. A push
+/// One shard to start: its range of the parameters, the model holding
+/// those values (with an optimizer built for them) and its copy of the rule.
+pub struct ShardPart {
+    /// The shard's values within the whole parameter vector.
+    pub range: Range<usize>,
+    /// The master values of that range and their optimizer.
+    pub model: ServerModel,
+    /// The mode's server rule, one instance per shard.
+    pub rule: Box<dyn ServerRule>,
+}
+
+/// A handle to a running parameter server; dropping every handle stops it.
+#[derive(Clone)]
+pub struct ParamServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    job: u64,
+    stage_index: u32,
+    /// The shards' ranges, in order, covering the parameters.
+    ranges: Vec<Range<usize>>,
+    /// Every shard's commands. Sent under this lock, so every shard sees
+    /// every push, fetch and membership change in the same order and their
+    /// rules move in step.
+    txs: Mutex<Vec<mpsc::Sender<Command>>>,
+    /// Room in each shard's push queue, in KiB.
+    rooms: Vec<Arc<Semaphore>>,
+    /// The last `Params` frame assembled, by its shards' versions.
+    frame: Mutex<Option<(Vec<u64>, Bytes)>>,
+    /// What each shard has done.
+    counters: Vec<Arc<Counters>>,
+    /// The shards' update counts when the status was last read, and the
+    /// rates then measured.
+    rates: Mutex<(Instant, Vec<u64>, Vec<f64>)>,
+}
+
+/// Bytes of updates that may wait for the server threads at once. A push
 /// beyond it waits, and with it the reading of its executor's connection:
 /// executors that push faster than the server applies are slowed down
 /// instead of growing the driver's memory.
 pub const PUSH_QUEUE_BYTES: usize = 256 << 20;
 
-/// A handle to a running parameter server; dropping every handle stops it.
-#[derive(Clone)]
-pub struct ParamServer {
-    tx: mpsc::Sender<Command>,
-    /// Room in the push queue, in KiB.
-    room: Arc<Semaphore>,
+/// KiB of push queue room an update of `bytes` takes in a queue of
+/// `capacity` KiB (never more than all of it).
+fn room_for(bytes: usize, capacity: usize) -> u32 {
+    bytes.div_ceil(1024).clamp(1, capacity.max(1)) as u32
 }
 
-/// KiB of push queue room an update of `bytes` takes (never more than all).
-fn room_for(bytes: usize) -> u32 {
-    bytes.div_ceil(1024).clamp(1, PUSH_QUEUE_BYTES / 1024) as u32
+/// Locks a mutex whose data stays valid even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ParamServer {
-    /// Starts a server for a stage on `model`, applying updates by `rule`.
-    pub fn start(plan: ServerPlan, model: ServerModel, rule: Box<dyn ServerRule>) -> Self {
-        let (tx, rx) = mpsc::channel();
-        let name = format!("deepdist-ps-{}", plan.job);
-        let state = ServerThread {
-            scratch: vec![0.0; model.len()],
-            plan,
-            model,
-            rule,
-            waiting: Vec::new(),
-            deferred: Vec::new(),
-            frame: None,
-            delayed: VecDeque::new(),
-            authors: Authors::default(),
-        };
-        let spawned = std::thread::Builder::new().name(name).spawn(move || state.run(rx));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the parameter server thread");
+    /// Starts a server for a stage with one thread per shard, applying
+    /// updates by each shard's rule.
+    pub fn start(plan: ServerPlan, shards: Vec<ShardPart>) -> Self {
+        let room = PUSH_QUEUE_BYTES / 1024 / shards.len().max(1);
+        let (mut txs, mut rooms, mut ranges, mut counters) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, part) in shards.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel();
+            let name = format!("deepdist-ps-{}-{i}", plan.job);
+            let counted = Arc::new(Counters::default());
+            counters.push(counted.clone());
+            let shard = Shard::new(plan.clone(), part.model, part.rule, i == 0, counted);
+            let spawned = std::thread::Builder::new().name(name).spawn(move || shard.run(rx));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a parameter server thread");
+            }
+            txs.push(tx);
+            rooms.push(Arc::new(Semaphore::new(room)));
+            ranges.push(part.range);
         }
         Self {
-            tx,
-            room: Arc::new(Semaphore::new(PUSH_QUEUE_BYTES / 1024)),
+            inner: Arc::new(Inner {
+                job: plan.job,
+                stage_index: plan.stage_index,
+                ranges,
+                txs: Mutex::new(txs),
+                rooms,
+                frame: Mutex::new(None),
+                rates: Mutex::new((Instant::now(), vec![0; counters.len()], vec![0.0; counters.len()])),
+                counters,
+            }),
         }
     }
 
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.inner.ranges.len()
+    }
+
+    /// What each shard has done, with its update rate since the last call
+    /// (a call within half a second of the last repeats its rates).
+    pub fn shard_info(&self) -> Vec<ShardInfo> {
+        let inner = &self.inner;
+        let updates: Vec<u64> = inner.counters.iter().map(|c| c.updates.load(Relaxed)).collect();
+        let rates = {
+            let mut last = lock(&inner.rates);
+            let elapsed = last.0.elapsed().as_secs_f64();
+            if elapsed >= 0.5 {
+                let measured = updates
+                    .iter()
+                    .zip(&last.1)
+                    .map(|(u, b)| (u - b) as f64 / elapsed)
+                    .collect();
+                *last = (Instant::now(), updates.clone(), measured);
+            }
+            last.2.clone()
+        };
+        let capacity = PUSH_QUEUE_BYTES / 1024 / self.shards().max(1);
+        (0..self.shards())
+            .map(|i| ShardInfo {
+                values: inner.ranges[i].len() as u64,
+                updates: updates[i],
+                updates_per_s: rates[i],
+                queued_bytes: (capacity.saturating_sub(inner.rooms[i].available_permits()) as u64) << 10,
+                bytes_pushed: inner.counters[i].bytes_pushed.load(Relaxed),
+                bytes_fetched: inner.counters[i].bytes_fetched.load(Relaxed),
+            })
+            .collect()
+    }
+
+    /// Sends shard `i` the `i`-th command, in one order for all shards.
+    fn send_each(&self, commands: impl IntoIterator<Item = Command>) {
+        let txs = lock(&self.inner.txs);
+        for (tx, command) in txs.iter().zip(commands) {
+            let _ = tx.send(command);
+        }
+    }
+
+    /// Sends every shard the command `make` builds.
+    fn send_all(&self, make: impl FnMut(usize) -> Command) {
+        self.send_each((0..self.shards()).map(make));
+    }
+
     /// Queues an update from `executor` computed from `base_version` in
-    /// `epoch`, covering `samples` examples; waits while the queue is full.
+    /// `epoch`, covering `samples` examples; waits while a queue is full.
     pub async fn push(&self, executor: u64, base_version: u64, epoch: u32, samples: u32, values: Tensor) {
-        let Ok(room) = self.room.clone().acquire_many_owned(room_for(values.0.len())).await else {
-            return;
-        };
-        let incoming = Incoming {
-            executor,
-            base_version,
-            epoch,
-            samples,
-            values,
-        };
-        let _ = self.tx.send(Command::Push(incoming, room));
+        let inner = &self.inner;
+        let len = inner.ranges.last().map_or(0, |r| r.end);
+        let whole = values.len() == len && values.0.len().is_multiple_of(4);
+        if !whole {
+            tracing::warn!(executor, len = values.len(), "update of the wrong length discarded");
+        }
+        let capacity = PUSH_QUEUE_BYTES / 1024 / self.shards().max(1);
+        let mut commands = Vec::with_capacity(self.shards());
+        for (range, room) in inner.ranges.iter().zip(&inner.rooms) {
+            // A wrong length reaches every shard as an empty slice, which
+            // each refuses and counts.
+            let values = match whole {
+                true => Tensor(values.0.slice(range.start * 4..range.end * 4)),
+                false => Tensor::default(),
+            };
+            let need = room_for(values.0.len(), capacity);
+            let Ok(permit) = room.clone().acquire_many_owned(need).await else {
+                return;
+            };
+            let incoming = Incoming {
+                executor,
+                base_version,
+                epoch,
+                samples,
+                values,
+            };
+            commands.push(Command::Push(incoming, permit));
+        }
+        self.send_each(commands);
     }
 
     /// The encoded `Params` frame (or `Unchanged`, if the parameters are
     /// still at version `newer_than`), once the mode's rule lets
     /// `executor`'s fetch waiting for `wait_for` be answered.
     pub async fn fetch(&self, executor: u64, wait_for: u64, newer_than: Option<u64>) -> Option<Bytes> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Fetch(Waiting {
+        let mut answers = Vec::with_capacity(self.shards());
+        self.send_all(|_| {
+            let (reply, rx) = oneshot::channel();
+            answers.push(rx);
+            Command::Fetch(Waiting {
                 executor,
                 wait_for,
                 newer_than,
                 reply,
-            }))
-            .ok()?;
+            })
+        });
+        let mut pieces = Vec::with_capacity(answers.len());
+        for rx in answers {
+            pieces.push(rx.await.ok()?);
+        }
+        if pieces.iter().all(|p| p.values.is_none()) {
+            let version = pieces.iter().map(|p| p.version).min()?;
+            return self.unchanged_frame(version);
+        }
+        // Some shards found the fetcher holding their values, others not:
+        // the frame needs every shard's, whatever version each is at now.
+        for (i, piece) in pieces.iter_mut().enumerate() {
+            if piece.values.is_none() {
+                *piece = self.current(i).await?;
+            }
+        }
+        self.params_frame(&pieces)
+    }
+
+    /// Shard `i`'s values now.
+    async fn current(&self, i: usize) -> Option<Piece> {
+        let (reply, rx) = oneshot::channel();
+        let sent = lock(&self.inner.txs).get(i).map(|tx| tx.send(Command::Current(reply)));
+        sent?.ok()?;
         rx.await.ok()
     }
 
-    /// The current parameters (their moving average, if kept).
-    pub async fn snapshot(&self) -> Option<Snapshot> {
-        self.snapshot_when(false, 0).await.ok()
-    }
-
-    /// Applies every delayed update, then takes a snapshot: the stage's end.
-    pub async fn finish(&self) -> Option<Snapshot> {
-        self.tx.send(Command::Flush).ok()?;
-        self.snapshot().await
-    }
-
-    /// A snapshot (with the optimizer's state, for a checkpoint) taken as
-    /// soon as the version reaches `at` — or when the stage ends, if it never
-    /// does. The answer comes through the receiver, so the caller need not
-    /// wait for it.
-    pub fn snapshot_when(&self, with_optimizer: bool, at: u64) -> oneshot::Receiver<Snapshot> {
-        let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(Command::Snapshot {
-            with_optimizer,
-            at,
-            reply,
-        });
-        rx
-    }
-
-    /// The executors holding a task of the stage.
-    pub fn set_members(&self, members: HashSet<u64>) {
-        let _ = self.tx.send(Command::Members(members));
-    }
-}
-
-struct Waiting {
-    executor: u64,
-    wait_for: u64,
-    newer_than: Option<u64>,
-    reply: oneshot::Sender<Bytes>,
-}
-
-struct ServerThread {
-    plan: ServerPlan,
-    model: ServerModel,
-    rule: Box<dyn ServerRule>,
-    /// Where unaligned update bytes are decoded.
-    scratch: Vec<f32>,
-    waiting: Vec<Waiting>,
-    /// Snapshots asked for at a version not yet reached.
-    deferred: Vec<(u64, bool, oneshot::Sender<Snapshot>)>,
-    frame: Option<(u64, Bytes)>,
-    delayed: VecDeque<Incoming>,
-    authors: Authors,
-}
-
-impl ServerThread {
-    fn run(mut self, rx: mpsc::Receiver<Command>) {
-        deepdist_core::cpu::flush_denormals();
-        while let Ok(cmd) = rx.recv() {
-            match cmd {
-                Command::Push(incoming, room) => {
-                    // Off the queue: its room is free (the delay queue is
-                    // bounded by the job's `inject_delay`).
-                    drop(room);
-                    self.delayed.push_back(incoming);
-                    while self.delayed.len() > self.plan.delay as usize {
-                        if let Some(next) = self.delayed.pop_front() {
-                            self.apply(next);
-                        }
-                    }
-                }
-                Command::Flush => {
-                    while let Some(next) = self.delayed.pop_front() {
-                        self.apply(next);
-                    }
-                    // The stage is over: a version not reached now never will be.
-                    for (_, with_optimizer, reply) in std::mem::take(&mut self.deferred) {
-                        let _ = reply.send(self.snapshot(with_optimizer));
-                    }
-                }
-                Command::Fetch(waiting) => self.waiting.push(waiting),
-                Command::Snapshot {
-                    with_optimizer,
-                    at,
-                    reply,
-                } => self.deferred.push((at, with_optimizer, reply)),
-                Command::Members(members) => {
-                    let before = self.model.version();
-                    self.rule.members(&mut self.model, &members);
-                    self.authors.record(before, self.model.version(), None);
-                }
-            }
-            self.serve_deferred();
-            self.serve_waiting();
-        }
-    }
-
-    /// Answers the snapshots whose version has come, in the order asked.
-    /// Checked after every command, and a command takes at most one step,
-    /// so each is taken at exactly the version it waits for.
-    fn serve_deferred(&mut self) {
-        let version = self.model.version();
-        if self.deferred.iter().all(|(at, ..)| *at > version) {
-            return;
-        }
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
-            .into_iter()
-            .partition(|(at, ..)| *at <= version);
-        self.deferred = later;
-        for (_, with_optimizer, reply) in due {
-            let _ = reply.send(self.snapshot(with_optimizer));
-        }
-    }
-
-    fn snapshot(&self, with_optimizer: bool) -> Snapshot {
-        // A checkpoint resumes training, so it takes the parameters
-        // themselves (their average is in the optimizer's state); everything
-        // else sees what the job produces: the average.
-        let optimizer = self.model.optimizer();
-        let params = match optimizer.average() {
-            Some(avg) if !with_optimizer => avg,
-            _ => self.model.params(),
-        };
-        Snapshot {
-            version: self.model.version(),
-            params: Arc::new(params.to_vec()),
-            staleness_sum: self.model.staleness_sum(),
-            rejected: self.model.refused(),
-            optimizer: with_optimizer.then(|| optimizer.state()),
-            rule: self.rule.stats(),
-        }
-    }
-
-    fn apply(&mut self, incoming: Incoming) {
-        self.model.optimizer_mut().begin_epoch(incoming.epoch);
-        let values = &incoming.values;
-        if values.len() != self.model.len() || !values.0.len().is_multiple_of(4) {
-            self.model.refuse();
-            tracing::warn!(
-                executor = incoming.executor,
-                len = values.len(),
-                "update of the wrong length discarded"
-            );
-            return;
-        }
-        // Read the values in place when the bytes allow it; copy otherwise.
-        let aligned = values.as_f32();
-        if aligned.is_none() && values.read_into(&mut self.scratch).is_err() {
-            self.model.refuse();
-            return;
-        }
-        let staleness = self.model.version().saturating_sub(incoming.base_version);
-        self.plan.staleness.record(incoming.executor, staleness);
-        let update = Update {
-            from: incoming.executor,
-            base_version: incoming.base_version,
-            samples: incoming.samples,
-            values: aligned.unwrap_or(&self.scratch),
-        };
-        let before = self.model.version();
-        self.rule.push(&mut self.model, update);
-        self.authors
-            .record(before, self.model.version(), Some(incoming.executor));
-    }
-
-    fn serve_waiting(&mut self) {
-        if self.waiting.is_empty() {
-            return;
-        }
-        let (rule, model) = (&mut self.rule, &self.model);
-        let (ready, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(|w| rule.ready(model, w.executor, w.wait_for));
-        self.waiting = still;
-        if ready.is_empty() {
-            return;
-        }
-        let version = self.model.version();
-        for w in ready {
-            let held = w.newer_than.is_some_and(|have| {
-                have == version || (self.plan.mirrors_local && self.authors.holds(w.executor, have, version))
-            });
-            let frame = if held {
-                self.unchanged_frame(version)
-            } else {
-                self.params_frame(version)
-            };
-            if let Some(frame) = frame {
-                let _ = w.reply.send(frame);
-            }
-        }
-    }
-
-    /// The current parameters' frame, encoded once per version.
-    fn params_frame(&mut self, version: u64) -> Option<Bytes> {
-        if let Some((v, f)) = &self.frame
-            && *v == version
+    /// The `Params` frame of the shards' pieces, at the oldest of their
+    /// versions; assembled once per set of versions.
+    fn params_frame(&self, pieces: &[Piece]) -> Option<Bytes> {
+        let versions: Vec<u64> = pieces.iter().map(|p| p.version).collect();
+        if let Some((v, f)) = &*lock(&self.inner.frame)
+            && *v == versions
         {
             return Some(f.clone());
         }
         let msg = ToExecutor::Params {
-            job: self.plan.job,
-            stage: self.plan.stage_index,
-            version,
+            job: self.inner.job,
+            stage: self.inner.stage_index,
+            version: versions.iter().copied().min()?,
             values: Tensor::default(),
         };
-        match proto::encode_with_tensor(&msg, self.model.params()) {
+        let parts: Vec<&[u8]> = pieces.iter().map(|p| p.values.as_deref().unwrap_or_default()).collect();
+        match proto::encode_with_bulk_parts(&msg, &parts) {
             Ok(f) => {
-                self.frame = Some((version, f.clone()));
+                *lock(&self.inner.frame) = Some((versions, f.clone()));
                 Some(f)
             }
             Err(e) => {
@@ -383,14 +315,117 @@ impl ServerThread {
 
     fn unchanged_frame(&self, version: u64) -> Option<Bytes> {
         let msg = ToExecutor::Unchanged {
-            job: self.plan.job,
-            stage: self.plan.stage_index,
+            job: self.inner.job,
+            stage: self.inner.stage_index,
             version,
         };
         proto::encode(&msg)
             .inspect_err(|e| tracing::error!(error = %e, "cannot encode an unchanged answer"))
             .ok()
     }
+
+    /// The current parameters (their moving average, if kept).
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        self.snapshot_when(false, 0).await.ok()
+    }
+
+    /// Applies every delayed update, then takes a snapshot: the stage's end.
+    pub async fn finish(&self) -> Option<Snapshot> {
+        self.send_all(|_| Command::Flush);
+        self.snapshot().await
+    }
+
+    /// A snapshot (with the optimizer's state, for a checkpoint) taken as
+    /// soon as the version reaches `at` — or when the stage ends, if it never
+    /// does. The answer comes through the receiver, so the caller need not
+    /// wait for it.
+    pub fn snapshot_when(&self, with_optimizer: bool, at: u64) -> oneshot::Receiver<Snapshot> {
+        let (reply, rx) = oneshot::channel();
+        let gather = Arc::new(Gather {
+            parts: Mutex::new((0..self.shards()).map(|_| None).collect()),
+            reply: Mutex::new(Some(reply)),
+        });
+        self.send_all(|index| Command::Snapshot {
+            with_optimizer,
+            at,
+            reply: PartReply {
+                gather: gather.clone(),
+                index,
+            },
+        });
+        rx
+    }
+
+    /// The executors holding a task of the stage.
+    pub fn set_members(&self, members: HashSet<u64>) {
+        self.send_all(|_| Command::Members(members.clone()));
+    }
+}
+
+/// The shards' parts of one snapshot, joined and sent once the last arrives.
+struct Gather {
+    parts: Mutex<Vec<Option<ShardSnapshot>>>,
+    reply: Mutex<Option<oneshot::Sender<Snapshot>>>,
+}
+
+/// Where one shard sends its part of a snapshot.
+struct PartReply {
+    gather: Arc<Gather>,
+    index: usize,
+}
+
+impl PartReply {
+    /// Hands over the shard's part; the last part sends the whole snapshot.
+    fn send(self, part: ShardSnapshot) {
+        let parts = {
+            let mut parts = lock(&self.gather.parts);
+            if let Some(slot) = parts.get_mut(self.index) {
+                *slot = Some(part);
+            }
+            if parts.iter().any(Option::is_none) {
+                return;
+            }
+            std::mem::take(&mut *parts)
+        };
+        let Some(reply) = lock(&self.gather.reply).take() else {
+            return;
+        };
+        match join(parts.into_iter().flatten().collect()) {
+            Ok(snapshot) => {
+                let _ = reply.send(snapshot);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot join the shards' optimizer states"),
+        }
+    }
+}
+
+/// One snapshot of the shards' parts, in order: the parameters end to end,
+/// the oldest version, the first shard's counts (every shard counts every
+/// update) but the most refusals.
+fn join(parts: Vec<ShardSnapshot>) -> Result<Snapshot, deepdist_core::optim::OptimError> {
+    let rejected = parts.iter().map(|p| p.rejected).max().unwrap_or(0);
+    let version = parts.iter().map(|p| p.version).min().unwrap_or(0);
+    let mut params = Vec::with_capacity(parts.iter().map(|p| p.params.len()).sum());
+    let mut optimizers = Vec::new();
+    let mut first = None;
+    for part in parts {
+        params.extend_from_slice(&part.params);
+        optimizers.extend(part.optimizer);
+        first.get_or_insert((part.staleness_sum, part.rule));
+    }
+    let (staleness_sum, rule) = first.unwrap_or_default();
+    let optimizer = match optimizers.is_empty() {
+        true => None,
+        false => Some(OptimizerState::join(optimizers)?),
+    };
+    Ok(Snapshot {
+        version,
+        params: Arc::new(params),
+        staleness_sum,
+        rejected,
+        optimizer,
+        rule,
+    })
 }
 
 #[cfg(test)]

@@ -13,13 +13,14 @@ use deepdist_core::data::Dataset;
 use deepdist_core::job::{JobSpec, JobState, Stage};
 use deepdist_core::mode::ServerModel;
 use deepdist_core::model::SharedNetwork;
+use deepdist_core::shards;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::JobCheckpoint;
 use crate::dispatch;
 use crate::error::JobError;
 use crate::evaluator::{EvalItem, Work};
-use crate::ps::{ParamServer, Resumed, ServerPlan, Snapshot};
+use crate::ps::{ParamServer, Resumed, ServerPlan, ShardPart, Snapshot};
 use crate::scheduler::Scheduler;
 use crate::state::{RunState, Shared};
 
@@ -237,9 +238,8 @@ fn start_server(
 ) -> Result<(ParamServer, Resumed), JobError> {
     let (id, spec, stage) = (ctx.id, ctx.spec, ctx.stage);
     let mode = spec.train.mode;
-    let mut optimizer = mode.server_optimizer(&stage.optimizer).build(params.len())?;
     let partitions = ctx.frames.len() as u32;
-    let (params, scheduler, resumed, accums) = match resume.map(|c| *c) {
+    let (params, optimizer, scheduler, resumed, accums) = match resume.map(|c| *c) {
         Some(c) => {
             if c.params.len() != params.len() {
                 return Err(JobError::CheckpointMismatch(format!(
@@ -248,7 +248,6 @@ fn start_server(
                     params.len()
                 )));
             }
-            optimizer.restore(c.optimizer)?;
             let (progress, accums): (Vec<_>, Vec<_>) = c.open.into_iter().unzip();
             let scheduler = Scheduler::resume(id, ctx.index, partitions, stage.epochs, c.epochs_done, &progress);
             let accums = progress.iter().map(|p| p.epoch).zip(accums).collect();
@@ -256,10 +255,11 @@ fn start_server(
                 version: c.version,
                 staleness_sum: c.staleness_sum,
             };
-            (c.params, scheduler, resumed, accums)
+            (c.params, Some(c.optimizer), scheduler, resumed, accums)
         }
         None => (
             params,
+            None,
             Scheduler::new(id, ctx.index, partitions, stage.epochs),
             Resumed::default(),
             Default::default(),
@@ -272,12 +272,31 @@ fn start_server(
         staleness: shared.staleness.clone(),
         mirrors_local: mode.server_mirrors_local(&stage.optimizer),
     };
-    let mut model =
-        ServerModel::new(params, optimizer, resumed.version, resumed.staleness_sum).with_batch(stage.batch_size);
-    // Versions a delayed update may have been computed at: the injected
-    // delay plus the natural staleness of a large cluster.
-    model.keep_versions(plan.delay as usize + 256);
-    let ps = ParamServer::start(plan, model, mode.server_rule(&spec.train.mode_keys()));
+    let layout = ctx.model.layout();
+    let ranges = match layout.len() == params.len() {
+        true => shards::even(layout, shared.config.server_shards),
+        false => std::iter::once(0..params.len()).collect(),
+    };
+    let states = match optimizer {
+        Some(state) => state.split(&ranges)?.into_iter().map(Some).collect(),
+        None => vec![None; ranges.len()],
+    };
+    let mut parts = Vec::with_capacity(ranges.len());
+    for (range, state) in ranges.into_iter().zip(states) {
+        let mut optimizer = mode.server_optimizer(&stage.optimizer).build(range.len())?;
+        if let Some(state) = state {
+            optimizer.restore(state)?;
+        }
+        let values = params[range.clone()].to_vec();
+        let mut model =
+            ServerModel::new(values, optimizer, resumed.version, resumed.staleness_sum).with_batch(stage.batch_size);
+        // Versions a delayed update may have been computed at: the injected
+        // delay plus the natural staleness of a large cluster.
+        model.keep_versions(plan.delay as usize + 256);
+        let rule = mode.server_rule(&spec.train.mode_keys());
+        parts.push(ShardPart { range, model, rule });
+    }
+    let ps = ParamServer::start(plan, parts);
     shared.lock().run = Some(RunState {
         job: id,
         stage: stage.name.clone(),

@@ -327,6 +327,7 @@ impl Shared {
             updates_received: self.updates_received.load(Relaxed),
             updates_accepted: self.updates_accepted.load(Relaxed),
             task_push_mismatches: self.push_mismatches.load(Relaxed),
+            server_shards: state.run.as_ref().map(|r| r.ps.shard_info()).unwrap_or_default(),
         }
     }
 

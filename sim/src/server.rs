@@ -107,9 +107,9 @@ impl Server {
         let version = self.model.version();
         let mut deliveries = Vec::with_capacity(ready.len());
         for w in ready {
-            let held = w.newer_than.is_some_and(|have| {
-                have == version || (self.mirrors_local && self.authors.holds(w.from as u64, have, version))
-            });
+            let held = self
+                .authors
+                .unchanged_for(self.mirrors_local, w.from as u64, w.newer_than, version);
             let (values, bytes) = if held {
                 (None, SMALL)
             } else {

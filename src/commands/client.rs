@@ -79,6 +79,26 @@ pub fn status(args: DriverAddr) -> anyhow::Result<()> {
             report.late_updates_discarded,
             report.task_push_mismatches
         );
+        if !report.server_shards.is_empty() {
+            println!("
+parameter-server shards ({}):", report.server_shards.len());
+            println!(
+                "  {:>5}  {:>10}  {:>9}  {:>10}  {:>10}  {:>12}  {:>12}",
+                "shard", "values", "updates", "updates/s", "queued MB", "pushed MB", "fetched MB"
+            );
+            let mb = |b: u64| b as f64 / 1e6;
+            for (i, shard) in report.server_shards.iter().enumerate() {
+                println!(
+                    "  {i:>5}  {:>10}  {:>9}  {:>10.1}  {:>10.1}  {:>12.1}  {:>12.1}",
+                    shard.values,
+                    shard.updates,
+                    shard.updates_per_s,
+                    mb(shard.queued_bytes),
+                    mb(shard.bytes_pushed),
+                    mb(shard.bytes_fetched)
+                );
+            }
+        }
         Ok(())
     })
 }

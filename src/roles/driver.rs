@@ -20,6 +20,7 @@ pub fn driver_config(args: &DriverSettings) -> DriverConfig {
         task_lease: Duration::from_secs(args.task_lease_s.max(1)),
         runs_dir: args.runs_dir.clone(),
         data_dir: resolve_data_dir(args.data.data_dir.clone()),
+        server_shards: usize::from(args.server_shards),
         ..DriverConfig::default()
     };
     if let Some(mib) = args.max_model_mb {

@@ -45,6 +45,13 @@ impl Authors {
         };
     }
 
+    /// Whether a fetch by `executor` naming version `newer_than` may be
+    /// answered `Unchanged` at `current`: it holds that version already, or
+    /// (where the server's step `mirrors_local`) only its own updates came since.
+    pub fn unchanged_for(&self, mirrors_local: bool, executor: u64, newer_than: Option<u64>, current: u64) -> bool {
+        newer_than.is_some_and(|have| have == current || (mirrors_local && self.holds(executor, have, current)))
+    }
+
     /// Whether `executor`, holding version `have`, holds the parameters of
     /// `current`: nothing was applied since, or only its own updates.
     pub fn holds(&self, executor: u64, have: u64, current: u64) -> bool {

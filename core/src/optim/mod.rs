@@ -163,6 +163,51 @@ pub struct OptimizerState {
 }
 
 impl OptimizerState {
+    /// The states of the optimizers of a sharded server whose shards hold
+    /// `ranges` of the parameters: every buffer holds one value per
+    /// parameter, so each shard takes its range of each.
+    pub fn split(&self, ranges: &[std::ops::Range<usize>]) -> Result<Vec<OptimizerState>, OptimError> {
+        let len = ranges.last().map_or(0, |r| r.end);
+        if let Some(b) = self.buffers.iter().find(|b| b.len() != len) {
+            return Err(OptimError::BadState(format!(
+                "a buffer of {} values for {len} parameters",
+                b.len()
+            )));
+        }
+        Ok(ranges
+            .iter()
+            .map(|r| OptimizerState {
+                steps: self.steps,
+                minibatches: self.minibatches,
+                buffers: self.buffers.iter().map(|b| b[r.clone()].to_vec()).collect(),
+            })
+            .collect())
+    }
+
+    /// The state of one optimizer over all the parameters from its shards'
+    /// states, in the shards' order ([`OptimizerState::split`] undone). The
+    /// step count and warm-up progress are the first shard's: every shard
+    /// applies every update.
+    pub fn join(parts: Vec<OptimizerState>) -> Result<OptimizerState, OptimError> {
+        let mut parts = parts.into_iter();
+        let Some(mut whole) = parts.next() else {
+            return Ok(OptimizerState::default());
+        };
+        for part in parts {
+            if part.buffers.len() != whole.buffers.len() {
+                return Err(OptimError::BadState(format!(
+                    "shards with {} and {} buffers",
+                    whole.buffers.len(),
+                    part.buffers.len()
+                )));
+            }
+            for (dst, src) in whole.buffers.iter_mut().zip(part.buffers) {
+                dst.extend_from_slice(&src);
+            }
+        }
+        Ok(whole)
+    }
+
     /// Moves the buffers into `into` (same count, same lengths).
     pub(crate) fn unpack(self, into: &mut [&mut Vec<f32>]) -> Result<(), OptimError> {
         let shape = |b: &[Vec<f32>]| b.iter().map(Vec::len).collect::<Vec<_>>();
@@ -305,10 +350,10 @@ pub(crate) fn non_negative(key: &'static str, v: f32) -> Result<(), OptimError> 
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_restored_optimizer_continues_exactly() {
+    /// One configuration of every kind, with momentum, averaging and warm-up.
+    fn every_kind() -> Vec<OptimizerConfig> {
         let base = OptimizerConfig::default();
-        let kinds = [
+        vec![
             OptimizerConfig {
                 momentum: Some(0.9),
                 ..base
@@ -337,17 +382,22 @@ mod tests {
                 kind: OptimizerKind::Dcasgd,
                 ..base
             },
-        ];
-        let grads = [[0.5, -1.0, 2.0], [1.0, 0.25, -0.5], [-2.0, 1.0, 0.0], [0.3, 0.3, 0.3]];
-        for cfg in kinds {
+        ]
+    }
+
+    const GRADS: [[f32; 3]; 4] = [[0.5, -1.0, 2.0], [1.0, 0.25, -0.5], [-2.0, 1.0, 0.0], [0.3, 0.3, 0.3]];
+
+    #[test]
+    fn a_restored_optimizer_continues_exactly() {
+        for cfg in every_kind() {
             let (mut a, mut p) = (cfg.build(3).unwrap(), vec![1.0f32; 3]);
-            for (i, g) in grads[..2].iter().enumerate() {
+            for (i, g) in GRADS[..2].iter().enumerate() {
                 a.step(&mut p, g, i as u64).unwrap();
             }
             let mut b = cfg.build(3).unwrap();
             b.restore(a.state()).unwrap();
             let mut q = p.clone();
-            for (i, g) in grads[2..].iter().enumerate() {
+            for (i, g) in GRADS[2..].iter().enumerate() {
                 a.step(&mut p, g, i as u64).unwrap();
                 b.step(&mut q, g, i as u64).unwrap();
             }
@@ -359,6 +409,35 @@ mod tests {
                 Err(OptimError::BadState(_))
             ));
         }
+    }
+
+    #[test]
+    fn shards_of_a_split_state_step_as_the_whole_did() {
+        let ranges = [0..1, 1..3];
+        for cfg in every_kind() {
+            let (mut whole, mut p) = (cfg.build(3).unwrap(), vec![1.0f32; 3]);
+            for (i, g) in GRADS[..2].iter().enumerate() {
+                whole.step(&mut p, g, i as u64).unwrap();
+            }
+            let parts = whole.state().split(&ranges).unwrap();
+            let mut q = p.clone();
+            let mut shards: Vec<_> = ranges.iter().map(|r| cfg.build(r.len()).unwrap()).collect();
+            for (shard, part) in shards.iter_mut().zip(parts) {
+                shard.restore(part).unwrap();
+            }
+            for (i, g) in GRADS[2..].iter().enumerate() {
+                whole.step(&mut p, g, i as u64).unwrap();
+                for (shard, r) in shards.iter_mut().zip(&ranges) {
+                    shard.step(&mut q[r.clone()], &g[r.clone()], i as u64).unwrap();
+                }
+            }
+            assert_eq!(p, q, "{:?}", cfg.kind);
+            let joined = OptimizerState::join(shards.iter().map(|s| s.state()).collect()).unwrap();
+            assert_eq!(joined, whole.state(), "{:?}", cfg.kind);
+        }
+        let mut short = OptimizerConfig::default().build(2).unwrap().state();
+        short.buffers = vec![vec![0.0; 2]];
+        assert!(matches!(short.split(&ranges), Err(OptimError::BadState(_))));
     }
 
     #[test]

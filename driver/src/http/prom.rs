@@ -75,6 +75,7 @@ impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.status();
         counters(&mut e, &s)?;
+        shards(&mut e, &s)?;
         jobs(&mut e, &s)?;
         timings(&mut e, &self.0.timings)?;
         staleness(&mut e, &self.0.staleness)
@@ -133,6 +134,49 @@ fn counters(e: &mut DescriptorEncoder, s: &StatusReport) -> Result<(), std::fmt:
         ("late", s.late_updates_discarded),
     ] {
         ConstCounter::new(v).encode(family.encode_family(&[("reason", reason)])?)?;
+    }
+    Ok(())
+}
+
+/// Each parameter-server shard of the running stage, labelled by its index.
+fn shards(e: &mut DescriptorEncoder, s: &StatusReport) -> Result<(), std::fmt::Error> {
+    type Field = fn(&deepdist_wire::proto::ShardInfo) -> u64;
+    let counted: [(&str, &str, Field); 4] = [
+        (
+            "deepdist_shard_updates",
+            "Updates a parameter-server shard has applied in the running stage.",
+            |s| s.updates,
+        ),
+        (
+            "deepdist_shard_pushed_bytes",
+            "Bytes of updates a parameter-server shard has received in the running stage.",
+            |s| s.bytes_pushed,
+        ),
+        (
+            "deepdist_shard_fetched_bytes",
+            "Bytes of parameters a parameter-server shard has sent in the running stage.",
+            |s| s.bytes_fetched,
+        ),
+        (
+            "deepdist_shard_queued_bytes",
+            "Bytes of updates waiting for a parameter-server shard.",
+            |s| s.queued_bytes,
+        ),
+    ];
+    for (name, help, field) in counted {
+        let kind = match name.ends_with("queued_bytes") {
+            true => MetricType::Gauge,
+            false => MetricType::Counter,
+        };
+        let mut family = e.encode_descriptor(name, help, None, kind)?;
+        for (i, shard) in s.server_shards.iter().enumerate() {
+            let label = i.to_string();
+            let labels = [("shard", label.as_str())];
+            match kind {
+                MetricType::Gauge => ConstGauge::new(field(shard) as f64).encode(family.encode_family(&labels)?)?,
+                _ => ConstCounter::new(field(shard)).encode(family.encode_family(&labels)?)?,
+            }
+        }
     }
     Ok(())
 }

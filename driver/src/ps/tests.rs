@@ -1,6 +1,7 @@
 use super::*;
 use deepdist_core::mode::{Mode, ModeKeys};
 use deepdist_core::optim::OptimizerConfig;
+use std::ops::Range;
 
 fn config(lr: f32) -> OptimizerConfig {
     OptimizerConfig {
@@ -14,7 +15,23 @@ fn start(params: Vec<f32>, lr: f32, mode: Mode) -> ParamServer {
 }
 
 fn start_with(params: Vec<f32>, optimizer: OptimizerConfig, mode: Mode, delay: u32) -> ParamServer {
-    let built = mode.server_optimizer(&optimizer).build(params.len()).unwrap();
+    let len = params.len();
+    start_sharded(params, optimizer, mode, delay, &whole(len))
+}
+
+/// One shard's range over `len` values.
+fn whole(len: usize) -> Vec<Range<usize>> {
+    std::iter::once(0..len).collect()
+}
+
+/// A server whose shards hold `ranges` of `params`.
+fn start_sharded(
+    params: Vec<f32>,
+    optimizer: OptimizerConfig,
+    mode: Mode,
+    delay: u32,
+    ranges: &[Range<usize>],
+) -> ParamServer {
     let plan = ServerPlan {
         job: 1,
         stage_index: 0,
@@ -22,8 +39,18 @@ fn start_with(params: Vec<f32>, optimizer: OptimizerConfig, mode: Mode, delay: u
         staleness: Default::default(),
         mirrors_local: mode.server_mirrors_local(&optimizer),
     };
-    let rule = mode.server_rule(&ModeKeys::default());
-    ParamServer::start(plan, ServerModel::new(params, built, 0, 0), rule)
+    let parts = ranges
+        .iter()
+        .map(|range| {
+            let built = mode.server_optimizer(&optimizer).build(range.len()).unwrap();
+            ShardPart {
+                range: range.clone(),
+                model: ServerModel::new(params[range.clone()].to_vec(), built, 0, 0),
+                rule: mode.server_rule(&ModeKeys::default()),
+            }
+        })
+        .collect();
+    ParamServer::start(plan, parts)
 }
 
 fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
@@ -159,4 +186,81 @@ async fn an_averaging_stage_shows_its_average_but_checkpoints_its_parameters() {
         &vec![average],
         "the checkpoint keeps the average"
     );
+}
+
+/// The frames and snapshots a fixed run of pushes and fetches by two
+/// executors produces on a server cut into `ranges`.
+async fn scripted(mode: Mode, optimizer: OptimizerConfig, ranges: &[Range<usize>]) -> (Vec<Bytes>, Snapshot) {
+    let params: Vec<f32> = (0..6).map(|i| i as f32 * 0.25).collect();
+    let ps = start_sharded(params, optimizer, mode, 0, ranges);
+    ps.set_members([1, 2].into());
+    let mut frames = Vec::new();
+    for step in 0..4u64 {
+        let fetches: Vec<_> = [1u64, 2]
+            .into_iter()
+            .map(|e| {
+                let ps = ps.clone();
+                tokio::spawn(async move { ps.fetch(e, step, Some(step.saturating_sub(1))).await })
+            })
+            .collect();
+        for e in [1u64, 2] {
+            let g: Vec<f32> = (0..6).map(|i| (i as f32 - 2.5) * (e + step) as f32 * 0.1).collect();
+            ps.push(e, step, 1, 8, Tensor::from_f32(&g)).await;
+        }
+        for f in fetches {
+            frames.push(f.await.unwrap().unwrap());
+        }
+    }
+    let checkpoint = ps.snapshot_when(true, 0).await.unwrap();
+    ps.finish().await.unwrap();
+    (frames, checkpoint)
+}
+
+#[tokio::test]
+async fn a_sharded_server_answers_as_one_server_in_every_mode() {
+    let momentum = OptimizerConfig {
+        momentum: Some(0.9),
+        average: Some(0.5),
+        ..config(0.5)
+    };
+    for mode in [Mode::Async, Mode::Sync, Mode::Ssp, Mode::Average, Mode::Easgd] {
+        for optimizer in [config(0.5), momentum] {
+            let (one, one_snap) = scripted(mode, optimizer, &whole(6)).await;
+            let (three, three_snap) = scripted(mode, optimizer, &[0..2, 2..3, 3..6]).await;
+            assert_eq!(one, three, "{mode:?} {optimizer:?}");
+            assert_eq!(one_snap.params, three_snap.params);
+            assert_eq!(one_snap.optimizer, three_snap.optimizer);
+            assert_eq!(
+                (one_snap.version, one_snap.staleness_sum, one_snap.rule),
+                (three_snap.version, three_snap.staleness_sum, three_snap.rule)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sharded_server_refuses_a_wrong_length_once() {
+    let ps = start_sharded(vec![0.0; 4], config(1.0), Mode::Async, 0, &[0..1, 1..4]);
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0; 3])).await;
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0; 4])).await;
+    let snap = ps.snapshot().await.unwrap();
+    assert_eq!((snap.version, snap.rejected), (1, 1));
+    assert_eq!(*snap.params, vec![-1.0; 4]);
+}
+
+#[tokio::test]
+async fn each_shard_counts_its_updates_and_bytes() {
+    let ps = start_sharded(vec![0.0; 4], config(1.0), Mode::Async, 0, &[0..1, 1..4]);
+    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0; 4])).await;
+    ps.push(2, 0, 1, 1, Tensor::from_f32(&[1.0; 4])).await;
+    // One answer with values, one `Unchanged`.
+    params_of(ps.fetch(1, 2, None).await.unwrap());
+    let unchanged = proto::decode(ps.fetch(1, 2, Some(2)).await.unwrap()).unwrap();
+    assert!(matches!(unchanged, ToExecutor::Unchanged { version: 2, .. }));
+    let info = ps.shard_info();
+    let figures: Vec<_> = info
+        .iter()
+        .map(|s| (s.values, s.updates, s.bytes_pushed, s.bytes_fetched, s.queued_bytes))
+        .collect();
+    assert_eq!(figures, vec![(1, 2, 8, 4, 0), (3, 2, 24, 12, 0)]);
 }

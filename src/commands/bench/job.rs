@@ -134,6 +134,7 @@ pub fn bench_driver(out: &Path, data: &DataDirArg) -> DriverConfig {
         heartbeat_timeout_s: 10,
         max_model_mb: None,
         task_lease_s: 60,
+        server_shards: 1,
         http: None,
         data: data.clone(),
     })

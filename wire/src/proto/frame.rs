@@ -31,7 +31,7 @@ fn padding(len: usize) -> usize {
 /// (a growing buffer would copy a large tensor several times over).
 pub fn encode<M: Wire>(msg: &M) -> Result<Bytes, ProtoError> {
     // The bulk field is skipped by serde, so the message itself is the header.
-    assemble(msg, msg.bulk().unwrap_or_default())
+    assemble(msg, &[msg.bulk().unwrap_or_default()])
 }
 
 /// Encodes a message whose bulk field is empty as if that field held
@@ -43,8 +43,14 @@ pub fn encode_with_tensor<M: Wire>(msg: &M, values: &[f32]) -> Result<Bytes, Pro
 
 /// Encodes a message whose bulk field is empty with `bulk` as that field.
 pub fn encode_with_bulk<M: Wire>(msg: &M, bulk: &[u8]) -> Result<Bytes, ProtoError> {
+    encode_with_bulk_parts(msg, &[bulk])
+}
+
+/// [`encode_with_bulk`] with the bulk field given as consecutive parts (a
+/// sharded server's slices of the parameters), copied once into the frame.
+pub fn encode_with_bulk_parts<M: Wire>(msg: &M, parts: &[&[u8]]) -> Result<Bytes, ProtoError> {
     match msg.bulk() {
-        Some([]) => assemble(msg, bulk),
+        Some([]) => assemble(msg, parts),
         Some(_) => Err(ProtoError::Encode(format!(
             "{} already holds its bulk field",
             msg.kind()
@@ -53,15 +59,17 @@ pub fn encode_with_bulk<M: Wire>(msg: &M, bulk: &[u8]) -> Result<Bytes, ProtoErr
     }
 }
 
-fn assemble<M: Wire>(header: &M, bulk: &[u8]) -> Result<Bytes, ProtoError> {
-    let mut out = Vec::with_capacity(HEADER_LEN + 256 + bulk.len());
+fn assemble<M: Wire>(header: &M, bulk: &[&[u8]]) -> Result<Bytes, ProtoError> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 256 + bulk.iter().map(|b| b.len()).sum::<usize>());
     out.extend_from_slice(&[0; HEADER_LEN]);
     let mut out = postcard::to_extend(header, out).map_err(|e| ProtoError::Encode(e.to_string()))?;
     let len = u32::try_from(out.len() - HEADER_LEN)
         .map_err(|_| ProtoError::Encode(format!("a {} header over 4 GiB", header.kind())))?;
     out[..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
     out.resize(out.len() + padding(len as usize), 0);
-    out.extend_from_slice(bulk);
+    for part in bulk {
+        out.extend_from_slice(part);
+    }
     Ok(Bytes::from(out))
 }
 

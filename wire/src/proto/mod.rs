@@ -26,7 +26,7 @@ pub use wire::*;
 /// First bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DDST";
 /// Bumped on every incompatible change; peers must match exactly.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 /// Default cap on one frame (a whole partition travels in one frame).
 pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
 /// Cap on every frame until the handshake is done, so an unauthenticated

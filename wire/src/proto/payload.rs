@@ -248,4 +248,23 @@ pub struct StatusReport {
     /// Tasks whose executor reported a number of updates sent other than
     /// the number accepted for them (0 unless an update was lost or doubled).
     pub task_push_mismatches: u64,
+    /// The running stage's parameter-server shards (none between stages).
+    pub server_shards: Vec<ShardInfo>,
+}
+
+/// One parameter-server shard of the running stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Parameters it holds.
+    pub values: u64,
+    /// Updates it has applied in the stage.
+    pub updates: u64,
+    /// Updates it applied per second since the status was last read.
+    pub updates_per_s: f64,
+    /// Bytes of updates waiting for it.
+    pub queued_bytes: u64,
+    /// Bytes of updates it has received.
+    pub bytes_pushed: u64,
+    /// Bytes of parameters it has sent in answers to fetches.
+    pub bytes_fetched: u64,
 }
