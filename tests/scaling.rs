@@ -57,6 +57,7 @@ fn simulate(text: &str, executors: usize, cores: usize) -> (SimJob, SimReport) {
         machine_threads: 2,
         machine: None,
         noise: false,
+        server_shards: 1,
     };
     let report = job.simulate(&config).unwrap();
     (job, report)

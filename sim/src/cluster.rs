@@ -54,6 +54,25 @@ struct Run<'a> {
     setup_pool: Arc<rayon::ThreadPool>,
     failed: Option<String>,
     last_time: f64,
+    /// The largest server shard's share of the parameters: the shards step
+    /// in parallel, each on its own core, so an update takes as long as
+    /// the largest one's slice.
+    shard_share: f64,
+}
+
+/// The largest of `shards` server shards' share of `job`'s parameters (cut
+/// as the driver cuts them).
+fn largest_shard_share(job: &SimJob, shards: usize) -> f64 {
+    let layout = job.network.layout();
+    if layout.len() != job.init.len() || layout.is_empty() {
+        return 1.0;
+    }
+    let largest = deepdist_core::shards::even(layout, shards)
+        .iter()
+        .map(|r| r.len())
+        .max()
+        .unwrap_or(layout.len());
+    largest as f64 / layout.len() as f64
 }
 
 /// Runs `job` on the simulated cluster `config` describes.
@@ -131,6 +150,7 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         setup_pool: setup.pool.clone(),
         failed: None,
         last_time: 0.0,
+        shard_share: largest_shard_share(job, config.server_shards),
     };
     let outcome = run.main_loop();
     // Dropping the answer channels ends every executor still waiting.
@@ -371,7 +391,7 @@ impl Run<'_> {
                 samples,
                 values,
             } => {
-                let step_s = self.config.cost.step_s(values.len());
+                let step_s = self.config.cost.step_s(values.len()) * self.shard_share;
                 let update = Update {
                     from: from as u64,
                     base_version,

@@ -199,6 +199,9 @@ pub struct SimConfig {
     /// first after every epoch's worth of examples (off the virtual clock,
     /// like evaluation).
     pub noise: bool,
+    /// Parameter-server shards in the driver, each stepping its slice of
+    /// every update on a core of its own (1: one server thread).
+    pub server_shards: usize,
 }
 
 /// One evaluation of the server's parameters.

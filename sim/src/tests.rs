@@ -67,6 +67,7 @@ fn config(executors: usize) -> SimConfig {
         machine_threads: 2,
         machine: None,
         noise: false,
+        server_shards: 1,
     }
 }
 
@@ -237,4 +238,33 @@ lr = 0.5
     }
     let accuracy = last.unwrap().final_accuracy;
     assert!(accuracy > 0.9, "the fine-tuned stack: {accuracy}");
+}
+
+#[test]
+fn server_shards_step_an_update_in_the_largest_shards_time() {
+    // Sync steps once per round whatever the timing: the same updates,
+    // each taking the largest shard's share of one thread's time.
+    let job = job("sync", "");
+    let busy = |shards: usize| {
+        job.simulate(&SimConfig {
+            server_shards: shards,
+            ..config(2)
+        })
+        .unwrap()
+    };
+    let (one, four) = (busy(1), busy(4));
+    assert_eq!(
+        one.points.last().map(|p| p.accuracy),
+        four.points.last().map(|p| p.accuracy)
+    );
+    let layout = job.network.layout();
+    let largest = deepdist_core::shards::even(layout, 4)
+        .iter()
+        .map(|r| r.len())
+        .max()
+        .unwrap();
+    let share = largest as f64 / layout.len() as f64;
+    assert!(share < 0.3, "four shards of this model: {share}");
+    let ratio = four.server_busy_s / one.server_busy_s;
+    assert!((ratio - share).abs() < 1e-9, "{ratio} against {share}");
 }

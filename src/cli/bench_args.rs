@@ -101,6 +101,9 @@ pub struct ScalingBenchArgs {
     /// Evaluate after every this many epochs' worth of examples.
     #[arg(long, default_value_t = 0.25)]
     pub eval_every: f64,
+    /// Parameter-server shards in the simulated driver, each on a core of its own.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: u16,
     /// Length of each timed window of the cost measurement, in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
@@ -120,6 +123,14 @@ pub struct PsBenchArgs {
     /// Seconds of load per count.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Parameter-server shard counts (the driver's `--server-shards`),
+    /// comma-separated: every executor count runs with each.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub shards: Vec<usize>,
+    /// Run the driver on these CPUs only (`taskset -c`, e.g. `1` or `0-3`),
+    /// away from the load generator.
+    #[arg(long, value_name = "CPUS")]
+    pub driver_cpus: Option<String>,
     /// Where the table and the driver's runs go.
     #[arg(long, default_value = "bench/results", value_name = "DIR")]
     pub out: PathBuf,

@@ -62,6 +62,7 @@ pub fn run_grid(base: &JobSpec, combos: &[(usize, usize, u32)], args: &DbnBenchA
                 machine_threads: machine_cores(),
                 machine: None,
                 noise: false,
+                server_shards: 1,
             })?;
             if let Some(why) = &report.failed {
                 print!("(stage {}: {why}) ", job.stage.name);

@@ -3,9 +3,12 @@
 //! N simulated executors (tokio tasks in this process speaking the real
 //! protocol over loopback TCP) each take a task and then, as fast as they
 //! can, push an update of the model's full size and fetch the parameters,
-//! without computing anything. Per N: updates applied per second, the
-//! latency from a push to the parameters that include it, the driver's peak
-//! memory, and the accounting (every push applied or counted as discarded).
+//! without computing anything. Per N and per shard count S (`--shards`):
+//! updates applied per second, the same per second of CPU the server's
+//! threads used (the server's own efficiency, whatever else shares the
+//! cores), the latency from a push to the parameters that include it, the
+//! driver's peak memory, and the accounting (every push applied or counted
+//! as discarded).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,7 +40,10 @@ fn load_job(executors: usize) -> String {
 
 /// One executor count's figures.
 struct Row {
+    shards: usize,
     executors: usize,
+    /// CPU seconds the server's shard threads used in the window.
+    server_cpu_s: f64,
     pushes: u64,
     applied: u64,
     discarded: u64,
@@ -59,32 +65,52 @@ pub fn run(args: PsBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let peak = gemm_peak(super::job::machine_cores());
     let runtime = crate::roles::runtime()?;
+    anyhow::ensure!(
+        !args.shards.is_empty() && !args.shards.contains(&0),
+        "--shards takes positive numbers"
+    );
     let mut rows = Vec::new();
-    println!("| executors | updates/s | push → params p50 | p99 | driver peak RSS | pushes | applied | discarded |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &n in &args.executors {
-        let row = runtime.block_on(one_load(n, &args))?;
-        println!("{}", table_row(&row));
-        rows.push(row);
+    println!("{HEADER}");
+    for &shards in &args.shards {
+        for &n in &args.executors {
+            let row = runtime.block_on(one_load(n, shards, &args))?;
+            println!("{}", table_row(&row));
+            rows.push(row);
+        }
     }
+    let pinned = args
+        .driver_cpus
+        .as_ref()
+        .map_or(String::new(), |c| format!(", the driver pinned to CPUs {c}"));
     let mut md = format!(
-        "One parameter server under load: simulated executors push updates of the MLP 784-500-500-10 \
-         ({} MB each) and fetch the parameters, {} s per row, release build, loopback TCP; this machine's \
-         f32 GEMM peak {peak:.0} GFLOP/s.\n\n",
+        "The parameter server under load: simulated executors push updates of the MLP 784-500-500-10 \
+         ({} MB each) and fetch the parameters, {} s per row, release build, loopback TCP{pinned}; this \
+         machine's f32 GEMM peak {peak:.0} GFLOP/s. \"per server-CPU s\": updates applied per second of CPU \
+         the shards' threads used.\n\n",
         mlp_len() * 4 / 1_000_000,
         args.seconds
     );
-    md.push_str(
-        "| executors | updates/s | push → params p50 | p99 | driver peak RSS | pushes | applied | discarded |\n",
+    md.push_str(HEADER);
+    md.push('\n');
+    let mut csv = String::from(
+        "shards,executors,updates_per_s,server_cpu_s,updates_per_server_cpu_s,p50_ms,p99_ms,peak_rss_mb,pushes,applied,discarded\n",
     );
-    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    let mut csv = String::from("executors,updates_per_s,p50_ms,p99_ms,peak_rss_mb,pushes,applied,discarded\n");
     for r in &rows {
         md.push_str(&table_row(r));
         md.push('\n');
         csv.push_str(&format!(
-            "{},{:.1},{:.2},{:.2},{:.0},{},{},{}\n",
-            r.executors, r.updates_per_s, r.p50_ms, r.p99_ms, r.peak_rss_mb, r.pushes, r.applied, r.discarded
+            "{},{},{:.1},{:.2},{:.1},{:.2},{:.2},{:.0},{},{},{}\n",
+            r.shards,
+            r.executors,
+            r.updates_per_s,
+            r.server_cpu_s,
+            r.per_server_cpu_s(),
+            r.p50_ms,
+            r.p99_ms,
+            r.peak_rss_mb,
+            r.pushes,
+            r.applied,
+            r.discarded
         ));
     }
     write(&args.out.join("ps.md"), &md)?;
@@ -92,11 +118,63 @@ pub fn run(args: PsBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+const HEADER: &str = "| shards | executors | updates/s | per server-CPU s | push → params p50 | p99 | driver peak RSS | pushes | applied | discarded |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+
+impl Row {
+    /// Updates applied per second of CPU the shards' threads used.
+    fn per_server_cpu_s(&self) -> f64 {
+        match self.server_cpu_s > 0.0 {
+            true => self.applied as f64 / self.server_cpu_s,
+            false => 0.0,
+        }
+    }
+}
+
 fn table_row(r: &Row) -> String {
     format!(
-        "| {} | {:.0} | {:.1} ms | {:.1} ms | {:.0} MB | {} | {} | {} |",
-        r.executors, r.updates_per_s, r.p50_ms, r.p99_ms, r.peak_rss_mb, r.pushes, r.applied, r.discarded
+        "| {} | {} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.0} MB | {} | {} | {} |",
+        r.shards,
+        r.executors,
+        r.updates_per_s,
+        r.per_server_cpu_s(),
+        r.p50_ms,
+        r.p99_ms,
+        r.peak_rss_mb,
+        r.pushes,
+        r.applied,
+        r.discarded
     )
+}
+
+/// CPU seconds used so far by the parameter server's threads of process
+/// `pid` (named `deepdist-ps-…`), from /proc (Linux; clock ticks are 1/100 s
+/// there whatever the kernel's own rate).
+fn server_cpu_s(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let is_server = std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.starts_with("deepdist-ps-"));
+        let Some(stat) = is_server
+            .then(|| std::fs::read_to_string(path.join("stat")).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        // After the parenthesised name: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        ticks += [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    ticks as f64 / 100.0
 }
 
 fn mlp_len() -> usize {
@@ -112,10 +190,20 @@ struct DriverChild {
     addr: String,
 }
 
-async fn start_driver(runs: &Path, args: &PsBenchArgs) -> anyhow::Result<DriverChild> {
-    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+async fn start_driver(runs: &Path, shards: usize, args: &PsBenchArgs) -> anyhow::Result<DriverChild> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = match &args.driver_cpus {
+        Some(cpus) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", cpus]).arg(exe);
+            c
+        }
+        None => tokio::process::Command::new(exe),
+    };
     cmd.args([
         "driver",
+        "--server-shards",
+        &shards.to_string(),
         "--listen",
         "127.0.0.1:0",
         "--task-lease-s",
@@ -155,10 +243,11 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-async fn one_load(n: usize, args: &PsBenchArgs) -> anyhow::Result<Row> {
-    let runs = args.out.join("runs").join(format!("ps-{n}"));
+async fn one_load(n: usize, shards: usize, args: &PsBenchArgs) -> anyhow::Result<Row> {
+    let runs = args.out.join("runs").join(format!("ps-{shards}x{n}"));
     std::fs::create_dir_all(&runs)?;
-    let mut driver = start_driver(&runs, args).await?;
+    let mut driver = start_driver(&runs, shards, args).await?;
+    let pid = driver.child.id().unwrap_or(0);
     let mut client = Client::connect(&driver.addr, &Credentials::default()).await?;
     let job = client.submit(&load_job(n), "ps-load").await?;
     let len = mlp_len();
@@ -173,9 +262,10 @@ async fn one_load(n: usize, args: &PsBenchArgs) -> anyhow::Result<Row> {
         sims.push(tokio::spawn(simulate(dialed.reader, dialed.writer, len, ready, stop)));
     }
     ready.wait().await;
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), server_cpu_s(pid));
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
+    let server_cpu = server_cpu_s(pid) - cpu_before;
     let mut pushes = 0;
     let mut applied = 0;
     let mut latencies = Vec::new();
@@ -196,7 +286,9 @@ async fn one_load(n: usize, args: &PsBenchArgs) -> anyhow::Result<Row> {
         .copied()
         .unwrap_or(0.0);
     Ok(Row {
+        shards,
         executors: n,
+        server_cpu_s: server_cpu,
         pushes,
         applied,
         discarded: status.duplicate_updates_discarded + status.late_updates_discarded,

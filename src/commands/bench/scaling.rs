@@ -68,6 +68,7 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
                 machine_threads: threads,
                 machine: None,
                 noise: first,
+                server_shards: usize::from(args.shards),
             };
             let started = Instant::now();
             let report = job.simulate(&config)?;

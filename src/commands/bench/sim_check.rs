@@ -118,6 +118,7 @@ pub fn run(args: SimCheckBenchArgs) -> anyhow::Result<()> {
                     copy_s_per_byte: copy_s,
                 }),
                 noise: false,
+                server_shards: 1,
             })?;
             let r = real_figures(&run);
             let s = Figures {
