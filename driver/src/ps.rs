@@ -131,14 +131,15 @@ impl ParamServer {
     /// Starts a server for a stage with one thread per shard, applying
     /// updates by each shard's rule.
     pub fn start(plan: ServerPlan, shards: Vec<ShardPart>) -> Self {
-        let room = PUSH_QUEUE_BYTES / 1024 / shards.len().max(1);
+        let count = shards.len();
+        let room = PUSH_QUEUE_BYTES / 1024 / count.max(1);
         let (mut txs, mut rooms, mut ranges, mut counters) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, part) in shards.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel();
             let name = format!("deepdist-ps-{}-{i}", plan.job);
             let counted = Arc::new(Counters::default());
             counters.push(counted.clone());
-            let shard = Shard::new(plan.clone(), part.model, part.rule, i == 0, counted);
+            let shard = Shard::new(plan.clone(), part.model, part.rule, (i, count), counted);
             let spawned = std::thread::Builder::new().name(name).spawn(move || shard.run(rx));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a parameter server thread");
@@ -274,7 +275,10 @@ impl ParamServer {
                 *piece = self.current(i).await?;
             }
         }
-        self.params_frame(&pieces)
+        match &pieces[..] {
+            [only] => only.values.clone().filter(|f| !f.is_empty()),
+            _ => self.params_frame(&pieces),
+        }
     }
 
     /// Shard `i`'s values now.

@@ -12,7 +12,7 @@ use std::sync::{Arc, mpsc};
 use bytes::Bytes;
 use deepdist_core::mode::{Authors, RuleStats, ServerModel, ServerRule, Update};
 use deepdist_core::optim::OptimizerState;
-use deepdist_core::tensor::Tensor;
+use deepdist_wire::proto::{self, Tensor, ToExecutor};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::{PartReply, ServerPlan};
@@ -56,8 +56,9 @@ pub(super) struct Waiting {
 pub(super) struct Piece {
     /// The shard's version.
     pub version: u64,
-    /// The shard's values as little-endian bytes; `None` when the fetcher
-    /// holds them already.
+    /// The shard's values as little-endian bytes — or, from the only shard,
+    /// the whole `Params` frame holding them; `None` when the fetcher holds
+    /// them already.
     pub values: Option<Bytes>,
 }
 
@@ -89,6 +90,8 @@ pub(super) struct Shard {
     /// Whether this shard records each update's staleness (one shard does:
     /// every shard sees every update).
     records_staleness: bool,
+    /// Whether this is the server's only shard, whose pieces are whole frames.
+    only: bool,
     model: ServerModel,
     rule: Box<dyn ServerRule>,
     /// Where unaligned update bytes are decoded.
@@ -103,19 +106,20 @@ pub(super) struct Shard {
 }
 
 impl Shard {
-    /// A shard on `model` under `rule`; the first shard records staleness.
+    /// Shard `index` of `count` on `model` under `rule`.
     pub fn new(
         plan: ServerPlan,
         model: ServerModel,
         rule: Box<dyn ServerRule>,
-        first: bool,
+        (index, count): (usize, usize),
         counters: Arc<Counters>,
     ) -> Self {
         Self {
             counters,
+            only: count == 1,
             scratch: vec![0.0; model.len()],
             plan,
-            records_staleness: first,
+            records_staleness: index == 0,
             model,
             rule,
             waiting: Vec::new(),
@@ -275,7 +279,25 @@ impl Shard {
         {
             return b.clone();
         }
-        let b = Tensor::from_f32(self.model.params()).0;
+        let b = match self.only {
+            // Encoded straight into the frame: no second copy to assemble one.
+            true => {
+                let msg = ToExecutor::Params {
+                    job: self.plan.job,
+                    stage: self.plan.stage_index,
+                    version,
+                    values: Tensor::default(),
+                };
+                match proto::encode_with_tensor(&msg, self.model.params()) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode parameters");
+                        Bytes::new()
+                    }
+                }
+            }
+            false => Tensor::from_f32(self.model.params()).0,
+        };
         self.bytes = Some((version, b.clone()));
         b
     }
