@@ -130,6 +130,7 @@ async fn repeated_and_late_updates_are_discarded_and_counted() {
             batches: 1,
             samples: 1,
             loss_sum: 0.0,
+            compression: deepdist_core::compress::Compression::None,
             values: Tensor::from_f32(&vec![0.0; SMALL_JOB_PARAMS]),
         })
     };

@@ -17,6 +17,7 @@ extern crate blas_src;
 pub mod atomic;
 pub mod bench;
 pub mod checkpoint;
+pub mod compress;
 pub mod cpu;
 pub mod data;
 pub mod gemm;

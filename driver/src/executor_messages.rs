@@ -127,8 +127,14 @@ async fn push(shared: &Shared, id: u64, push: Push) {
     };
     // Waits (and stops reading this executor) while the server's queue is full.
     let arrived = Instant::now();
-    ps.push(id, push.base_version, push.task.epoch, push.samples, push.values)
-        .await;
+    ps.push(
+        id,
+        push.base_version,
+        push.task.epoch,
+        push.samples,
+        (push.compression, push.values),
+    )
+    .await;
     shared.timings.push.observe(arrived.elapsed().as_secs_f64());
 }
 

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Instant;
 
 use bytes::Bytes;
+use deepdist_core::compress::Compression;
 use deepdist_core::mode::{RuleStats, ServerModel, ServerRule};
 use deepdist_core::optim::OptimizerState;
 use deepdist_wire::proto::{self, ShardInfo, Tensor, ToExecutor};
@@ -212,13 +213,22 @@ impl ParamServer {
     }
 
     /// Queues an update from `executor` computed from `base_version` in
-    /// `epoch`, covering `samples` examples; waits while a queue is full.
-    pub async fn push(&self, executor: u64, base_version: u64, epoch: u32, samples: u32, values: Tensor) {
+    /// `epoch`, covering `samples` examples, its values encoded as the
+    /// compression says; waits while a queue is full.
+    pub async fn push(
+        &self,
+        executor: u64,
+        base_version: u64,
+        epoch: u32,
+        samples: u32,
+        (compression, values): (Compression, Tensor),
+    ) {
         let inner = &self.inner;
         let len = inner.ranges.last().map_or(0, |r| r.end);
-        let whole = values.len() == len && values.0.len().is_multiple_of(4);
+        let width = compression.bytes_per_value();
+        let whole = values.0.len() == len * width;
         if !whole {
-            tracing::warn!(executor, len = values.len(), "update of the wrong length discarded");
+            tracing::warn!(executor, bytes = values.0.len(), "update of the wrong length discarded");
         }
         let capacity = PUSH_QUEUE_BYTES / 1024 / self.shards().max(1);
         let mut commands = Vec::with_capacity(self.shards());
@@ -226,7 +236,7 @@ impl ParamServer {
             // A wrong length reaches every shard as an empty slice, which
             // each refuses and counts.
             let values = match whole {
-                true => Tensor(values.0.slice(range.start * 4..range.end * 4)),
+                true => Tensor(values.0.slice(range.start * width..range.end * width)),
                 false => Tensor::default(),
             };
             let need = room_for(values.0.len(), capacity);
@@ -238,6 +248,7 @@ impl ParamServer {
                 base_version,
                 epoch,
                 samples,
+                compression,
                 values,
             };
             commands.push(Command::Push(incoming, permit));

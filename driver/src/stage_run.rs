@@ -270,7 +270,7 @@ fn start_server(
         stage_index: ctx.index,
         delay: spec.train.inject_delay.unwrap_or(0),
         staleness: shared.staleness.clone(),
-        mirrors_local: mode.server_mirrors_local(&stage.optimizer),
+        mirrors_local: mode.server_mirrors_local(&stage.optimizer, spec.train.compression),
     };
     let layout = ctx.model.layout();
     let ranges = match layout.len() == params.len() {

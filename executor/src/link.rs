@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use deepdist_core::compress::Compression;
 use deepdist_core::mode::{Link, LoopError, Received, Work};
 use deepdist_wire::proto::{self, FromExecutor, Push, TaskId, Tensor};
 use tokio::sync::mpsc as tmpsc;
@@ -58,13 +59,15 @@ impl DriverLink {
         out.is_some_and(|tx| tx.blocking_send(frame).is_ok())
     }
 
-    /// The link for one task, begun in `generation`.
-    pub fn for_task(&mut self, task: TaskId, generation: u64) -> TaskLink<'_> {
+    /// The link for one task, begun in `generation`, pushing values
+    /// encoded as `compression` says.
+    pub fn for_task(&mut self, task: TaskId, generation: u64, compression: Compression) -> TaskLink<'_> {
         TaskLink {
             link: self,
             task,
             generation,
             seq: 0,
+            compression,
         }
     }
 }
@@ -75,6 +78,7 @@ pub struct TaskLink<'a> {
     task: TaskId,
     generation: u64,
     seq: u64,
+    compression: Compression,
 }
 
 impl TaskLink<'_> {
@@ -164,9 +168,14 @@ impl Link for TaskLink<'_> {
             batches: work.batches,
             samples: work.samples,
             loss_sum: work.loss_sum,
+            compression: self.compression,
             values: Tensor::default(),
         });
-        let frame = proto::encode_with_tensor(&push, values).map_err(|e| LoopError::Link(Box::new(e)))?;
+        let frame = match self.compression {
+            Compression::None => proto::encode_with_tensor(&push, values),
+            c => proto::encode_with_bulk(&push, &c.encode(values)),
+        }
+        .map_err(|e| LoopError::Link(Box::new(e)))?;
         if !self.link.send_frame(frame) {
             return Err(LoopError::Abandoned);
         }
@@ -262,7 +271,7 @@ mod tests {
     #[test]
     fn aligned_parameters_are_read_in_place_and_others_copied() {
         let (mut driver, tx, _out) = link();
-        let mut task = driver.for_task(TASK, 0);
+        let mut task = driver.for_task(TASK, 0, Compression::None);
         let mut local = vec![0.0f32; 3];
         let values = [1.0f32, 2.0, 3.0];
 

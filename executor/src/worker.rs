@@ -281,7 +281,7 @@ impl Worker {
                 hogwild = false;
             }
         }
-        let mut link = self.link.for_task(task, generation);
+        let mut link = self.link.for_task(task, generation, spec.train.compression);
         let choice = (hogwild, self.group.as_deref_mut());
         let mut engine = reuse(self.engine.take(), key, model.as_ref(), seeds.draws);
         engine.reseed(seeds.draws);

@@ -139,7 +139,7 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         server: Server::new(
             model,
             mode.server_rule(&keys),
-            mode.server_mirrors_local(&stage.optimizer),
+            mode.server_mirrors_local(&stage.optimizer, spec.train.compression),
         ),
         queue: Queue::default(),
         machine: config.machine.map(|m| Cores::new(m.cores)),
@@ -282,7 +282,8 @@ impl Run<'_> {
                 work,
                 values,
             } => {
-                let bytes = values.len() as u64 * 4 + SMALL;
+                let width = self.job.spec.train.compression.bytes_per_value();
+                let bytes = (values.len() * width) as u64 + SMALL;
                 let at = self.server.card_in.send(now + link.latency_s, bytes, &link);
                 self.queue.at(
                     at,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 
+use deepdist_core::compress::Compression;
 use deepdist_core::data::Partition;
 use deepdist_core::job::{JobSpec, Stage};
 use deepdist_core::mode::{Compute, ExecutorLoop, Link, LocalSteps, LoopError, Received, TaskPlan, Work};
@@ -88,6 +89,7 @@ pub(crate) fn run(setup: Arc<Setup>, tx: Sender<Message>, rx: Receiver<Answer>) 
         rx,
         spent: spent.clone(),
         copy_s_per_byte: setup.copy_s_per_byte,
+        compression: setup.spec.train.compression,
         sent: 0,
         answered: 0,
         epoch: 0,
@@ -202,6 +204,8 @@ struct SimLink {
     rx: Receiver<Answer>,
     spent: Arc<Spent>,
     copy_s_per_byte: f64,
+    /// How pushes travel: the server gets the values as they arrive.
+    compression: Compression,
     sent: u64,
     answered: u64,
     epoch: u32,
@@ -242,12 +246,20 @@ impl SimLink {
 impl Link for SimLink {
     fn push(&mut self, base_version: u64, work: Work, values: &[f32]) -> Result<(), LoopError> {
         let epoch = self.epoch;
-        self.spent.add(values.len() as f64 * 4.0 * self.copy_s_per_byte);
+        let width = self.compression.bytes_per_value();
+        self.spent.add((values.len() * width) as f64 * self.copy_s_per_byte);
+        let mut sent = values.to_vec();
+        if self.compression != Compression::None {
+            let rounded = self
+                .compression
+                .decode_into(&self.compression.encode(values), &mut sent);
+            rounded.map_err(|e| LoopError::Link(Box::new(e)))?;
+        }
         self.go(Call::Push {
             base_version,
             epoch,
             work,
-            values: values.to_vec(),
+            values: sent,
         })
     }
 

@@ -268,3 +268,21 @@ fn server_shards_step_an_update_in_the_largest_shards_time() {
     let ratio = four.server_busy_s / one.server_busy_s;
     assert!((ratio - share).abs() < 1e-9, "{ratio} against {share}");
 }
+
+#[test]
+fn a_sixteen_bit_push_crosses_the_card_in_half_the_bytes() {
+    // Sync pushes once per member per round whatever the values: the same
+    // pushes, each half the size, and training that still learns.
+    let none = job("sync", "").simulate(&config(2)).unwrap();
+    let fp16 = job("sync", "compression = \"fp16\"").simulate(&config(2)).unwrap();
+    let ratio = fp16.bytes_in as f64 / none.bytes_in as f64;
+    // Above a half by the small messages each push and request also sends.
+    assert!((0.5..0.55).contains(&ratio), "{ratio}");
+    let last = |r: &crate::SimReport| r.points.last().map_or(0.0, |p| p.accuracy);
+    assert!(
+        (last(&fp16) - last(&none)).abs() < 0.02,
+        "{} {}",
+        last(&fp16),
+        last(&none)
+    );
+}

@@ -126,6 +126,9 @@ train_table! {
         target_accuracy: Option<f64> = None,
         /// End the job as soon as the target accuracy is reached.
         stop_at_target: bool = false,
+        /// How executors' pushes travel: `none` (f32), `fp16` or `bf16`
+        /// (16 bits a value, half the bytes).
+        compression: crate::compress::Compression = crate::compress::Compression::None,
     }
     one mode {
         /// `async`, `ssp`: minibatches whose steps are summed into one push (1–1000, default 1).

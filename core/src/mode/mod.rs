@@ -28,6 +28,7 @@ pub use authors::Authors;
 pub use local::LocalSteps;
 pub use server_model::ServerModel;
 
+use crate::compress::Compression;
 use crate::model::ModelError;
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use crate::tensor::{Tensor, TensorError};
@@ -115,11 +116,13 @@ impl Mode {
 
     /// Whether the server's step on an executor's pushed window moves the
     /// model exactly as that executor's local steps moved its copy: `async`
-    /// with plain SGD at the job's rate (no warm-up, no staleness scaling),
-    /// where the executor's copy already holds its own updates.
-    pub fn server_mirrors_local(self, cfg: &OptimizerConfig) -> bool {
+    /// with plain SGD at the job's rate (no warm-up, no staleness scaling)
+    /// and pushes as they are (a compressed push arrives rounded), where
+    /// the executor's copy already holds its own updates.
+    pub fn server_mirrors_local(self, cfg: &OptimizerConfig, compression: Compression) -> bool {
         let schedule = cfg.schedule();
         self == Mode::Async
+            && compression == Compression::None
             && cfg.kind == OptimizerKind::Sgd
             && schedule.warmup_steps == 0
             && !schedule.staleness_scaled

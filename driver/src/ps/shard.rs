@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, mpsc};
 
 use bytes::Bytes;
+use deepdist_core::compress::Compression;
 use deepdist_core::mode::{Authors, RuleStats, ServerModel, ServerRule, Update};
 use deepdist_core::optim::OptimizerState;
 use deepdist_wire::proto::{self, Tensor, ToExecutor};
@@ -41,6 +42,7 @@ pub(super) struct Incoming {
     pub base_version: u64,
     pub epoch: u32,
     pub samples: u32,
+    pub compression: Compression,
     pub values: Tensor,
 }
 
@@ -217,14 +219,14 @@ impl Shard {
         self.model.optimizer_mut().begin_epoch(incoming.epoch);
         let values = &incoming.values;
         self.counters.bytes_pushed.fetch_add(values.0.len() as u64, Relaxed);
-        if values.len() != self.model.len() || !values.0.len().is_multiple_of(4) {
-            // Counted here; the whole update's length is logged as it is cut.
-            self.model.refuse();
-            return;
-        }
-        // Read the values in place when the bytes allow it; copy otherwise.
-        let aligned = values.as_f32();
-        if aligned.is_none() && values.read_into(&mut self.scratch).is_err() {
+        // Read `f32` values in place when the bytes allow it; decode or
+        // copy them otherwise (a wrong length is refused and counted here,
+        // and logged as the whole update is cut).
+        let aligned = match incoming.compression {
+            Compression::None => values.as_f32().filter(|v| v.len() == self.model.len()),
+            _ => None,
+        };
+        if aligned.is_none() && incoming.compression.decode_into(&values.0, &mut self.scratch).is_err() {
             self.model.refuse();
             return;
         }

@@ -1,4 +1,5 @@
 use super::*;
+use deepdist_core::compress::Compression;
 use deepdist_core::mode::{Mode, ModeKeys};
 use deepdist_core::optim::OptimizerConfig;
 use std::ops::Range;
@@ -19,6 +20,11 @@ fn start_with(params: Vec<f32>, optimizer: OptimizerConfig, mode: Mode, delay: u
     start_sharded(params, optimizer, mode, delay, &whole(len))
 }
 
+/// Values pushed as they are.
+fn f32s(values: &[f32]) -> (Compression, Tensor) {
+    (Compression::None, Tensor::from_f32(values))
+}
+
 /// One shard's range over `len` values.
 fn whole(len: usize) -> Vec<Range<usize>> {
     std::iter::once(0..len).collect()
@@ -37,7 +43,7 @@ fn start_sharded(
         stage_index: 0,
         delay,
         staleness: Default::default(),
-        mirrors_local: mode.server_mirrors_local(&optimizer),
+        mirrors_local: mode.server_mirrors_local(&optimizer, Compression::None),
     };
     let parts = ranges
         .iter()
@@ -63,22 +69,22 @@ fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
 #[tokio::test]
 async fn async_pushes_are_single_steps_with_staleness() {
     let ps = start(vec![1.0, 1.0], 0.5, Mode::Async);
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0, 0.0])).await;
-    ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 2.0])).await;
+    ps.push(1, 0, 1, 1, f32s(&[1.0, 0.0])).await;
+    ps.push(2, 0, 1, 1, f32s(&[0.0, 2.0])).await;
     let (version, values) = params_of(ps.fetch(1, 2, None).await.unwrap());
     assert_eq!(version, 2);
     assert_eq!(values, vec![0.5, 0.0]);
     let snap = ps.snapshot().await.unwrap();
     // The second push was computed from version 0 when 1 was current.
     assert_eq!((snap.version, snap.staleness_sum), (2, 1));
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+    ps.push(1, 0, 1, 1, f32s(&[1.0])).await;
     assert_eq!(ps.snapshot().await.unwrap().rejected, 1);
 }
 
 #[tokio::test]
 async fn a_fetch_from_the_current_version_is_answered_unchanged() {
     let ps = start(vec![1.0], 0.5, Mode::Async);
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+    ps.push(1, 0, 1, 1, f32s(&[1.0])).await;
     let unchanged = proto::decode(ps.fetch(1, 0, Some(1)).await.unwrap()).unwrap();
     assert!(
         matches!(unchanged, ToExecutor::Unchanged { version: 1, .. }),
@@ -90,7 +96,7 @@ async fn a_fetch_from_the_current_version_is_answered_unchanged() {
     // Anyone else, or a fetch naming no version, gets the values.
     assert_eq!(params_of(ps.fetch(2, 0, Some(0)).await.unwrap()), (1, vec![0.5]));
     assert_eq!(params_of(ps.fetch(1, 0, None).await.unwrap()), (1, vec![0.5]));
-    ps.push(2, 1, 1, 1, Tensor::from_f32(&[1.0])).await;
+    ps.push(2, 1, 1, 1, f32s(&[1.0])).await;
     assert_eq!(params_of(ps.fetch(1, 0, Some(1)).await.unwrap()), (2, vec![0.0]));
 }
 
@@ -103,7 +109,7 @@ async fn own_updates_are_sent_back_when_the_server_steps_differently() {
         ..OptimizerConfig::default()
     };
     let ps = start_with(vec![1.0], adagrad, Mode::Async, 0);
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+    ps.push(1, 0, 1, 1, f32s(&[1.0])).await;
     let (version, _) = params_of(ps.fetch(1, 0, Some(0)).await.unwrap());
     assert_eq!(version, 1);
 }
@@ -116,13 +122,13 @@ async fn sync_averages_all_members_then_steps_once() {
         let ps = ps.clone();
         tokio::spawn(async move { ps.fetch(1, 1, None).await })
     };
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[2.0, 0.0])).await;
+    ps.push(1, 0, 1, 1, f32s(&[2.0, 0.0])).await;
     assert_eq!(ps.snapshot().await.unwrap().version, 0, "waits for member 2");
-    ps.push(2, 0, 1, 1, Tensor::from_f32(&[0.0, 4.0])).await;
+    ps.push(2, 0, 1, 1, f32s(&[0.0, 4.0])).await;
     let (version, values) = params_of(waiter.await.unwrap().unwrap());
     assert_eq!((version, values), (1, vec![-1.0, -2.0]));
     // A member leaving completes a round it was holding up.
-    ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0, 2.0])).await;
+    ps.push(1, 1, 1, 1, f32s(&[2.0, 2.0])).await;
     ps.set_members([1].into());
     let (version, values) = params_of(ps.fetch(1, 2, None).await.unwrap());
     assert_eq!((version, values), (2, vec![-3.0, -4.0]));
@@ -134,11 +140,11 @@ async fn a_snapshot_waits_for_its_version_or_the_stages_end() {
     ps.set_members([1, 2].into());
     let at_one = ps.snapshot_when(false, 1);
     let never = ps.snapshot_when(false, 5);
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[2.0])).await;
-    ps.push(2, 0, 1, 1, Tensor::from_f32(&[4.0])).await;
+    ps.push(1, 0, 1, 1, f32s(&[2.0])).await;
+    ps.push(2, 0, 1, 1, f32s(&[4.0])).await;
     // Taken at the step that reached version 1, before the next round's.
-    ps.push(1, 1, 1, 1, Tensor::from_f32(&[8.0])).await;
-    ps.push(2, 1, 1, 1, Tensor::from_f32(&[8.0])).await;
+    ps.push(1, 1, 1, 1, f32s(&[8.0])).await;
+    ps.push(2, 1, 1, 1, f32s(&[8.0])).await;
     let snap = at_one.await.unwrap();
     assert_eq!((snap.version, snap.params[0]), (1, -3.0));
     let end = ps.finish().await.unwrap();
@@ -150,7 +156,7 @@ async fn a_snapshot_waits_for_its_version_or_the_stages_end() {
 async fn delayed_updates_are_applied_late_and_flushed_at_the_end() {
     let ps = start_with(vec![0.0], config(1.0), Mode::Async, 2);
     for _ in 0..3 {
-        ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
+        ps.push(1, 0, 1, 1, f32s(&[1.0])).await;
     }
     let snap = ps.snapshot().await.unwrap();
     assert_eq!((snap.version, snap.params[0]), (1, -1.0), "two updates still wait");
@@ -168,8 +174,8 @@ async fn an_averaging_stage_shows_its_average_but_checkpoints_its_parameters() {
     };
     let ps = start_with(vec![0.0], averaged, Mode::Async, 0);
     // Steps to −1 (the average copies it), then to −3 (average: decay 1/11).
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0])).await;
-    ps.push(1, 1, 1, 1, Tensor::from_f32(&[2.0])).await;
+    ps.push(1, 0, 1, 1, f32s(&[1.0])).await;
+    ps.push(1, 1, 1, 1, f32s(&[2.0])).await;
     let (_, fetched) = params_of(ps.fetch(1, 2, None).await.unwrap());
     assert_eq!(fetched, vec![-3.0], "executors train the parameters themselves");
     let checkpoint = ps.snapshot_when(true, 0).await.unwrap();
@@ -205,7 +211,7 @@ async fn scripted(mode: Mode, optimizer: OptimizerConfig, ranges: &[Range<usize>
             .collect();
         for e in [1u64, 2] {
             let g: Vec<f32> = (0..6).map(|i| (i as f32 - 2.5) * (e + step) as f32 * 0.1).collect();
-            ps.push(e, step, 1, 8, Tensor::from_f32(&g)).await;
+            ps.push(e, step, 1, 8, f32s(&g)).await;
         }
         for f in fetches {
             frames.push(f.await.unwrap().unwrap());
@@ -241,8 +247,8 @@ async fn a_sharded_server_answers_as_one_server_in_every_mode() {
 #[tokio::test]
 async fn a_sharded_server_refuses_a_wrong_length_once() {
     let ps = start_sharded(vec![0.0; 4], config(1.0), Mode::Async, 0, &[0..1, 1..4]);
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0; 3])).await;
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0; 4])).await;
+    ps.push(1, 0, 1, 1, f32s(&[1.0; 3])).await;
+    ps.push(1, 0, 1, 1, f32s(&[1.0; 4])).await;
     let snap = ps.snapshot().await.unwrap();
     assert_eq!((snap.version, snap.rejected), (1, 1));
     assert_eq!(*snap.params, vec![-1.0; 4]);
@@ -251,8 +257,8 @@ async fn a_sharded_server_refuses_a_wrong_length_once() {
 #[tokio::test]
 async fn each_shard_counts_its_updates_and_bytes() {
     let ps = start_sharded(vec![0.0; 4], config(1.0), Mode::Async, 0, &[0..1, 1..4]);
-    ps.push(1, 0, 1, 1, Tensor::from_f32(&[1.0; 4])).await;
-    ps.push(2, 0, 1, 1, Tensor::from_f32(&[1.0; 4])).await;
+    ps.push(1, 0, 1, 1, f32s(&[1.0; 4])).await;
+    ps.push(2, 0, 1, 1, f32s(&[1.0; 4])).await;
     // One answer with values, one `Unchanged`.
     params_of(ps.fetch(1, 2, None).await.unwrap());
     let unchanged = proto::decode(ps.fetch(1, 2, Some(2)).await.unwrap()).unwrap();
@@ -263,4 +269,21 @@ async fn each_shard_counts_its_updates_and_bytes() {
         .map(|s| (s.values, s.updates, s.bytes_pushed, s.bytes_fetched, s.queued_bytes))
         .collect();
     assert_eq!(figures, vec![(1, 2, 8, 4, 0), (3, 2, 24, 12, 0)]);
+}
+
+#[tokio::test]
+async fn sixteen_bit_pushes_are_widened_and_cut_by_their_own_width() {
+    for compression in [Compression::Fp16, Compression::Bf16] {
+        let ps = start_sharded(vec![0.0; 4], config(1.0), Mode::Async, 0, &[0..1, 1..4]);
+        let values = [0.5, -1.0, 2.0, 0.25];
+        ps.push(1, 0, 1, 1, (compression, Tensor(compression.encode(&values))))
+            .await;
+        // Four bytes a value is the wrong length for a 16-bit push.
+        ps.push(1, 0, 1, 1, (compression, Tensor::from_f32(&values))).await;
+        let snap = ps.snapshot().await.unwrap();
+        assert_eq!((snap.version, snap.rejected), (1, 1), "{compression:?}");
+        assert_eq!(*snap.params, vec![-0.5, 1.0, -2.0, -0.25], "exact in 16 bits");
+        let pushed: Vec<u64> = ps.shard_info().iter().map(|s| s.bytes_pushed).collect();
+        assert_eq!(pushed, vec![2, 6], "two bytes a value, and the refused push's none");
+    }
 }

@@ -338,6 +338,7 @@ async fn simulate(
             batches: 1,
             samples: 128,
             loss_sum: 0.5,
+            compression: deepdist_core::compress::Compression::None,
             values: values.clone(),
         });
         writer.send(&push).await?;

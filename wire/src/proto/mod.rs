@@ -114,6 +114,7 @@ mod tests {
             batches: 4,
             samples: 512,
             loss_sum: 1.25,
+            compression: deepdist_core::compress::Compression::None,
             values,
         })
     }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use deepdist_core::compress::Compression;
 use deepdist_core::job::{JobSpec, JobState};
 pub use deepdist_core::tensor::{Tensor, TensorError};
 
@@ -50,6 +51,8 @@ pub struct Push {
     pub samples: u32,
     /// Sum of the minibatches' mean losses.
     pub loss_sum: f32,
+    /// How `values` encodes the update (the job's `train.compression`).
+    pub compression: Compression,
     /// The update's values (the frame's bulk payload).
     #[serde(skip)]
     pub values: Tensor,

@@ -1,0 +1,129 @@
+//! How an update's values travel from an executor to the parameter server
+//! (`train.compression`): as they are (`f32`), or rounded to 16 bits —
+//! IEEE half precision (`fp16`: 11 significant bits, values up to 65,504)
+//! or bfloat16 (`bf16`: 8 significant bits, the range of `f32`). Either
+//! halves the bytes of every push; the server widens them back to `f32`
+//! before its step, so its parameters and optimizer state stay `f32`.
+
+use bytes::Bytes;
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use serde::{Deserialize, Serialize};
+
+use crate::tensor::{Tensor, TensorError};
+
+/// The encoding of pushed values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Little-endian `f32`, four bytes a value.
+    #[default]
+    None,
+    /// IEEE 754 half precision, two bytes a value.
+    Fp16,
+    /// bfloat16 (the top half of an `f32`), two bytes a value.
+    Bf16,
+}
+
+impl Compression {
+    /// Every encoding, for listings and tests.
+    pub const ALL: [Compression; 3] = [Compression::None, Compression::Fp16, Compression::Bf16];
+
+    /// Its name in job files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Fp16 => "fp16",
+            Compression::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes each value takes.
+    pub fn bytes_per_value(self) -> usize {
+        match self {
+            Compression::None => 4,
+            Compression::Fp16 | Compression::Bf16 => 2,
+        }
+    }
+
+    /// `values` encoded, little-endian.
+    pub fn encode(self, values: &[f32]) -> Bytes {
+        match self {
+            Compression::None => Tensor::from_f32(values).0,
+            Compression::Fp16 => {
+                let mut half = vec![f16::ZERO; values.len()];
+                half.convert_from_f32_slice(values);
+                Bytes::from(half.iter().flat_map(|h| h.to_le_bytes()).collect::<Vec<u8>>())
+            }
+            Compression::Bf16 => {
+                let mut half = vec![bf16::ZERO; values.len()];
+                half.convert_from_f32_slice(values);
+                Bytes::from(half.iter().flat_map(|h| h.to_le_bytes()).collect::<Vec<u8>>())
+            }
+        }
+    }
+
+    /// Decodes `bytes` into `out`, which must hold exactly their values.
+    pub fn decode_into(self, bytes: &[u8], out: &mut [f32]) -> Result<(), TensorError> {
+        if bytes.len() != out.len() * self.bytes_per_value() {
+            return Err(TensorError::Length {
+                bytes: bytes.len(),
+                expected: out.len(),
+            });
+        }
+        let pairs = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+        match self {
+            Compression::None => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            Compression::Fp16 => {
+                let half: Vec<f16> = pairs.map(f16::from_bits).collect();
+                half.convert_to_f32_slice(out);
+            }
+            Compression::Bf16 => {
+                let half: Vec<bf16> = pairs.map(bf16::from_bits).collect();
+                half.convert_to_f32_slice(out);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sixteen_bit_encodings_halve_the_bytes_and_round_within_their_precision() {
+        let values: Vec<f32> = (0..1000)
+            .map(|i| ((i as f32) * 0.37).sin() * 0.01 * (1 + i % 7) as f32)
+            .collect();
+        for (c, relative) in [
+            (Compression::None, 0.0),
+            (Compression::Fp16, 1.0 / 2048.0),
+            (Compression::Bf16, 1.0 / 256.0),
+        ] {
+            let bytes = c.encode(&values);
+            assert_eq!(bytes.len(), values.len() * c.bytes_per_value());
+            let mut back = vec![0.0; values.len()];
+            c.decode_into(&bytes, &mut back).unwrap();
+            for (v, b) in values.iter().zip(&back) {
+                // fp16 leaves its normal range below 6e-5: there the error is absolute.
+                let bound = (v.abs() * relative).max(if c == Compression::Fp16 { 6e-8 } else { 0.0 });
+                assert!((v - b).abs() <= bound, "{}: {v} became {b}", c.name());
+            }
+        }
+        let mut short = vec![0.0; 3];
+        assert!(Compression::Fp16.decode_into(&[0; 4], &mut short).is_err());
+    }
+
+    #[test]
+    fn names_are_those_of_job_files() {
+        for c in Compression::ALL {
+            let parsed: Compression = serde_json::from_str(&format!("\"{}\"", c.name())).unwrap();
+            assert_eq!(parsed, c);
+        }
+    }
+}
