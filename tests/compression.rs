@@ -5,8 +5,7 @@ mod support;
 
 use deepdist_core::compress::Compression;
 use deepdist_core::job::JobState;
-use deepdist_executor::ExecutorConfig;
-use support::{TestDriver, TestExecutor, start_executor_with};
+use support::TestDriver;
 
 /// A small asynchronous MLP job pushing values as `compression` says.
 fn job(compression: Compression, epochs: u32) -> String {
@@ -33,24 +32,10 @@ lr = 0.05
     )
 }
 
-fn executors(driver: &TestDriver) -> Vec<TestExecutor> {
-    (0..2)
-        .map(|i| {
-            start_executor_with(ExecutorConfig {
-                driver: driver.addr(),
-                cores: 1,
-                name: format!("e{i}"),
-                ..ExecutorConfig::default()
-            })
-            .0
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_bit_pushes_train_as_well_as_full_ones() {
     let driver = TestDriver::start().await;
-    let _executors = executors(&driver);
+    let _executors = support::start_executors(&driver.addr(), 2);
     let mut client = driver.client().await;
     let mut accuracy = Vec::new();
     for c in Compression::ALL {
@@ -72,7 +57,7 @@ async fn a_sixteen_bit_push_carries_two_bytes_a_value() {
         ..Default::default()
     })
     .await;
-    let _executors = executors(&driver);
+    let _executors = support::start_executors(&driver.addr(), 2);
     let mut client = driver.client().await;
     // Long enough to be watched running; cancelled once seen.
     let id = client.submit(&job(Compression::Fp16, 500), "fp16.toml").await.unwrap();

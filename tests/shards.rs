@@ -8,9 +8,8 @@ mod support;
 use deepdist_core::job::JobState;
 use deepdist_core::mode::Mode;
 use deepdist_driver::DriverConfig;
-use deepdist_executor::ExecutorConfig;
 use deepdist_wire::proto::JobSummary;
-use support::{TestDriver, assert_every_partition_every_epoch, metrics, start_executor_with};
+use support::{TestDriver, assert_every_partition_every_epoch, metrics};
 
 /// A small MLP (four tensors, so up to four shards) in `mode`.
 fn job(mode: &str) -> String {
@@ -42,17 +41,7 @@ async fn run(job: &str, shards: usize) -> (JobSummary, Vec<serde_json::Value>) {
         ..DriverConfig::default()
     })
     .await;
-    let _executors: Vec<_> = (0..2)
-        .map(|i| {
-            start_executor_with(ExecutorConfig {
-                driver: driver.addr(),
-                cores: 1,
-                name: format!("e{i}"),
-                ..ExecutorConfig::default()
-            })
-            .0
-        })
-        .collect();
+    let _executors = support::start_executors(&driver.addr(), 2);
     driver
         .await_status("the executors to register", |s| s.executors.len() == 2)
         .await;

@@ -192,6 +192,11 @@ pub fn start_executor(addr: &str, name: &str) -> TestExecutor {
     .0
 }
 
+/// `n` one-core in-process executors named `e0`, `e1`, …
+pub fn start_executors(addr: &str, n: usize) -> Vec<TestExecutor> {
+    (0..n).map(|i| start_executor(addr, &format!("e{i}"))).collect()
+}
+
 /// An in-process executor with these settings; the join handle yields how
 /// it ended (an executor refused by the driver ends with an error).
 pub fn start_executor_with(
