@@ -20,7 +20,12 @@ pub const SPLIT_ABOVE: usize = 1 << 20;
 /// even share while every smaller tensor stays whole.
 pub fn even(layout: &Layout, shards: usize) -> Vec<Range<usize>> {
     let share = layout.len().div_ceil(shards.max(1));
-    cut(layout, shards, (share / 8).clamp(1, SPLIT_ABOVE))
+    let ranges = cut(layout, shards, (share / 8).clamp(1, SPLIT_ABOVE));
+    match ranges.is_empty() {
+        // A model without values still has a server: one empty shard.
+        true => std::iter::once(0..0).collect(),
+        false => ranges,
+    }
 }
 
 /// The ranges of at most `shards` shards of the parameters laid out as
@@ -143,6 +148,11 @@ mod tests {
             393_000 + 250_000..398_000 + 250_000,
         );
         assert!(two.iter().any(|r| r.start <= b2.start && r.end >= w3.end), "{two:?}");
+    }
+
+    #[test]
+    fn a_model_without_values_gets_one_empty_shard() {
+        assert_eq!(even(&Layout::default(), 4).len(), 1);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! server rule ([`ServerRule`]) on every update, on threads of its own so
 //! the network tasks never wait on arithmetic.
 //!
-//! The parameters are cut into shards ([`deepdist_core::shards::cut`]), one
+//! The parameters are cut into shards ([`deepdist_core::shards::even`]), one
 //! thread each ([`shard`]) with its own optimizer state and its own copy of
 //! the rule. This handle slices each push between the shards, gathers a
 //! fetch's answer from all of them, and joins their snapshots. It knows no
