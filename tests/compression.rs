@@ -9,26 +9,11 @@ use support::TestDriver;
 
 /// A small asynchronous MLP job pushing values as `compression` says.
 fn job(compression: Compression, epochs: u32) -> String {
-    format!(
-        r#"name = "compressed-{}"
-[data]
-partitions = 4
-train_examples = 8000
-test_examples = 2000
-[model]
-hidden = [64]
-[train]
-mode = "async"
-epochs = {epochs}
-batch_size = 64
-n_push = 2
-compression = "{}"
-[optimizer]
-kind = "sgd"
-lr = 0.05
-"#,
-        compression.name(),
-        compression.name()
+    let c = compression.name();
+    support::small_mlp_job(
+        &format!("compressed-{c}"),
+        &format!("mode = \"async\"\nepochs = {epochs}\nn_push = 2\ncompression = \"{c}\""),
+        "",
     )
 }
 

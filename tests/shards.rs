@@ -11,25 +11,12 @@ use deepdist_driver::DriverConfig;
 use deepdist_wire::proto::JobSummary;
 use support::{TestDriver, assert_every_partition_every_epoch, metrics};
 
-/// A small MLP (four tensors, so up to four shards) in `mode`.
+/// The small MLP job in `mode`, with momentum.
 fn job(mode: &str) -> String {
-    format!(
-        r#"name = "shards-{mode}"
-[data]
-partitions = 4
-train_examples = 8000
-test_examples = 2000
-[model]
-hidden = [64]
-[train]
-mode = "{mode}"
-epochs = 2
-batch_size = 64
-[optimizer]
-kind = "sgd"
-lr = 0.05
-momentum = 0.9
-"#
+    support::small_mlp_job(
+        &format!("shards-{mode}"),
+        &format!("mode = \"{mode}\"\nepochs = 2"),
+        "momentum = 0.9",
     )
 }
 
