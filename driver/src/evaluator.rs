@@ -15,7 +15,7 @@ use crate::checkpoint::JobCheckpoint;
 use crate::divergence::LossWatch;
 use crate::error::JobError;
 use crate::output::MetricsWriter;
-use crate::ps::Snapshot;
+use crate::ps::{Snapshot, Traffic};
 use crate::state::Shared;
 use crate::tally::{EpochAccum, Evaluated};
 
@@ -46,6 +46,8 @@ pub struct EvalItem {
     pub executors: u32,
     /// Partitions of the job, all of which an epoch trains.
     pub partitions: u32,
+    /// Bytes pushed and fetched during the epoch.
+    pub traffic: Traffic,
 }
 
 /// Evaluates each completed epoch off the training path, writes its metrics
@@ -118,6 +120,8 @@ pub async fn evaluate_epochs(
             mean_staleness: item.mean_staleness,
             executors: item.executors,
             max_clock_spread: item.snapshot.rule.max_clock_spread,
+            bytes_pushed: item.traffic.pushed,
+            bytes_fetched: item.traffic.fetched,
             diverging: diverging.clone(),
         };
         metrics.append(&line).map_err(|source| JobError::Output {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Instant;
 
 use bytes::Bytes;
-use deepdist_core::compress::Compression;
+use deepdist_core::compress::{Compression, Sparse};
 use deepdist_core::mode::{RuleStats, ServerModel, ServerRule};
 use deepdist_core::optim::OptimizerState;
 use deepdist_wire::proto::{self, ShardInfo, Tensor, ToExecutor};
@@ -46,6 +46,27 @@ pub struct Snapshot {
     pub optimizer: Option<OptimizerState>,
     /// What the mode's rule measured.
     pub rule: RuleStats,
+    /// Bytes received and sent by every shard so far.
+    pub traffic: Traffic,
+}
+
+/// Bytes of updates received and of parameters sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Traffic {
+    /// Update bytes received.
+    pub pushed: u64,
+    /// Parameter bytes sent.
+    pub fetched: u64,
+}
+
+impl Traffic {
+    /// What moved since `earlier`.
+    pub fn since(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            pushed: self.pushed.saturating_sub(earlier.pushed),
+            fetched: self.fetched.saturating_sub(earlier.fetched),
+        }
+    }
 }
 
 /// Where a resumed server starts counting.
@@ -72,6 +93,8 @@ pub struct ServerPlan {
     /// executor's local steps did ([`deepdist_core::mode::Mode::server_mirrors_local`]):
     /// a fetch after only the fetcher's own updates is answered `Unchanged`.
     pub mirrors_local: bool,
+    /// How parameters travel to executors (`train.fetch_compression`).
+    pub fetch: Compression,
 }
 
 /// One shard to start: its range of the parameters, the model holding
@@ -94,6 +117,8 @@ pub struct ParamServer {
 struct Inner {
     job: u64,
     stage_index: u32,
+    /// How parameters travel to executors.
+    fetch: Compression,
     /// The shards' ranges, in order, covering the parameters.
     ranges: Vec<Range<usize>>,
     /// Every shard's commands. Sent under this lock, so every shard sees
@@ -116,6 +141,27 @@ struct Inner {
 /// executors that push faster than the server applies are slowed down
 /// instead of growing the driver's memory.
 pub const PUSH_QUEUE_BYTES: usize = 256 << 20;
+
+/// Each shard's part of a pushed update encoded as `compression` says;
+/// `None` when the update does not cover the parameters.
+fn slices(ranges: &[Range<usize>], compression: Compression, values: Tensor) -> Option<Vec<Tensor>> {
+    let len = ranges.last().map_or(0, |r| r.end);
+    match compression.bytes_per_value() {
+        Some(width) => (values.0.len() == len * width).then(|| {
+            ranges
+                .iter()
+                .map(|r| Tensor(values.0.slice(r.start * width..r.end * width)))
+                .collect()
+        }),
+        // One shard checks the indices as it decodes; several need them
+        // read here to cut the vector at the shards' boundaries.
+        None if ranges.len() == 1 => Some(vec![values]),
+        None => {
+            let sparse = Sparse::decode(&values.0).ok().filter(|s| s.len == len)?;
+            Some(sparse.split(ranges).iter().map(|p| Tensor(p.encode())).collect())
+        }
+    }
+}
 
 /// KiB of push queue room an update of `bytes` takes in a queue of
 /// `capacity` KiB (never more than all of it).
@@ -153,6 +199,7 @@ impl ParamServer {
             inner: Arc::new(Inner {
                 job: plan.job,
                 stage_index: plan.stage_index,
+                fetch: plan.fetch,
                 ranges,
                 txs: Mutex::new(txs),
                 rooms,
@@ -224,21 +271,16 @@ impl ParamServer {
         (compression, values): (Compression, Tensor),
     ) {
         let inner = &self.inner;
-        let len = inner.ranges.last().map_or(0, |r| r.end);
-        let width = compression.bytes_per_value();
-        let whole = values.0.len() == len * width;
-        if !whole {
-            tracing::warn!(executor, bytes = values.0.len(), "update of the wrong length discarded");
+        let slices = slices(&inner.ranges, compression, values);
+        if slices.is_none() {
+            tracing::warn!(executor, "update of the wrong length discarded");
         }
         let capacity = PUSH_QUEUE_BYTES / 1024 / self.shards().max(1);
         let mut commands = Vec::with_capacity(self.shards());
-        for (range, room) in inner.ranges.iter().zip(&inner.rooms) {
+        for (i, room) in inner.rooms.iter().enumerate() {
             // A wrong length reaches every shard as an empty slice, which
             // each refuses and counts.
-            let values = match whole {
-                true => Tensor(values.0.slice(range.start * width..range.end * width)),
-                false => Tensor::default(),
-            };
+            let values = slices.as_ref().and_then(|s| s.get(i)).cloned().unwrap_or_default();
             let need = room_for(values.0.len(), capacity);
             let Ok(permit) = room.clone().acquire_many_owned(need).await else {
                 return;
@@ -313,6 +355,7 @@ impl ParamServer {
             job: self.inner.job,
             stage: self.inner.stage_index,
             version: versions.iter().copied().min()?,
+            compression: self.inner.fetch,
             values: Tensor::default(),
         };
         let parts: Vec<&[u8]> = pieces.iter().map(|p| p.values.as_deref().unwrap_or_default()).collect();
@@ -423,7 +466,10 @@ fn join(parts: Vec<ShardSnapshot>) -> Result<Snapshot, deepdist_core::optim::Opt
     let mut params = Vec::with_capacity(parts.iter().map(|p| p.params.len()).sum());
     let mut optimizers = Vec::new();
     let mut first = None;
+    let mut traffic = Traffic::default();
     for part in parts {
+        traffic.pushed += part.traffic.pushed;
+        traffic.fetched += part.traffic.fetched;
         params.extend_from_slice(&part.params);
         optimizers.extend(part.optimizer);
         first.get_or_insert((part.staleness_sum, part.rule));
@@ -440,6 +486,7 @@ fn join(parts: Vec<ShardSnapshot>) -> Result<Snapshot, deepdist_core::optim::Opt
         rejected,
         optimizer,
         rule,
+        traffic,
     })
 }
 

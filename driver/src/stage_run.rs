@@ -20,7 +20,7 @@ use crate::checkpoint::JobCheckpoint;
 use crate::dispatch;
 use crate::error::JobError;
 use crate::evaluator::{EvalItem, Work};
-use crate::ps::{ParamServer, Resumed, ServerPlan, ShardPart, Snapshot};
+use crate::ps::{ParamServer, Resumed, ServerPlan, ShardPart, Snapshot, Traffic};
 use crate::scheduler::Scheduler;
 use crate::state::{RunState, Shared};
 
@@ -73,6 +73,7 @@ pub async fn run_stage(
     let mut marks = Marks {
         epoch_end: Instant::now(),
         staleness: (resumed.version, resumed.staleness_sum),
+        traffic: Traffic::default(),
         checkpoint: Instant::now(),
     };
     // Snapshots are asked for in the pass that completes an epoch but may
@@ -174,6 +175,7 @@ async fn forward(shared: &Arc<Shared>, ctx: &StageRun<'_>, what: Asked, snapshot
 struct Marks {
     epoch_end: Instant,
     staleness: (u64, u64),
+    traffic: Traffic,
     checkpoint: Instant,
 }
 
@@ -270,7 +272,8 @@ fn start_server(
         stage_index: ctx.index,
         delay: spec.train.inject_delay.unwrap_or(0),
         staleness: shared.staleness.clone(),
-        mirrors_local: mode.server_mirrors_local(&stage.optimizer, spec.train.compression),
+        mirrors_local: mode.server_mirrors_local(&stage.optimizer, spec.train.exact_transfer()),
+        fetch: spec.train.fetch_compression,
     };
     let layout = ctx.model.layout();
     let ranges = match layout.len() == params.len() {
@@ -283,7 +286,9 @@ fn start_server(
     };
     let mut parts = Vec::with_capacity(ranges.len());
     for (range, state) in ranges.into_iter().zip(states) {
-        let mut optimizer = mode.server_optimizer(&stage.optimizer).build(range.len())?;
+        let mut optimizer = mode
+            .server_optimizer(&stage.optimizer, spec.train.compression)
+            .build(range.len())?;
         if let Some(state) = state {
             optimizer.restore(state)?;
         }
@@ -399,6 +404,8 @@ async fn send_epoch(ctx: &StageRun<'_>, snapshot: Snapshot, epoch: Completed, ma
         snapshot.staleness_sum - marks.staleness.1,
     );
     marks.staleness = (snapshot.version, snapshot.staleness_sum);
+    let traffic = snapshot.traffic.since(marks.traffic);
+    marks.traffic = snapshot.traffic;
     let _ = ctx
         .eval_tx
         .send(Work::Epoch(Box::new(EvalItem {
@@ -416,6 +423,7 @@ async fn send_epoch(ctx: &StageRun<'_>, snapshot: Snapshot, epoch: Completed, ma
             reassigned,
             executors,
             partitions: ctx.frames.len() as u32,
+            traffic,
         })))
         .await;
     marks.epoch_end = now;

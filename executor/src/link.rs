@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deepdist_core::compress::Compression;
-use deepdist_core::mode::{Link, LoopError, Received, Work};
+use deepdist_core::compress::{Encoded, PushEncoder};
+use deepdist_core::mode::{Link, LoopError, Received, TaskPlan, Work};
 use deepdist_wire::proto::{self, FromExecutor, Push, TaskId, Tensor};
 use tokio::sync::mpsc as tmpsc;
 
@@ -59,15 +59,22 @@ impl DriverLink {
         out.is_some_and(|tx| tx.blocking_send(frame).is_ok())
     }
 
-    /// The link for one task, begun in `generation`, pushing values
-    /// encoded as `compression` says.
-    pub fn for_task(&mut self, task: TaskId, generation: u64, compression: Compression) -> TaskLink<'_> {
+    /// The link for one task, begun in `generation` and run as `plan`
+    /// says, pushing values through `encoder`.
+    pub fn for_task<'a>(
+        &'a mut self,
+        task: TaskId,
+        generation: u64,
+        plan: &TaskPlan,
+        encoder: &'a mut PushEncoder,
+    ) -> TaskLink<'a> {
         TaskLink {
             link: self,
             task,
             generation,
             seq: 0,
-            compression,
+            plan: *plan,
+            encoder,
         }
     }
 }
@@ -78,7 +85,8 @@ pub struct TaskLink<'a> {
     task: TaskId,
     generation: u64,
     seq: u64,
-    compression: Compression,
+    plan: TaskPlan,
+    encoder: &'a mut PushEncoder,
 }
 
 impl TaskLink<'_> {
@@ -168,12 +176,13 @@ impl Link for TaskLink<'_> {
             batches: work.batches,
             samples: work.samples,
             loss_sum: work.loss_sum,
-            compression: self.compression,
+            compression: self.encoder.codec().compression,
             values: Tensor::default(),
         });
-        let frame = match self.compression {
-            Compression::None => proto::encode_with_tensor(&push, values),
-            c => proto::encode_with_bulk(&push, &c.encode(values)),
+        let p = &self.plan;
+        let frame = match self.encoder.encode(values, p.epoch, p.momentum, p.peers) {
+            Encoded::Plain(values) => proto::encode_with_tensor(&push, values),
+            Encoded::Bytes(bytes) => proto::encode_with_bulk(&push, &bytes),
         }
         .map_err(|e| LoopError::Link(Box::new(e)))?;
         if !self.link.send_frame(frame) {
@@ -271,7 +280,20 @@ mod tests {
     #[test]
     fn aligned_parameters_are_read_in_place_and_others_copied() {
         let (mut driver, tx, _out) = link();
-        let mut task = driver.for_task(TASK, 0, Compression::None);
+        let plan = TaskPlan {
+            epoch: 1,
+            lr: 0.1,
+            momentum: 0.0,
+            peers: 1,
+            shape: deepdist_core::mode::Shape {
+                batch: 1,
+                rate_scale: 1.0,
+                push_every: 1,
+                fetch_every: 1,
+            },
+        };
+        let mut encoder = PushEncoder::default();
+        let mut task = driver.for_task(TASK, 0, &plan, &mut encoder);
         let mut local = vec![0.0f32; 3];
         let values = [1.0f32, 2.0, 3.0];
 

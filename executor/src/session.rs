@@ -84,8 +84,9 @@ pub async fn connect_and_serve(
                     job,
                     stage,
                     version,
+                    compression,
                     values,
-                } => worker.params(job, stage, version, Some(values)),
+                } => worker.params(job, stage, version, Some(compression.widen(values.0)?)),
                 ToExecutor::Unchanged { job, stage, version } => worker.params(job, stage, version, None),
                 ToExecutor::Frozen { job, stage, layers } => {
                     let layers = layers.iter().map(|t| t.to_vec()).collect::<Result<Vec<_>, _>>()?;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use deepdist_core::compress::PushEncoder;
 use deepdist_core::cpu::compute_pool;
 use deepdist_core::data::Dataset;
 use deepdist_core::job::{ModelLimit, Stage};
@@ -127,6 +128,7 @@ pub fn spawn(
         frozen: handle.frozen.clone(),
         engine: None,
         mode_loop: None,
+        encoder: None,
         inputs: HashMap::new(),
         group,
     };
@@ -190,6 +192,9 @@ struct Worker {
     /// The mode's loop for the last (job, stage): its state (momentum, a
     /// local model, a clock) carries over from task to task.
     mode_loop: Option<((u64, u32), Box<dyn ExecutorLoop>)>,
+    /// The push encoder of the last (job, stage): top-k's residual carries
+    /// over from task to task.
+    encoder: Option<((u64, u32), PushEncoder)>,
     /// Pre-training inputs: partitions passed through the frozen layers, by
     /// (partition hash, stage), for the current job.
     inputs: HashMap<(u128, u32), Arc<Dataset>>,
@@ -232,6 +237,7 @@ impl Worker {
     fn forget_cached(&mut self) {
         self.engine = None;
         self.mode_loop = None;
+        self.encoder = None;
         self.inputs.clear();
     }
 
@@ -281,14 +287,21 @@ impl Worker {
                 hogwild = false;
             }
         }
-        let mut link = self.link.for_task(task, generation, spec.train.compression);
+        let mut encoder = match self.encoder.take() {
+            Some((key, e)) if key == run => e,
+            _ => PushEncoder::new(spec.train.push_codec()),
+        };
+        let mut link = self.link.for_task(task, generation, &plan, &mut encoder);
         let choice = (hogwild, self.group.as_deref_mut());
         let mut engine = reuse(self.engine.take(), key, model.as_ref(), seeds.draws);
         engine.reseed(seeds.draws);
         let work = train(engine.as_mut(), &data, batches, choice, seeds.draws, |c| {
             mode_loop.run_task(&plan, c, &mut link)
         });
+        let pushes = link.pushes();
         self.engine = Some((key, engine));
+        // Kept even when the task failed: what top-k held back is still owed.
+        self.encoder = Some((run, encoder));
         let work = work?;
         self.mode_loop = Some((run, mode_loop));
         Ok(TaskReport {
@@ -297,7 +310,7 @@ impl Worker {
             batches: u64::from(work.batches),
             loss_sum: f64::from(work.loss_sum),
             compute_s: started.elapsed().as_secs_f64(),
-            pushes: link.pushes(),
+            pushes,
         })
     }
 

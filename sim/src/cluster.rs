@@ -80,7 +80,9 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
     let (spec, stage) = (&job.spec, &job.stage);
     let mode = spec.train.mode;
     let keys = spec.train.mode_keys();
-    let optimizer = mode.server_optimizer(&stage.optimizer).build(job.init.len())?;
+    let optimizer = mode
+        .server_optimizer(&stage.optimizer, spec.train.compression)
+        .build(job.init.len())?;
     let mut model = ServerModel::new(job.init.clone(), optimizer, 0, 0).with_batch(stage.batch_size);
     model.keep_versions(256);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -139,7 +141,8 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         server: Server::new(
             model,
             mode.server_rule(&keys),
-            mode.server_mirrors_local(&stage.optimizer, spec.train.compression),
+            mode.server_mirrors_local(&stage.optimizer, spec.train.exact_transfer()),
+            spec.train.fetch_compression,
         ),
         queue: Queue::default(),
         machine: config.machine.map(|m| Cores::new(m.cores)),
@@ -281,9 +284,9 @@ impl Run<'_> {
                 epoch,
                 work,
                 values,
+                bytes,
             } => {
-                let width = self.job.spec.train.compression.bytes_per_value();
-                let bytes = (values.len() * width) as u64 + SMALL;
+                let bytes = bytes as u64 + SMALL;
                 let at = self.server.card_in.send(now + link.latency_s, bytes, &link);
                 self.queue.at(
                     at,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 
-use deepdist_core::compress::Compression;
+use deepdist_core::compress::{Encoded, PushEncoder};
 use deepdist_core::data::Partition;
 use deepdist_core::job::{JobSpec, Stage};
 use deepdist_core::mode::{Compute, ExecutorLoop, Link, LocalSteps, LoopError, Received, TaskPlan, Work};
@@ -30,7 +30,10 @@ pub(crate) enum Call {
         base_version: u64,
         epoch: u32,
         work: Work,
+        /// The values as the server decodes them.
         values: Vec<f32>,
+        /// Their size on the wire.
+        bytes: usize,
     },
     /// A fetch.
     Request { wait_for: u64, newer_than: Option<u64> },
@@ -89,10 +92,10 @@ pub(crate) fn run(setup: Arc<Setup>, tx: Sender<Message>, rx: Receiver<Answer>) 
         rx,
         spent: spent.clone(),
         copy_s_per_byte: setup.copy_s_per_byte,
-        compression: setup.spec.train.compression,
+        encoder: PushEncoder::new(setup.spec.train.push_codec()),
         sent: 0,
         answered: 0,
-        epoch: 0,
+        plan: None,
     };
     let (spec, stage) = (&setup.spec, &setup.stage);
     let len = setup.network.layout().len();
@@ -113,7 +116,7 @@ pub(crate) fn run(setup: Arc<Setup>, tx: Sender<Message>, rx: Receiver<Answer>) 
             return;
         };
         let batches = Minibatches::seeded(part.data.len(), batch, seeds.order);
-        link.epoch = task.plan.epoch;
+        link.plan = Some(task.plan);
         let mut compute = Priced {
             inner: SplitBatch::new(eng.as_mut(), &part.data, batches),
             pool: &setup.pool,
@@ -205,10 +208,11 @@ struct SimLink {
     spent: Arc<Spent>,
     copy_s_per_byte: f64,
     /// How pushes travel: the server gets the values as they arrive.
-    compression: Compression,
+    encoder: PushEncoder,
     sent: u64,
     answered: u64,
-    epoch: u32,
+    /// The running task's plan.
+    plan: Option<TaskPlan>,
 }
 
 impl SimLink {
@@ -245,21 +249,26 @@ impl SimLink {
 
 impl Link for SimLink {
     fn push(&mut self, base_version: u64, work: Work, values: &[f32]) -> Result<(), LoopError> {
-        let epoch = self.epoch;
-        let width = self.compression.bytes_per_value();
-        self.spent.add((values.len() * width) as f64 * self.copy_s_per_byte);
-        let mut sent = values.to_vec();
-        if self.compression != Compression::None {
-            let rounded = self
-                .compression
-                .decode_into(&self.compression.encode(values), &mut sent);
-            rounded.map_err(|e| LoopError::Link(Box::new(e)))?;
-        }
+        let plan = self
+            .plan
+            .ok_or_else(|| LoopError::Driver("a push outside a task".into()))?;
+        let compression = self.encoder.codec().compression;
+        let (sent, bytes) = match self.encoder.encode(values, plan.epoch, plan.momentum, plan.peers) {
+            Encoded::Plain(v) => (v.to_vec(), v.len() * 4),
+            Encoded::Bytes(b) => {
+                let mut sent = vec![0.0; values.len()];
+                let decoded = compression.decode_into(&b, &mut sent);
+                decoded.map_err(|e| LoopError::Link(Box::new(e)))?;
+                (sent, b.len())
+            }
+        };
+        self.spent.add(bytes as f64 * self.copy_s_per_byte);
         self.go(Call::Push {
             base_version,
-            epoch,
+            epoch: plan.epoch,
             work,
             values: sent,
+            bytes,
         })
     }
 

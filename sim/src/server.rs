@@ -2,6 +2,7 @@
 //! `ServerRule`, applying one update at a time, holding fetches until the
 //! rule lets them be answered, and its network card in each direction.
 
+use deepdist_core::compress::Compression;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ pub(crate) struct Server {
     /// updates leave its copy equal to the server's (as the driver answers).
     authors: Authors,
     mirrors_local: bool,
+    /// How parameters travel to executors (`train.fetch_compression`).
+    fetch: Compression,
     /// Examples applied.
     pub examples: u64,
     /// Updates by staleness ([`deepdist_core::mode::STALENESS_BOUNDS`]).
@@ -45,7 +48,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub fn new(model: ServerModel, rule: Box<dyn ServerRule>, mirrors_local: bool) -> Self {
+    pub fn new(model: ServerModel, rule: Box<dyn ServerRule>, mirrors_local: bool, fetch: Compression) -> Self {
         Self {
             model,
             rule,
@@ -58,6 +61,7 @@ impl Server {
             members: HashSet::new(),
             authors: Authors::default(),
             mirrors_local,
+            fetch,
             examples: 0,
             staleness: Default::default(),
         }
@@ -114,7 +118,8 @@ impl Server {
                 (None, SMALL)
             } else {
                 let frame = self.frame(version);
-                let bytes = frame.len() as u64 * 4 + SMALL;
+                let width = self.fetch.bytes_per_value().unwrap_or(4);
+                let bytes = (frame.len() * width) as u64 + SMALL;
                 (Some(frame), bytes)
             };
             let left = self.card_out.send(now, bytes, link);
@@ -134,7 +139,12 @@ impl Server {
         match &self.frame {
             Some((v, f)) if *v == version => f.clone(),
             _ => {
-                let f = Arc::new(self.model.params().to_vec());
+                let mut f = self.model.params().to_vec();
+                // Executors train on what arrives: rounded, if compressed.
+                if self.fetch != Compression::None && self.fetch.decode_into(&self.fetch.encode(&f), &mut f).is_err() {
+                    tracing::error!("parameters did not survive their own encoding");
+                }
+                let f = Arc::new(f);
                 self.frame = Some((version, f.clone()));
                 f
             }

@@ -286,3 +286,19 @@ fn a_sixteen_bit_push_crosses_the_card_in_half_the_bytes() {
         last(&none)
     );
 }
+
+#[test]
+fn top_k_pushes_and_half_fetches_shrink_what_crosses_the_cards() {
+    // Two epochs of top-k's warm-up send 25% then 6.25% of the values at
+    // about five bytes each: a fifth of f32's bytes, plus small messages.
+    let none = job("sync", "").simulate(&config(2)).unwrap();
+    let topk = job("sync", "compression = \"topk\"\nfetch_compression = \"bf16\"")
+        .simulate(&config(2))
+        .unwrap();
+    let pushed = topk.bytes_in as f64 / none.bytes_in as f64;
+    assert!((0.18..0.3).contains(&pushed), "{pushed}");
+    let fetched = topk.bytes_out as f64 / none.bytes_out as f64;
+    assert!((0.5..0.55).contains(&fetched), "{fetched}");
+    let last = |r: &crate::SimReport| r.points.last().map_or(0.0, |p| p.accuracy);
+    assert!(last(&topk) > last(&none) - 0.05, "{} {}", last(&topk), last(&none));
+}

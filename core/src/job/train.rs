@@ -127,8 +127,17 @@ train_table! {
         /// End the job as soon as the target accuracy is reached.
         stop_at_target: bool = false,
         /// How executors' pushes travel: `none` (f32), `fp16` or `bf16`
-        /// (16 bits a value, half the bytes).
+        /// (16 bits a value, half the bytes), or `topk` (the largest
+        /// `topk_fraction` of the values, the rest kept for later pushes).
         compression: crate::compress::Compression = crate::compress::Compression::None,
+        /// `topk`: the fraction of values each push sends once warmed up,
+        /// in (0, 1] (default 0.01).
+        topk_fraction: Option<f64> = None,
+        /// `topk`: each update's L2 norm is clipped to this over √executors
+        /// before it joins the residual (default: not clipped).
+        topk_clip_norm: Option<f32> = None,
+        /// How parameters travel to executors: `none`, `fp16` or `bf16`.
+        fetch_compression: crate::compress::Compression = crate::compress::Compression::None,
     }
     one mode {
         /// `async`, `ssp`: minibatches whose steps are summed into one push (1–1000, default 1).
@@ -150,6 +159,24 @@ train_table! {
         /// `async`: the server applies every update this many updates late (an
         /// experiment on delay-tolerant optimizers).
         inject_delay: u32,
+    }
+}
+
+impl TrainSpec {
+    /// How executors encode this job's pushes.
+    pub fn push_codec(&self) -> crate::compress::PushCodec {
+        crate::compress::PushCodec {
+            compression: self.compression,
+            topk_fraction: self.topk_fraction.unwrap_or(0.01),
+            clip_norm: self.topk_clip_norm,
+            momentum_correction: self.mode.momentum_on_executors(self.compression),
+        }
+    }
+
+    /// Whether values travel as they are both ways.
+    pub fn exact_transfer(&self) -> bool {
+        self.compression == crate::compress::Compression::None
+            && self.fetch_compression == crate::compress::Compression::None
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::check::Check;
 use super::{DataFormat, JobError, JobSpec, LabelColumn, kinds};
+use crate::compress::Compression;
 use crate::optim::OptimError;
 
 impl JobSpec {
@@ -137,6 +138,36 @@ impl JobSpec {
         })
     }
 
+    /// Checks `train.compression` and its keys against the mode and every
+    /// stage's optimizer.
+    fn validate_compression(&self, c: &Check) -> Result<(), JobError> {
+        let t = &self.train;
+        let topk = t.compression == Compression::Topk;
+        let not_topk = "applies to compression = \"topk\" only";
+        if let Some(f) = t.topk_fraction {
+            if !topk {
+                return Err(c.invalid("train.topk_fraction", f.to_string(), not_topk));
+            }
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(c.invalid("train.topk_fraction", f.to_string(), "must be in (0, 1]"));
+            }
+        }
+        if let Some(n) = t.topk_clip_norm {
+            if !topk {
+                return Err(c.invalid("train.topk_clip_norm", n.to_string(), not_topk));
+            }
+            if !(n.is_finite() && n > 0.0) {
+                return Err(c.invalid("train.topk_clip_norm", n.to_string(), "must be a positive number"));
+            }
+        }
+        for stage in self.stages() {
+            t.mode
+                .check_compression(&stage.optimizer, t.compression, t.fetch_compression)
+                .map_err(|e| c.invalid(&format!("train.{}", e.key), e.value, &e.allowed))?;
+        }
+        Ok(())
+    }
+
     /// Checks `[train]`: epochs, minibatch, the mode's own keys, the target.
     fn validate_train(&self, c: &Check) -> Result<(), JobError> {
         let t = &self.train;
@@ -157,6 +188,7 @@ impl JobSpec {
         t.mode
             .check(&t.mode_keys())
             .map_err(|e| c.invalid(&format!("train.{}", e.key), e.value, &e.allowed))?;
+        self.validate_compression(c)?;
         if let Some(a) = t.target_accuracy
             && !(a > 0.0 && a <= 1.0)
         {

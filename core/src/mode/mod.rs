@@ -14,6 +14,7 @@
 
 pub mod authors;
 pub mod average;
+mod compression;
 pub mod downpour;
 pub mod easgd;
 pub mod local;
@@ -114,23 +115,32 @@ impl Mode {
         matches!(self, Mode::Sync)
     }
 
+    /// Whether executors keep the momentum the server would apply to their
+    /// pushes (top-k's momentum correction): the server then steps without.
+    pub fn momentum_on_executors(self, push: Compression) -> bool {
+        self.server_momentum() && push == Compression::Topk
+    }
+
     /// Whether the server's step on an executor's pushed window moves the
     /// model exactly as that executor's local steps moved its copy: `async`
     /// with plain SGD at the job's rate (no warm-up, no staleness scaling)
-    /// and pushes as they are (a compressed push arrives rounded), where
-    /// the executor's copy already holds its own updates.
-    pub fn server_mirrors_local(self, cfg: &OptimizerConfig, compression: Compression) -> bool {
+    /// and values travelling `exact`ly both ways (compressed, they arrive
+    /// rounded), where the executor's copy already holds its own updates.
+    pub fn server_mirrors_local(self, cfg: &OptimizerConfig, exact: bool) -> bool {
         let schedule = cfg.schedule();
         self == Mode::Async
-            && compression == Compression::None
+            && exact
             && cfg.kind == OptimizerKind::Sgd
             && schedule.warmup_steps == 0
             && !schedule.staleness_scaled
     }
 
-    /// The optimizer the parameter server runs for a stage configured `cfg`.
-    pub fn server_optimizer(self, cfg: &OptimizerConfig) -> OptimizerConfig {
-        if self.server_momentum() {
+    /// The optimizer the parameter server runs for a stage configured `cfg`
+    /// whose pushes travel as `push` says.
+    pub fn server_optimizer(self, cfg: &OptimizerConfig, push: Compression) -> OptimizerConfig {
+        if self.momentum_on_executors(push) {
+            cfg.without_momentum()
+        } else if self.server_momentum() {
             *cfg
         } else {
             cfg.for_local_steps()

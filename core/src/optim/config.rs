@@ -98,6 +98,17 @@ impl OptimizerConfig {
         }
     }
 
+    /// The same settings with SGD's momentum removed and the weight decay
+    /// kept: for a server whose executors keep the momentum for it.
+    pub fn without_momentum(&self) -> Self {
+        Self {
+            momentum: None,
+            nesterov: None,
+            final_momentum: None,
+            ..*self
+        }
+    }
+
     /// Checks every setting without building anything.
     pub fn validate(&self) -> Result<(), OptimError> {
         self.build(0).map(|_| ())

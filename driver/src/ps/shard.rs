@@ -72,6 +72,7 @@ pub(super) struct ShardSnapshot {
     pub rejected: u64,
     pub optimizer: Option<OptimizerState>,
     pub rule: RuleStats,
+    pub traffic: super::Traffic,
 }
 
 /// What a shard has done, read by the status without stopping it.
@@ -212,6 +213,10 @@ impl Shard {
             rejected: self.model.refused(),
             optimizer: with_optimizer.then(|| optimizer.state()),
             rule: self.rule.stats(),
+            traffic: super::Traffic {
+                pushed: self.counters.bytes_pushed.load(Relaxed),
+                fetched: self.counters.bytes_fetched.load(Relaxed),
+            },
         }
     }
 
@@ -288,9 +293,15 @@ impl Shard {
                     job: self.plan.job,
                     stage: self.plan.stage_index,
                     version,
+                    compression: self.plan.fetch,
                     values: Tensor::default(),
                 };
-                match proto::encode_with_tensor(&msg, self.model.params()) {
+                let params = self.model.params();
+                let frame = match self.plan.fetch {
+                    Compression::None => proto::encode_with_tensor(&msg, params),
+                    c => proto::encode_with_bulk(&msg, &c.encode(params)),
+                };
+                match frame {
                     Ok(frame) => frame,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot encode parameters");
@@ -298,7 +309,7 @@ impl Shard {
                     }
                 }
             }
-            false => Tensor::from_f32(self.model.params()).0,
+            false => self.plan.fetch.encode(self.model.params()),
         };
         self.bytes = Some((version, b.clone()));
         b

@@ -38,17 +38,33 @@ fn start_sharded(
     delay: u32,
     ranges: &[Range<usize>],
 ) -> ParamServer {
+    start_fetching(params, optimizer, mode, delay, ranges, Compression::None)
+}
+
+/// [`start_sharded`], sending parameters encoded as `fetch` says.
+fn start_fetching(
+    params: Vec<f32>,
+    optimizer: OptimizerConfig,
+    mode: Mode,
+    delay: u32,
+    ranges: &[Range<usize>],
+    fetch: Compression,
+) -> ParamServer {
     let plan = ServerPlan {
         job: 1,
         stage_index: 0,
         delay,
         staleness: Default::default(),
-        mirrors_local: mode.server_mirrors_local(&optimizer, Compression::None),
+        mirrors_local: mode.server_mirrors_local(&optimizer, fetch == Compression::None),
+        fetch,
     };
     let parts = ranges
         .iter()
         .map(|range| {
-            let built = mode.server_optimizer(&optimizer).build(range.len()).unwrap();
+            let built = mode
+                .server_optimizer(&optimizer, Compression::None)
+                .build(range.len())
+                .unwrap();
             ShardPart {
                 range: range.clone(),
                 model: ServerModel::new(params[range.clone()].to_vec(), built, 0, 0),
@@ -61,8 +77,51 @@ fn start_sharded(
 
 fn params_of(frame: Bytes) -> (u64, Vec<f32>) {
     match proto::decode(frame).unwrap() {
-        ToExecutor::Params { version, values, .. } => (version, values.to_vec().unwrap()),
+        ToExecutor::Params {
+            version,
+            values,
+            compression,
+            ..
+        } => (version, compression.widen(values.0).unwrap().to_vec().unwrap()),
         other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sparse_pushes_reach_every_shard_at_its_own_indices() {
+    let sparse = deepdist_core::compress::Sparse {
+        len: 10,
+        indices: vec![1, 4, 8, 9],
+        values: vec![1.0, 2.0, 3.0, 4.0],
+    };
+    let topk = (Compression::Topk, Tensor(sparse.encode()));
+    let mut seen = Vec::new();
+    for ranges in [whole(10), vec![0..3, 3..8, 8..10]] {
+        let ps = start_sharded(vec![0.0; 10], config(1.0), Mode::Async, 0, &ranges);
+        ps.push(1, 0, 1, 1, topk.clone()).await;
+        let short = deepdist_core::compress::Sparse {
+            len: 9,
+            ..sparse.clone()
+        };
+        ps.push(1, 1, 1, 1, (Compression::Topk, Tensor(short.encode()))).await;
+        let snap = ps.snapshot().await.unwrap();
+        assert_eq!(snap.rejected, 1, "{ranges:?}: a vector of another length is refused");
+        seen.push(snap.params);
+    }
+    assert_eq!(*seen[0], [0.0, -1.0, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0, -3.0, -4.0]);
+    assert_eq!(seen[0], seen[1]);
+}
+
+#[tokio::test]
+async fn fetches_travel_encoded_as_the_plan_says() {
+    let exact = [1.0f32 / 3.0, 1000.1, -2.0];
+    for ranges in [whole(3), vec![0..1, 1..3]] {
+        let ps = start_fetching(exact.to_vec(), config(1.0), Mode::Async, 0, &ranges, Compression::Fp16);
+        let frame = ps.fetch(1, 0, None).await.unwrap();
+        assert!(frame.len() < 3 * 4 + 24, "{} bytes", frame.len());
+        let (_, got) = params_of(frame);
+        assert_eq!(got, [0.33325195, 1000.0, -2.0], "{ranges:?}");
+        assert_eq!(*ps.snapshot().await.unwrap().params, exact, "the server keeps f32");
     }
 }
 

@@ -160,7 +160,9 @@ pub(super) fn measure(job: &SimJob, batch: usize, link: LinkModel, seconds: f64)
     let (one, two) = (rate(1)?, rate(2)?);
     let len = job.init.len();
     let mode = job.spec.train.mode;
-    let mut optimizer = mode.server_optimizer(&job.stage.optimizer).build(len)?;
+    let mut optimizer = mode
+        .server_optimizer(&job.stage.optimizer, job.spec.train.compression)
+        .build(len)?;
     let (mut params, grad) = (job.init.clone(), vec![1e-6f32; len]);
     let pool = compute_pool(Some(1))?;
     let step_s = pool.install(|| -> anyhow::Result<f64> {

@@ -19,6 +19,8 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use deepdist_core::compress::Compression;
+
 use super::payload::{JobSummary, Progress, Push, StatusReport, TaskId, TaskReport, TaskSpec, Tensor};
 use super::{MAGIC, PROTOCOL_VERSION, auth};
 
@@ -246,6 +248,8 @@ pub enum ToExecutor {
         stage: u32,
         /// Their version (updates applied).
         version: u64,
+        /// How `values` encodes them (the job's `train.fetch_compression`).
+        compression: Compression,
         /// The values.
         #[serde(skip)]
         values: Tensor,

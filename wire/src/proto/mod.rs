@@ -26,7 +26,7 @@ pub use wire::*;
 /// First bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DDST";
 /// Bumped on every incompatible change; peers must match exactly.
-pub const PROTOCOL_VERSION: u32 = 12;
+pub const PROTOCOL_VERSION: u32 = 13;
 /// Default cap on one frame (a whole partition travels in one frame).
 pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
 /// Cap on every frame until the handshake is done, so an unauthenticated
@@ -125,6 +125,7 @@ mod tests {
             job: 3,
             stage: 0,
             version: 9,
+            compression: deepdist_core::compress::Compression::None,
             values: Tensor::from_f32(&[1.5, -2.0]),
         };
         assert_eq!(decode::<ToExecutor>(encode(&msg).unwrap()).unwrap(), msg);
@@ -145,6 +146,7 @@ mod tests {
             job: 2,
             stage: 1,
             version: 700,
+            compression: deepdist_core::compress::Compression::None,
             values: Tensor::default(),
         };
         let frame = encode_with_tensor(&params, &values).unwrap();
@@ -152,6 +154,7 @@ mod tests {
             job: 2,
             stage: 1,
             version: 700,
+            compression: deepdist_core::compress::Compression::None,
             values: Tensor::from_f32(&values),
         };
         assert_eq!(frame, encode(&want).unwrap());
@@ -176,6 +179,7 @@ mod tests {
                 job: 1,
                 stage: 0,
                 version,
+                compression: deepdist_core::compress::Compression::None,
                 values: Tensor::default(),
             };
             let frame = encode_with_tensor(&msg, &values).unwrap();

@@ -117,6 +117,12 @@ pub struct EpochMetrics {
     pub executors: u32,
     /// `ssp`: the largest clock spread seen so far when an executor was let go on.
     pub max_clock_spread: Option<u64>,
+    /// Bytes of updates the parameter server received during the epoch.
+    #[serde(default)]
+    pub bytes_pushed: u64,
+    /// Bytes of parameters it sent during the epoch.
+    #[serde(default)]
+    pub bytes_fetched: u64,
     /// Why the stage looks divergent after this epoch, if it does.
     pub diverging: Option<String>,
 }
