@@ -23,39 +23,18 @@ command -v ip >/dev/null && command -v tc >/dev/null || { echo "needs iproute2: 
 
 D=ddlcd$$; E=ddlce$$; W=$(mktemp -d)
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns del "$D" 2>/dev/null || true; ip netns del "$E" 2>/dev/null || true
-}
-trap cleanup EXIT
+. "$ROOT/bench/netns.sh"
+trap net_down EXIT
 
 # The job, shortened: the rate, not the end of training, is what is compared.
 sed -E "s/^epochs = [0-9]+/epochs = $EPOCHS/" "$ROOT/jobs/mnist-mlp.toml" >"$W/job.toml"
 mkdir -p "$OUT"
 for RATE in ${RATES//,/ }; do
   for N in ${EXECUTORS//,/ }; do
-    cleanup; PIDS=()
-    ip netns add "$D"; ip netns add "$E"
-    ip link add "${D}v" type veth peer name "${E}v"
-    ip link set "${D}v" netns "$D"; ip link set "${E}v" netns "$E"
-    ip -n "$D" addr add 10.77.0.1/24 dev "${D}v"; ip -n "$E" addr add 10.77.0.2/24 dev "${E}v"
-    for ns in "$D" "$E"; do
-      ip -n "$ns" link set lo up; ip -n "$ns" link set "${ns}v" up
-      # burst: a few milliseconds at the rate; latency: a queue TCP can fill without drops.
-      tc -n "$ns" qdisc add dev "${ns}v" root tbf rate "$RATE" burst 512kb latency 200ms
-    done
-    ip netns exec "$D" "$BIN" driver --listen 10.77.0.1:7077 --insecure-plaintext \
-      --runs-dir "$W/runs" --data-dir "$DEEPDIST_DATA" >"$W/driver.log" 2>&1 & PIDS+=($!)
-    for i in $(seq "$N"); do
-      ip netns exec "$E" "$BIN" executor --driver 10.77.0.1:7077 --cores 1 --name "e$i" \
-        >"$W/executor-$i.log" 2>&1 & PIDS+=($!)
-    done
+    net_down; PIDS=()
+    net_up "$RATE" 10.77.0
     # Every executor registered before the first job (the driver deals work by rank).
-    until ip netns exec "$D" "$BIN" status --driver 10.77.0.1:7077 2>/dev/null | grep -qx "executors ($N):"; do
-      kill -0 "${PIDS[0]}" || { cat "$W/driver.log"; exit 1; }
-      sleep 0.2
-    done
+    cluster_up "$N" 10.77.0 "$W/runs"
     DIR=$OUT/$RATE-$N
     ip netns exec "$D" "$BIN" bench sim-check "$W/job.toml" --driver 10.77.0.1:7077 --link "$RATE" \
       --executors "$N" --seeds "$SEEDS" --out "$DIR" --data-dir "$DEEPDIST_DATA" | tee "$W/check.txt"

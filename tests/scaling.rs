@@ -58,6 +58,7 @@ fn simulate(text: &str, executors: usize, cores: usize) -> (SimJob, SimReport) {
         machine: None,
         noise: false,
         server_shards: 1,
+        shard_hosts: false,
     };
     let report = job.simulate(&config).unwrap();
     (job, report)

@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 use deepdist_core::mode::{ServerModel, Shape, TaskPlan, Update, dealt_rank};
 
-use crate::cost::Cores;
+use crate::cost::{Cores, Nic};
 use crate::events::{Event, Queue};
 use crate::executor::{self, Answer, Call, Delivered, Message, Setup, Task};
 use crate::measure::{Measurements, evaluate};
@@ -155,6 +155,10 @@ pub(crate) fn simulate(job: &SimJob, config: &SimConfig) -> Result<SimReport, Si
         last_time: 0.0,
         shard_share: largest_shard_share(job, config.server_shards),
     };
+    if config.shard_hosts {
+        run.server.card_in = Nic::carrying(run.shard_share);
+        run.server.card_out = Nic::carrying(run.shard_share);
+    }
     let outcome = run.main_loop();
     // Dropping the answer channels ends every executor still waiting.
     let Run {

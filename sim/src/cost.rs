@@ -82,21 +82,41 @@ impl LinkModel {
 
 /// One network card as a queue: messages leave one after another, each
 /// when the card is free and the message is ready.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Nic {
     free_at: f64,
+    /// The part of every message this card carries: 1, or the largest
+    /// shard's share when each shard has a card of its own (the busiest
+    /// card stands for all of them).
+    share: f64,
     /// Seconds it has spent sending.
     pub busy_s: f64,
-    /// Bytes it has sent.
+    /// Bytes of the messages it has sent (whole messages, whatever its share).
     pub bytes: u64,
 }
 
+impl Default for Nic {
+    fn default() -> Self {
+        Self::carrying(1.0)
+    }
+}
+
 impl Nic {
+    /// A card carrying `share` of every message.
+    pub fn carrying(share: f64) -> Self {
+        Self {
+            free_at: 0.0,
+            share,
+            busy_s: 0.0,
+            bytes: 0,
+        }
+    }
+
     /// Sends `bytes` that are ready at `ready`; returns when the last byte
     /// has left.
     pub fn send(&mut self, ready: f64, bytes: u64, link: &LinkModel) -> f64 {
         let start = ready.max(self.free_at);
-        let wire = link.wire_s(bytes);
+        let wire = link.wire_s((bytes as f64 * self.share).ceil() as u64);
         self.free_at = start + wire;
         self.busy_s += wire;
         self.bytes += bytes;

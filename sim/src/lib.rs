@@ -202,6 +202,11 @@ pub struct SimConfig {
     /// Parameter-server shards in the driver, each stepping its slice of
     /// every update on a core of its own (1: one server thread).
     pub server_shards: usize,
+    /// Each shard on a host of its own, with its own network card: a
+    /// message's parts cross the shards' cards at once, so the card holding
+    /// the largest shard bounds it. Otherwise every shard sits behind the
+    /// driver's one card.
+    pub shard_hosts: bool,
 }
 
 /// One evaluation of the server's parameters.

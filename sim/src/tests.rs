@@ -68,6 +68,7 @@ fn config(executors: usize) -> SimConfig {
         machine: None,
         noise: false,
         server_shards: 1,
+        shard_hosts: false,
     }
 }
 
@@ -241,18 +242,19 @@ lr = 0.5
 }
 
 #[test]
-fn server_shards_step_an_update_in_the_largest_shards_time() {
+fn server_shards_step_and_send_in_the_largest_shards_time() {
     // Sync steps once per round whatever the timing: the same updates,
     // each taking the largest shard's share of one thread's time.
     let job = job("sync", "");
-    let busy = |shards: usize| {
+    let busy = |shards: usize, shard_hosts: bool| {
         job.simulate(&SimConfig {
             server_shards: shards,
+            shard_hosts,
             ..config(2)
         })
         .unwrap()
     };
-    let (one, four) = (busy(1), busy(4));
+    let (one, four, hosts) = (busy(1, false), busy(4, false), busy(4, true));
     assert_eq!(
         one.points.last().map(|p| p.accuracy),
         four.points.last().map(|p| p.accuracy)
@@ -267,6 +269,12 @@ fn server_shards_step_an_update_in_the_largest_shards_time() {
     assert!(share < 0.3, "four shards of this model: {share}");
     let ratio = four.server_busy_s / one.server_busy_s;
     assert!((ratio - share).abs() < 1e-9, "{ratio} against {share}");
+    // In the driver, the shards share its card; on hosts of their own, the
+    // busiest card carries the largest shard's part of the same bytes.
+    assert_eq!(four.card_busy_s, one.card_busy_s);
+    assert_eq!((hosts.bytes_in, hosts.bytes_out), (one.bytes_in, one.bytes_out));
+    let card = hosts.card_busy_s / one.card_busy_s;
+    assert!((card - share).abs() < 0.01, "{card} against {share}");
 }
 
 #[test]

@@ -104,6 +104,10 @@ pub struct ScalingBenchArgs {
     /// Parameter-server shards in the simulated driver, each on a core of its own.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: u16,
+    /// Put each shard on a host of its own, with its own network card (the
+    /// driver's one card carries every byte otherwise).
+    #[arg(long)]
+    pub shard_hosts: bool,
     /// Length of each timed window of the cost measurement, in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,

@@ -63,6 +63,7 @@ pub fn run_grid(base: &JobSpec, combos: &[(usize, usize, u32)], args: &DbnBenchA
                 machine: None,
                 noise: false,
                 server_shards: 1,
+                shard_hosts: false,
             })?;
             if let Some(why) = &report.failed {
                 print!("(stage {}: {why}) ", job.stage.name);

@@ -69,6 +69,7 @@ pub fn run(args: ScalingBenchArgs) -> anyhow::Result<()> {
                 machine: None,
                 noise: first,
                 server_shards: usize::from(args.shards),
+                shard_hosts: args.shard_hosts,
             };
             let started = Instant::now();
             let report = job.simulate(&config)?;

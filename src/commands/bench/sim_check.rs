@@ -119,6 +119,7 @@ pub fn run(args: SimCheckBenchArgs) -> anyhow::Result<()> {
                 }),
                 noise: false,
                 server_shards: 1,
+                shard_hosts: false,
             })?;
             let r = real_figures(&run);
             let s = Figures {
