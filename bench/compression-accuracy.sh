@@ -19,11 +19,13 @@ for SEED in ${SEEDS//,/ }; do
   done
 done
 python3 - "$W/runs" <<'PY'
-import glob, json, statistics as st, sys
+import glob, json, os, statistics as st, sys
 rows = {}
 print("| variant | seed | final accuracy | epochs to 98% | MB pushed / epoch (last) | MB fetched / epoch (last) |")
 print("|---|---:|---:|---:|---:|---:|")
 for d in sorted(glob.glob(sys.argv[1] + '/*/')):
+    if not os.path.exists(d + 'metrics.jsonl'):
+        continue
     lines = [json.loads(l) for l in open(d + 'metrics.jsonl') if l.strip()]
     name, seed = d.rstrip('/').split('/')[-1].split('-', 1)[1].removeprefix('mnist-mlp-').rsplit('-s', 1)
     hit = next((l['epoch'] for l in lines if (l.get('test_accuracy') or 0) >= 0.98), None)

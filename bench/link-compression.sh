@@ -43,7 +43,7 @@ for RATE in ${RATES//,/ }; do
     done
   done
   python3 - "$W/runs-$RATE" "$RATE" "$N" "$GEMM" "$VARIANTS" >"$OUT/$(date +%F)-$RATE.md" <<'PY'
-import glob, json, statistics as st, sys
+import glob, json, os, statistics as st, sys
 runs, rate, n, gemm, variants = sys.argv[1:]
 print(f"# Time to 98% behind {rate} ({n} executors, {__import__('datetime').date.today()})\n")
 print(f"`bench/link-compression.sh`: `jobs/mnist-mlp.toml` ending at its 98% target, the driver and {n} one-core executors in two network namespaces joined by one veth pair rate-limited by tbf at {rate} on both ends; release build; GEMM peak {gemm} GFLOP/s on 2 threads. Variants (keys set in `[train]`): " + "; ".join(f"`{v}`" for v in variants.split()) + ".\n")
@@ -51,6 +51,8 @@ print("| variant | seed | time to 98% (s) | epochs | final accuracy | MB pushed 
 print("|---|---:|---:|---:|---:|---:|---:|")
 rows = {}
 for d in sorted(glob.glob(runs + '/*/')):
+    if not os.path.exists(d + 'metrics.jsonl'):
+        continue
     lines = [json.loads(l) for l in open(d + 'metrics.jsonl') if l.strip()]
     name, seed = d.rstrip('/').split('/')[-1].split('-', 1)[1].removeprefix('mnist-mlp-').rsplit('-s', 1)
     hit = next((l for l in lines if (l.get('test_accuracy') or 0) >= 0.98), None)

@@ -33,8 +33,9 @@ pub trait Manager: Sync {
     fn detect(&self, env: Env) -> anyhow::Result<Option<Placement>>;
 }
 
-/// The managers, innermost launcher first.
-pub const MANAGERS: &[&dyn Manager] = &[&OPEN_MPI, &PMI, &Slurm, &Kubernetes];
+/// The managers, innermost launcher first; deepdist's own variables, set
+/// on purpose by a launcher such as the Spark distributor, before all.
+pub const MANAGERS: &[&dyn Manager] = &[&Explicit, &OPEN_MPI, &PMI, &Slurm, &Kubernetes];
 
 /// The first manager's placement, or `None` outside any.
 pub fn detect(env: Env) -> anyhow::Result<Option<Placement>> {
@@ -135,6 +136,22 @@ impl Manager for Mpi {
     }
 }
 
+/// A launcher that says it all: `DEEPDIST_RANK`, `DEEPDIST_SIZE` and
+/// `DEEPDIST_CORES` (python/'s Spark distributor sets them in its tasks,
+/// whose own cluster's variables may say something else).
+pub struct Explicit;
+
+impl Manager for Explicit {
+    fn detect(&self, env: Env) -> anyhow::Result<Option<Placement>> {
+        let Some(rank) = number(env, "DEEPDIST_RANK")? else {
+            return Ok(None);
+        };
+        let mut placement = ranked("DEEPDIST_RANK", rank, number(env, "DEEPDIST_SIZE")?)?;
+        placement.cores = number(env, "DEEPDIST_CORES")?;
+        Ok(Some(placement))
+    }
+}
+
 /// A Kubernetes Indexed Job (deploy/k8s/): the completion index is the rank.
 pub struct Kubernetes;
 
@@ -154,6 +171,24 @@ mod tests {
     fn detect_in(vars: &[(&str, &str)]) -> anyhow::Result<Option<Placement>> {
         let lookup = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
         detect(&lookup)
+    }
+
+    #[test]
+    fn deepdists_own_variables_win_over_the_clusters() {
+        let p = detect_in(&[
+            ("DEEPDIST_RANK", "2"),
+            ("DEEPDIST_SIZE", "3"),
+            ("DEEPDIST_CORES", "4"),
+            ("SLURM_PROCID", "0"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (p.manager, p.rank, p.size, p.cores),
+            ("DEEPDIST_RANK", 2, Some(3), Some(4))
+        );
+        assert!(detect_in(&[("DEEPDIST_RANK", "3"), ("DEEPDIST_SIZE", "3")]).is_err());
+        assert!(detect_in(&[("DEEPDIST_RANK", "one")]).is_err());
     }
 
     #[test]
