@@ -48,6 +48,8 @@ fn spark_trains_on_mnist_it_wrote_survives_a_killed_task_and_reports_a_failed_jo
     // MNIST written to Parquet by Spark, trained through the barrier stage.
     assert!(accuracy("mnist") >= 0.975, "{result}");
     assert_eq!(result["mnist"]["model"], true, "{result}");
+    // Both executors' lines streamed back to run()'s log, each with its prefix.
+    assert_eq!(result["mnist"]["executors_heard"], 2, "{result}");
     // An executor SIGKILLed after the first epoch: its task went to the
     // other, Spark retried the stage, and the job finished.
     assert!(result["killed"]["killed"].is_u64(), "no executor was killed: {result}");

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from . import logs
 from .jobfile import data_table, with_data
 
 
@@ -57,10 +58,12 @@ def _die_with_parent():
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _run_rank(binary, args, env, secret, prefix):
-    """Runs one executor rank; its output goes to this task's log, each line
-    prefixed, and its last lines come back with its exit status."""
+def _run_rank(binary, args, env, secret, prefix, relay):
+    """Runs one executor rank; its output goes, each line prefixed, to the
+    relay at `relay` and to this task's log; its last lines come back with
+    its exit status."""
     tail = []
+    out = logs.connect(relay, secret)
     with subprocess.Popen(
         [binary, *args],
         stdin=subprocess.PIPE,
@@ -74,6 +77,12 @@ def _run_rank(binary, args, env, secret, prefix):
         p.stdin.close()
         for line in p.stdout:
             print(prefix + line, end="", flush=True)
+            if out is not None:
+                try:
+                    out.write(prefix + line)
+                    out.flush()
+                except OSError:
+                    out = None
             tail = (tail + [line.rstrip()])[-40:]
         return p.wait(), tail
 
@@ -216,8 +225,17 @@ class Distributor:
         follower = threading.Thread(target=follow, daemon=True)
         follower.start()
         address = self._await_address(rendezvous, driver, output)
+        relay = logs.LogRelay(secret, self.log)
         group = f"deepdist-{os.path.basename(work)}"
-        stage = _Stage(sc, group, self._task(address, cores, size, secret, transport), self.num_executors)
+        task = self._task(address, (host, relay.port), cores, size, secret, transport)
+        stage = _Stage(sc, group, task, self.num_executors)
+        try:
+            return self._follow(driver, follower, stage, output, runs, started, submitted)
+        finally:
+            relay.close()
+
+    def _follow(self, driver, follower, stage, output, runs, started, submitted):
+        """Runs the stage while the driver runs the job; the job's summary."""
         stage.start()
         while (state := driver.poll()) is None:
             if stage.failed():
@@ -231,7 +249,7 @@ class Distributor:
         follower.join(timeout=10)
         # Told the run is over, the executors leave at once; a rank that
         # cannot (its node cut off) is not waited for long.
-        stage.finish(timeout=30)
+        stage.finish(timeout=5)
         if state != 0:
             # The job's own error, as the driver's summary gives it.
             why = next((l.strip()[len("error") :].strip() for l in output if l.strip().startswith("error ")), None)
@@ -263,7 +281,7 @@ class Distributor:
         driver.kill()
         raise DistributorError(f"the deepdist driver wrote no address within {timeout} s")
 
-    def _task(self, address, cores, size, secret, transport):
+    def _task(self, address, relay, cores, size, secret, transport):
         """The barrier stage's function: one executor rank per task."""
         binary, ship = self.binary, self.ship
         name = os.path.basename(binary)
@@ -276,7 +294,7 @@ class Distributor:
         # pyspark only, not this package.
         from pyspark import cloudpickle
 
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        cloudpickle.register_pickle_by_value(sys.modules[__package__])
 
         def run_executor(_):
             from pyspark import BarrierTaskContext, SparkFiles
@@ -288,7 +306,7 @@ class Distributor:
                 os.chmod(path, 0o755)
             env = dict(os.environ, DEEPDIST_RANK=str(rank), DEEPDIST_SIZE=str(size), DEEPDIST_CORES=str(cores))
             args = ["launch", "-", "--driver", address, "--secret-file", "-", *tls_args]
-            code, tail = _run_rank(path, args, env, secret, f"[deepdist executor {rank}] ")
+            code, tail = _run_rank(path, args, env, secret, f"[deepdist executor {rank}] ", relay)
             # A job that failed ends every rank non-zero; the driver reports
             # it, and retrying the stage would not help.
             over = any("the run is over" in line for line in tail)

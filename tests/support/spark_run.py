@@ -90,9 +90,16 @@ try:
     test = spark.read.parquet(mnist_parquet("test", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
 
     # Written to Parquet by Spark, trained through the barrier stage.
-    s = Distributor(job(4), 2, binary, runs_dir=os.path.join(work, "runs-mnist")).run(train, test_df=test)
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        print(line, flush=True)
+
+    s = Distributor(job(4), 2, binary, runs_dir=os.path.join(work, "runs-mnist"), log=log).run(train, test_df=test)
+    ranks = {l.split("]")[0] for l in lines if l.startswith("[deepdist executor ")}
     result["mnist"] = {"accuracy": s.final_accuracy, "epochs": s.epochs, "first_epoch_s": s.first_epoch_s,
-                       "model": os.path.exists(s.model)}
+                       "model": os.path.exists(s.model), "executors_heard": len(ranks)}
 
     # One executor killed mid-job: Spark retries the stage, the job goes on.
     runs = os.path.join(work, "runs-killed")
