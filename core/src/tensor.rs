@@ -16,9 +16,6 @@ pub enum TensorError {
         /// Values expected.
         expected: usize,
     },
-    /// A sparse encoding that does not decode.
-    #[error(transparent)]
-    Sparse(#[from] crate::compress::SparseError),
 }
 
 /// Raw little-endian `f32` values. Shared bytes, so that a tensor decoded

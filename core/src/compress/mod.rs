@@ -21,6 +21,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::tensor::{Tensor, TensorError};
 
+/// Encoded values that do not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Dense values of the wrong length.
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    /// A sparse vector that does not read.
+    #[error(transparent)]
+    Sparse(#[from] SparseError),
+}
+
 /// The encoding of pushed values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,7 +106,7 @@ impl Compression {
 
     /// `bytes` widened to `f32` values, however many they hold (a view of
     /// them when they are `f32` already).
-    pub fn widen(self, bytes: Bytes) -> Result<Tensor, TensorError> {
+    pub fn widen(self, bytes: Bytes) -> Result<Tensor, DecodeError> {
         let len = match self.bytes_per_value() {
             Some(4) => return Ok(Tensor(bytes)),
             Some(width) if bytes.len().is_multiple_of(width) => bytes.len() / width,
@@ -103,7 +114,8 @@ impl Compression {
                 return Err(TensorError::Length {
                     bytes: bytes.len(),
                     expected: bytes.len() / 2,
-                });
+                }
+                .into());
             }
             None => Sparse::decode(&bytes)?.len,
         };
@@ -113,7 +125,7 @@ impl Compression {
     }
 
     /// Decodes `bytes` into `out`, which must hold exactly their values.
-    pub fn decode_into(self, bytes: &[u8], out: &mut [f32]) -> Result<(), TensorError> {
+    pub fn decode_into(self, bytes: &[u8], out: &mut [f32]) -> Result<(), DecodeError> {
         let Some(width) = self.bytes_per_value() else {
             return Ok(Sparse::decode(bytes)?.scatter_into(out)?);
         };
@@ -121,7 +133,8 @@ impl Compression {
             return Err(TensorError::Length {
                 bytes: bytes.len(),
                 expected: out.len(),
-            });
+            }
+            .into());
         }
         let pairs = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
         match self {

@@ -53,6 +53,9 @@ pub enum ProtoError {
     /// A tensor in a frame does not hold the values expected.
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    /// Compressed values in a frame that do not decode.
+    #[error(transparent)]
+    Values(#[from] deepdist_core::compress::DecodeError),
     /// A message could not be encoded.
     #[error("cannot encode message: {0}")]
     Encode(String),
