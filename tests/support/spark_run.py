@@ -46,12 +46,12 @@ def mnist_parquet(kind, images, labels):
     return path
 
 
-def job(epochs, extra=""):
-    """The default job, shorter, ending at 97.5%."""
+def job(epochs, target=0.975):
+    """The default job, shorter, ending at `target`."""
     with open(os.path.join(root, "jobs", "mnist-mlp.toml")) as f:
         text = f.read()
     text = text.replace("epochs = 12", f"epochs = {epochs}").replace(
-        "target_accuracy = 0.98", "target_accuracy = 0.975\nstop_at_target = true" + extra
+        "target_accuracy = 0.98", f"target_accuracy = {target}\nstop_at_target = true"
     )
     path = os.path.join(work, f"job-{epochs}.toml")
     with open(path, "w") as f:
@@ -96,7 +96,8 @@ try:
         lines.append(line)
         print(line, flush=True)
 
-    s = Distributor(job(4), 2, binary, runs_dir=os.path.join(work, "runs-mnist"), log=log).run(train, test_df=test)
+    # Ends at 98%, so its last epoch is well above the 97.5% asserted.
+    s = Distributor(job(4, 0.98), 2, binary, runs_dir=os.path.join(work, "runs-mnist"), log=log).run(train, test_df=test)
     ranks = {l.split("]")[0] for l in lines if l.startswith("[deepdist executor ")}
     result["mnist"] = {"accuracy": s.final_accuracy, "epochs": s.epochs, "first_epoch_s": s.first_epoch_s,
                        "model": os.path.exists(s.model), "executors_heard": len(ranks)}
