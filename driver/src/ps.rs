@@ -273,7 +273,7 @@ impl ParamServer {
         let inner = &self.inner;
         let slices = slices(&inner.ranges, compression, values);
         if slices.is_none() {
-            tracing::warn!(executor, "update of the wrong length discarded");
+            tracing::warn!(executor, "update that does not cover the parameters discarded");
         }
         let capacity = PUSH_QUEUE_BYTES / 1024 / self.shards().max(1);
         let mut commands = Vec::with_capacity(self.shards());

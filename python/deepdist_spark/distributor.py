@@ -227,7 +227,7 @@ class Distributor:
         address = self._await_address(rendezvous, driver, output)
         relay = logs.LogRelay(secret, self.log)
         group = f"deepdist-{os.path.basename(work)}"
-        task = self._task(address, (host, relay.port), cores, size, secret, transport)
+        task = self._task(sc, address, (host, relay.port), cores, size, secret)
         stage = _Stage(sc, group, task, self.num_executors)
         try:
             return self._follow(driver, follower, stage, output, runs, started, submitted)
@@ -281,15 +281,15 @@ class Distributor:
         driver.kill()
         raise DistributorError(f"the deepdist driver wrote no address within {timeout} s")
 
-    def _task(self, address, relay, cores, size, secret, transport):
+    def _task(self, sc, address, relay, cores, size, secret):
         """The barrier stage's function: one executor rank per task."""
         binary, ship = self.binary, self.ship
         name = os.path.basename(binary)
-        tls_args = [a for a in transport if a != "--insecure-plaintext"]
+        # Executors only check the driver's certificate (the CA file at the
+        # same path on every node).
+        tls_args = ["--tls-ca", self.tls["ca"]] if self.tls else []
         if ship:
-            from pyspark import SparkContext
-
-            SparkContext.getOrCreate().addFile(binary)
+            sc.addFile(binary)
         # The tasks' functions travel by value: the nodes' Pythons need
         # pyspark only, not this package.
         from pyspark import cloudpickle

@@ -7,6 +7,7 @@ two worker JVMs of one core each).
 Prints one JSON object: each scenario's outcome, for the Rust test to judge.
 """
 
+import glob
 import gzip
 import json
 import os
@@ -63,8 +64,7 @@ def kill_an_executor_after_the_first_epoch(runs):
     """Waits for an epoch's metrics, then SIGKILLs one executor rank."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        lines = [l for p in _metrics(runs) for l in open(p) if l.strip()]
-        if lines:
+        if any(open(p).read().strip() for p in glob.glob(os.path.join(runs, "*", "metrics.jsonl"))):
             out = subprocess.run(["pgrep", "-f", "launch - --driver"], capture_output=True, text=True)
             pids = [int(p) for p in out.stdout.split()]
             if pids:
@@ -72,11 +72,6 @@ def kill_an_executor_after_the_first_epoch(runs):
                 return pids[0]
         time.sleep(0.2)
     return None
-
-
-def _metrics(runs):
-    return [os.path.join(d, "metrics.jsonl") for d in (os.path.join(runs, e) for e in os.listdir(runs))
-            if os.path.exists(os.path.join(d, "metrics.jsonl"))] if os.path.isdir(runs) else []
 
 
 spark = (
@@ -113,8 +108,8 @@ try:
                         "reassigned": sum(m["reassigned"] for m in s.metrics)}
 
     # A job that fails: run() raises with the job's message.
-    broken = job(1).replace("job-1", "job-broken")
-    with open(job(1)) as f:
+    broken = job(1)
+    with open(broken) as f:
         text = f.read().replace('format = "mnist"', 'format = "csv"\npath = "/nonexistent/deepdist-data"')
     with open(broken, "w") as f:
         f.write(text)

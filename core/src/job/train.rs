@@ -165,9 +165,10 @@ train_table! {
 impl TrainSpec {
     /// How executors encode this job's pushes.
     pub fn push_codec(&self) -> crate::compress::PushCodec {
+        let default = crate::compress::PushCodec::default();
         crate::compress::PushCodec {
             compression: self.compression,
-            topk_fraction: self.topk_fraction.unwrap_or(0.01),
+            topk_fraction: self.topk_fraction.unwrap_or(default.topk_fraction),
             clip_norm: self.topk_clip_norm,
             momentum_correction: self.mode.momentum_on_executors(self.compression),
         }
